@@ -1,0 +1,3 @@
+"""
+Interop tests: the real peers (Prosody, sipp) on loopback.
+"""

@@ -1,0 +1,3 @@
+"""
+The gateway's own SIP stack: messages, parser, transactions, transports.
+"""

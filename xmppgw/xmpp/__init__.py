@@ -1,0 +1,3 @@
+"""
+The XMPP side of the gateway.
+"""
