@@ -1,0 +1,991 @@
+"""
+Tests for L{xmppgw.xmpp.component}: the XEP-0114 component link.
+
+No network and no real time: the reactor is a L{MemoryReactorClock} whose
+C{connectTCP} returns a connector that counts connection attempts, the XML
+stream runs over a L{StringTransport}, and the server's side is played by
+feeding bytes to C{dataReceived}.
+"""
+
+import socket
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import (
+    EventLoggingObserver,
+    MemoryReactorClock,
+    StringTransport,
+)
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+from twisted.words.protocols.jabber import xmlstream
+from twisted.words.xish import domish
+from wokkel.subprotocols import XMPPHandler
+
+from xmppgw.xmpp.component import ComponentLink, LinkDown
+
+NS_STREAMS = "http://etherx.jabber.org/streams"
+
+SERVER_HEADER = (
+    "<stream:stream xmlns='jabber:component:accept' "
+    "xmlns:stream='http://etherx.jabber.org/streams' "
+    "from='gw.example' id='%s'>"
+)
+
+
+def streamError(condition, text=None):
+    """
+    The bytes of a server stream error with C{condition}, stream footer
+    included.
+    """
+    textElement = ""
+    if text:
+        textElement = (
+            "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>%s</text>" % text
+        )
+    return (
+        "<stream:error><%s xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>%s"
+        "</stream:error></stream:stream>" % (condition, textElement)
+    ).encode("utf-8")
+
+
+class FakeConnector:
+    """
+    An L{IConnector} that counts calls to C{connect}.
+    """
+
+    def __init__(self, host, port):
+        self.host = host
+        self.port = port
+        self.connects = 0
+        self.stoppedConnecting = False
+        self.disconnected = False
+
+    def connect(self):
+        self.connects += 1
+
+    def stopConnecting(self):
+        self.stoppedConnecting = True
+
+    def disconnect(self):
+        self.disconnected = True
+
+    def getDestination(self):
+        return IPv4Address("TCP", self.host, self.port)
+
+
+class FakeReactor(MemoryReactorClock):
+    """
+    A memory reactor whose C{connectTCP} returns a L{FakeConnector}.
+    """
+
+    def connectTCP(self, host, port, factory, timeout=30, bindAddress=None):
+        self.tcpClients.append((host, port, factory, timeout, bindAddress))
+        connector = FakeConnector(host, port)
+        connector.connect()
+        self.connectors.append(connector)
+        return connector
+
+
+class RecordingHandler(XMPPHandler):
+    """
+    A handler that records the calls its parent makes.
+    """
+
+    def __init__(self):
+        XMPPHandler.__init__(self)
+        self.calls = []
+
+    def connectionMade(self):
+        self.calls.append("connectionMade")
+
+    def connectionInitialized(self):
+        self.calls.append("connectionInitialized")
+
+    def connectionLost(self, reason):
+        XMPPHandler.connectionLost(self, reason)
+        self.calls.append("connectionLost")
+
+
+class FakeSocket:
+    """
+    Records C{setsockopt} calls.
+    """
+
+    def __init__(self):
+        self.options = []
+
+    def setsockopt(self, level, option, value):
+        self.options.append((level, option, value))
+
+
+class HandleTransport(StringTransport):
+    """
+    A L{StringTransport} with a socket handle.
+    """
+
+    def __init__(self):
+        StringTransport.__init__(self)
+        self.handle = FakeSocket()
+
+    def getHandle(self):
+        return self.handle
+
+
+class LinkTestMixin:
+    """
+    Set-up and server-side helpers for the link tests.
+    """
+
+    def setUp(self):
+        self.reactor = FakeReactor()
+        self.link = self.makeLink()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.xs = None
+        self.transport = None
+
+    def makeLink(self, **kwargs):
+        kwargs.setdefault("reactor", self.reactor)
+        link = ComponentLink("127.0.0.1", 5347, "gw.example", "secret", **kwargs)
+        link.factory.jitter = 0
+        return link
+
+    @property
+    def connector(self):
+        return self.reactor.connectors[-1]
+
+    def connect(self, transport=None):
+        """
+        Let the current attempt's TCP connection succeed.
+        """
+        self.xs = self.link.factory.buildProtocol(
+            IPv4Address("TCP", "127.0.0.1", 5347)
+        )
+        self.transport = transport if transport is not None else StringTransport()
+        self.xs.makeConnection(self.transport)
+        return self.xs
+
+    def serverHeader(self, sid="3BF96D32"):
+        self.xs.dataReceived((SERVER_HEADER % sid).encode("ascii"))
+
+    def authenticate(self):
+        """
+        Connect, receive the server header and accept the handshake.
+        """
+        self.connect()
+        self.serverHeader()
+        self.xs.dataReceived(b"<handshake/>")
+
+    def failConnect(self, exception=None):
+        """
+        Let the current attempt fail before a TCP connection is made.
+        """
+        reason = Failure(exception or ConnectionRefusedError())
+        self.link.factory.clientConnectionFailed(self.connector, reason)
+
+    def loseConnection(self, exception=None):
+        """
+        End the current TCP connection the way a reactor would: the protocol
+        first, then the factory.
+        """
+        reason = Failure(exception or ConnectionDone())
+        self.xs.connectionLost(reason)
+        self.link.factory.clientConnectionLost(self.connector, reason)
+
+    def refuseHandshake(self, condition="not-authorized"):
+        """
+        One full attempt the server refuses with a stream error.
+        """
+        self.connect()
+        self.serverHeader()
+        self.xs.dataReceived(streamError(condition))
+        self.loseConnection()
+
+    def pendingDelay(self):
+        """
+        The delay of the one pending reconnection.
+        """
+        calls = self.reactor.getDelayedCalls()
+        self.assertEqual(1, len(calls))
+        return round(calls[0].getTime() - self.reactor.seconds(), 9)
+
+    def advanceToRetry(self):
+        """
+        Let the pending reconnection fire.
+        """
+        self.pendingDelay()
+        self.reactor.advance(
+            self.reactor.getDelayedCalls()[0].getTime() - self.reactor.seconds()
+        )
+
+    def eventsAt(self, level):
+        return [e for e in self.events if e.get("log_level") == level]
+
+    def messagesAt(self, level):
+        return [formatEvent(e) for e in self.eventsAt(level)]
+
+
+class ConnectionTests(LinkTestMixin, unittest.TestCase):
+    """
+    Connecting and the XEP-0114 handshake.
+    """
+
+    def test_startServiceConnectsWithInjectedReactor(self):
+        """
+        startService connects to host:port through the injected reactor, and
+        that reactor is the factory's clock.
+        """
+        self.link.startService()
+        self.assertEqual(1, len(self.reactor.tcpClients))
+        host, port, factory, timeout, _ = self.reactor.tcpClients[0]
+        self.assertEqual(("127.0.0.1", 5347), (host, port))
+        self.assertIs(self.link.factory, factory)
+        self.assertEqual(30, timeout)
+        self.assertIs(self.reactor, self.link.factory.clock)
+        self.assertEqual("connecting", self.link.state)
+
+    def test_streamHeader(self):
+        """
+        The stream header names the component domain in the component
+        namespace, without a version.
+        """
+        self.link.startService()
+        self.connect()
+        header = self.transport.value().decode("utf-8")
+        self.assertIn("xmlns='jabber:component:accept'", header)
+        self.assertIn("to='gw.example'", header)
+        self.assertNotIn("version=", header)
+        self.assertEqual("handshaking", self.link.state)
+
+    def test_handshakeDigest(self):
+        """
+        The handshake is SHA-1 over stream id and secret (XEP-0114 vector).
+        """
+        self.link.startService()
+        self.connect()
+        self.transport.clear()
+        self.serverHeader("3BF96D32")
+        self.assertEqual(
+            "b09ea9b3b7f586be8a08d0a3dd7466f110aeb136",
+            xmlstream.hashPassword("3BF96D32", "secret"),
+        )
+        self.assertEqual(
+            b"<handshake>b09ea9b3b7f586be8a08d0a3dd7466f110aeb136</handshake>",
+            self.transport.value(),
+        )
+        self.assertEqual("handshaking", self.link.state)
+        self.assertFalse(self.link.isAuthenticated)
+
+    def test_authenticatedAfterHandshake(self):
+        """
+        The empty <handshake/> from the server authenticates the link.
+        """
+        self.link.startService()
+        self.authenticate()
+        self.assertEqual("authenticated", self.link.state)
+        self.assertTrue(self.link.isAuthenticated)
+        self.assertIsNone(self.link.lastError)
+        self.assertTrue(
+            any("authenticated as 'gw.example'" in m for m in self.messagesAt(LogLevel.info))
+        )
+
+    def test_handlersInitializedOnlyAfterHandshake(self):
+        """
+        Handlers get connectionMade on connect but connectionInitialized
+        only once the handshake succeeded.
+        """
+        handler = RecordingHandler()
+        handler.setHandlerParent(self.link)
+        self.link.startService()
+        self.connect()
+        self.serverHeader()
+        self.assertEqual(["connectionMade"], handler.calls)
+        self.xs.dataReceived(b"<handshake/>")
+        self.assertEqual(["connectionMade", "connectionInitialized"], handler.calls)
+
+    def test_handlersCanSendWhenInitialized(self):
+        """
+        A handler may send from connectionInitialized (the router flushes
+        its hold queue there).
+        """
+        sent = []
+
+        class Sender(XMPPHandler):
+            def connectionInitialized(self):
+                message = domish.Element((None, "message"))
+                message["from"] = "a@gw.example"
+                message["to"] = "b@xmpp.example"
+                self.parent.send(message)
+                sent.append(True)
+
+        Sender().setHandlerParent(self.link)
+        self.link.startService()
+        self.authenticate()
+        self.assertEqual([True], sent)
+        self.assertIn(b"<message from='a@gw.example'", self.transport.value())
+
+    def test_handlerAddedWhenAuthenticated(self):
+        """
+        A handler added to an authenticated link is brought up at once.
+        """
+        self.link.startService()
+        self.authenticate()
+        handler = RecordingHandler()
+        handler.setHandlerParent(self.link)
+        self.assertEqual(["connectionMade", "connectionInitialized"], handler.calls)
+
+    def test_handlersToldOfLoss(self):
+        """
+        Losing an authenticated link calls the handlers' connectionLost and
+        makes send raise LinkDown.
+        """
+        handler = RecordingHandler()
+        handler.setHandlerParent(self.link)
+        self.link.startService()
+        self.authenticate()
+        self.loseConnection(ConnectionLost())
+        self.assertEqual("connectionLost", handler.calls[-1])
+        self.assertFalse(self.link.isAuthenticated)
+        self.assertEqual("down", self.link.state)
+        self.assertRaises(LinkDown, self.link.send, self.message())
+        warnings = self.messagesAt(LogLevel.warn)
+        self.assertEqual(1, len(warnings))
+        self.assertIn("XMPP component link to 127.0.0.1:5347 lost", warnings[0])
+        self.assertIn("retrying in 1.0 s", warnings[0])
+
+    def message(self):
+        message = domish.Element((None, "message"))
+        message["from"] = "alice*sip.example@gw.example"
+        message["to"] = "bob@xmpp.example"
+        message.addElement("body", content="hi")
+        return message
+
+
+class SendTests(LinkTestMixin, unittest.TestCase):
+    """
+    L{ComponentLink.send} and L{ComponentLink.request}.
+    """
+
+    def message(self, sender="alice*sip.example@gw.example"):
+        message = domish.Element((None, "message"))
+        if sender is not None:
+            message["from"] = sender
+        message["to"] = "bob@xmpp.example"
+        message.addElement("body", content="hi")
+        return message
+
+    def test_sendBeforeStartRaisesLinkDown(self):
+        """
+        send raises LinkDown before the service has started.
+        """
+        exc = self.assertRaises(LinkDown, self.link.send, self.message())
+        self.assertIn("stopped", str(exc))
+
+    def test_sendDuringHandshakeRaisesLinkDown(self):
+        """
+        send raises LinkDown while the handshake is in progress, and writes
+        nothing (and nothing is queued for later).
+        """
+        self.link.startService()
+        self.connect()
+        self.serverHeader()
+        self.transport.clear()
+        self.assertRaises(LinkDown, self.link.send, self.message())
+        self.assertEqual(b"", self.transport.value())
+        self.xs.dataReceived(b"<handshake/>")
+        self.assertEqual(b"", self.transport.value())
+
+    def test_sendWhenAuthenticatedWrites(self):
+        """
+        send writes the stanza at once, with the caller's from untouched.
+        """
+        self.link.startService()
+        self.authenticate()
+        self.transport.clear()
+        self.link.send(self.message())
+        self.assertEqual(
+            b"<message from='alice*sip.example@gw.example' to='bob@xmpp.example'>"
+            b"<body>hi</body></message>",
+            self.transport.value(),
+        )
+
+    def test_sendWithoutFrom(self):
+        """
+        A stanza without from is refused (no one fills it in silently).
+        """
+        self.link.startService()
+        self.authenticate()
+        self.transport.clear()
+        self.assertRaises(ValueError, self.link.send, self.message(sender=None))
+        self.assertEqual(b"", self.transport.value())
+
+    def test_sendNotAnElement(self):
+        """
+        send only takes elements.
+        """
+        self.link.startService()
+        self.authenticate()
+        self.assertRaises(TypeError, self.link.send, "<message/>")
+
+    def test_requestWhenDown(self):
+        """
+        An IQ request on a link that is down fails with LinkDown and leaves
+        nothing tracked.
+        """
+        from wokkel.generic import Request
+
+        d = self.link.request(Request(recipient="xmpp.example", sender="gw.example"))
+        self.failureResultOf(d, LinkDown)
+        self.assertEqual({}, self.link._iqDeferreds)
+
+
+class BackOffTests(LinkTestMixin, unittest.TestCase):
+    """
+    Failures are logged once, clearly, and retried with back-off.
+    """
+
+    def test_wrongPassword(self):
+        """
+        A not-authorized stream error logs one error line and schedules a
+        retry after initialDelay.
+        """
+        self.link.startService()
+        self.refuseHandshake("not-authorized")
+        errors = self.messagesAt(LogLevel.error)
+        self.assertEqual(
+            [
+                "XMPP server at 127.0.0.1:5347 refused the component handshake "
+                "for 'gw.example' (wrong xmpp_password?); retrying in 1.0 s"
+            ],
+            errors,
+        )
+        self.assertEqual("not-authorized", self.eventsAt(LogLevel.error)[0]["condition"])
+        self.assertEqual(1, self.link.authFailures)
+        self.assertEqual("down", self.link.state)
+        self.assertEqual(1.0, self.pendingDelay())
+        self.assertEqual(1, self.connector.connects)
+        self.reactor.advance(1.0)
+        self.assertEqual(2, self.connector.connects)
+        self.assertEqual(1, self.link.reconnects)
+        self.assertEqual("connecting", self.link.state)
+
+    def test_wrongPasswordDelaysGrow(self):
+        """
+        Repeated refusals back off 1, 2, 4, ... seconds, capped at maxDelay,
+        and the service keeps trying.
+        """
+        self.link.startService()
+        delays = []
+        for _ in range(9):
+            self.refuseHandshake("not-authorized")
+            delays.append(self.pendingDelay())
+            self.advanceToRetry()
+        self.assertEqual([1, 2, 4, 8, 16, 32, 60, 60, 60], delays)
+        self.assertEqual(9, self.link.authFailures)
+        self.assertEqual(9, self.link.reconnects)
+        self.assertTrue(self.link.running)
+        self.assertEqual(9, len(self.eventsAt(LogLevel.error)))
+
+    def test_streamClosedAfterHandshake(self):
+        """
+        A server that closes the stream after the handshake without an
+        error element is reported as a refused handshake.
+        """
+        self.link.startService()
+        self.connect()
+        self.serverHeader()
+        self.xs.dataReceived(b"</stream:stream>")
+        self.loseConnection()
+        errors = self.messagesAt(LogLevel.error)
+        self.assertEqual(1, len(errors))
+        self.assertIn("refused the component handshake for 'gw.example'", errors[0])
+        self.assertIn("wrong xmpp_password?", errors[0])
+        self.assertIn("retrying in 1.0 s", errors[0])
+        self.assertEqual(1, self.link.authFailures)
+
+    def test_conflict(self):
+        """
+        A conflict stream error says another component holds the name and
+        backs off like any other failure.
+        """
+        self.link.startService()
+        delays = []
+        for _ in range(3):
+            self.refuseHandshake("conflict")
+            delays.append(self.pendingDelay())
+            self.advanceToRetry()
+        errors = self.messagesAt(LogLevel.error)
+        self.assertEqual(3, len(errors))
+        self.assertIn(
+            "another component is already connected as 'gw.example' (conflict)",
+            errors[0],
+        )
+        self.assertIn("retrying in 1.0 s", errors[0])
+        self.assertEqual([1, 2, 4], delays)
+        self.assertEqual(3, self.link.conflicts)
+        self.assertEqual(0, self.link.authFailures)
+        self.assertEqual("conflict", self.link.lastError)
+
+    def test_conflictWhenAuthenticated(self):
+        """
+        A conflict that ends an authenticated link (the server kicked us for
+        a newer connection) is logged as such.
+        """
+        self.link.startService()
+        self.authenticate()
+        self.xs.dataReceived(streamError("conflict"))
+        self.loseConnection()
+        errors = self.messagesAt(LogLevel.error)
+        self.assertEqual(1, len(errors))
+        self.assertIn("another component connected as 'gw.example'", errors[0])
+        self.assertIn("replaced this one", errors[0])
+
+    def test_hostUnknown(self):
+        """
+        host-unknown points at the server's component configuration.
+        """
+        self.link.startService()
+        self.refuseHandshake("host-unknown")
+        errors = self.messagesAt(LogLevel.error)
+        self.assertEqual(1, len(errors))
+        self.assertIn(
+            "does not know component 'gw.example' (check the server's Component config)",
+            errors[0],
+        )
+        self.assertEqual(1.0, self.pendingDelay())
+
+    def test_invalidNamespace(self):
+        """
+        invalid-namespace (a client port, not a component port) names the
+        port.
+        """
+        self.link.startService()
+        self.refuseHandshake("invalid-namespace")
+        errors = self.messagesAt(LogLevel.error)
+        self.assertEqual(1, len(errors))
+        self.assertIn("is port 5347 the server's component port?", errors[0])
+
+    def test_otherStreamError(self):
+        """
+        Another stream error is a warning naming the condition and text.
+        """
+        self.link.startService()
+        self.connect()
+        self.serverHeader()
+        self.xs.dataReceived(b"<handshake/>")
+        self.xs.dataReceived(streamError("system-shutdown", "bye"))
+        self.loseConnection()
+        warnings = self.messagesAt(LogLevel.warn)
+        self.assertEqual(1, len(warnings))
+        self.assertIn("'system-shutdown' 'bye'", warnings[0])
+        self.assertEqual([], self.messagesAt(LogLevel.error))
+
+    def test_missingStreamID(self):
+        """
+        A server header without an id fails the handshake: the connection
+        is dropped and retried.
+        """
+        self.link.startService()
+        self.connect()
+        self.xs.dataReceived(
+            b"<stream:stream xmlns='jabber:component:accept' "
+            b"xmlns:stream='http://etherx.jabber.org/streams' from='gw.example'>"
+        )
+        self.assertTrue(self.transport.disconnecting)
+        self.loseConnection()
+        errors = self.messagesAt(LogLevel.error)
+        self.assertEqual(1, len(errors))
+        self.assertIn("Component handshake with XMPP server at 127.0.0.1:5347 failed", errors[0])
+        self.assertEqual(1.0, self.pendingDelay())
+
+    def test_malformedXML(self):
+        """
+        Malformed XML from the server is a warning and a retry.
+        """
+        self.link.startService()
+        self.authenticate()
+        self.xs.dataReceived(b"<message><</message>")
+        self.assertTrue(self.transport.disconnecting)
+        self.loseConnection()
+        warnings = self.messagesAt(LogLevel.warn)
+        self.assertEqual(1, len(warnings))
+        self.assertIn("sent malformed XML", warnings[0])
+
+    def test_connectionRefused(self):
+        """
+        A refused connection is a warning with the retry delay, and the
+        delays grow.
+        """
+        self.link.startService()
+        delays = []
+        for _ in range(3):
+            self.failConnect()
+            delays.append(self.pendingDelay())
+            self.advanceToRetry()
+        warnings = self.messagesAt(LogLevel.warn)
+        self.assertEqual(3, len(warnings))
+        self.assertIn("Cannot connect to XMPP server at 127.0.0.1:5347", warnings[0])
+        self.assertIn("retrying in 1.0 s", warnings[0])
+        self.assertEqual([1, 2, 4], delays)
+        self.assertEqual(3, self.connector.connects - 1)
+
+    def test_tcpConnectDoesNotResetDelay(self):
+        """
+        A TCP connection that ends before the handshake succeeded does not
+        reset the back-off (unlike Twisted's XmlStreamFactory).
+        """
+        self.link.startService()
+        delays = []
+        for _ in range(4):
+            self.connect()
+            self.loseConnection()
+            delays.append(self.pendingDelay())
+            self.advanceToRetry()
+        self.assertEqual([1, 2, 4, 8], delays)
+
+    def test_resetAfterSuccess(self):
+        """
+        After a successful handshake that stayed up, the next loss retries
+        after initialDelay again.
+        """
+        self.link.startService()
+        self.refuseHandshake()
+        self.advanceToRetry()
+        self.refuseHandshake()
+        self.assertEqual(2.0, self.pendingDelay())
+        self.advanceToRetry()
+        self.authenticate()
+        self.reactor.advance(self.link.stableInterval)
+        self.loseConnection(ConnectionLost())
+        self.assertEqual(1.0, self.pendingDelay())
+
+    def test_quickDropKeepsBackingOff(self):
+        """
+        A link lost right after its handshake does not reset the back-off,
+        so accept-then-drop cannot loop fast.
+        """
+        self.link.startService()
+        self.refuseHandshake()
+        self.advanceToRetry()
+        self.refuseHandshake()
+        self.advanceToRetry()
+        self.authenticate()
+        self.xs.dataReceived(streamError("conflict"))
+        self.loseConnection()
+        self.assertEqual(4.0, self.pendingDelay())
+
+    def test_jitter(self):
+        """
+        Jitter only lengthens a delay, by at most the jitter fraction, and
+        never beyond maxDelay.
+        """
+        link = self.link
+        link.factory.jitter = 0.1
+        link.factory.random = lambda: 0.5
+        link.startService()
+        delays = []
+        for _ in range(8):
+            self.failConnect()
+            delays.append(round(self.pendingDelay(), 6))
+            self.advanceToRetry()
+        self.assertEqual([1.05, 2.1, 4.2, 8.4, 16.8, 33.6, 60.0, 60.0], delays)
+
+    def test_neverFasterThanInitialDelay(self):
+        """
+        Whatever the server does and whatever the jitter draws, attempts are
+        at least initialDelay apart and at most maxDelay apart.
+        """
+        draws = iter([0.0, 0.999999] * 50)
+        self.link.factory.jitter = 0.5
+        self.link.factory.random = lambda: next(draws)
+        self.link.startService()
+        behaviours = [
+            self.failConnect,
+            lambda: self.refuseHandshake("not-authorized"),
+            lambda: self.refuseHandshake("conflict"),
+            lambda: (self.connect(), self.loseConnection()),
+        ]
+        times = [self.reactor.seconds()]
+        for i in range(40):
+            behaviours[i % len(behaviours)]()
+            delay = self.pendingDelay()
+            self.assertGreaterEqual(delay, 1.0)
+            self.assertLessEqual(delay, 60.0)
+            self.advanceToRetry()
+            times.append(self.reactor.seconds())
+        self.assertEqual(41, self.connector.connects)
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        self.assertGreaterEqual(min(gaps), 1.0)
+
+    def test_stateChanges(self):
+        """
+        onStateChange callbacks see every state of a connect, fail, retry,
+        succeed, stop cycle.
+        """
+        states = []
+        self.link.onStateChange.append(states.append)
+        self.link.startService()
+        self.refuseHandshake()
+        self.advanceToRetry()
+        self.authenticate()
+        self.link.stopService()
+        self.assertEqual(
+            [
+                "connecting",
+                "handshaking",
+                "down",
+                "connecting",
+                "handshaking",
+                "authenticated",
+                "stopped",
+            ],
+            states,
+        )
+
+    def test_brokenStateCallback(self):
+        """
+        A failing onStateChange callback is logged and does not break the
+        link.
+        """
+
+        def broken(state):
+            raise RuntimeError("boom")
+
+        self.link.onStateChange.append(broken)
+        self.link.startService()
+        self.authenticate()
+        self.assertEqual("authenticated", self.link.state)
+        self.assertEqual(3, len(self.flushLoggedErrors(RuntimeError)))
+
+
+class StopTests(LinkTestMixin, unittest.TestCase):
+    """
+    L{ComponentLink.stopService}.
+    """
+
+    def test_stopWhileDownCancelsRetry(self):
+        """
+        Stopping while waiting to retry cancels the retry for good.
+        """
+        self.link.startService()
+        self.failConnect()
+        self.assertEqual(1, len(self.reactor.getDelayedCalls()))
+        d = self.link.stopService()
+        self.successResultOf(d)
+        self.assertEqual([], self.reactor.getDelayedCalls())
+        self.reactor.advance(3600)
+        self.assertEqual(1, self.connector.connects)
+        self.assertEqual("stopped", self.link.state)
+
+    def test_stopWhileConnecting(self):
+        """
+        Stopping while the TCP connection is in progress stops connecting;
+        the resulting failure schedules nothing.
+        """
+        self.link.startService()
+        d = self.link.stopService()
+        self.successResultOf(d)
+        self.assertTrue(self.connector.stoppedConnecting)
+        self.failConnect()
+        self.assertEqual([], self.reactor.getDelayedCalls())
+        self.assertEqual("stopped", self.link.state)
+        self.assertEqual([], self.messagesAt(LogLevel.warn))
+
+    def test_stopClosesStreamCleanly(self):
+        """
+        Stopping an authenticated link sends the stream footer and fires
+        when the server has closed the connection; no reconnect follows.
+        """
+        self.link.startService()
+        self.authenticate()
+        self.transport.clear()
+        d = self.link.stopService()
+        self.assertEqual(b"</stream:stream>", self.transport.value())
+        self.assertNoResult(d)
+        self.assertEqual("stopped", self.link.state)
+        self.xs.dataReceived(b"</stream:stream>")
+        self.assertTrue(self.transport.disconnecting)
+        self.loseConnection()
+        self.successResultOf(d)
+        self.assertEqual([], self.reactor.getDelayedCalls())
+        self.assertEqual("stopped", self.link.state)
+        self.assertEqual(0, self.link.reconnects)
+
+    def test_stopIsBounded(self):
+        """
+        If the server never closes the stream, the connection is dropped
+        after closeTimeout and the Deferred fires.
+        """
+        self.link.startService()
+        self.authenticate()
+        d = self.link.stopService()
+        self.reactor.advance(self.link.closeTimeout - 0.1)
+        self.assertNoResult(d)
+        self.reactor.advance(0.1)
+        self.successResultOf(d)
+        self.assertTrue(self.transport.disconnecting)
+        self.loseConnection()
+        self.assertEqual([], self.reactor.getDelayedCalls())
+
+    def test_restartAfterStop(self):
+        """
+        A stopped link can be started again and connects afresh.
+        """
+        self.link.startService()
+        self.failConnect()
+        self.link.stopService()
+        self.link.startService()
+        self.assertEqual(2, len(self.reactor.tcpClients))
+        self.assertEqual("connecting", self.link.state)
+        self.failConnect()
+        self.assertEqual(1.0, self.pendingDelay())
+
+
+class KeepAliveTests(LinkTestMixin, unittest.TestCase):
+    """
+    The whitespace keepalive.
+    """
+
+    def test_whitespacePing(self):
+        """
+        An authenticated link writes one space every keepAliveInterval.
+        """
+        self.link.startService()
+        self.authenticate()
+        self.transport.clear()
+        self.reactor.advance(59)
+        self.assertEqual(b"", self.transport.value())
+        self.reactor.advance(1)
+        self.assertEqual(b" ", self.transport.value())
+        self.reactor.advance(60)
+        self.assertEqual(b"  ", self.transport.value())
+
+    def test_noPingBeforeHandshake(self):
+        """
+        Nothing is written by the keepalive before the handshake.
+        """
+        self.link.startService()
+        self.connect()
+        self.serverHeader()
+        self.transport.clear()
+        self.reactor.advance(120)
+        self.assertEqual(b"", self.transport.value())
+
+    def test_pingStopsOnLoss(self):
+        """
+        The keepalive stops when the connection is lost; only the retry
+        remains scheduled.
+        """
+        self.link.startService()
+        self.authenticate()
+        self.link.stableInterval = 0
+        self.loseConnection(ConnectionLost())
+        self.assertEqual(1.0, self.pendingDelay())
+
+    def test_keepAliveOff(self):
+        """
+        keepAliveInterval=0 schedules nothing.
+        """
+        self.link = self.makeLink(keepAliveInterval=0)
+        self.link.startService()
+        self.authenticate()
+        self.assertEqual([], self.reactor.getDelayedCalls())
+
+    def test_userTimeout(self):
+        """
+        Where the platform has TCP_USER_TIMEOUT, the socket gets
+        keepAliveTimeout (default twice the interval) in milliseconds.
+        """
+        if getattr(socket, "TCP_USER_TIMEOUT", None) is None:
+            raise unittest.SkipTest("no TCP_USER_TIMEOUT on this platform")
+        self.link.startService()
+        transport = HandleTransport()
+        self.connect(transport)
+        self.assertEqual(
+            [(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 120000)],
+            transport.handle.options,
+        )
+
+
+class TrafficLogTests(LinkTestMixin, unittest.TestCase):
+    """
+    logTraffic.
+    """
+
+    def test_handshakeRedacted(self):
+        """
+        Traffic logging shows the stream but not the handshake digest.
+        """
+        self.link = self.makeLink(logTraffic=True)
+        self.link.startService()
+        self.authenticate()
+        text = "\n".join(self.messagesAt(LogLevel.info))
+        self.assertIn("XMPP SEND: <stream:stream", text)
+        self.assertIn("XMPP RECV: <handshake/>", text)
+        self.assertIn("<handshake>[redacted]</handshake>", text)
+        self.assertNotIn("b09ea9b3b7f586be8a08d0a3dd7466f110aeb136", text)
+
+
+class ArgumentTests(unittest.TestCase):
+    """
+    Bad constructor arguments get clear errors.
+    """
+
+    def make(self, **kwargs):
+        args = dict(
+            host="127.0.0.1",
+            port=5347,
+            domain="gw.example",
+            password="secret",
+            reactor=MemoryReactorClock(),
+        )
+        args.update(kwargs)
+        return ComponentLink(**args)
+
+    def test_valid(self):
+        """
+        Good arguments build a stopped link with the domain normalised.
+        """
+        link = self.make(domain="GW.Example")
+        self.assertEqual("gw.example", link.domain)
+        self.assertEqual("stopped", link.state)
+        self.assertEqual((0, 0, 0), (link.reconnects, link.authFailures, link.conflicts))
+
+    def test_badPort(self):
+        """
+        A port outside 1..65535, or not an int, is a ValueError.
+        """
+        for port in (0, 65536, "5347", True):
+            self.assertRaises(ValueError, self.make, port=port)
+
+    def test_badDomain(self):
+        """
+        An empty domain or one with a localpart or resource is refused.
+        """
+        for domain in ("", "a@gw.example", "gw.example/r"):
+            self.assertRaises(ValueError, self.make, domain=domain)
+        self.assertRaises(TypeError, self.make, domain=b"gw.example")
+
+    def test_badPassword(self):
+        """
+        The password must be a non-empty string.
+        """
+        self.assertRaises(ValueError, self.make, password="")
+        self.assertRaises(TypeError, self.make, password=b"secret")
+
+    def test_badDelays(self):
+        """
+        Delays must satisfy 0 < initialDelay <= maxDelay.
+        """
+        self.assertRaises(ValueError, self.make, initialDelay=0)
+        self.assertRaises(ValueError, self.make, initialDelay=10, maxDelay=5)
+        self.assertRaises(ValueError, self.make, keepAliveInterval=-1)
+        self.assertRaises(ValueError, self.make, connectTimeout=0)
+
+    def test_emptyHost(self):
+        """
+        An empty host is refused.
+        """
+        self.assertRaises(ValueError, self.make, host="")

@@ -1,0 +1,431 @@
+"""
+Tests for L{xmppgw.router}: both directions with fakes for the SIP
+transaction layer and the XMPP link, on a Clock.
+"""
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+from twisted.words.xish import domish
+
+from xmppgw.addressing import AddressMapper
+from xmppgw.router import GatewayHandler, MessageRouter, RouterSettings, targetForURI
+from xmppgw.sip.message import Response, Headers, parseMessage
+from xmppgw.sip.transaction import TransactionTimeout, TransportFailure
+from xmppgw.sip.transport import Target
+from xmppgw.xmpp.component import LinkDown
+
+GW = "gw.example"
+
+
+class FakeTransactionLayer:
+    """
+    Records client requests; each gets a Deferred the test fires.
+    """
+
+    def __init__(self):
+        self.requestHandler = None
+        self.sent = []
+
+    def sendRequest(self, request, target):
+        d = defer.Deferred()
+        self.sent.append((request, target, d))
+        return d
+
+
+class FakeServerTransaction:
+    def __init__(self):
+        self.responses = []
+
+    def respond(self, response):
+        self.responses.append(response)
+
+
+class FakeLink:
+    def __init__(self, authenticated=True):
+        self.isAuthenticated = authenticated
+        self.sent = []
+
+    def send(self, element):
+        if not self.isAuthenticated:
+            raise LinkDown()
+        self.sent.append(element)
+
+
+def sipMessage(
+    uri="sip:alice*xmpp.example@gw.example",
+    sender="sip:bob@sip.example",
+    body="hello",
+    contentType="text/plain",
+    branch="z9hG4bK1",
+    method="MESSAGE",
+    extra="",
+):
+    raw = body.encode("utf-8")
+    text = (
+        f"{method} {uri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <{sender}>;tag=ft1\r\n"
+        f"To: <{uri}>\r\n"
+        "Call-ID: call-1@192.0.2.1\r\n"
+        f"CSeq: 1 {method}\r\n"
+        f"Content-Type: {contentType}\r\n"
+        f"{extra}"
+        f"Content-Length: {len(raw)}\r\n\r\n"
+    )
+    return parseMessage(text.encode("utf-8") + raw)
+
+
+def xmppMessage(sender="alice@xmpp.example/phone", to="carol*sip.example@gw.example",
+                body="hi", id="m1", type="chat"):
+    el = domish.Element((None, "message"))
+    el["from"] = sender
+    el["to"] = to
+    if id:
+        el["id"] = id
+    if type:
+        el["type"] = type
+    if body is not None:
+        el.addElement("body", content=body)
+    return el
+
+
+def response(code, reason="Whatever"):
+    return Response(code, reason, Headers())
+
+
+class RouterTestsMixin:
+    def setUp(self):
+        self.clock = Clock()
+        self.sip = FakeTransactionLayer()
+        self.link = FakeLink()
+        self.mapper = AddressMapper(
+            separator="*", gatewayDomain=GW, xmppDomain=GW, gwmap={}
+        )
+        self.settings = RouterSettings(
+            xmppDomain=GW, holdTimeout=8.0, holdLimit=2, queueLimit=2,
+            logMessages=False,
+        )
+        self.router = MessageRouter(
+            self.clock, self.mapper, self.sip, self.link, self.settings
+        )
+
+
+class SIPToXMPPTests(RouterTestsMixin, unittest.TestCase):
+    """
+    SIP MESSAGE -> XMPP message.
+    """
+
+    def receive(self, request):
+        txn = FakeServerTransaction()
+        self.sip.requestHandler(request, txn)
+        return txn
+
+    def test_registersHandler(self):
+        """
+        The router installs itself as the transaction layer's handler.
+        """
+        self.assertEqual(self.sip.requestHandler, self.router.sipRequestReceived)
+
+    def test_relayed(self):
+        """
+        A mappable MESSAGE becomes a stanza and is answered 202.
+        """
+        txn = self.receive(sipMessage(body="héllo <&>"))
+        self.assertEqual([202], [r.code for r in txn.responses])
+        [stanza] = self.link.sent
+        self.assertEqual("alice@xmpp.example", stanza["to"])
+        self.assertEqual("bob*sip.example@gw.example", stanza["from"])
+        self.assertEqual("héllo <&>", str(stanza.body))
+        self.assertIsNone(stanza.getAttribute("type"))
+
+    def test_successCode200(self):
+        """
+        The success code follows the configuration.
+        """
+        self.router.settings = RouterSettings(xmppDomain=GW, successCode=200,
+                                              logMessages=False)
+        txn = self.receive(sipMessage())
+        self.assertEqual([200], [r.code for r in txn.responses])
+
+    def test_unmappableTarget(self):
+        """
+        A target without a separator gets 404 and nothing is sent.
+        """
+        txn = self.receive(sipMessage(uri="sip:alice@gw.example"))
+        self.assertEqual([404], [r.code for r in txn.responses])
+        self.assertEqual([], self.link.sent)
+
+    def test_senderOutsideDomain(self):
+        """
+        With a gwmap, a sender whose domain does not map to the component
+        domain is refused with 403 and never sent.
+        """
+        self.router.mapper = AddressMapper(
+            separator="*", gatewayDomain=GW, xmppDomain=GW,
+            gwmap={"sip.example": GW},
+        )
+        txn = self.receive(sipMessage(uri="sip:alice@xmpp.example",
+                                      sender="sip:eve@elsewhere.example"))
+        self.assertEqual([403], [r.code for r in txn.responses])
+        self.assertEqual([], self.link.sent)
+
+    def test_loopRefused(self):
+        """
+        A target that maps back to the gateway's own XMPP domain is refused.
+        """
+        txn = self.receive(sipMessage(uri="sip:x*gw.example@gw.example"))
+        self.assertEqual([482], [r.code for r in txn.responses])
+        self.assertEqual([], self.link.sent)
+
+    def test_unsupportedType(self):
+        """
+        A text/html body gets 415 with Accept.
+        """
+        txn = self.receive(sipMessage(contentType="text/html"))
+        [r] = txn.responses
+        self.assertEqual(415, r.code)
+        self.assertIn("text/plain", r.headers.get("Accept"))
+
+    def test_options(self):
+        """
+        OPTIONS is answered 200 by the request policy.
+        """
+        txn = self.receive(sipMessage(method="OPTIONS", body=""))
+        self.assertEqual([200], [r.code for r in txn.responses])
+        self.assertEqual([], self.link.sent)
+
+    def test_heldUntilLinkUp(self):
+        """
+        While the link is down a MESSAGE is held unanswered, then relayed
+        and answered when the link comes up.
+        """
+        self.link.isAuthenticated = False
+        txn = self.receive(sipMessage())
+        self.assertEqual([], txn.responses)
+        self.clock.advance(5)
+        self.link.isAuthenticated = True
+        self.router.xmppLinkUp()
+        self.assertEqual([202], [r.code for r in txn.responses])
+        self.assertEqual(1, len(self.link.sent))
+        self.assertFalse(self.clock.getDelayedCalls())
+
+    def test_heldInOrder(self):
+        """
+        Held messages go out in arrival order, and a message arriving while
+        others are held waits behind them.
+        """
+        self.link.isAuthenticated = False
+        self.receive(sipMessage(body="one", branch="z9hG4bKa"))
+        self.receive(sipMessage(body="two", branch="z9hG4bKb"))
+        self.link.isAuthenticated = True
+        self.router.xmppLinkUp()
+        self.assertEqual(["one", "two"], [str(s.body) for s in self.link.sent])
+
+    def test_holdTimeout(self):
+        """
+        A held MESSAGE is answered 503 with Retry-After after holdTimeout and
+        never sent later.
+        """
+        self.link.isAuthenticated = False
+        txn = self.receive(sipMessage())
+        self.clock.advance(8)
+        [r] = txn.responses
+        self.assertEqual(503, r.code)
+        self.assertTrue(r.headers.get("Retry-After"))
+        self.link.isAuthenticated = True
+        self.router.xmppLinkUp()
+        self.assertEqual([], self.link.sent)
+
+    def test_holdLimit(self):
+        """
+        Past holdLimit a MESSAGE is answered 503 at once.
+        """
+        self.link.isAuthenticated = False
+        self.receive(sipMessage(branch="z9hG4bKa"))
+        self.receive(sipMessage(branch="z9hG4bKb"))
+        txn = self.receive(sipMessage(branch="z9hG4bKc"))
+        self.assertEqual([503], [r.code for r in txn.responses])
+
+
+class XMPPToSIPTests(RouterTestsMixin, unittest.TestCase):
+    """
+    XMPP message -> SIP MESSAGE.
+    """
+
+    def test_sent(self):
+        """
+        A message with a body becomes a SIP MESSAGE to the mapped URI, sent
+        to the URI's host over UDP.
+        """
+        self.router.xmppMessageReceived(xmppMessage(body="héllo"))
+        [(request, target, d)] = self.sip.sent
+        self.assertEqual("MESSAGE", request.method)
+        self.assertEqual("sip:carol@sip.example", request.uri)
+        self.assertEqual("héllo".encode("utf-8"), request.body)
+        self.assertNotIn("Contact", request.headers)
+        self.assertEqual(Target("udp", "sip.example", 5060), target)
+        d.callback(response(200, "OK"))
+        self.assertEqual([], self.link.sent)
+
+    def test_outboundProxy(self):
+        """
+        With an outbound proxy every request goes there.
+        """
+        proxy = Target("tcp", "127.0.0.1", 5070)
+        self.router.settings = RouterSettings(xmppDomain=GW, outboundProxy=proxy,
+                                              logMessages=False)
+        self.router.xmppMessageReceived(xmppMessage())
+        self.assertEqual(proxy, self.sip.sent[0][1])
+
+    def test_failureBounced(self):
+        """
+        A 404 comes back to the XMPP sender as item-not-found, id mirrored.
+        """
+        self.router.xmppMessageReceived(xmppMessage(id="abc"))
+        self.sip.sent[0][2].callback(response(404, "Not Found"))
+        [error] = self.link.sent
+        self.assertEqual("error", error["type"])
+        self.assertEqual("abc", error["id"])
+        self.assertEqual("alice@xmpp.example/phone", error["to"])
+        self.assertEqual("carol*sip.example@gw.example", error["from"])
+        self.assertEqual("item-not-found", _condition(error))
+
+    def test_timeoutBounced(self):
+        """
+        Timer F comes back as remote-server-timeout.
+        """
+        self.router.xmppMessageReceived(xmppMessage())
+        self.sip.sent[0][2].errback(TransactionTimeout())
+        self.assertEqual("remote-server-timeout", _condition(self.link.sent[0]))
+
+    def test_transportFailureBounced(self):
+        """
+        A transport failure comes back as a stanza error, not silence.
+        """
+        self.router.xmppMessageReceived(xmppMessage())
+        self.sip.sent[0][2].errback(TransportFailure("refused"))
+        self.assertEqual(1, len(self.link.sent))
+        self.assertEqual("error", self.link.sent[0]["type"])
+
+    def test_oneInFlightPerURI(self):
+        """
+        A second message to the same URI waits for the first transaction.
+        """
+        self.router.xmppMessageReceived(xmppMessage(body="one", id="1"))
+        self.router.xmppMessageReceived(xmppMessage(body="two", id="2"))
+        self.assertEqual(1, len(self.sip.sent))
+        self.sip.sent[0][2].callback(response(202, "Accepted"))
+        self.assertEqual(2, len(self.sip.sent))
+        self.assertEqual(b"two", self.sip.sent[1][0].body)
+
+    def test_otherURIsInParallel(self):
+        """
+        Messages to different URIs do not wait for each other.
+        """
+        self.router.xmppMessageReceived(xmppMessage(to="a*sip.example@gw.example"))
+        self.router.xmppMessageReceived(xmppMessage(to="b*sip.example@gw.example"))
+        self.assertEqual(2, len(self.sip.sent))
+
+    def test_queueLimit(self):
+        """
+        Past queueLimit per URI the sender gets resource-constraint.
+        """
+        for i in range(3):
+            self.router.xmppMessageReceived(xmppMessage(id=str(i)))
+        self.assertEqual(1, len(self.sip.sent))
+        [error] = self.link.sent
+        self.assertEqual("2", error["id"])
+        self.assertEqual("resource-constraint", _condition(error))
+
+    def test_bodylessIgnored(self):
+        """
+        A chat state without a body produces no SIP request and no error.
+        """
+        el = xmppMessage(body=None)
+        el.addElement(("http://jabber.org/protocol/chatstates", "composing"))
+        self.router.xmppMessageReceived(el)
+        self.assertEqual([], self.sip.sent)
+        self.assertEqual([], self.link.sent)
+
+    def test_errorNotAnswered(self):
+        """
+        An error stanza is counted, never answered and never relayed.
+        """
+        el = xmppMessage(type="error")
+        err = el.addElement("error")
+        err["type"] = "cancel"
+        err.addElement(("urn:ietf:params:xml:ns:xmpp-stanzas", "item-not-found"))
+        self.router.xmppMessageReceived(el)
+        self.assertEqual([], self.sip.sent)
+        self.assertEqual([], self.link.sent)
+        self.assertEqual(1, self.router.stats["xmpp.errorReceived"])
+
+    def test_unmappableTargetBounced(self):
+        """
+        A target without a separator is answered with a stanza error.
+        """
+        self.router.xmppMessageReceived(xmppMessage(to="carol@gw.example"))
+        self.assertEqual([], self.sip.sent)
+        self.assertEqual("error", self.link.sent[0]["type"])
+
+
+class TargetForURITests(unittest.TestCase):
+    """
+    L{targetForURI} picks the transport and port from the URI.
+    """
+
+    def test_default(self):
+        """
+        UDP and 5060 by default.
+        """
+        self.assertEqual(Target("udp", "sip.example", 5060),
+                         targetForURI("sip:bob@sip.example"))
+
+    def test_transportAndPort(self):
+        """
+        The transport parameter and an explicit port are honoured.
+        """
+        self.assertEqual(Target("tcp", "127.0.0.1", 5070),
+                         targetForURI("sip:127.0.0.1:5070;transport=tcp"))
+
+    def test_sips(self):
+        """
+        sips: goes over TLS on 5061.
+        """
+        self.assertEqual(Target("tls", "sip.example", 5061),
+                         targetForURI("sips:bob@sip.example"))
+
+
+class GatewayHandlerTests(RouterTestsMixin, unittest.TestCase):
+    """
+    L{GatewayHandler} passes link state and messages to the router.
+    """
+
+    def test_linkUpFlushesHeld(self):
+        """
+        connectionInitialized tells the router the link is up.
+        """
+        from wokkel.test.helpers import XmlStreamStub
+
+        self.link.isAuthenticated = False
+        txn = FakeServerTransaction()
+        self.sip.requestHandler(sipMessage(), txn)
+        handler = GatewayHandler(self.router, GW)
+        stub = XmlStreamStub()
+        handler.makeConnection(stub.xmlstream)
+        self.link.isAuthenticated = True
+        handler.connectionInitialized()
+        self.assertEqual([202], [r.code for r in txn.responses])
+        stub.send(xmppMessage())
+        self.assertEqual(1, len(self.sip.sent))
+
+
+def _condition(error):
+    for child in error.elements():
+        if child.name == "error":
+            for c in child.elements():
+                if c.uri == "urn:ietf:params:xml:ns:xmpp-stanzas" and c.name != "text":
+                    return c.name
+    return None

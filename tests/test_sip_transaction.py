@@ -1,0 +1,727 @@
+"""
+Tests for L{xmppgw.sip.transaction}: RFC 3261 non-INVITE transactions on a
+L{Clock} with a list-backed fake transport.
+"""
+
+from twisted.internet.defer import CancelledError, fail, succeed
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from xmppgw.sip.message import Headers, Request, Response, makeResponse, topVia
+from xmppgw.sip.transaction import (
+    Source,
+    Target,
+    TransactionLayer,
+    TransactionTimeout,
+    TransportFailure,
+)
+
+
+class FakeTransport:
+    """
+    A transport that records what is sent and can be told to fail.
+
+    @ivar sent: C{(message, destination)} pairs, in order.
+    @ivar times: the clock time of each send.
+    @ivar failWith: an exception to fail every send with, or L{None}.
+    """
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.sent = []
+        self.times = []
+        self.failWith = None
+        self.local = ("192.0.2.1", 5060)
+
+    def send(self, message, destination):
+        self.sent.append((message, destination))
+        self.times.append(self.clock.seconds())
+        if self.failWith is not None:
+            return fail(self.failWith)
+        return succeed(None)
+
+    def localAddress(self, transport):
+        return self.local
+
+
+UDP_SOURCE = Source("udp", "198.51.100.7", 5060)
+TCP_SOURCE = Source("tcp", "198.51.100.7", 40000, object())
+
+
+def makeRequest(
+    method="MESSAGE",
+    branch="z9hG4bKabc123",
+    sentBy="198.51.100.7:5060",
+    transport="UDP",
+    cseq=1,
+    callID="call-1@198.51.100.7",
+    fromTag="ft1",
+):
+    headers = Headers()
+    via = "SIP/2.0/%s %s" % (transport, sentBy)
+    if branch is not None:
+        via += ";branch=%s" % (branch,)
+    headers.add("Via", via)
+    headers.add("Max-Forwards", "70")
+    headers.add("From", "<sip:alice@example.org>;tag=%s" % (fromTag,))
+    headers.add("To", "<sip:bob@gw.example.com>")
+    headers.add("Call-ID", callID)
+    headers.add("CSeq", "%d %s" % (cseq, method))
+    return Request(method, "sip:bob@gw.example.com", headers, b"hello")
+
+
+def makeOutgoing(method="MESSAGE"):
+    headers = Headers()
+    headers.add("Max-Forwards", "70")
+    headers.add("From", "<sip:juliet@gw.example.com>;tag=12345")
+    headers.add("To", "<sip:romeo@example.net>")
+    headers.add("Call-ID", "out-1@gw.example.com")
+    headers.add("CSeq", "1 %s" % (method,))
+    return Request(method, "sip:romeo@example.net", headers, b"hi")
+
+
+def responseTo(request, code, method=None):
+    """
+    A response to a sent request, as the peer would build it.
+    """
+    response = makeResponse(request, code)
+    if method is not None:
+        response.headers.set("CSeq", "1 %s" % (method,))
+    return response
+
+
+class SourceTargetTests(unittest.TestCase):
+    """
+    Tests for L{Source} and L{Target}.
+    """
+
+    def test_targetDefaultPort(self):
+        """
+        A L{Target} without a port gets the transport's default port.
+        """
+        self.assertEqual(Target("udp", "example.net").port, 5060)
+        self.assertEqual(Target("tcp", "example.net").port, 5060)
+        self.assertEqual(Target("tls", "example.net").port, 5061)
+
+    def test_badTransport(self):
+        """
+        An unknown transport name is refused with L{ValueError}.
+        """
+        self.assertRaises(ValueError, Target, "sctp", "example.net", 5060)
+        self.assertRaises(ValueError, Source, "UDP", "192.0.2.1", 5060)
+
+    def test_badPort(self):
+        """
+        A port outside 1-65535 or an empty host is refused.
+        """
+        self.assertRaises(ValueError, Target, "udp", "example.net", 0)
+        self.assertRaises(ValueError, Target, "udp", "example.net", 70000)
+        self.assertRaises(ValueError, Target, "udp", "", 5060)
+
+    def test_reliable(self):
+        """
+        TCP and TLS are reliable, UDP is not.
+        """
+        self.assertFalse(Target("udp", "h").reliable)
+        self.assertTrue(Target("tcp", "h").reliable)
+        self.assertTrue(Source("tls", "h", 1).reliable)
+
+    def test_frozen(self):
+        """
+        L{Source} and L{Target} are immutable and hashable.
+        """
+        t = Target("udp", "h", 5060)
+        self.assertEqual({t: 1}[Target("udp", "h", 5060)], 1)
+        self.assertRaises(Exception, setattr, t, "port", 1)
+
+
+class ServerTransactionTests(unittest.TestCase):
+    """
+    Tests for server transactions (RFC 3261 17.2.2, 17.2.3).
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.transport = FakeTransport(self.clock)
+        self.layer = TransactionLayer(self.clock, self.transport)
+        self.calls = []
+        self.layer.requestHandler = lambda request, txn: self.calls.append((request, txn))
+
+    def test_handlerCalledOnce(self):
+        """
+        A retransmitted request does not reach the handler again.
+        """
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        self.assertEqual(len(self.calls), 1)
+        self.assertEqual(self.calls[0][0].method, "MESSAGE")
+        self.assertEqual(self.transport.sent, [])
+
+    def test_retransmissionResendsFinal(self):
+        """
+        A retransmission after the final response gets the same response
+        again, sent to the request's source.
+        """
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        request, txn = self.calls[0]
+        response = makeResponse(request, 202)
+        txn.respond(response)
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        self.assertEqual(
+            self.transport.sent,
+            [(response, UDP_SOURCE)] * 3,
+        )
+        self.assertEqual(len(self.calls), 1)
+
+    def test_retransmissionResendsProvisional(self):
+        """
+        In the Proceeding state a retransmission gets the last provisional
+        response again.
+        """
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        request, txn = self.calls[0]
+        trying = makeResponse(request, 100)
+        txn.respond(trying)
+        self.assertEqual(txn.state, "proceeding")
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        self.assertEqual([m for m, _ in self.transport.sent], [trying, trying])
+
+    def test_retransmissionInTrying(self):
+        """
+        In the Trying state (no response yet) a retransmission is absorbed
+        silently.
+        """
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        self.assertEqual(self.calls[0][1].state, "trying")
+        self.assertEqual(self.transport.sent, [])
+
+    def test_newBranchNewTransaction(self):
+        """
+        A request with another branch is a new transaction.
+        """
+        self.layer.receive(makeRequest(branch="z9hG4bK1"), UDP_SOURCE)
+        self.layer.receive(makeRequest(branch="z9hG4bK2"), UDP_SOURCE)
+        self.assertEqual(len(self.calls), 2)
+
+    def test_sentByPartOfKey(self):
+        """
+        The same branch from another sent-by is another transaction.
+        """
+        self.layer.receive(makeRequest(sentBy="198.51.100.7:5060"), UDP_SOURCE)
+        self.layer.receive(makeRequest(sentBy="198.51.100.8:5060"), UDP_SOURCE)
+        self.assertEqual(len(self.calls), 2)
+
+    def test_methodPartOfKey(self):
+        """
+        The same branch with another method is another transaction.
+        """
+        self.layer.receive(makeRequest(method="MESSAGE"), UDP_SOURCE)
+        self.layer.receive(makeRequest(method="OPTIONS"), UDP_SOURCE)
+        self.assertEqual(len(self.calls), 2)
+
+    def test_rfc2543Matching(self):
+        """
+        Without the magic cookie, retransmissions are matched by Call-ID, CSeq,
+        From tag and sent-by.
+        """
+        self.layer.receive(makeRequest(branch=None), UDP_SOURCE)
+        self.layer.receive(makeRequest(branch=None), UDP_SOURCE)
+        self.assertEqual(len(self.calls), 1)
+        self.layer.receive(makeRequest(branch="1234", cseq=2), UDP_SOURCE)
+        self.layer.receive(makeRequest(branch=None, fromTag="other"), UDP_SOURCE)
+        self.layer.receive(makeRequest(branch=None, callID="call-2"), UDP_SOURCE)
+        self.assertEqual(len(self.calls), 4)
+
+    def test_timerJUnreliable(self):
+        """
+        Over UDP the completed transaction stays for 64*T1 and is then
+        forgotten, so the same request is new again.
+        """
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        request, txn = self.calls[0]
+        txn.respond(makeResponse(request, 200))
+        self.clock.advance(31.9)
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        self.assertEqual(len(self.calls), 1)
+        self.clock.advance(0.1)
+        self.assertEqual(txn.state, "terminated")
+        self.assertEqual(self.layer._servers, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        self.assertEqual(len(self.calls), 2)
+
+    def test_timerJReliable(self):
+        """
+        Over TCP Timer J is zero: the transaction ends with its final
+        response and no timer is left.
+        """
+        self.layer.receive(makeRequest(transport="TCP"), TCP_SOURCE)
+        request, txn = self.calls[0]
+        txn.respond(makeResponse(request, 200))
+        self.assertEqual(txn.state, "terminated")
+        self.assertEqual(self.layer._servers, {})
+        self.assertEqual(self.layer._serverByIdent, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.transport.sent[0][1], TCP_SOURCE)
+
+    def test_secondFinalDiscarded(self):
+        """
+        A second final response is discarded (RFC 3261 17.2.2).
+        """
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        request, txn = self.calls[0]
+        txn.respond(makeResponse(request, 200))
+        txn.respond(makeResponse(request, 500))
+        self.assertEqual([m.code for m, _ in self.transport.sent], [200])
+
+    def test_respondChecksArguments(self):
+        """
+        L{ServerTransaction.respond} refuses a request or a bad status code.
+        """
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        request, txn = self.calls[0]
+        self.assertRaises(TypeError, txn.respond, request)
+        bad = makeResponse(request, 200)
+        bad.code = 99
+        self.assertRaises(ValueError, txn.respond, bad)
+
+    def test_cancelUnknown(self):
+        """
+        A CANCEL that matches no transaction is answered 481 by the layer,
+        without calling the handler.
+        """
+        self.layer.receive(makeRequest(method="CANCEL"), UDP_SOURCE)
+        self.assertEqual(self.calls, [])
+        [(response, dest)] = self.transport.sent
+        self.assertEqual(response.code, 481)
+        self.assertEqual(response.headers.get("CSeq"), "1 CANCEL")
+        self.assertEqual(dest, UDP_SOURCE)
+
+    def test_cancelPending(self):
+        """
+        A CANCEL for a pending transaction is answered 200 and has no other
+        effect: the transaction still takes its own final response.
+        """
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        request, txn = self.calls[0]
+        self.layer.receive(makeRequest(method="CANCEL"), UDP_SOURCE)
+        self.assertEqual([m.code for m, _ in self.transport.sent], [200])
+        self.assertEqual(txn.state, "trying")
+        txn.respond(makeResponse(request, 202))
+        self.assertEqual([m.code for m, _ in self.transport.sent], [200, 202])
+
+    def test_cancelCompleted(self):
+        """
+        A CANCEL for a completed transaction is answered 200 with the To tag
+        of the original final response.
+        """
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        request, txn = self.calls[0]
+        txn.respond(makeResponse(request, 200, toTag="totag9"))
+        self.layer.receive(makeRequest(method="CANCEL"), UDP_SOURCE)
+        response = self.transport.sent[-1][0]
+        self.assertEqual(response.code, 200)
+        self.assertIn(";tag=totag9", response.headers.get("To"))
+
+    def test_cancelRetransmission(self):
+        """
+        A retransmitted CANCEL gets the same answer again.
+        """
+        self.layer.receive(makeRequest(method="CANCEL"), UDP_SOURCE)
+        self.layer.receive(makeRequest(method="CANCEL"), UDP_SOURCE)
+        first, second = [m for m, _ in self.transport.sent]
+        self.assertIs(first, second)
+
+    def test_ackIgnored(self):
+        """
+        An ACK is neither answered nor passed to the handler.
+        """
+        self.layer.receive(makeRequest(method="ACK"), UDP_SOURCE)
+        self.assertEqual(self.calls, [])
+        self.assertEqual(self.transport.sent, [])
+        self.assertEqual(self.layer._servers, {})
+
+    def test_handlerFailure(self):
+        """
+        If the handler raises before answering, the request gets 500 and the
+        error is logged.
+        """
+
+        def handler(request, txn):
+            raise RuntimeError("boom")
+
+        self.layer.requestHandler = handler
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        self.assertEqual([m.code for m, _ in self.transport.sent], [500])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_noHandler(self):
+        """
+        Without a handler, requests are answered 503 with Retry-After.
+        """
+        self.layer.requestHandler = None
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        [(response, _)] = self.transport.sent
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers.get("Retry-After"), "5")
+
+    def test_abandoned(self):
+        """
+        A transaction the handler never answers is forgotten after 64*T1.
+        """
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        txn = self.calls[0][1]
+        self.clock.advance(32)
+        self.assertEqual(txn.state, "terminated")
+        self.assertEqual(self.layer._servers, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        txn.respond(makeResponse(txn.request, 200))
+        self.assertEqual(self.transport.sent, [])
+
+    def test_limit(self):
+        """
+        Beyond maxTransactions, new requests get 503 without a transaction.
+        """
+        self.layer.maxTransactions = 2
+        for i in range(3):
+            self.layer.receive(makeRequest(branch="z9hG4bK%d" % (i,)), UDP_SOURCE)
+        self.assertEqual(len(self.calls), 2)
+        self.assertEqual([m.code for m, _ in self.transport.sent], [503])
+        self.assertEqual(len(self.layer._servers), 2)
+
+    def test_noVia(self):
+        """
+        A message without a usable Via is dropped.
+        """
+        request = makeRequest()
+        request.headers.remove("Via")
+        self.layer.receive(request, UDP_SOURCE)
+        self.assertEqual(self.calls, [])
+        self.assertEqual(self.transport.sent, [])
+
+    def test_responseSendFailureLogged(self):
+        """
+        A transport failure while sending a response does not break the
+        transaction: it still completes.
+        """
+        self.transport.failWith = TransportFailure("gone")
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        request, txn = self.calls[0]
+        txn.respond(makeResponse(request, 200))
+        self.assertEqual(txn.state, "completed")
+
+
+class ClientTransactionTests(unittest.TestCase):
+    """
+    Tests for client transactions (RFC 3261 17.1.2).
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.transport = FakeTransport(self.clock)
+        self.layer = TransactionLayer(self.clock, self.transport)
+        self.udp = Target("udp", "203.0.113.5", 5060)
+        self.tcp = Target("tcp", "203.0.113.5", 5060)
+
+    def sentRequest(self):
+        return self.transport.sent[0][0]
+
+    def test_viaAdded(self):
+        """
+        The request goes out with a new top Via holding the local address, a
+        fresh z9hG4bK branch and rport; the caller's request is not modified.
+        """
+        original = makeOutgoing()
+        self.layer.sendRequest(original, self.udp)
+        sent, dest = self.transport.sent[0]
+        self.assertEqual(dest, self.udp)
+        self.assertNotIn("Via", original.headers)
+        via = topVia(sent)
+        self.assertEqual((via.transport, via.host, via.port), ("UDP", "192.0.2.1", 5060))
+        self.assertTrue(via.branch.startswith("z9hG4bK"))
+        self.assertGreater(len(via.branch), 20)
+        self.assertTrue(via.hasParam("rport"))
+        self.assertIsNone(via.param("rport"))
+        self.assertEqual(sent.headers.items()[0][0], "Via")
+        self.assertEqual(sent.headers.items()[1:], original.headers.items())
+        self.assertEqual(sent.body, b"hi")
+
+    def test_viaTransportAndIPv6(self):
+        """
+        The Via names the target's transport, and an IPv6 host is bracketed.
+        """
+        self.transport.local = ("2001:db8::1", 5070)
+        self.layer.sendRequest(makeOutgoing(), Target("tls", "example.net"))
+        via = topVia(self.sentRequest())
+        self.assertEqual((via.transport, via.host, via.port), ("TLS", "[2001:db8::1]", 5070))
+
+    def test_freshBranches(self):
+        """
+        Each transaction gets its own branch.
+        """
+        self.layer.sendRequest(makeOutgoing(), self.udp)
+        self.layer.sendRequest(makeOutgoing(), self.udp)
+        branches = {topVia(m).branch for m, _ in self.transport.sent}
+        self.assertEqual(len(branches), 2)
+
+    def test_timerESchedule(self):
+        """
+        Over UDP the request is retransmitted after 0.5, 1, 2, 4, 4, ...
+        seconds, and Timer F fails the transaction at 32 s with
+        L{TransactionTimeout}.
+        """
+        d = self.layer.sendRequest(makeOutgoing(), self.udp)
+        failures = []
+        d.addErrback(failures.append)
+        for _ in range(400):
+            self.clock.advance(0.25)
+        expected = [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+        self.assertEqual(self.transport.times, expected)
+        self.assertEqual(len(failures), 1)
+        failures[0].trap(TransactionTimeout)
+        self.assertEqual(self.layer._clients, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # Every retransmission is the identical request.
+        self.assertEqual(len({id(m) for m, _ in self.transport.sent}), 1)
+
+    def test_timerFExact(self):
+        """
+        Timer F fires at exactly 64*T1.
+        """
+        d = self.layer.sendRequest(makeOutgoing(), self.tcp)
+        self.clock.advance(31.999)
+        self.assertNoResult(d)
+        self.clock.advance(0.001)
+        self.failureResultOf(d, TransactionTimeout)
+
+    def test_t1Scales(self):
+        """
+        The timers follow the configured T1.
+        """
+        layer = TransactionLayer(self.clock, self.transport, t1=0.125, t2=0.5)
+        d = layer.sendRequest(makeOutgoing(), self.udp)
+        self.clock.pump([0.0625] * 200)
+        self.failureResultOf(d, TransactionTimeout)
+        expected = [0.0, 0.125, 0.375] + [0.875 + 0.5 * k for k in range(15)]
+        self.assertEqual(self.transport.times, expected)
+
+    def test_provisionalSwitchesToT2(self):
+        """
+        After a provisional response, retransmissions come every T2, and the
+        provisional response is not passed to the caller.
+        """
+        d = self.layer.sendRequest(makeOutgoing(), self.udp)
+        self.clock.advance(0.25)
+        self.layer.receive(responseTo(self.sentRequest(), 100), UDP_SOURCE)
+        self.assertNoResult(d)
+        self.clock.pump([0.25] * 40)
+        self.assertEqual(self.transport.times, [0.0, 0.5, 4.5, 8.5])
+
+    def test_reliableNoRetransmission(self):
+        """
+        Over TCP the request is sent once.
+        """
+        d = self.layer.sendRequest(makeOutgoing(), self.tcp)
+        self.clock.pump([1] * 40)
+        self.assertEqual(self.transport.times, [0.0])
+        self.failureResultOf(d, TransactionTimeout)
+
+    def test_finalResponse(self):
+        """
+        The final response fires the Deferred and stops the retransmissions.
+        """
+        d = self.layer.sendRequest(makeOutgoing(), self.udp)
+        self.clock.advance(0.5)
+        self.layer.receive(responseTo(self.sentRequest(), 180), UDP_SOURCE)
+        response = responseTo(self.sentRequest(), 202)
+        self.layer.receive(response, UDP_SOURCE)
+        self.assertIs(self.successResultOf(d), response)
+        self.clock.advance(10)
+        self.assertEqual(len(self.transport.sent), 2)
+
+    def test_timerKAbsorbs(self):
+        """
+        Over UDP the completed transaction absorbs retransmitted responses
+        for T4 and is then removed.
+        """
+        d = self.layer.sendRequest(makeOutgoing(), self.udp)
+        results = []
+        d.addCallback(results.append)
+        response = responseTo(self.sentRequest(), 200)
+        self.layer.receive(response, UDP_SOURCE)
+        self.layer.receive(responseTo(self.sentRequest(), 200), UDP_SOURCE)
+        self.assertEqual(results, [response])
+        self.assertEqual(len(self.layer._clients), 1)
+        self.clock.advance(5)
+        self.assertEqual(self.layer._clients, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_reliableNoTimerK(self):
+        """
+        Over TCP the transaction ends with the final response.
+        """
+        d = self.layer.sendRequest(makeOutgoing(), self.tcp)
+        self.layer.receive(responseTo(self.sentRequest(), 404), TCP_SOURCE)
+        self.assertEqual(self.successResultOf(d).code, 404)
+        self.assertEqual(self.layer._clients, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_transportFailure(self):
+        """
+        A transport failure fails the transaction with L{TransportFailure}.
+        """
+        self.transport.failWith = TransportFailure("connection refused")
+        d = self.layer.sendRequest(makeOutgoing(), self.tcp)
+        f = self.failureResultOf(d, TransportFailure)
+        self.assertIn("refused", str(f.value))
+        self.assertEqual(self.layer._clients, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_otherSendErrorWrapped(self):
+        """
+        Any other send error is reported as L{TransportFailure}.
+        """
+        self.transport.failWith = OSError("network unreachable")
+        d = self.layer.sendRequest(makeOutgoing(), self.udp)
+        f = self.failureResultOf(d, TransportFailure)
+        self.assertIn("unreachable", str(f.value))
+
+    def test_retransmissionFailure(self):
+        """
+        A transport failure on a retransmission also ends the transaction.
+        """
+        d = self.layer.sendRequest(makeOutgoing(), self.udp)
+        self.transport.failWith = TransportFailure("no route")
+        self.clock.advance(0.5)
+        self.failureResultOf(d, TransportFailure)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_methodMismatch(self):
+        """
+        A response with our branch but another CSeq method is dropped.
+        """
+        d = self.layer.sendRequest(makeOutgoing(), self.udp)
+        self.layer.receive(responseTo(self.sentRequest(), 200, method="OPTIONS"), UDP_SOURCE)
+        self.assertNoResult(d)
+
+    def test_strayResponse(self):
+        """
+        A response matching no transaction is dropped.
+        """
+        request = makeRequest()
+        self.layer.receive(makeResponse(request, 200), UDP_SOURCE)
+        self.assertEqual(self.transport.sent, [])
+
+    def test_cancelDeferred(self):
+        """
+        Cancelling the Deferred ends the transaction and its timers.
+        """
+        d = self.layer.sendRequest(makeOutgoing(), self.udp)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.layer._clients, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_limit(self):
+        """
+        Beyond maxTransactions, sendRequest fails with L{TransportFailure}.
+        """
+        self.layer.maxTransactions = 1
+        self.layer.sendRequest(makeOutgoing(), self.udp)
+        d = self.layer.sendRequest(makeOutgoing(), self.udp)
+        self.failureResultOf(d, TransportFailure)
+        self.assertEqual(len(self.transport.sent), 1)
+
+    def test_argumentChecks(self):
+        """
+        sendRequest refuses responses, non-Targets and INVITE.
+        """
+        self.assertRaises(TypeError, self.layer.sendRequest, Response(200, "OK"), self.udp)
+        self.assertRaises(TypeError, self.layer.sendRequest, makeOutgoing(), ("udp", "h", 1))
+        self.assertRaises(ValueError, self.layer.sendRequest, makeOutgoing("INVITE"), self.udp)
+
+    def test_badTimers(self):
+        """
+        Nonsensical timer values are refused.
+        """
+        self.assertRaises(ValueError, TransactionLayer, self.clock, self.transport, t1=0)
+        self.assertRaises(ValueError, TransactionLayer, self.clock, self.transport, t1=5, t2=4)
+
+
+class CleanupTests(unittest.TestCase):
+    """
+    No state is left behind after many transactions.
+    """
+
+    def test_stop(self):
+        """
+        L{TransactionLayer.stop} forgets every transaction, cancels every
+        timer and fails pending client transactions.
+        """
+        clock = Clock()
+        transport = FakeTransport(clock)
+        layer = TransactionLayer(clock, transport)
+        layer.requestHandler = lambda request, txn: None
+        layer.receive(makeRequest(branch="z9hG4bK1"), UDP_SOURCE)
+        layer.receive(makeRequest(branch="z9hG4bK2"), UDP_SOURCE)
+        layer._servers[next(iter(layer._servers))].respond(makeResponse(makeRequest(), 200))
+        pending = layer.sendRequest(makeOutgoing(), Target("udp", "203.0.113.5"))
+        done = layer.sendRequest(makeOutgoing(), Target("udp", "203.0.113.5"))
+        layer.receive(responseTo(transport.sent[-1][0], 200), UDP_SOURCE)
+        layer.stop()
+        self.failureResultOf(pending, TransportFailure)
+        self.assertEqual(self.successResultOf(done).code, 200)
+        self.assertEqual((layer._servers, layer._serverByIdent, layer._clients), ({}, {}, {}))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_noLeak(self):
+        """
+        After thousands of transactions of every outcome (1200 server and 1200
+        client ones, plus CANCELs), the internal tables are empty once the
+        timers have run.
+        """
+        clock = Clock()
+        transport = FakeTransport(clock)
+        layer = TransactionLayer(clock, transport)
+        answered = []
+
+        def handler(request, txn):
+            n = len(answered)
+            answered.append(txn)
+            if n % 3 == 0:
+                txn.respond(makeResponse(request, 200))
+            elif n % 3 == 1:
+                txn.respond(makeResponse(request, 100))
+                txn.respond(makeResponse(request, 404))
+            # every third one is never answered
+
+        layer.requestHandler = handler
+        results = []
+        for i in range(1200):
+            source = UDP_SOURCE if i % 2 else TCP_SOURCE
+            layer.receive(makeRequest(branch="z9hG4bKs%d" % (i,)), source)
+            if not source.reliable:
+                layer.receive(makeRequest(branch="z9hG4bKs%d" % (i,)), source)
+            if i % 10 == 0:
+                layer.receive(makeRequest(method="CANCEL", branch="z9hG4bKs%d" % (i,)), source)
+            layer.receive(makeRequest(method="ACK", branch="z9hG4bKs%d" % (i,)), source)
+            target = Target("udp" if i % 2 else "tcp", "203.0.113.5")
+            before = len(transport.sent)
+            d = layer.sendRequest(makeOutgoing(), target)
+            d.addBoth(results.append)
+            request = transport.sent[before][0]
+            if i % 4 == 0:
+                layer.receive(responseTo(request, 200), UDP_SOURCE)
+            elif i % 4 == 1:
+                d.cancel()
+            # the others time out
+            clock.advance(0.01)
+        self.assertEqual(len(answered), 1200)
+        clock.pump([1] * 70)
+        self.assertEqual(layer._servers, {})
+        self.assertEqual(layer._serverByIdent, {})
+        self.assertEqual(layer._clients, {})
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(len(results), 1200)

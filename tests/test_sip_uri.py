@@ -1,0 +1,381 @@
+"""
+Tests for L{xmppgw.sip.uri}.
+"""
+
+from twisted.trial import unittest
+
+from xmppgw.sip.uri import (
+    URI, NameAddr, URIError, parseNameAddr, parseParams, parseURI,
+    splitQuoted)
+
+
+class ParseURITests(unittest.TestCase):
+    """
+    Tests for L{parseURI}.
+    """
+
+    def test_simple(self):
+        """
+        A plain SIP URI is split into user and host.
+        """
+        uri = parseURI("sip:alice@example.com")
+        self.assertEqual(uri, URI("sip", user="alice", host="example.com"))
+
+    def test_allParts(self):
+        """
+        User, password, host, port, parameters and headers are all read.
+        """
+        uri = parseURI("sip:alice:secret@example.com:5070;transport=tcp;lr"
+                       "?subject=project%20x&priority=urgent")
+        self.assertEqual(uri.scheme, "sip")
+        self.assertEqual(uri.user, "alice")
+        self.assertEqual(uri.password, "secret")
+        self.assertEqual(uri.host, "example.com")
+        self.assertEqual(uri.port, 5070)
+        self.assertEqual(uri.params, (("transport", "tcp"), ("lr", None)))
+        self.assertEqual(uri.headers, "subject=project%20x&priority=urgent")
+
+    def test_caseNormalisation(self):
+        """
+        Scheme, host and parameter names are lower-cased; the user part and
+        parameter values keep their case.
+        """
+        uri = parseURI("SIP:Alice@EXAMPLE.Com;Transport=TCP")
+        self.assertEqual(uri.scheme, "sip")
+        self.assertEqual(uri.user, "Alice")
+        self.assertEqual(uri.host, "example.com")
+        self.assertEqual(uri.params, (("transport", "TCP"),))
+
+    def test_noUser(self):
+        """
+        A URI without user part has C{user} L{None}.
+        """
+        uri = parseURI("sip:registrar.example.com")
+        self.assertIsNone(uri.user)
+        self.assertIsNone(uri.password)
+        self.assertEqual(uri.host, "registrar.example.com")
+
+    def test_ipv6(self):
+        """
+        An IPv6 reference keeps its brackets and is lower-cased.
+        """
+        uri = parseURI("sips:bob@[2001:DB8::1]:5061")
+        self.assertEqual(uri.scheme, "sips")
+        self.assertEqual(uri.host, "[2001:db8::1]")
+        self.assertEqual(uri.port, 5061)
+        self.assertEqual(str(uri), "sips:bob@[2001:db8::1]:5061")
+
+    def test_ipv4(self):
+        """
+        An IPv4 host with port is accepted.
+        """
+        uri = parseURI("sip:192.0.2.4:5060")
+        self.assertEqual((uri.host, uri.port), ("192.0.2.4", 5060))
+
+    def test_escapedUserKept(self):
+        """
+        The user part stays percent-encoded, exactly as on the wire.
+        """
+        uri = parseURI("sip:f%C3%BC@sip.example")
+        self.assertEqual(uri.user, "f%C3%BC")
+
+    def test_escapedAtInUser(self):
+        """
+        An escaped C{@} and C{:} in the user part (RFC 4475 esc01 Request-URI)
+        are kept.
+        """
+        uri = parseURI("sip:sips%3Auser%40example.com@example.net")
+        self.assertEqual(uri.user, "sips%3Auser%40example.com")
+        self.assertEqual(uri.host, "example.net")
+
+    def test_escapedNull(self):
+        """
+        C{%00} in the user part (RFC 4475 escnull) is a valid escape.
+        """
+        uri = parseURI("sip:null-%00-null@example.com")
+        self.assertEqual(uri.user, "null-%00-null")
+
+    def test_semicolonInUser(self):
+        """
+        The user part may contain C{;} and C{=} (RFC 4475 semiuri).
+        """
+        uri = parseURI("sip:user;par=u%40example.net@example.com")
+        self.assertEqual(uri.user, "user;par=u%40example.net")
+        self.assertEqual(uri.host, "example.com")
+        self.assertEqual(uri.params, ())
+
+    def test_unusualUserAndPassword(self):
+        """
+        The RFC 4475 intmeth Request-URI, with every unusual character the
+        grammar allows, parses and round-trips.
+        """
+        text = ("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:"
+                "&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com")
+        uri = parseURI(text)
+        self.assertEqual(uri.user, "1_unusual.URI~(to-be!sure)&isn't+it$"
+                                   "/crazy?,/;;*")
+        self.assertEqual(uri.password,
+                         "&it+has=1,weird!*pas$wo~d_too.(doesn't-it)")
+        self.assertEqual(uri.host, "example.com")
+        self.assertEqual(str(uri), text)
+
+    def test_escapedParams(self):
+        """
+        Escaped characters in parameter names and values are kept.
+        """
+        uri = parseURI("sip:cal%6Cer@host5.example.net;%6C%72;"
+                       "n%61me=v%61lue%25%34%31")
+        self.assertEqual(uri.params, (("%6c%72", None),
+                                      ("n%61me", "v%61lue%25%34%31")))
+
+    def test_gruu(self):
+        """
+        A C{gr} parameter with value is read; a value-less one is told apart
+        with C{hasParam}.
+        """
+        public = parseURI("sip:foo@sip.example;gr=bar")
+        self.assertEqual(public.param("gr"), "bar")
+        temporary = parseURI("sip:asd887f9dfkk76690@example.com;gr")
+        self.assertIsNone(temporary.param("gr"))
+        self.assertTrue(temporary.hasParam("gr"))
+        self.assertFalse(public.hasParam("lr"))
+        self.assertIsNone(public.param("lr"))
+
+    def test_paramCaseInsensitiveLookup(self):
+        """
+        C{param} looks names up case-insensitively.
+        """
+        uri = parseURI("sip:a@b;MAddr=239.255.255.1")
+        self.assertEqual(uri.param("maddr"), "239.255.255.1")
+        self.assertEqual(uri.param("MADDR"), "239.255.255.1")
+
+    def test_tel(self):
+        """
+        A C{tel:} URI only fills scheme and opaque.
+        """
+        uri = parseURI("tel:+1-201-555-0123;phone-context=example.com")
+        self.assertEqual(uri.scheme, "tel")
+        self.assertEqual(uri.opaque, "+1-201-555-0123;phone-context="
+                                     "example.com")
+        self.assertIsNone(uri.host)
+        self.assertIsNone(uri.user)
+        self.assertEqual(str(uri), "tel:+1-201-555-0123;phone-context="
+                                   "example.com")
+
+    def test_unknownScheme(self):
+        """
+        An unknown scheme is opaque (RFC 4475 unkscm).
+        """
+        uri = parseURI("nobodyKnowsThisScheme:totallyopaquecontent")
+        self.assertEqual(uri.scheme, "nobodyknowsthisscheme")
+        self.assertEqual(uri.opaque, "totallyopaquecontent")
+
+    def test_im(self):
+        """
+        An C{im:} URI of the user@host shape is split into parts.
+        """
+        uri = parseURI("im:romeo@example.net")
+        self.assertEqual((uri.scheme, uri.user, uri.host),
+                         ("im", "romeo", "example.net"))
+        self.assertEqual(str(uri), "im:romeo@example.net")
+
+    def test_imOpaqueFallback(self):
+        """
+        An C{im:} URI that does not fit the SIP grammar is kept opaque.
+        """
+        uri = parseURI("im:%zz@")
+        self.assertIsNone(uri.host)
+        self.assertEqual(uri.opaque, "%zz@")
+
+    def test_str(self):
+        """
+        C{str} gives the canonical text.
+        """
+        uri = parseURI("SIP:Bob@Biloxi.COM:5060;Transport=udp;lr?x=y")
+        self.assertEqual(str(uri), "sip:Bob@biloxi.com:5060;transport=udp;lr"
+                                   "?x=y")
+
+    def test_withParam(self):
+        """
+        C{withParam} replaces or appends; C{withoutParam} removes.
+        """
+        uri = parseURI("sip:a@b;x=1;lr")
+        self.assertEqual(str(uri.withParam("X", "2")), "sip:a@b;x=2;lr")
+        self.assertEqual(str(uri.withParam("gr", "r")), "sip:a@b;x=1;lr;gr=r")
+        self.assertEqual(str(uri.withoutParam("lr")), "sip:a@b;x=1")
+
+    def test_isSIP(self):
+        """
+        C{isSIP} is true for sip and sips only.
+        """
+        self.assertTrue(parseURI("sip:a@b").isSIP)
+        self.assertTrue(parseURI("sips:a@b").isSIP)
+        self.assertFalse(parseURI("tel:+1").isSIP)
+
+    def test_errors(self):
+        """
+        Malformed URIs raise L{URIError}, a L{ValueError}, with a reason.
+        """
+        bad = [
+            "", "alice@example.com", "sip:", "sip:@example.com",
+            "sip:alice@", "sip:alice@exa mple.com", "sip:user@example.com; lr",
+            " sip:a@b", "sip:a@b:", "sip:a@b:99999", "sip:a@b:12x",
+            "sip:a%zz@b", "sip:a%2@b", "sip:a@[::1", "sip:a@[zz::1]",
+            "sip:a@[::1]x", "sip:a@b;", "sip:a@b;;lr", "sip:a<b@c",
+            "sip:a@b?x=<y>", "sip:a@ex%41mple.com", "1sip:a@b",
+            "sip:a@b;x=\"y\"", "tel:+1 555", "sip:a\"b@c",
+        ]
+        for text in bad:
+            exc = self.assertRaises(URIError, parseURI, text)
+            self.assertIsInstance(exc, ValueError)
+            self.assertTrue(str(exc), text)
+
+    def test_notText(self):
+        """
+        Bytes are refused with L{URIError}.
+        """
+        self.assertRaises(URIError, parseURI, b"sip:a@b")
+
+
+class ParseNameAddrTests(unittest.TestCase):
+    """
+    Tests for L{parseNameAddr}.
+    """
+
+    def test_quotedDisplay(self):
+        """
+        A quoted display name, URI and tag are read.
+        """
+        na = parseNameAddr('"Bob" <sip:bob@biloxi.com>;tag=a6c85cf')
+        self.assertEqual(na.display, "Bob")
+        self.assertEqual(na.uri, parseURI("sip:bob@biloxi.com"))
+        self.assertEqual(na.params, (("tag", "a6c85cf"),))
+        self.assertEqual(na.tag, "a6c85cf")
+        self.assertEqual(na.param("TAG"), "a6c85cf")
+
+    def test_escapedQuote(self):
+        """
+        Escapes in a quoted display name are resolved, and C{str} escapes
+        them again (RFC 4475 wsinv From).
+        """
+        na = parseNameAddr('"J Rosenberg \\\\\\""   <sip:jdrosen@example.com>'
+                           ' ;  tag = 98asjd8')
+        self.assertEqual(na.display, 'J Rosenberg \\"')
+        self.assertEqual(na.tag, "98asjd8")
+        self.assertEqual(parseNameAddr(str(na)), na)
+
+    def test_tokenDisplay(self):
+        """
+        An unquoted display name made of tokens is accepted, also without
+        space before C{<} (RFC 4475 lwsdisp).
+        """
+        self.assertEqual(parseNameAddr("caller<sip:caller@example.com>;tag=3")
+                         .display, "caller")
+        self.assertEqual(parseNameAddr("Bob  Smith <sip:b@x>").display,
+                         "Bob Smith")
+
+    def test_noDisplay(self):
+        """
+        C{<uri>} alone has no display name.
+        """
+        na = parseNameAddr("<sip:bob@x;transport=tcp>")
+        self.assertIsNone(na.display)
+        self.assertEqual(na.uri.param("transport"), "tcp")
+        self.assertEqual(na.params, ())
+
+    def test_bareAddrSpecParamsBelongToHeader(self):
+        """
+        In the bare form, parameters after the URI are header parameters,
+        and LWS around C{;} and C{=} is allowed (RFC 4475 wsinv To).
+        """
+        na = parseNameAddr("sip:vivekg@chair-dnrc.example.com ;   tag    = "
+                           "1918181833n")
+        self.assertEqual(na.uri, parseURI("sip:vivekg@chair-dnrc.example.com"))
+        self.assertEqual(na.tag, "1918181833n")
+
+    def test_unusualHeaderParams(self):
+        """
+        Header parameters with quoted values, unusual token characters and
+        value-less names are kept in order.
+        """
+        na = parseNameAddr('"Quoted string \\"\\"" <sip:jdrosen@example.com> ;'
+                           ' newparam = newvalue ;  secondparam ; q = 0.33 ;'
+                           ' x="a;b,c" ; odd=!%*_+`\'~')
+        self.assertEqual(na.display, 'Quoted string ""')
+        self.assertEqual(na.params, (("newparam", "newvalue"),
+                                     ("secondparam", None),
+                                     ("q", "0.33"), ("x", '"a;b,c"'),
+                                     ("odd", "!%*_+`'~")))
+
+    def test_novelSchemes(self):
+        """
+        Unknown schemes in addresses are accepted (RFC 4475 novelsc).
+        """
+        self.assertEqual(parseNameAddr("isbn:2983792873").uri.scheme, "isbn")
+        na = parseNameAddr("<http://www.example.com>;tag=3234233")
+        self.assertEqual(na.uri.scheme, "http")
+        self.assertEqual(na.tag, "3234233")
+
+    def test_str(self):
+        """
+        C{str} always uses angle brackets and quotes the display name.
+        """
+        self.assertEqual(str(parseNameAddr("sip:a@b;tag=1")),
+                         "<sip:a@b>;tag=1")
+        self.assertEqual(str(parseNameAddr("Al <sip:a@b>")), '"Al" <sip:a@b>')
+
+    def test_withParam(self):
+        """
+        C{withParam} adds a tag.
+        """
+        na = parseNameAddr("<sip:a@b>").withParam("tag", "x")
+        self.assertEqual(str(na), "<sip:a@b>;tag=x")
+        self.assertIsInstance(na, NameAddr)
+
+    def test_errors(self):
+        """
+        Malformed addresses raise L{URIError}.
+        """
+        bad = [
+            "", "   ", '"Bob <sip:bob@x>', '"Bob" sip:bob@x', "<sip:b@x",
+            "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+            "< sip:t.watson@example.org >", "<sip:a@b> junk",
+            "<sip:a@b>;", "<sip:a@b>;;tag=1", "<sip:a@b>;tag=a b",
+            "sip:a@b?x=y", "sip:a@b, sip:c@d", '"x\\',
+            "<sip:a@b>;tag=\"unterminated", "<notauri>",
+        ]
+        for text in bad:
+            self.assertRaises(URIError, parseNameAddr, text)
+
+
+class HelperTests(unittest.TestCase):
+    """
+    Tests for L{parseParams} and L{splitQuoted}.
+    """
+
+    def test_splitQuoted(self):
+        """
+        Separators inside quotes and angle brackets do not split.
+        """
+        self.assertEqual(splitQuoted('"a,b" <sip:x@y;a=1,2>, c', ","),
+                         ['"a,b" <sip:x@y;a=1,2>', " c"])
+        self.assertEqual(splitQuoted("a,b", ","), ["a", "b"])
+
+    def test_splitQuotedUnterminated(self):
+        """
+        An unterminated quote or C{<} is an error.
+        """
+        self.assertRaises(URIError, splitQuoted, '"a,b', ",")
+        self.assertRaises(URIError, splitQuoted, '<a,b', ",")
+
+    def test_parseParams(self):
+        """
+        Parameters must start with C{;}.
+        """
+        self.assertEqual(parseParams(";a=1;b"), (("a", "1"), ("b", None)))
+        self.assertEqual(parseParams(""), ())
+        self.assertRaises(URIError, parseParams, "x;a=1")
+        self.assertRaises(URIError, parseParams, ";a b=1")
+        self.assertRaises(URIError, parseParams, ";a=[::1")
+        self.assertEqual(parseParams(";received=[::1]"),
+                         (("received", "[::1]"),))

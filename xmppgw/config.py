@@ -1,0 +1,985 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+The gateway's configuration: one TOML file, loaded with the standard
+library's C{tomllib}, checked against L{schema}, turned into frozen
+dataclasses.
+
+Table C{[xmpp]} keeps the names, defaults and meaning of the Kamailio
+C{xmpp} module's parameters, so C{modparam("xmpp", "NAME", VALUE)} becomes
+C{NAME = VALUE}. Tables C{[sip]} and C{[log]} hold the rest.
+
+Loading is separate from validation: L{loadConfig} reads the file and
+L{parseConfig} checks a dictionary. Validation collects every problem
+(unknown tables and keys, wrong types, out-of-range values, keys that
+contradict each other) and raises them together in one L{ConfigError}, so
+an operator fixes a file in one pass.
+
+The module-level table L{SCHEMA} (also returned by L{schema}) describes every
+key: its table, name, TOML type, default and a one-line help text. It
+drives validation and keeps the sample C{etc/xmppgw.toml} and the
+documentation in step (a test compares them).
+"""
+
+import difflib
+import ipaddress
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+
+DEFAULT_COMPONENT_PORT = 5347
+DEFAULT_SERVER_PORT = 5269
+DEFAULT_SIP_PORT = 5060
+DEFAULT_SIPS_PORT = 5061
+
+
+class ConfigError(Exception):
+    """
+    A configuration file cannot be used.
+
+    @ivar path: the file name (or a description such as C{"<defaults>"}).
+    @ivar errors: a list of C{(keyPath, message)}; C{keyPath} is a dotted
+        path such as C{"xmpp.xmpp_port"} (with C{[N]} for list items), or
+        L{None} for a problem with the file as a whole.
+    """
+
+    def __init__(self, path: str, errors: list):
+        self.path = path
+        self.errors = list(errors)
+        super().__init__(path, self.errors)
+
+    def __str__(self) -> str:
+        lines = []
+        for keyPath, message in self.errors:
+            if keyPath:
+                lines.append(f"{self.path}: {keyPath}: {message}")
+            else:
+                lines.append(f"{self.path}: {message}")
+        return "\n".join(lines)
+
+
+class _Invalid(Exception):
+    """
+    Raised by a value parser: one or more C{(suffix, message)} pairs, where
+    C{suffix} is appended to the key path (C{""} or C{"[2]"}).
+
+    @ivar partial: for a list, the value made of its valid items, so that
+        checks across keys still run on them; L{None} otherwise.
+    """
+
+    def __init__(self, message: str = "", suffix: str = "", errors=None,
+                 partial=None):
+        if errors is None:
+            errors = [(suffix, message)]
+        self.errors = errors
+        self.partial = partial
+        super().__init__(errors)
+
+
+# -- Showing values in messages ---------------------------------------------
+
+
+def _show(value: Any) -> str:
+    """
+    Show a TOML value in an error message.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if hasattr(value, "isoformat"):
+        return f"a date/time ({value.isoformat()})"
+    return repr(value)
+
+
+def _number(x: float) -> str:
+    """
+    Format a bound for a message: C{10} rather than C{10.0}.
+    """
+    return f"{x:g}"
+
+
+def _toml(value: Any) -> str:
+    """
+    Format a default value as TOML text.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"cannot format {value!r} as TOML")
+
+
+# -- Value parsers -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Context:
+    """
+    What value parsers may need besides the value.
+
+    @ivar baseDir: the directory of the configuration file; relative file
+        names are resolved against it.
+    """
+
+    baseDir: str
+
+
+def _integer(low: int, high: int, note: str = "") -> Callable:
+    """
+    A parser for an integer from C{low} to C{high}; TOML booleans and floats
+    are refused.
+    """
+
+    def parse(value, context):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not low <= value <= high
+        ):
+            raise _Invalid(
+                f"must be an integer from {low} to {high}{note}, not {_show(value)}"
+            )
+        return value
+
+    return parse
+
+
+def _seconds(low: float, high: float) -> Callable:
+    """
+    A parser for a duration in seconds, an integer or a float from C{low} to
+    C{high}; returns a float.
+    """
+
+    def parse(value, context):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not low <= value <= high
+        ):
+            raise _Invalid(
+                f"must be a number of seconds from {_number(low)} to "
+                f"{_number(high)}, not {_show(value)}"
+            )
+        return float(value)
+
+    return parse
+
+
+def _boolean(value, context) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"must be true or false, not {_show(value)}")
+    return value
+
+
+def _nonEmptyString(value, context) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"must be a non-empty string, not {_show(value)}")
+    return value
+
+
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
+
+
+def _domainProblem(name: str) -> Optional[str]:
+    """
+    Say what is wrong with a domain name, or return L{None} if it is fine.
+
+    @param name: a lower-cased candidate.
+    """
+    if not name:
+        return "it is empty"
+    if not name.isascii():
+        return "write internationalized names in their ASCII (xn--) form"
+    if "@" in name:
+        return "a domain has no user part ('@')"
+    if any(c.isspace() for c in name):
+        return "spaces are not allowed"
+    if len(name) > 253:
+        return "it is longer than 253 characters"
+    labels = name.split(".")
+    for label in labels:
+        if not label:
+            return "it has an empty label (leading, trailing or double '.')"
+        if not _LABEL.match(label):
+            return (
+                f"label {label!r} is not letters, digits and '-' (1 to 63, "
+                "not starting or ending with '-')"
+            )
+    if labels[-1].isdigit():
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            return "it looks like an IPv4 address but is not a valid one"
+    return None
+
+
+def _checkDomain(value, what: str = "a domain name") -> str:
+    """
+    Check a domain name and return it lower-cased, or raise L{_Invalid}.
+    """
+    if not isinstance(value, str):
+        raise _Invalid(f"must be {what} (a string), not {_show(value)}")
+    name = value.lower()
+    problem = _domainProblem(name)
+    if problem:
+        raise _Invalid(f"must be {what}, not {_show(value)}: {problem}")
+    return name
+
+
+def _domain(value, context) -> str:
+    return _checkDomain(value)
+
+
+def _hostOrAddress(value, context) -> str:
+    """
+    A host to connect to: a domain name, an IPv4 address or an IPv6 address
+    (with or without brackets; returned without them).
+    """
+    if isinstance(value, str):
+        text = value
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        if ":" in text:
+            try:
+                return str(ipaddress.IPv6Address(text))
+            except ValueError:
+                raise _Invalid(
+                    f"must be a host name or an IP address, not {_show(value)}"
+                )
+    return _checkDomain(value, "a host name or an IP address")
+
+
+def _backend(value, context) -> str:
+    if value == "server":
+        raise _Invalid(
+            '"server" is not available yet (server mode is not implemented '
+            'in this version); use "component"'
+        )
+    if value != "component":
+        raise _Invalid(
+            f'must be "component" (an XEP-0114 component of an XMPP server), '
+            f"not {_show(value)}"
+        )
+    return value
+
+
+# Why a character cannot separate the user from the domain in
+# "user*domain@gateway". The same text sits in a SIP user part and in a JID
+# localpart, so the separator must be legal, unescaped, in both, and must not
+# occur in domain names.
+_SEPARATOR_REASONS = {
+    "%": "'%' introduces a percent-escape in SIP URIs",
+    "@": "'@' separates the user from the domain in SIP URIs and JIDs",
+    "\\": "'\\' introduces an XEP-0106 escape in JID localparts",
+    ":": "':' separates the scheme and the port in SIP URIs and is not "
+    "allowed in a JID localpart",
+    "/": "'/' starts the resource of a JID and is not allowed in a JID localpart",
+    ";": "';' starts a parameter in SIP URIs (and separates gwmap entries)",
+    "?": "'?' starts the headers of a SIP URI",
+    ".": "'.' occurs in domain names, so the split would be ambiguous",
+    "-": "'-' occurs in domain names, so the split would be ambiguous",
+    '"': "'\"' is not allowed in a JID localpart",
+    "&": "'&' is not allowed in a JID localpart",
+    "'": "\"'\" is not allowed in a JID localpart",
+    "<": "'<' is not allowed in a JID localpart",
+    ">": "'>' is not allowed in a JID localpart",
+}
+
+SEPARATOR_CHARACTERS = "*_!~()=+$,"
+
+
+def _separator(value, context) -> str:
+    allowed = " ".join(SEPARATOR_CHARACTERS)
+    if not isinstance(value, str) or len(value) != 1:
+        raise _Invalid(
+            f"must be exactly one character (one of {allowed}), not {_show(value)}"
+        )
+    if value in SEPARATOR_CHARACTERS:
+        return value
+    if value in _SEPARATOR_REASONS:
+        reason = _SEPARATOR_REASONS[value]
+    elif value.isspace():
+        reason = "whitespace is not allowed in SIP URIs or JIDs"
+    elif value.isalnum():
+        reason = (
+            "letters and digits occur in user names and domains, so the split "
+            "would be ambiguous"
+        )
+    else:
+        reason = f"{value!r} must be escaped in a SIP URI user part"
+    raise _Invalid(f"cannot be {value!r}: {reason}; use one of {allowed}")
+
+
+_SIP_URI = re.compile(
+    r"(?P<scheme>[A-Za-z]+):"
+    r"(?:(?P<userinfo>[^@;?]*)@)?"
+    r"(?P<host>\[[^\]]*\]|[^:;?\[\]]*)"
+    r"(?::(?P<port>[^;?]*))?"
+    r"(?P<params>;[^?]*)?"
+    r"(?P<headers>\?.*)?\Z",
+    re.DOTALL,
+)
+
+
+def _sipURIProblem(text: str) -> Optional[str]:
+    """
+    Minimal check of a sip:/sips: URI: scheme, host, port and the
+    C{transport} parameter. Return what is wrong, or L{None}.
+    """
+    if any(c.isspace() for c in text):
+        return "spaces are not allowed"
+    match = _SIP_URI.match(text)
+    if match is None:
+        return "it is not a URI"
+    if match["scheme"].lower() not in ("sip", "sips"):
+        return f"the scheme must be sip or sips, not {match['scheme']!r}"
+    host = match["host"]
+    if not host:
+        return "it has no host"
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return f"{host!r} is not a valid IPv6 address"
+    else:
+        problem = _domainProblem(host.lower())
+        if problem:
+            return f"host {host!r} is not valid: {problem}"
+    if match["port"] is not None:
+        port = match["port"]
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            return f"port {port!r} is not from 1 to 65535"
+    if match["headers"]:
+        return "a proxy URI has no headers ('?...')"
+    for param in (match["params"] or "").split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.lower() == "transport" and value.lower() not in (
+            "udp",
+            "tcp",
+            "tls",
+        ):
+            return f"transport {value!r} is not udp, tcp or tls"
+    return None
+
+
+def _sipURIOrNone(value, context) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a sip: or sips: URI (a string), not {_show(value)}")
+    problem = _sipURIProblem(value)
+    if problem:
+        raise _Invalid(
+            f"must be a sip: or sips: URI with a host such as "
+            f"'sip:proxy.example.org;transport=tcp', not {_show(value)}: {problem}"
+        )
+    return value
+
+
+def _parseGwmapText(text: str, suffix: str, mapping: dict, origin: dict, errors):
+    """
+    Add the mappings of one gwmap string to C{mapping}, collecting problems.
+
+    @param origin: XMPP domain -> SIP domain already mapped to it.
+    """
+    for token in text.split(";"):
+        token = token.strip()
+        if not token:
+            continue
+        sipPart, equals, xmppPart = token.partition("=")
+        sipPart = sipPart.strip()
+        xmppPart = xmppPart.strip() if equals else sipPart
+        if "=" in xmppPart:
+            errors.append((suffix, f"entry {token!r} has more than one '='"))
+            continue
+        valid = True
+        for side, part in (("SIP", sipPart), ("XMPP", xmppPart)):
+            problem = _domainProblem(part.lower())
+            if problem:
+                valid = False
+                errors.append(
+                    (suffix, f"entry {token!r}: {side} domain {part!r} is not "
+                     f"valid: {problem}")
+                )
+        if not valid:
+            continue
+        sipDomain, xmppDomain = sipPart.lower(), xmppPart.lower()
+        if sipDomain in mapping and mapping[sipDomain] != xmppDomain:
+            errors.append(
+                (suffix, f"SIP domain {sipDomain!r} is mapped to both "
+                 f"{mapping[sipDomain]!r} and {xmppDomain!r}")
+            )
+            continue
+        if xmppDomain in origin and origin[xmppDomain] != sipDomain:
+            errors.append(
+                (suffix, f"XMPP domain {xmppDomain!r} is mapped from both "
+                 f"{origin[xmppDomain]!r} and {sipDomain!r}, so replies from "
+                 "XMPP could not be mapped back")
+            )
+            continue
+        mapping[sipDomain] = xmppDomain
+        origin[xmppDomain] = sipDomain
+
+
+def _gwmap(value, context) -> dict:
+    """
+    C{"sipdomain=xmppdomain;..."} or a list of such strings -> a dict of
+    lower-cased SIP domain -> XMPP domain.
+    """
+    mapping, origin, errors = {}, {}, []
+    if isinstance(value, str):
+        _parseGwmapText(value, "", mapping, origin, errors)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                errors.append(
+                    (f"[{i}]", f"must be a string 'sipdomain=xmppdomain;...', "
+                     f"not {_show(item)}")
+                )
+                continue
+            _parseGwmapText(item, f"[{i}]", mapping, origin, errors)
+    else:
+        raise _Invalid(
+            "must be a string 'sipdomain=xmppdomain;...' or an array of such "
+            f"strings, not {_show(value)}"
+        )
+    if errors:
+        raise _Invalid(errors=errors)
+    return mapping
+
+
+@dataclass(frozen=True)
+class Listen:
+    """
+    A SIP socket to listen on, from Kamailio's C{"proto:host:port"}.
+
+    @ivar proto: C{"udp"}, C{"tcp"} or C{"tls"}.
+    @ivar host: an IPv4 address, an IPv6 address (without brackets, ready
+        to bind) or a lower-cased host name.
+    @ivar port: 1 to 65535.
+    """
+
+    proto: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.proto}:{host}:{self.port}"
+
+
+def _parseListen(text: str) -> Listen:
+    """
+    Parse C{"proto:host[:port]"}; raise L{ValueError} with a reason.
+    """
+    proto, colon, rest = text.strip().partition(":")
+    proto = proto.lower()
+    if not colon or proto not in ("udp", "tcp", "tls"):
+        raise ValueError(
+            "use 'proto:host:port' with proto udp, tcp or tls, "
+            "e.g. 'udp:127.0.0.1:5060'"
+        )
+    port = None
+    if rest.startswith("["):
+        end = rest.find("]")
+        if end < 0:
+            raise ValueError("'[' without ']' around an IPv6 address")
+        host, after = rest[1:end], rest[end + 1:]
+        try:
+            host = str(ipaddress.IPv6Address(host))
+        except ValueError:
+            raise ValueError(f"{host!r} is not a valid IPv6 address")
+        if after:
+            if not after.startswith(":"):
+                raise ValueError(f"unexpected {after!r} after the address")
+            port = after[1:]
+    else:
+        if rest.count(":") > 1:
+            raise ValueError(
+                "put an IPv6 address in brackets, e.g. 'udp:[::1]:5060'"
+            )
+        host, colon, port = rest.partition(":")
+        if not colon:
+            port = None
+        host = host.lower()
+        problem = _domainProblem(host)
+        if problem:
+            raise ValueError(f"host {host!r} is not valid: {problem}")
+    if port is None:
+        portNumber = DEFAULT_SIPS_PORT if proto == "tls" else DEFAULT_SIP_PORT
+    elif port.isdigit() and port.isascii() and 1 <= int(port) <= 65535:
+        portNumber = int(port)
+    else:
+        raise ValueError(f"port {port!r} is not from 1 to 65535")
+    return Listen(proto, host, portNumber)
+
+
+def _listen(value, context) -> tuple:
+    if not isinstance(value, list):
+        raise _Invalid(
+            "must be an array of sockets such as "
+            f'["udp:127.0.0.1:5060"], not {_show(value)}'
+        )
+    if not value:
+        raise _Invalid("must list at least one socket")
+    result, seen, errors = [], set(), []
+    for i, item in enumerate(value):
+        suffix = f"[{i}]"
+        if not isinstance(item, str):
+            errors.append((suffix, f"must be a string 'proto:host:port', not {_show(item)}"))
+            continue
+        try:
+            listen = _parseListen(item)
+        except ValueError as e:
+            errors.append((suffix, f"{item!r} is not a socket: {e}"))
+            continue
+        if listen in seen:
+            errors.append((suffix, f"{item!r} is listed twice"))
+            continue
+        seen.add(listen)
+        result.append(listen)
+    if errors:
+        raise _Invalid(errors=errors, partial=tuple(result))
+    return tuple(result)
+
+
+def _readableFile(value, context) -> str:
+    """
+    A file name, resolved against the configuration file's directory; the
+    file must be readable now. Returns the absolute path.
+    """
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"must be a file name (a string), not {_show(value)}")
+    path = os.path.abspath(os.path.join(context.baseDir, os.path.expanduser(value)))
+    if os.path.isdir(path):
+        raise _Invalid(f"cannot read {path!r}: it is a directory")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise _Invalid(f"cannot read {path!r}: {e.strerror}")
+    return path
+
+
+def _successCode(value, context) -> int:
+    if type(value) is not int or value not in (200, 202):
+        raise _Invalid(
+            f"must be 202 (Accepted, RFC 3428 section 7) or 200, not {_show(value)}"
+        )
+    return value
+
+
+# -- The schema --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    """
+    One configuration key.
+
+    @ivar table: the TOML table (C{"xmpp"}, C{"sip"}, C{"log"}).
+    @ivar name: the key's name in that table.
+    @ivar type: the TOML type, in words (C{"integer"}, C{"string"}, ...).
+    @ivar default: the default as a TOML value, or L{None} when the key is
+        unset by default (TOML has no null: such keys are left out).
+    @ivar help: one line saying what the key does.
+    @ivar parse: C{parse(value, context)} returning the checked value or
+        raising L{_Invalid}.
+    """
+
+    table: str
+    name: str
+    type: str
+    default: Any
+    help: str
+    parse: Callable = field(repr=False, compare=False)
+
+    @property
+    def path(self) -> str:
+        """
+        The dotted key path, e.g. C{"xmpp.xmpp_port"}.
+        """
+        return f"{self.table}.{self.name}"
+
+    @property
+    def defaultTOML(self) -> Optional[str]:
+        """
+        The default as TOML text (C{'"component"'}, C{"5347"}), or L{None}
+        when the key is unset by default.
+        """
+        if self.default is None:
+            return None
+        return _toml(self.default)
+
+
+TABLES = (
+    ("xmpp", "The XMPP side; Kamailio xmpp module parameter names and defaults."),
+    ("sip", "The SIP side: sockets, limits and timers."),
+    ("log", "What is logged."),
+)
+
+SCHEMA = (
+    # [xmpp]: Kamailio's modparam("xmpp", ...) names, defaults and meaning.
+    Key("xmpp", "backend", "string", "component",
+        'How to reach XMPP: "component" (XEP-0114 external component); '
+        '"server" is not implemented yet.',
+        _backend),
+    Key("xmpp", "domain_separator", "string", "*",
+        "One character between user and domain in the separator scheme "
+        "(sip:user*xmppdomain@gateway_domain).",
+        _separator),
+    Key("xmpp", "gateway_domain", "string", "sip-xmpp.example.org",
+        "SIP domain of the gateway: SIP users write to user*xmppdomain@gateway_domain.",
+        _domain),
+    Key("xmpp", "xmpp_domain", "string", "sip-xmpp.example.org",
+        "XMPP domain of the gateway (the component's name): XMPP users write "
+        "to user*sipdomain@xmpp_domain.",
+        _domain),
+    Key("xmpp", "xmpp_host", "string", "xmpp.example.org",
+        "Host name or IP address of the XMPP server to connect to.",
+        _hostOrAddress),
+    Key("xmpp", "xmpp_port", "integer", 0,
+        "Port of the XMPP server; 0 means 5347 for component, 5269 for server.",
+        _integer(0, 65535, " (0: the backend's default port)")),
+    Key("xmpp", "xmpp_password", "string", "secret",
+        "Shared secret of the XEP-0114 component handshake.",
+        _nonEmptyString),
+    Key("xmpp", "outbound_proxy", "string", None,
+        "SIP URI of a proxy for all SIP requests the gateway sends; unset: "
+        "send to the Request-URI's host.",
+        _sipURIOrNone),
+    Key("xmpp", "gwmap", "string or array of strings", [],
+        'Domain map "sipdomain=xmppdomain;..." (a bare domain maps to itself); '
+        "empty: the separator scheme.",
+        _gwmap),
+    Key("xmpp", "reconnect_initial_interval", "float", 1.0,
+        "Seconds before the first attempt to reconnect the XMPP link; doubles "
+        "after each failure.",
+        _seconds(0.1, 3600)),
+    Key("xmpp", "reconnect_max_interval", "float", 60.0,
+        "Upper bound in seconds of the reconnect back-off.",
+        _seconds(0.1, 86400)),
+    # [sip]
+    Key("sip", "listen", "array of strings",
+        ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"],
+        'SIP sockets, Kamailio style "proto:host:port" with proto udp, tcp or '
+        "tls (IPv6 in brackets).",
+        _listen),
+    Key("sip", "tls_certificate", "string", None,
+        "PEM certificate (chain) for tls sockets; relative to this file's "
+        "directory; required with tls.",
+        _readableFile),
+    Key("sip", "tls_private_key", "string", None,
+        "PEM private key for tls sockets; relative to this file's directory; "
+        "required with tls.",
+        _readableFile),
+    Key("sip", "max_message_size", "integer", 2048,
+        "Largest SIP MESSAGE accepted, in bytes; larger ones get 513 Message "
+        "Too Large.",
+        _integer(256, 65535)),
+    Key("sip", "success_code", "integer", 202,
+        "Final response to a relayed MESSAGE: 202 (RFC 3428 section 7) or 200.",
+        _successCode),
+    Key("sip", "t1_interval", "float", 0.5,
+        "RFC 3261 timer T1 in seconds (round-trip estimate); a transaction "
+        "times out after 64*T1.",
+        _seconds(0.05, 10)),
+    Key("sip", "hold_timeout", "float", 8.0,
+        "Seconds a SIP MESSAGE waits for the XMPP link before a 5xx; must be "
+        "below 64*t1_interval.",
+        _seconds(0.1, 640)),
+    Key("sip", "hold_limit", "integer", 1000,
+        "Most SIP MESSAGEs held while the XMPP link is down; more get 503 at "
+        "once (0: none held).",
+        _integer(0, 1000000)),
+    Key("sip", "queue_limit", "integer", 100,
+        "Most XMPP->SIP messages queued per destination URI; more are "
+        "bounced with an XMPP error.",
+        _integer(1, 100000)),
+    Key("sip", "connection_idle_timeout", "float", 300.0,
+        "Seconds after which an idle TCP/TLS connection (inbound or outbound) "
+        "is closed.",
+        _seconds(1, 86400)),
+    Key("sip", "connections_limit", "integer", 1000,
+        "Most inbound TCP/TLS connections at once; more are refused.",
+        _integer(1, 1000000)),
+    # [log]
+    Key("log", "messages", "boolean", True,
+        "Log one line per relayed message (addresses and result, no body).",
+        _boolean),
+    Key("log", "traffic_sip", "boolean", False,
+        "Log every SIP message sent and received, in full (debugging only).",
+        _boolean),
+    Key("log", "traffic_xmpp", "boolean", False,
+        "Log every XML stanza sent and received, in full (debugging only).",
+        _boolean),
+)
+
+
+def schema() -> tuple:
+    """
+    Describe every configuration key.
+
+    @return: a tuple of L{Key}, in the order of the sample file.
+    """
+    return SCHEMA
+
+
+# -- The result ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class XMPPConfig:
+    """
+    Table C{[xmpp]}. C{xmpp_port} is resolved (never 0); domains and
+    C{gwmap} are lower-cased; C{xmpp_host} has no brackets.
+    """
+
+    backend: str
+    domain_separator: str
+    gateway_domain: str
+    xmpp_domain: str
+    xmpp_host: str
+    xmpp_port: int
+    xmpp_password: str
+    outbound_proxy: Optional[str]
+    gwmap: dict
+    reconnect_initial_interval: float
+    reconnect_max_interval: float
+
+
+@dataclass(frozen=True)
+class SIPConfig:
+    """
+    Table C{[sip]}. C{listen} is a tuple of L{Listen}; TLS file names are
+    absolute.
+    """
+
+    listen: tuple
+    tls_certificate: Optional[str]
+    tls_private_key: Optional[str]
+    max_message_size: int
+    success_code: int
+    t1_interval: float
+    hold_timeout: float
+    hold_limit: int
+    queue_limit: int
+    connection_idle_timeout: float
+    connections_limit: int
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """
+    Table C{[log]}.
+    """
+
+    messages: bool
+    traffic_sip: bool
+    traffic_xmpp: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    The whole configuration.
+
+    @ivar path: the file it came from.
+    """
+
+    path: str
+    xmpp: XMPPConfig
+    sip: SIPConfig
+    log: LogConfig
+
+    @classmethod
+    def defaults(cls) -> "Config":
+        """
+        The configuration of an empty file.
+        """
+        return parseConfig({}, "<defaults>")
+
+
+_TABLE_CLASSES = {"xmpp": XMPPConfig, "sip": SIPConfig, "log": LogConfig}
+
+
+def resolvePort(backend: str, port: int) -> int:
+    """
+    Kamailio's rule for C{xmpp_port}: 0 (the default) means 5347 for the
+    component backend and 5269 for the server backend.
+    """
+    if port:
+        return port
+    if backend == "server":
+        return DEFAULT_SERVER_PORT
+    return DEFAULT_COMPONENT_PORT
+
+
+# -- Validation ----------------------------------------------------------------
+
+
+_INVALID = object()
+
+
+def _suggest(name: str, candidates) -> str:
+    """
+    A C{" (did you mean 'x'?)"} suffix, or C{""}.
+    """
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return ""
+
+
+def _unknownKeyMessage(table: str, name: str) -> str:
+    names = [k.name for k in SCHEMA if k.table == table]
+    suggestion = _suggest(name, names)
+    if not suggestion:
+        elsewhere = [k.path for k in SCHEMA if k.name == name]
+        if elsewhere:
+            suggestion = f" (did you mean {elsewhere[0]!r}?)"
+    return "unknown key" + suggestion
+
+
+def _crossChecks(values: dict, explicit: set, errors: list):
+    """
+    Checks that involve more than one key; skipped where a key is invalid.
+
+    @param explicit: the key paths set in the file (not defaulted).
+    """
+    xmpp, sip = values["xmpp"], values["sip"]
+
+    initial = xmpp["reconnect_initial_interval"]
+    maximum = xmpp["reconnect_max_interval"]
+    if _INVALID not in (initial, maximum) and maximum < initial:
+        errors.append((
+            "xmpp.reconnect_max_interval",
+            f"must not be less than reconnect_initial_interval "
+            f"({_number(initial)}), not {_number(maximum)}",
+        ))
+    if xmpp["backend"] is not _INVALID and xmpp["xmpp_port"] is not _INVALID:
+        xmpp["xmpp_port"] = resolvePort(xmpp["backend"], xmpp["xmpp_port"])
+
+    t1, hold = sip["t1_interval"], sip["hold_timeout"]
+    if _INVALID not in (t1, hold) and not hold < 64 * t1:
+        errors.append((
+            "sip.hold_timeout",
+            f"must be less than 64 * t1_interval ({_number(64 * t1)} seconds, "
+            f"when SIP clients give up: RFC 3261 Timer F), not {_number(hold)}"
+            + ("" if "sip.hold_timeout" in explicit
+               else " (the default): set hold_timeout lower"),
+        ))
+
+    listen = sip["listen"]
+    if listen is not _INVALID:
+        tls = [l for l in listen if l.proto == "tls"]
+        if tls:
+            for name in ("tls_certificate", "tls_private_key"):
+                if sip[name] is None:
+                    errors.append((
+                        f"sip.{name}",
+                        f"is required because sip.listen has a tls socket "
+                        f"({str(tls[0])!r})",
+                    ))
+
+
+def parseConfig(data: dict, path: str) -> Config:
+    """
+    Check a configuration dictionary (as C{tomllib} returns it) and build
+    the L{Config}.
+
+    @param data: the parsed TOML document.
+    @param path: the file it came from: named in errors; relative file names
+        in it are resolved against its directory.
+    @raise ConfigError: with every problem found.
+    """
+    context = _Context(os.path.dirname(os.path.abspath(path)))
+    errors = []
+    values = {table: {} for table, _ in TABLES}
+    keys = {(k.table, k.name): k for k in SCHEMA}
+    tableNames = [table for table, _ in TABLES]
+
+    for name, content in data.items():
+        if name not in values:
+            if isinstance(content, dict):
+                errors.append((name, "unknown table" + _suggest(name, tableNames)))
+            else:
+                elsewhere = [k.path for k in SCHEMA if k.name == name]
+                hint = f" (did you mean {elsewhere[0]!r}?)" if elsewhere else ""
+                errors.append((name, "unknown key outside any table" + hint))
+            continue
+        if not isinstance(content, dict):
+            errors.append((name, f"must be a table [{name}], not {_show(content)}"))
+            continue
+        for keyName, value in content.items():
+            key = keys.get((name, keyName))
+            if key is None:
+                errors.append(
+                    (f"{name}.{keyName}", _unknownKeyMessage(name, keyName))
+                )
+                continue
+            try:
+                values[name][keyName] = key.parse(value, context)
+            except _Invalid as e:
+                values[name][keyName] = (
+                    _INVALID if e.partial is None else e.partial
+                )
+                for suffix, message in e.errors:
+                    errors.append((key.path + suffix, message))
+
+    explicit = {
+        f"{table}.{name}" for table in values for name in values[table]
+    }
+    for key in SCHEMA:
+        if key.name not in values[key.table]:
+            if key.default is None:
+                values[key.table][key.name] = None
+            else:
+                values[key.table][key.name] = key.parse(key.default, context)
+
+    _crossChecks(values, explicit, errors)
+    if errors:
+        raise ConfigError(path, errors)
+    tables = {
+        table: _TABLE_CLASSES[table](**values[table]) for table, _ in TABLES
+    }
+    return Config(path=path, **tables)
+
+
+def loadConfig(path: str) -> Config:
+    """
+    Read and check a TOML configuration file.
+
+    @param path: the file name.
+    @raise ConfigError: if the file cannot be read, is not TOML, or does not
+        pass L{parseConfig}; every problem is reported.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise ConfigError(path, [(None, f"cannot read the configuration file: {reason}")])
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, [(
+            None,
+            f"is not UTF-8 text (TOML files must be UTF-8): byte "
+            f"{e.object[e.start]:#04x} at offset {e.start}",
+        )])
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, [(None, f"TOML syntax error: {e}")])
+    return parseConfig(data, path)

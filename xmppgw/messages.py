@@ -1,0 +1,721 @@
+# -*- test-case-name: tests.test_messages -*-
+"""
+SIP MESSAGE <-> XMPP C{<message/>} mapping (interworking.md 3.1-3.5; RFC 7572,
+RFC 3428).
+
+Pure functions; no I/O, no clock.
+
+SIP -> XMPP (L{sipToStanza}), RFC 7572 section 5 Table 2:
+
+  - C{to} = the mapped Request-URI, C{from} = the mapped From URI (a public
+    GRUU C{;gr=} becomes the resource: that is the mapper's job);
+  - no C{type} attribute (RFC 7572 section 5);
+  - C{id} = the gateway's transaction identifier (the C{messageID} argument);
+  - C{<thread/>} = Call-ID, C{<subject/>} = Subject, C{xml:lang} = the first
+    Content-Language tag, C{<body/>} = the body decoded per its charset.
+
+  Only C{text/plain} is relayed (project decision 8), with any charset that
+  Python can decode as text (converted to Unicode; XMPP is UTF-8 only), and
+  C{message/cpim} (RFC 3862) whose inner content is C{text/plain}. Refusals
+  are L{MappingError}s carrying the SIP answer:
+
+  ============================================  ====================
+  condition                                     answer
+  ============================================  ====================
+  Request-URI not sip/im/pres (tel: ...)        416
+  SIPS Request-URI or To (RFC 7247 section 8)   416 (as xmppgw.sip.uas)
+  Request-URI not mappable                      404 (AddressError text)
+  From missing/malformed                        400
+  From not mappable                             403 (AddressError text)
+  Content-Encoding other than identity          415 + Accept-Encoding
+  Content-Type missing (with a body)            400 (RFC 3261 7.4.1)
+  Content-Type other than text/plain or CPIM    415 + Accept
+  CPIM wrapping anything but text/plain         415 + Accept
+  malformed CPIM                                400
+  unknown or unsafe charset                     415 + Accept
+  bytes not valid in the declared charset       400
+  characters XML 1.0 forbids (body, Subject)    400
+  empty body                                    400
+  ============================================  ====================
+
+  An empty body is refused with 400 rather than relayed: a C{<message/>}
+  with an empty body carries nothing, XMPP clients either show an empty
+  bubble or drop it, and a 4xx tells the sender truthfully that nothing was
+  delivered (RFC 3428 section 7). A Content-Language tag that is not
+  syntactically a language tag is ignored (the message is still relayed,
+  without C{xml:lang}): the language is advisory, losing the message over it
+  would be worse. The CPIM C{From}/C{To} headers are I{not} used for
+  addressing: only the SIP From (which the SIP side authenticated) is.
+
+XMPP -> SIP (L{stanzaToSIP}), RFC 7572 section 4 Table 1:
+
+  - the body is the C{<body/>} whose C{xml:lang} matches the stanza's, else
+    the first one without C{xml:lang}, else the first one; a stanza without
+    a (non-empty) body raises L{NoBody} and an error stanza raises
+    L{ErrorStanza} (both L{NotRelayed}): the caller drops these silently,
+    they never become a SIP MESSAGE nor an error reply (chat states,
+    receipts; never an error in answer to an error); the stream's default
+    xml:lang is not known here, only the stanza's own;
+  - Request-URI/To = the mapped C{to}, From = the mapped C{from} (resource
+    -> C{;gr=}); Subject from C{<subject/>}; Content-Language from
+    C{xml:lang}; the body as UTF-8; C{<thread/>} is not mapped (project
+    decision 4: every MESSAGE gets a fresh Call-ID); C{type} is not mapped.
+  - refusals are L{StanzaMappingError}s: missing or malformed C{to}/C{from}
+    -> C{jid-malformed}; unmappable C{to} -> C{item-not-found}; unmappable
+    C{from} -> C{forbidden}; a MESSAGE over C{maxSize} bytes (1300, RFC 7572
+    section 6 / RFC 3428 section 8) -> C{policy-violation}.
+
+L{buildSIPRequest} builds the MESSAGE itself (RFC 3428 / RFC 7572): no
+Contact, Max-Forwards 70, From tag, the given Call-ID, C{CSeq: 1 MESSAGE},
+C{Content-Type: text/plain;charset=UTF-8}. Via is added by the transaction
+layer.
+"""
+
+import codecs
+import re
+from dataclasses import dataclass
+
+from twisted.words.protocols.jabber.jid import InvalidFormat, JID
+from twisted.words.xish import domish
+
+from xmppgw.addressing import AddressError
+from xmppgw.errors import NS_XML, isStanzaChild
+from xmppgw.sip.message import Headers, Request, serialize
+from xmppgw.sip.uri import URIError, parseNameAddr, parseURI
+
+__all__ = [
+    "MappingError",
+    "StanzaMappingError",
+    "NotRelayed",
+    "NoBody",
+    "ErrorStanza",
+    "OutgoingMessage",
+    "ACCEPT",
+    "MAX_SIP_SIZE",
+    "SIPS_REFUSED",
+    "sipToStanza",
+    "stanzaToSIP",
+    "buildSIPRequest",
+    "estimatedSize",
+    "parseMediaType",
+    "decodeText",
+    "unwrapCPIM",
+]
+
+#: The C{Accept} value of our 415 answers.
+ACCEPT = "text/plain, message/cpim"
+
+#: RFC 3428 section 8 / RFC 7572 section 6: the largest pager-mode MESSAGE.
+MAX_SIP_SIZE = 1300
+
+#: Room reserved for what is not known when the size is checked: the Via
+#: the transaction layer adds (transport, an IPv6 sent-by with port, a
+#: 32-character branch, rport), and a Call-ID and From tag of up to these
+#: lengths.
+VIA_ALLOWANCE = 128
+CALL_ID_ALLOWANCE = 64
+TAG_ALLOWANCE = 32
+
+_SIP_SCHEMES = frozenset(["sip", "im", "pres"])
+
+#: The reason phrase for a SIPS-addressed MESSAGE (the same answer
+#: L{xmppgw.sip.uas.checkRequest} gives; this check is a second line).
+SIPS_REFUSED = "SIPS Not Relayed to XMPP"
+
+#: Python codecs that decode text but are not charsets a peer can mean:
+#: they would let a sender smuggle escapes or decode everything.
+_UNSAFE_CODECS = frozenset(
+    [
+        "unicode-escape",
+        "raw-unicode-escape",
+        "idna",
+        "punycode",
+        "undefined",
+        "charmap",
+        "palmos",
+    ]
+)
+
+#: Characters that XML 1.0 (section 2.2, Char) does not allow.
+_XML_ILLEGAL = re.compile(
+    "[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+
+#: Characters replaced by a space in a SIP header value built from XMPP.
+_HEADER_UNSAFE = re.compile("[\x00-\x1f\x7f\u2028\u2029]+")
+
+#: RFC 5646 in outline (and RFC 3261's language-tag): subtags of 1..8
+#: alphanumerics, the first alphabetic.
+_LANGUAGE_TAG = re.compile(r"\A[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*\Z")
+
+_MEDIA_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+class MappingError(Exception):
+    """
+    A SIP MESSAGE cannot be mapped to a stanza.
+
+    @ivar code: the SIP response code to answer with.
+    @ivar reason: the reason phrase (human readable).
+    @ivar headers: extra response headers, a tuple of C{(name, value)}.
+    """
+
+    def __init__(self, code, reason, headers=()):
+        Exception.__init__(self, code, reason)
+        self.code = code
+        self.reason = reason
+        self.headers = tuple(headers)
+
+    def __str__(self):
+        return f"{self.code} {self.reason}"
+
+
+class StanzaMappingError(Exception):
+    """
+    A C{<message/>} cannot be mapped to a SIP MESSAGE.
+
+    @ivar condition: the stanza error condition to answer with.
+    @ivar text: human-readable text for the error's C{<text/>}.
+    """
+
+    def __init__(self, condition, text=None):
+        Exception.__init__(self, condition, text)
+        self.condition = condition
+        self.text = text
+
+    def __str__(self):
+        return f"{self.condition}: {self.text}" if self.text else self.condition
+
+
+class NotRelayed(Exception):
+    """
+    A stanza that is deliberately not turned into a SIP MESSAGE and must
+    not be answered with an error either.
+    """
+
+
+class NoBody(NotRelayed):
+    """
+    The stanza has no (non-empty) C{<body/>}: a chat state, a receipt, ...
+    """
+
+
+class ErrorStanza(NotRelayed):
+    """
+    The stanza is a C{type='error'} stanza; those are handled by the caller
+    (L{xmppgw.errors.parseStanzaError}) and never relayed.
+    """
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """
+    A SIP MESSAGE to be sent, as mapped from a stanza.
+
+    @ivar requestURI: the Request-URI text.
+    @ivar fromURI: the From URI text (no tag).
+    @ivar toURI: the To URI text.
+    @ivar headers: extra headers, a tuple of C{(name, value)}: C{Subject},
+        C{Content-Language}.
+    @ivar body: the text, UTF-8 encoded.
+    """
+
+    requestURI: str
+    fromURI: str
+    toURI: str
+    headers: tuple
+    body: bytes
+
+
+def _unsupported(reason):
+    return MappingError(415, reason, headers=[("Accept", ACCEPT)])
+
+
+def parseMediaType(value):
+    """
+    Parse a C{Content-Type} value.
+
+    @param value: e.g. C{'text/plain; charset="ISO-8859-1"'}.
+    @type value: L{str}
+    @return: C{(type, params)}: the lower-cased C{type/subtype} and a dict
+        of lower-cased parameter names to (unquoted) values.
+    @raise ValueError: if the value is not a media type.
+    """
+    text = value.strip()
+    match = _MEDIA_TOKEN.match(text)
+    if match is None:
+        raise ValueError(f"not a media type: {value!r}")
+    pos = match.end()
+    if text[pos:pos + 1] != "/":
+        raise ValueError(f"not a media type: {value!r}")
+    sub = _MEDIA_TOKEN.match(text, pos + 1)
+    if sub is None:
+        raise ValueError(f"not a media type: {value!r}")
+    mediaType = text[: sub.end()].lower()
+    pos = sub.end()
+    params = {}
+    length = len(text)
+    while pos < length:
+        while pos < length and text[pos] in " \t":
+            pos += 1
+        if pos >= length:
+            break
+        if text[pos] != ";":
+            raise ValueError(f"malformed media type parameters: {value!r}")
+        pos += 1
+        while pos < length and text[pos] in " \t":
+            pos += 1
+        name = _MEDIA_TOKEN.match(text, pos)
+        if name is None:
+            raise ValueError(f"malformed media type parameters: {value!r}")
+        pos = name.end()
+        while pos < length and text[pos] in " \t":
+            pos += 1
+        if text[pos:pos + 1] != "=":
+            raise ValueError(f"malformed media type parameters: {value!r}")
+        pos += 1
+        while pos < length and text[pos] in " \t":
+            pos += 1
+        if text[pos:pos + 1] == '"':
+            pos += 1
+            chars = []
+            while True:
+                if pos >= length:
+                    raise ValueError(f"unterminated quoted string: {value!r}")
+                char = text[pos]
+                if char == "\\" and pos + 1 < length:
+                    chars.append(text[pos + 1])
+                    pos += 2
+                elif char == '"':
+                    pos += 1
+                    break
+                else:
+                    chars.append(char)
+                    pos += 1
+            paramValue = "".join(chars)
+        else:
+            token = _MEDIA_TOKEN.match(text, pos)
+            if token is None:
+                raise ValueError(f"malformed media type parameters: {value!r}")
+            paramValue = token.group()
+            pos = token.end()
+        params[name.group().lower()] = paramValue
+    return mediaType, params
+
+
+def decodeText(data, charset=None):
+    """
+    Decode a text body to Unicode, checking it can go into XML.
+
+    C{UTF-16}/C{UTF-32} without a byte order mark are read big-endian
+    (RFC 2781 section 4.3); a leading byte order mark is removed.
+
+    @param data: the body.
+    @type data: L{bytes}
+    @param charset: the declared charset, or L{None} for UTF-8 (RFC 3261
+        section 7.4.1).
+    @return: the text.
+    @rtype: L{str}
+    @raise MappingError: 415 for an unknown charset, 400 for bytes that are
+        not valid in it or for characters XML 1.0 forbids.
+    """
+    label = (charset or "utf-8").strip()
+    try:
+        codec = codecs.lookup(label)
+    except LookupError:
+        raise _unsupported(f"Unsupported charset {label}")
+    codecName = codec.name
+    if codecName in _UNSAFE_CODECS or not getattr(
+        codec, "_is_text_encoding", True
+    ):
+        raise _unsupported(f"Unsupported charset {label}")
+    if codecName == "utf-16" and data[:2] not in (b"\xff\xfe", b"\xfe\xff"):
+        codecName = "utf-16-be"
+    elif codecName == "utf-32" and data[:4] not in (
+        b"\xff\xfe\x00\x00",
+        b"\x00\x00\xfe\xff",
+    ):
+        codecName = "utf-32-be"
+    try:
+        text = data.decode(codecName)
+    except UnicodeDecodeError:
+        raise MappingError(400, f"Body is not valid {label}")
+    except LookupError:
+        raise _unsupported(f"Unsupported charset {label}")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if _XML_ILLEGAL.search(text):
+        raise MappingError(400, "Body contains characters not allowed in XMPP")
+    return text
+
+
+def _splitHeaderBlock(data):
+    """
+    Split MIME-style header lines (CRLF or LF, with folding) from the rest.
+
+    @return: C{(headers, rest)}: a list of C{(lower-cased name, value)} and
+        the bytes after the blank line.
+    @raise MappingError: 400 if there is no blank line or a line is not a
+        header.
+    """
+    lines = []
+    pos = 0
+    length = len(data)
+    while True:
+        end = data.find(b"\n", pos)
+        if end < 0:
+            raise MappingError(400, "Malformed message/cpim body")
+        line = data[pos:end]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        pos = end + 1
+        if not line:
+            break
+        if line[:1] in (b" ", b"\t") and lines:
+            lines[-1] += b" " + line.strip()
+            continue
+        lines.append(line)
+        if pos >= length:
+            raise MappingError(400, "Malformed message/cpim body")
+    headers = []
+    for line in lines:
+        name, sep, value = line.partition(b":")
+        if not sep or not name.strip():
+            raise MappingError(400, "Malformed message/cpim body")
+        try:
+            headers.append(
+                (name.strip().decode("ascii").lower(), value.strip().decode("utf-8"))
+            )
+        except UnicodeDecodeError:
+            raise MappingError(400, "Malformed message/cpim body")
+    return headers, data[pos:]
+
+
+def unwrapCPIM(data):
+    """
+    Take the text out of a C{message/cpim} body (RFC 3862 section 3).
+
+    @param data: the CPIM body: message headers, a blank line, MIME
+        headers, a blank line, the content.
+    @type data: L{bytes}
+    @return: C{(content, params, language)}: the content bytes, the inner
+        Content-Type parameters and the inner Content-Language (or L{None}).
+    @raise MappingError: 400 if malformed; 415 if the inner type is not
+        C{text/plain} or it has a Content-Transfer-Encoding we do not decode.
+    """
+    _, rest = _splitHeaderBlock(data)
+    mimeHeaders, content = _splitHeaderBlock(rest)
+    mime = dict(reversed(mimeHeaders))
+    contentType = mime.get("content-type", "text/plain")
+    try:
+        mediaType, params = parseMediaType(contentType)
+    except ValueError:
+        raise MappingError(400, "Malformed Content-Type in message/cpim")
+    if mediaType != "text/plain":
+        raise _unsupported(f"Unsupported media type {mediaType} in message/cpim")
+    transfer = mime.get("content-transfer-encoding", "").strip().lower()
+    if transfer not in ("", "7bit", "8bit", "binary"):
+        raise _unsupported(
+            f"Unsupported Content-Transfer-Encoding {transfer} in message/cpim"
+        )
+    return content, params, mime.get("content-language")
+
+
+def _firstLanguage(value):
+    """
+    The first language tag of a Content-Language value, if it is valid.
+    """
+    if not value:
+        return None
+    tag = value.split(",", 1)[0].strip()
+    if _LANGUAGE_TAG.match(tag):
+        return tag
+    return None
+
+
+def _checkXMLText(text, what):
+    if _XML_ILLEGAL.search(text):
+        raise MappingError(400, f"{what} contains characters not allowed in XMPP")
+    return text
+
+
+def _checkContentEncoding(headers):
+    for value in headers.getAll("Content-Encoding"):
+        for coding in value.split(","):
+            coding = coding.strip().lower()
+            if coding and coding != "identity":
+                raise MappingError(
+                    415,
+                    f"Unsupported Content-Encoding {coding}",
+                    headers=[("Accept-Encoding", "identity")],
+                )
+
+
+def _bodyText(request):
+    """
+    The text of a MESSAGE body, and the language it declares.
+
+    @return: C{(text, innerLanguage)}.
+    """
+    headers = request.headers
+    body = request.body
+    _checkContentEncoding(headers)
+    contentType = headers.get("Content-Type")
+    if not body:
+        raise MappingError(400, "Message body is empty")
+    if contentType is None:
+        raise MappingError(400, "Body without Content-Type")
+    try:
+        mediaType, params = parseMediaType(contentType)
+    except ValueError:
+        raise MappingError(400, "Malformed Content-Type")
+    language = None
+    if mediaType == "message/cpim":
+        body, params, language = unwrapCPIM(body)
+        if not body:
+            raise MappingError(400, "Message body is empty")
+    elif mediaType != "text/plain":
+        raise _unsupported(f"Unsupported media type {mediaType}")
+    text = decodeText(body, params.get("charset"))
+    if not text:
+        raise MappingError(400, "Message body is empty")
+    return text, language
+
+
+def _parseHeaderAddress(headers, name):
+    value = headers.get(name)
+    if value is None:
+        raise MappingError(400, f"Missing {name} header")
+    try:
+        return parseNameAddr(value)
+    except URIError as e:
+        raise MappingError(400, f"Malformed {name} header: {e}")
+
+
+def sipToStanza(request, mapper, messageID):
+    """
+    Map a SIP MESSAGE to an XMPP C{<message/>}.
+
+    @param request: the MESSAGE.
+    @type request: L{xmppgw.sip.message.Request}
+    @param mapper: the address mapper (C{sipTargetToJID},
+        C{sipSenderToJID}).
+    @type mapper: L{xmppgw.addressing.AddressMapper}
+    @param messageID: the stanza C{id} (the gateway's transaction
+        identifier); converted to text.
+    @return: a C{<message/>} in no namespace (it takes the stream's default
+        namespace when written) with C{to}, C{from}, C{id} and no C{type}.
+    @rtype: L{domish.Element}
+    @raise MappingError: when the MESSAGE must be refused; C{code},
+        C{reason} and C{headers} give the SIP answer (see the module
+        docstring).
+    """
+    headers = request.headers
+    try:
+        requestURI = parseURI(request.uri)
+    except URIError as e:
+        raise MappingError(400, f"Malformed Request-URI: {e}")
+    if requestURI.scheme == "sips":
+        raise MappingError(416, SIPS_REFUSED)
+    if requestURI.scheme not in _SIP_SCHEMES:
+        raise MappingError(416, "Unsupported URI Scheme")
+    to = _parseHeaderAddress(headers, "To")
+    if to.uri.scheme == "sips":
+        raise MappingError(416, SIPS_REFUSED)
+    try:
+        target = mapper.sipTargetToJID(request.uri)
+    except AddressError as e:
+        raise MappingError(404, str(e) or "Not Found")
+    sender = _parseHeaderAddress(headers, "From")
+    try:
+        source = mapper.sipSenderToJID(str(sender.uri))
+    except AddressError as e:
+        raise MappingError(403, str(e) or "Forbidden")
+
+    text, innerLanguage = _bodyText(request)
+    language = _firstLanguage(innerLanguage) or _firstLanguage(
+        headers.get("Content-Language")
+    )
+    subject = headers.get("Subject")
+    if subject is not None:
+        subject = _checkXMLText(subject.strip(), "Subject")
+    callID = headers.get("Call-ID")
+    if callID is not None:
+        callID = _checkXMLText(callID.strip(), "Call-ID")
+
+    message = domish.Element((None, "message"))
+    message["to"] = target
+    message["from"] = source
+    message["id"] = str(messageID)
+    if language:
+        message[(NS_XML, "lang")] = language
+    if subject:
+        message.addElement("subject", content=subject)
+    message.addElement("body", content=text)
+    if callID:
+        message.addElement("thread", content=callID)
+    return message
+
+
+def _text(element):
+    return "".join(child for child in element.children if isinstance(child, str))
+
+
+def _pickByLanguage(candidates, language):
+    """
+    The element whose xml:lang is C{language}, else the first without
+    xml:lang, else the first.
+    """
+    if language:
+        for element in candidates:
+            if element.getAttribute((NS_XML, "lang")) == language:
+                return element
+    for element in candidates:
+        if not element.hasAttribute((NS_XML, "lang")):
+            return element
+    return candidates[0]
+
+
+def _headerText(text):
+    return _HEADER_UNSAFE.sub(" ", text).strip()
+
+
+def _parseJID(element, attribute):
+    value = element.getAttribute(attribute)
+    if not value:
+        raise StanzaMappingError("jid-malformed", f"Missing '{attribute}' address")
+    bare, slash, resource = value.partition("/")
+    local, at, _ = bare.partition("@")
+    malformed = (at and not local) or (slash and not resource)
+    if not malformed:
+        try:
+            JID(value)
+        except (InvalidFormat, UnicodeError, ValueError, IndexError):
+            # twisted's JID parser raises IndexError on empty labels.
+            malformed = True
+    if malformed:
+        raise StanzaMappingError("jid-malformed", f"Malformed '{attribute}' address")
+    return value
+
+
+def stanzaToSIP(element, mapper, maxSize=MAX_SIP_SIZE):
+    """
+    Map an XMPP C{<message/>} to a SIP MESSAGE to send.
+
+    @param element: the stanza.
+    @type element: L{domish.Element}
+    @param mapper: the address mapper (C{jidTargetToSIP},
+        C{jidSenderToSIP}).
+    @type mapper: L{xmppgw.addressing.AddressMapper}
+    @param maxSize: the largest SIP MESSAGE allowed, in bytes (L{None}: no
+        limit). The check counts the whole request as L{buildSIPRequest}
+        makes it, with room for the Via, Call-ID and tag (L{VIA_ALLOWANCE},
+        L{CALL_ID_ALLOWANCE}, L{TAG_ALLOWANCE}).
+    @return: the message to send.
+    @rtype: L{OutgoingMessage}
+    @raise ErrorStanza: for a C{type='error'} stanza (not relayed, not
+        answered).
+    @raise NoBody: if there is no non-empty C{<body/>} (not relayed, not
+        answered).
+    @raise StanzaMappingError: when the stanza must be answered with an
+        error (see the module docstring).
+    """
+    if element.getAttribute("type") == "error":
+        raise ErrorStanza("error stanzas are not relayed")
+    language = element.getAttribute((NS_XML, "lang"))
+    bodies = [
+        child
+        for child in element.elements()
+        if child.name == "body" and isStanzaChild(element, child)
+    ]
+    if not bodies:
+        raise NoBody("no body")
+    body = _pickByLanguage(bodies, language)
+    text = _text(body)
+    if not text:
+        raise NoBody("empty body")
+    bodyLanguage = body.getAttribute((NS_XML, "lang")) or language
+
+    to = _parseJID(element, "to")
+    source = _parseJID(element, "from")
+    try:
+        requestURI = mapper.jidTargetToSIP(to)
+    except AddressError as e:
+        raise StanzaMappingError("item-not-found", str(e) or None)
+    try:
+        fromURI = mapper.jidSenderToSIP(source)
+    except AddressError as e:
+        raise StanzaMappingError("forbidden", str(e) or None)
+
+    headers = []
+    subjects = [
+        child
+        for child in element.elements()
+        if child.name == "subject" and isStanzaChild(element, child)
+    ]
+    if subjects:
+        subject = _headerText(_text(_pickByLanguage(subjects, bodyLanguage)))
+        if subject:
+            headers.append(("Subject", subject))
+    bodyLanguage = _firstLanguage(bodyLanguage)
+    if bodyLanguage:
+        headers.append(("Content-Language", bodyLanguage))
+
+    outgoing = OutgoingMessage(
+        requestURI=requestURI,
+        fromURI=fromURI,
+        toURI=requestURI,
+        headers=tuple(headers),
+        body=text.encode("utf-8"),
+    )
+    if maxSize is not None:
+        size = estimatedSize(outgoing)
+        if size > maxSize:
+            raise StanzaMappingError(
+                "policy-violation", f"message too large for SIP ({maxSize} bytes)"
+            )
+    return outgoing
+
+
+def estimatedSize(outgoing):
+    """
+    The size in bytes the MESSAGE for C{outgoing} will have on the wire, at
+    most: L{buildSIPRequest} serialised with the largest Call-ID and tag we
+    allow for, plus the Via the transaction layer adds.
+
+    @type outgoing: L{OutgoingMessage}
+    @rtype: L{int}
+    """
+    request = buildSIPRequest(
+        outgoing, "x" * CALL_ID_ALLOWANCE, "x" * TAG_ALLOWANCE
+    )
+    return len(serialize(request)) + VIA_ALLOWANCE
+
+
+def buildSIPRequest(outgoing, callID, fromTag, cseq=1, maxForwards=70):
+    """
+    Build the SIP MESSAGE request for an L{OutgoingMessage} (RFC 3428
+    section 4, RFC 7572 section 4).
+
+    No Contact (RFC 3428 section 4); no Via (the transaction layer adds it);
+    Content-Length is written by the serialiser.
+
+    @param outgoing: what to send.
+    @type outgoing: L{OutgoingMessage}
+    @param callID: a globally unique Call-ID (RFC 3261 section 8.1.1.4).
+    @param fromTag: a fresh From tag.
+    @param cseq: the CSeq number.
+    @param maxForwards: the Max-Forwards value (RFC 3261 section 8.1.1.6:
+        70).
+    @rtype: L{xmppgw.sip.message.Request}
+    """
+    headers = Headers()
+    headers.add("Max-Forwards", str(maxForwards))
+    headers.add("To", f"<{outgoing.toURI}>")
+    headers.add("From", f"<{outgoing.fromURI}>;tag={fromTag}")
+    headers.add("Call-ID", callID)
+    headers.add("CSeq", f"{cseq} MESSAGE")
+    for name, value in outgoing.headers:
+        headers.add(name, value)
+    headers.add("Content-Type", "text/plain;charset=UTF-8")
+    return Request("MESSAGE", outgoing.requestURI, headers, outgoing.body)

@@ -1,0 +1,714 @@
+# -*- test-case-name: tests.test_sip_transaction -*-
+"""
+RFC 3261 section 17 non-INVITE transactions, on an injected clock.
+
+This module is the state-machine layer between the wire (L{xmppgw.sip.transport})
+and the transaction user (the router). It knows no sockets and no reactor:
+every timer runs on the C{clock} given to L{TransactionLayer}, and every byte
+goes out through the C{transport} object given to it.
+
+It also defines the two small address types shared with the transport,
+L{Source} and L{Target}, and the two failures a client transaction can end
+with, L{TransactionTimeout} and L{TransportFailure}.
+
+The transport interface
+=======================
+
+L{TransactionLayer} needs exactly this from its C{transport} (L{SIPTransport
+<xmppgw.sip.transport.SIPTransport>} provides it; tests use a list-backed
+fake):
+
+  - C{send(message, destination) -> Deferred}: C{destination} is a L{Target}
+    for a request, or the L{Source} the request came from for a response (the
+    transport then routes the response per its top Via: back on
+    C{Source.connection} for TCP/TLS, to C{received}/C{rport} for UDP). The
+    transport serialises C{message} itself, every time C{send} is called, so
+    a retransmission is the same call again. The Deferred fires with L{None}
+    once the bytes are handed to the operating system, or fails with
+    L{TransportFailure} (connection refused or closed, unresolvable host, no
+    socket for that transport, message too large for the transport).
+  - C{localAddress(transport) -> (host, port)}: the sent-by to put in the
+    Via of requests sent over C{transport} (C{"udp"}, C{"tcp"} or
+    C{"tls"}). The host may be a wildcard (C{0.0.0.0}, C{::}) and the port
+    may be C{0}: the transport then replaces them in the top Via with the
+    real local address of the socket or connection when it writes the bytes.
+
+In the other direction the transport calls C{TransactionLayer.receive(message,
+source)} for every parsed message, with C{message.source} already set to
+C{source}, and with C{received}/C{rport} already added to the top Via of
+requests (RFC 3261 18.2.1, RFC 3581).
+
+What the layer does
+===================
+
+  - Server transactions are keyed by the top Via branch (when it has the RFC
+    3261 magic cookie C{z9hG4bK}), the Via sent-by and the method, per RFC
+    3261 17.2.3. RFC 2543 requests (no magic cookie) are keyed by Call-ID,
+    CSeq number, From tag and the top Via sent-by. A retransmitted request
+    never reaches the transaction user: the last response (provisional or
+    final) is sent again. Any other method (an INVITE, too) gets a
+    non-INVITE server transaction, so that the transaction user can refuse
+    it (405/501) and retransmissions get that answer again.
+  - CANCEL is answered by the layer itself (RFC 3261 9.2): 200 when the
+    transaction it names still exists (the CANCEL has no other effect on a
+    non-INVITE transaction), 481 otherwise. ACK is never answered and never
+    passed up (this layer has no INVITE transactions that an ACK could
+    belong to).
+  - Client transactions add the top Via themselves, retransmit over UDP on
+    Timer E, give up on Timer F (L{TransactionTimeout}) and absorb response
+    retransmissions for Timer K.
+  - All state is bounded (C{maxTransactions}) and removed when a
+    transaction terminates; a server transaction the transaction user never
+    answers is forgotten after C{64*T1}. L{TransactionLayer.stop} drops
+    everything at shutdown.
+"""
+
+import secrets
+from dataclasses import dataclass, field
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from xmppgw.sip.message import Request, Response, Headers, makeResponse, topVia
+
+__all__ = [
+    "Source",
+    "Target",
+    "TransactionError",
+    "TransactionTimeout",
+    "TransportFailure",
+    "ServerTransaction",
+    "ClientTransaction",
+    "TransactionLayer",
+    "TRANSPORTS",
+    "DEFAULT_PORTS",
+    "MAGIC_COOKIE",
+]
+
+log = Logger()
+
+#: The transport names used in L{Source} and L{Target}.
+TRANSPORTS = ("udp", "tcp", "tls")
+
+#: The default port of each transport (RFC 3261 19.1.2).
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+#: The RFC 3261 branch prefix (RFC 3261 8.1.1.7).
+MAGIC_COOKIE = "z9hG4bK"
+
+
+def _checkTransport(name):
+    if name not in TRANSPORTS:
+        raise ValueError(
+            "unknown SIP transport %r (expected one of %s)" % (name, ", ".join(TRANSPORTS))
+        )
+
+
+@dataclass(frozen=True)
+class Source:
+    """
+    Where a message came from.
+
+    @ivar transport: C{"udp"}, C{"tcp"} or C{"tls"}.
+    @ivar host: the peer's IP address (no brackets for IPv6).
+    @ivar port: the peer's port.
+    @ivar connection: for TCP/TLS, the stream protocol the message arrived on,
+        so that responses go back on the same connection; L{None} for UDP.
+    """
+
+    transport: str
+    host: str
+    port: int
+    connection: object = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        _checkTransport(self.transport)
+
+    @property
+    def reliable(self):
+        """
+        L{True} for TCP and TLS.
+        """
+        return self.transport != "udp"
+
+
+@dataclass(frozen=True)
+class Target:
+    """
+    Where a request goes.
+
+    @ivar transport: C{"udp"}, C{"tcp"} or C{"tls"}.
+    @ivar host: an IP address or a host name (resolved by the transport).
+    @ivar port: the port; L{None} on construction means the transport's
+        default (5060, or 5061 for TLS).
+    """
+
+    transport: str
+    host: str
+    port: int = None
+
+    def __post_init__(self):
+        _checkTransport(self.transport)
+        if not self.host:
+            raise ValueError("a SIP target needs a host")
+        if self.port is None:
+            object.__setattr__(self, "port", DEFAULT_PORTS[self.transport])
+        elif not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise ValueError("invalid SIP target port %r" % (self.port,))
+
+    @property
+    def reliable(self):
+        """
+        L{True} for TCP and TLS.
+        """
+        return self.transport != "udp"
+
+
+class TransactionError(Exception):
+    """
+    Base class of the failures of a client transaction.
+    """
+
+
+class TransactionTimeout(TransactionError):
+    """
+    Timer F fired: no final response in 64*T1. The caller treats it as 408
+    (RFC 3261 8.1.3.1).
+    """
+
+
+class TransportFailure(TransactionError):
+    """
+    The transport could not deliver the message (connection refused or lost,
+    unresolvable host, no socket for that transport). The caller treats it as
+    503 (RFC 3261 8.1.3.1).
+    """
+
+
+def _cseq(message):
+    """
+    Split the CSeq header into C{(number, method)}; C{(None, None)} if it
+    is missing or malformed.
+    """
+    value = message.headers.get("CSeq")
+    if not value:
+        return None, None
+    parts = value.split()
+    if len(parts) != 2:
+        return None, None
+    return parts[0], parts[1].upper()
+
+
+def _fromTag(message):
+    value = message.headers.get("From") or ""
+    return _tagOf(value)
+
+
+def _tagOf(value):
+    """
+    The C{tag} parameter of a From/To header value, or L{None}.
+    """
+    # The tag is a header parameter, so it comes after the closing '>' of a
+    # name-addr, or anywhere in the parameters of a bare addr-spec.
+    tail = value.rsplit(">", 1)[-1]
+    for param in tail.split(";")[1:]:
+        name, _, val = param.partition("=")
+        if name.strip().lower() == "tag":
+            return val.strip() or None
+    return None
+
+
+def _sentBy(via):
+    host = (via.host or "").lower()
+    return (host, via.port)
+
+
+def _serverIdent(request, via):
+    """
+    The part of a server transaction key shared by a request and the CANCEL
+    (or ACK) that refers to it.
+    """
+    branch = via.branch
+    if branch and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
+        return ("3261", branch, _sentBy(via))
+    number, _method = _cseq(request)
+    return (
+        "2543",
+        request.headers.get("Call-ID"),
+        number,
+        _fromTag(request),
+        _sentBy(via),
+    )
+
+
+def _formatHost(host):
+    if ":" in host and not host.startswith("["):
+        return "[%s]" % (host,)
+    return host
+
+
+class ServerTransaction:
+    """
+    A non-INVITE server transaction (RFC 3261 17.2.2).
+
+    @ivar request: the request that created the transaction.
+    @ivar source: the L{Source} it came from; responses go back there.
+    @ivar state: C{"trying"}, C{"proceeding"}, C{"completed"} or
+        C{"terminated"}.
+    @ivar lastResponse: the last response sent (resent on retransmissions),
+        or L{None}.
+    """
+
+    def __init__(self, layer, key, ident, request, source):
+        self._layer = layer
+        self.key = key
+        self.ident = ident
+        self.request = request
+        self.source = source
+        self.state = "trying"
+        self.lastResponse = None
+        self._timer = None
+
+    def __repr__(self):
+        return "<ServerTransaction %s %s>" % (self.request.method, self.state)
+
+    @property
+    def reliable(self):
+        return self.source.reliable
+
+    def respond(self, response):
+        """
+        Send a response: provisional (1xx) or final (2xx-6xx). After a final
+        response the transaction keeps it for Timer J (64*T1 over UDP, 0 over
+        TCP/TLS) to answer retransmissions, then is forgotten. A final response
+        passed when one was already sent is discarded (RFC 3261 17.2.2), with a
+        warning.
+
+        @type response: L{Response}
+        @raise TypeError: C{response} is not a L{Response}.
+        @raise ValueError: its status code is outside 100-699.
+        """
+        if not isinstance(response, Response):
+            raise TypeError("respond() needs a Response, not %r" % (response,))
+        code = response.code
+        if not isinstance(code, int) or not 100 <= code <= 699:
+            raise ValueError("invalid SIP status code %r" % (code,))
+        if self.state in ("completed", "terminated"):
+            log.warn(
+                "Discarding {code} for a {method} transaction already {state}",
+                code=code,
+                method=self.request.method,
+                state=self.state,
+            )
+            return
+        self.lastResponse = response
+        if code < 200:
+            self.state = "proceeding"
+            self._send(response)
+            return
+        self.state = "completed"
+        self._cancelTimer()
+        self._send(response)
+        if self.reliable:
+            self._terminate()
+        else:
+            self._timer = self._layer.clock.callLater(64 * self._layer.t1, self._timerJ)
+
+    def _send(self, response):
+        d = self._layer._sendMessage(response, self.source)
+        d.addErrback(self._sendFailed, response.code)
+
+    def _sendFailed(self, failure, code):
+        log.warn(
+            "Could not send {code} for {method} to {source}: {reason}",
+            code=code,
+            method=self.request.method,
+            source=self.source,
+            reason=failure.getErrorMessage(),
+        )
+
+    def _retransmission(self):
+        """
+        The request came again: resend the last response, if any.
+        """
+        if self.lastResponse is not None:
+            self._send(self.lastResponse)
+
+    def _startAbandonTimer(self):
+        self._timer = self._layer.clock.callLater(self._layer.serverTimeout, self._abandon)
+
+    def _abandon(self):
+        self._timer = None
+        log.warn(
+            "The transaction user never answered {method} from {source}; forgetting it",
+            method=self.request.method,
+            source=self.source,
+        )
+        self._terminate()
+
+    def _timerJ(self):
+        self._timer = None
+        self._terminate()
+
+    def _cancelTimer(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _terminate(self):
+        self._cancelTimer()
+        self.state = "terminated"
+        self._layer._removeServer(self)
+
+
+class ClientTransaction:
+    """
+    A non-INVITE client transaction (RFC 3261 17.1.2).
+
+    @ivar request: the request as sent (with the top Via added).
+    @ivar target: the L{Target}.
+    @ivar branch: the branch of the top Via.
+    @ivar method: the request method (CSeq method of matching responses).
+    @ivar state: C{"trying"}, C{"proceeding"}, C{"completed"} or
+        C{"terminated"}.
+    @ivar deferred: fires with the final L{Response}, or fails with
+        L{TransactionTimeout} or L{TransportFailure}.
+    """
+
+    def __init__(self, layer, request, target, branch):
+        self._layer = layer
+        self.request = request
+        self.target = target
+        self.branch = branch
+        self.method = request.method
+        self.state = "trying"
+        self.deferred = Deferred(self._cancel)
+        self._interval = layer.t1
+        self._timerE = None
+        self._timerF = None
+        self._timerK = None
+
+    def __repr__(self):
+        return "<ClientTransaction %s %s %s>" % (self.method, self.branch, self.state)
+
+    def _start(self):
+        clock = self._layer.clock
+        self._timerF = clock.callLater(64 * self._layer.t1, self._onTimerF)
+        if not self.target.reliable:
+            self._timerE = clock.callLater(self._interval, self._onTimerE)
+        self._send()
+
+    def _send(self):
+        d = self._layer._sendMessage(self.request, self.target)
+        d.addErrback(self._transportFailed)
+
+    def _onTimerE(self):
+        self._timerE = None
+        if self.state == "trying":
+            self._interval = min(2 * self._interval, self._layer.t2)
+        else:
+            self._interval = self._layer.t2
+        self._timerE = self._layer.clock.callLater(self._interval, self._onTimerE)
+        self._send()
+
+    def _onTimerF(self):
+        self._timerF = None
+        if self.state not in ("trying", "proceeding"):
+            return
+        self._terminate()
+        self.deferred.errback(
+            TransactionTimeout(
+                "no final response to %s from %s:%s:%s within %ss"
+                % (
+                    self.method,
+                    self.target.transport,
+                    self.target.host,
+                    self.target.port,
+                    64 * self._layer.t1,
+                )
+            )
+        )
+
+    def _transportFailed(self, failure):
+        if self.state not in ("trying", "proceeding"):
+            # A late failure of a retransmission after the final response.
+            return None
+        self._terminate()
+        if failure.check(TransportFailure):
+            error = failure.value
+        else:
+            error = TransportFailure(failure.getErrorMessage())
+        self.deferred.errback(Failure(error))
+        return None
+
+    def _receiveResponse(self, response):
+        code = response.code
+        if self.state in ("completed", "terminated"):
+            # Timer K: absorb retransmissions of the final response.
+            return
+        if code < 200:
+            self.state = "proceeding"
+            return
+        self.state = "completed"
+        self._cancelTimer("_timerE")
+        self._cancelTimer("_timerF")
+        if self.target.reliable:
+            self._terminate()
+        else:
+            self._timerK = self._layer.clock.callLater(self._layer.t4, self._onTimerK)
+        self.deferred.callback(response)
+
+    def _onTimerK(self):
+        self._timerK = None
+        self._terminate()
+
+    def _cancel(self, deferred):
+        # The caller cancelled the Deferred: stop everything; the Deferred
+        # then fails with CancelledError.
+        self._terminate()
+
+    def _cancelTimer(self, name):
+        timer = getattr(self, name)
+        if timer is not None and timer.active():
+            timer.cancel()
+        setattr(self, name, None)
+
+    def _terminate(self):
+        for name in ("_timerE", "_timerF", "_timerK"):
+            self._cancelTimer(name)
+        self.state = "terminated"
+        self._layer._removeClient(self)
+
+
+class TransactionLayer:
+    """
+    The non-INVITE transaction layer of RFC 3261 section 17.
+
+    @ivar requestHandler: set by the transaction user; called as
+        C{requestHandler(request, serverTransaction)} once per new server
+        transaction. If it raises before answering, the layer answers 500.
+        While it is L{None}, requests are answered 503.
+    @ivar clock: the L{IReactorTime} provider all timers run on.
+    @ivar transport: the transport (see the module docstring).
+    @ivar t1: RFC 3261 T1 (RTT estimate), seconds.
+    @ivar t2: RFC 3261 T2 (maximum retransmit interval), seconds.
+    @ivar t4: RFC 3261 T4 (maximum time a message stays in the network).
+    @ivar maxTransactions: bound on the server transactions and on the
+        client transactions held at once. New requests beyond it are answered
+        503 with C{Retry-After}; new client transactions fail with
+        L{TransportFailure}.
+    @ivar serverTimeout: how long a server transaction waits for its final
+        response before it is forgotten (default 64*T1, when the client has
+        given up anyway).
+    """
+
+    def __init__(
+        self,
+        clock,
+        transport,
+        t1=0.5,
+        t2=4.0,
+        t4=5.0,
+        maxTransactions=10000,
+        serverTimeout=None,
+    ):
+        if not (t1 > 0 and t2 >= t1 and t4 > 0):
+            raise ValueError("invalid SIP timers T1=%r T2=%r T4=%r" % (t1, t2, t4))
+        self.clock = clock
+        self.transport = transport
+        self.t1 = t1
+        self.t2 = t2
+        self.t4 = t4
+        self.maxTransactions = maxTransactions
+        self.serverTimeout = 64 * t1 if serverTimeout is None else serverTimeout
+        self.requestHandler = None
+        self._servers = {}
+        self._serverByIdent = {}
+        self._clients = {}
+
+    def stop(self):
+        """
+        Forget every transaction and cancel every timer (at shutdown).
+        Pending client transactions fail with L{TransportFailure}; server
+        transactions are dropped without a response.
+        """
+        for txn in list(self._servers.values()):
+            txn._terminate()
+        for txn in list(self._clients.values()):
+            if txn.state in ("trying", "proceeding"):
+                txn._transportFailed(Failure(TransportFailure("the SIP stack is stopping")))
+            else:
+                txn._terminate()
+
+    # -- the transport side
+
+    def receive(self, message, source):
+        """
+        Entry point for the transport: a parsed message from C{source}.
+
+        @type message: L{Request} or L{Response}
+        @type source: L{Source}
+        """
+        try:
+            via = topVia(message)
+        except Exception as e:
+            log.info("Dropping a SIP message from {source} with no usable Via: {e}", source=source, e=e)
+            return
+        if message.isRequest:
+            self._receiveRequest(message, source, via)
+        else:
+            self._receiveResponse(message, source, via)
+
+    def _sendMessage(self, message, destination):
+        try:
+            d = self.transport.send(message, destination)
+        except Exception:
+            # A transport must not raise, but if it does, the transaction
+            # must still end cleanly.
+            return _failed(Failure())
+        if d is None:
+            d = Deferred()
+            d.callback(None)
+        return d
+
+    # -- server transactions
+
+    def _receiveRequest(self, request, source, via):
+        method = request.method
+        if method == "ACK":
+            # No INVITE transactions here: an ACK is never answered.
+            log.debug("Ignoring ACK from {source}", source=source)
+            return
+        ident = _serverIdent(request, via)
+        key = ident + (method,)
+        txn = self._servers.get(key)
+        if txn is not None:
+            txn._retransmission()
+            return
+        if len(self._servers) >= self.maxTransactions:
+            log.warn(
+                "Too many SIP server transactions ({n}); answering {method} from {source} with 503",
+                n=len(self._servers),
+                method=method,
+                source=source,
+            )
+            self._sendStateless(
+                makeResponse(request, 503, headers=[("Retry-After", "5")]), source
+            )
+            return
+        txn = ServerTransaction(self, key, ident, request, source)
+        self._servers[key] = txn
+        if method == "CANCEL":
+            self._answerCancel(txn)
+            return
+        self._serverByIdent[ident] = txn
+        txn._startAbandonTimer()
+        handler = self.requestHandler
+        if handler is None:
+            log.warn("No SIP request handler; answering {method} with 503", method=method)
+            txn.respond(makeResponse(request, 503, headers=[("Retry-After", "5")]))
+            return
+        try:
+            handler(request, txn)
+        except Exception:
+            log.failure("The SIP request handler failed on {method}", method=method)
+            if txn.state in ("trying", "proceeding"):
+                txn.respond(makeResponse(request, 500))
+
+    def _answerCancel(self, txn):
+        original = self._serverByIdent.get(txn.ident)
+        if original is None:
+            txn.respond(makeResponse(txn.request, 481))
+            return
+        toTag = None
+        if original.lastResponse is not None:
+            toTag = _tagOf(original.lastResponse.headers.get("To") or "")
+        txn.respond(makeResponse(txn.request, 200, toTag=toTag))
+
+    def _sendStateless(self, response, source):
+        d = self._sendMessage(response, source)
+        d.addErrback(
+            lambda f: log.warn(
+                "Could not send {code} to {source}: {reason}",
+                code=response.code,
+                source=source,
+                reason=f.getErrorMessage(),
+            )
+        )
+
+    def _removeServer(self, txn):
+        if self._servers.get(txn.key) is txn:
+            del self._servers[txn.key]
+        if self._serverByIdent.get(txn.ident) is txn:
+            del self._serverByIdent[txn.ident]
+
+    # -- client transactions
+
+    def sendRequest(self, request, target):
+        """
+        Start a client transaction: add the top Via (a fresh C{z9hG4bK}
+        branch and C{rport}) and send C{request} to C{target}.
+
+        @type request: L{Request} (not modified; a copy with the Via is sent)
+        @type target: L{Target}
+        @return: a Deferred firing with the final L{Response} (1xx are not
+            passed on), or failing with L{TransactionTimeout} (Timer F) or
+            L{TransportFailure}. Cancelling it ends the transaction.
+        """
+        if not isinstance(request, Request):
+            raise TypeError("sendRequest() needs a Request, not %r" % (request,))
+        if not isinstance(target, Target):
+            raise TypeError("sendRequest() needs a Target, not %r" % (target,))
+        if request.method in ("INVITE", "ACK"):
+            raise ValueError("this transaction layer does not do %s" % (request.method,))
+        if len(self._clients) >= self.maxTransactions:
+            return _failed(
+                Failure(TransportFailure("too many SIP client transactions (%d)" % (len(self._clients),)))
+            )
+        branch = self._newBranch()
+        while branch in self._clients:
+            branch = self._newBranch()
+        host, port = self.transport.localAddress(target.transport)
+        via = "SIP/2.0/%s %s:%d;branch=%s;rport" % (
+            target.transport.upper(),
+            _formatHost(host),
+            port,
+            branch,
+        )
+        headers = Headers()
+        headers.add("Via", via)
+        for name, value in request.headers.items():
+            headers.add(name, value)
+        outgoing = Request(request.method, request.uri, headers, request.body)
+        txn = ClientTransaction(self, outgoing, target, branch)
+        self._clients[branch] = txn
+        txn._start()
+        return txn.deferred
+
+    def _newBranch(self):
+        return MAGIC_COOKIE + secrets.token_hex(12)
+
+    def _receiveResponse(self, response, source, via):
+        txn = self._clients.get(via.branch)
+        _number, method = _cseq(response)
+        if txn is None or method != txn.method:
+            log.info(
+                "Dropping a stray {code} response from {source} (branch {branch}, CSeq {cseq})",
+                code=response.code,
+                source=source,
+                branch=via.branch,
+                cseq=response.headers.get("CSeq"),
+            )
+            return
+        txn._receiveResponse(response)
+
+    def _removeClient(self, txn):
+        if self._clients.get(txn.branch) is txn:
+            del self._clients[txn.branch]
+
+
+def _failed(failure):
+    d = Deferred()
+    d.errback(failure)
+    return d

@@ -1,0 +1,536 @@
+# -*- test-case-name: tests.test_sip_uri -*-
+"""
+SIP URI and name-addr parsing and serialising (RFC 3261 sections 19.1, 20.10
+and 25).
+
+Pure functions, no I/O.  Everything is text (C{str}); the message parser
+decodes the header section before handing values here.
+
+Choices made here:
+
+  - The C{user} and C{password} parts are kept exactly as on the wire,
+    still percent-encoded (decoding is the address mapper's job).  Hex
+    escapes must be well formed (C{%} plus two hex digits).
+  - Scheme, host and parameter names are lower-cased (they compare
+    case-insensitively, RFC 3261 19.1.4); parameter values keep their case.
+  - C{sip:}, C{sips:}, C{im:} and C{pres:} URIs are split into their parts.
+    For C{im:}/C{pres:} the parts are only filled when the text follows the
+    C{user@host} shape; otherwise, as for every other scheme (C{tel:},
+    C{http:}, ...), only C{scheme} and C{opaque} (the text after
+    C{scheme:}) are set, and C{host} is L{None}.
+  - Whitespace anywhere inside a URI is an error (RFC 4475 3.1.2.8,
+    3.1.2.14), as is an unterminated quoted string or C{<} without C{>}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Optional, Tuple
+
+
+__all__ = [
+    "URIError",
+    "URI",
+    "NameAddr",
+    "parseURI",
+    "parseNameAddr",
+    "parseParams",
+    "splitQuoted",
+]
+
+
+class URIError(ValueError):
+    """
+    A URI or name-addr could not be parsed.  C{str(error)} is a
+    human-readable reason.
+    """
+
+
+_ESC = r"%[0-9A-Fa-f]{2}"
+_UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
+
+
+def _escapable(chars: str, repeat: str = "+"):
+    """
+    A regex for runs of C{chars} (a character-class body) and C{%HH}
+    escapes.
+    """
+    return re.compile(r"(?:[%s]+|%s)%s" % (chars, _ESC, repeat))
+
+
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+_USER_RE = _escapable(_UNRESERVED + "&=+$,;?/")
+_PASSWORD_RE = _escapable(_UNRESERVED + "&=+$,", "*")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_.])?")
+_PARAMCHAR_RE = _escapable(_UNRESERVED + r"\[\]/:&+$")
+_HEADERS_RE = _escapable(_UNRESERVED + r"\[\]/?:+$&=", "*")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_HEADER_PARAM_RE = re.compile(
+    r"[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*(?:(=)[ \t]*("
+    r"[A-Za-z0-9\-.!%*_+`'~]+|\"(?:[^\"\\]|\\.)*\"|\[[0-9A-Fa-f:.]+\]"
+    r")?[ \t]*)?")
+_OPAQUE_BAD_RE = re.compile(r"[\x00-\x20\x7f<>\"]")
+
+#: Schemes whose text is split into user, password, host, port, params.
+_STRUCTURED = frozenset(["sip", "sips", "im", "pres"])
+
+Params = Tuple[Tuple[str, Optional[str]], ...]
+
+
+def _fastNew(cls, **fields):
+    """
+    Build an instance of the frozen dataclass C{cls} without its
+    generated C{__init__}, which is slow because every field goes through
+    C{object.__setattr__}.  Callers pass every field.
+    """
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
+
+
+def _paramValue(params: Params, name: str) -> Optional[str]:
+    name = name.lower()
+    for key, value in params:
+        if key == name:
+            return value
+    return None
+
+
+def _hasParam(params: Params, name: str) -> bool:
+    name = name.lower()
+    for key, _ in params:
+        if key == name:
+            return True
+    return False
+
+
+def _setParam(params: Params, name: str, value: Optional[str]) -> Params:
+    name = name.lower()
+    out = []
+    done = False
+    for key, old in params:
+        if key == name:
+            if not done:
+                out.append((name, value))
+                done = True
+        else:
+            out.append((key, old))
+    if not done:
+        out.append((name, value))
+    return tuple(out)
+
+
+def _formatParams(params: Params) -> str:
+    return "".join(
+        ";" + name if value is None else ";%s=%s" % (name, value)
+        for name, value in params
+    )
+
+
+@dataclass(frozen=True)
+class URI:
+    """
+    A parsed URI.
+
+    @ivar scheme: lower-cased scheme (C{sip}, C{sips}, C{tel}, C{im}, ...).
+    @ivar user: the user part as on the wire (percent-encoded) or L{None}.
+    @ivar password: the password as on the wire, or L{None}.
+    @ivar host: lower-cased host; IPv6 references keep their brackets.
+        L{None} for opaque (non-SIP) URIs.
+    @ivar port: L{int} or L{None}.
+    @ivar params: C{(name, value-or-None)} pairs; names lower-cased, order
+        kept.
+    @ivar headers: the raw text after C{?}, or L{None}.
+    @ivar opaque: for URIs that are not split into parts (C{tel:} and
+        other schemes), everything after C{scheme:} as received; otherwise
+        L{None}.
+    """
+
+    scheme: str
+    user: Optional[str] = None
+    password: Optional[str] = None
+    host: Optional[str] = None
+    port: Optional[int] = None
+    params: Params = ()
+    headers: Optional[str] = None
+    opaque: Optional[str] = None
+
+    @property
+    def isSIP(self) -> bool:
+        """
+        C{True} for C{sip:} and C{sips:} URIs.
+        """
+        return self.scheme in ("sip", "sips")
+
+    def param(self, name: str) -> Optional[str]:
+        """
+        The value of URI parameter C{name} (case-insensitive); L{None} when
+        absent or value-less (see L{hasParam}).
+        """
+        return _paramValue(self.params, name)
+
+    def hasParam(self, name: str) -> bool:
+        """
+        Whether URI parameter C{name} is present (with or without value).
+        """
+        return _hasParam(self.params, name)
+
+    def withParam(self, name: str, value: Optional[str] = None) -> "URI":
+        """
+        A copy with parameter C{name} set to C{value} (replacing any
+        present, else appended).
+        """
+        return replace(self, params=_setParam(self.params, name, value))
+
+    def withoutParam(self, name: str) -> "URI":
+        """
+        A copy without parameter C{name}.
+        """
+        name = name.lower()
+        return replace(
+            self, params=tuple(p for p in self.params if p[0] != name))
+
+    def hostport(self) -> str:
+        """
+        C{host} or C{host:port}.
+        """
+        if self.port is None:
+            return self.host or ""
+        return "%s:%d" % (self.host, self.port)
+
+    def __str__(self) -> str:
+        if self.host is None:
+            return "%s:%s" % (self.scheme, self.opaque or "")
+        parts = [self.scheme, ":"]
+        if self.user is not None:
+            parts.append(self.user)
+            if self.password is not None:
+                parts.append(":" + self.password)
+            parts.append("@")
+        parts.append(self.hostport())
+        parts.append(_formatParams(self.params))
+        if self.headers is not None:
+            parts.append("?" + self.headers)
+        return "".join(parts)
+
+
+@dataclass(frozen=True)
+class NameAddr:
+    """
+    A name-addr or addr-spec with header parameters, as in To, From,
+    Contact, Route and similar headers.
+
+    @ivar display: the display name (unquoted, escapes resolved) or L{None}.
+    @ivar uri: the L{URI}.
+    @ivar params: header parameters (e.g. C{tag}) as pairs, names
+        lower-cased.
+    """
+
+    display: Optional[str]
+    uri: URI
+    params: Params = ()
+
+    def param(self, name: str) -> Optional[str]:
+        """
+        Value of header parameter C{name}; L{None} if absent or value-less.
+        """
+        return _paramValue(self.params, name)
+
+    def hasParam(self, name: str) -> bool:
+        """
+        Whether header parameter C{name} is present.
+        """
+        return _hasParam(self.params, name)
+
+    @property
+    def tag(self) -> Optional[str]:
+        """
+        The C{tag} parameter or L{None}.
+        """
+        return _paramValue(self.params, "tag")
+
+    def withParam(self, name: str, value: Optional[str] = None) -> "NameAddr":
+        """
+        A copy with header parameter C{name} set to C{value}.
+        """
+        return replace(self, params=_setParam(self.params, name, value))
+
+    def __str__(self) -> str:
+        if self.display:
+            escaped = self.display.replace("\\", "\\\\").replace('"', '\\"')
+            head = '"%s" <%s>' % (escaped, self.uri)
+        else:
+            head = "<%s>" % (self.uri,)
+        return head + _formatParams(self.params)
+
+
+def _parseHost(text: str, whole: str) -> Tuple[str, Optional[int]]:
+    """
+    Parse C{host[:port]}.
+    """
+    if text.startswith("["):
+        end = text.find("]")
+        if end == -1:
+            raise URIError("unterminated IPv6 reference in %r" % (whole,))
+        host = text[:end + 1]
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise URIError("invalid IPv6 reference %r" % (host,))
+        rest = text[end + 1:]
+        if rest and not rest.startswith(":"):
+            raise URIError("junk after IPv6 reference in %r" % (whole,))
+        portText = rest[1:] if rest else None
+    else:
+        host, colon, portText = text.partition(":")
+        if not colon:
+            portText = None
+        if not host:
+            raise URIError("empty host in %r" % (whole,))
+        if not _HOSTNAME_RE.fullmatch(host):
+            raise URIError("invalid host %r" % (host,))
+    port = None
+    if portText is not None:
+        if not (portText.isdigit() and portText.isascii()
+                and len(portText) <= 5):
+            raise URIError("invalid port %r" % (portText,))
+        port = int(portText)
+        if port > 65535:
+            raise URIError("port out of range %r" % (portText,))
+    return host.lower(), port
+
+
+def parseParams(text: str, uriParams: bool = False) -> Params:
+    """
+    Parse C{;name[=value]} pairs (C{text} starts at the first C{;} or is
+    empty).
+
+    Header parameters allow linear white space around C{;} and C{=} and
+    quoted-string values; URI parameters allow neither (the caller has
+    already rejected whitespace) and their characters are checked.
+
+    @raise URIError: an empty or malformed parameter.
+    """
+    if not text:
+        return ()
+    if uriParams:
+        pieces = text.split(";")
+    else:
+        pieces = splitQuoted(text, ";")
+    if pieces[0].strip():
+        raise URIError("junk before parameters: %r" % (pieces[0],))
+    out = []
+    if not uriParams:
+        for piece in pieces[1:]:
+            match = _HEADER_PARAM_RE.fullmatch(piece)
+            if match is None:
+                raise URIError("invalid parameter %r" % (piece.strip(),))
+            name, eq, value = match.groups()
+            out.append((name.lower(), (value or "") if eq else None))
+        return tuple(out)
+    for piece in pieces[1:]:
+        name, eq, value = piece.partition("=")
+        if not name:
+            raise URIError("empty parameter in %r" % (text,))
+        if not _PARAMCHAR_RE.fullmatch(name) or (
+                value and not _PARAMCHAR_RE.fullmatch(value)):
+            raise URIError("invalid URI parameter %r" % (piece,))
+        out.append((name.lower(), value if eq else None))
+    return tuple(out)
+
+
+@lru_cache(maxsize=1024)
+def parseURI(text: str) -> URI:
+    """
+    Parse a URI.  Results are cached (bounded): a L{URI} is immutable.
+
+    @param text: the URI text, e.g. C{sip:alice@example.com;transport=tcp}.
+    @return: a L{URI}.
+    @raise URIError: with a human-readable reason.
+    """
+    if not isinstance(text, str):
+        raise URIError("URI must be text, not %s" % (type(text).__name__,))
+    scheme, colon, rest = text.partition(":")
+    if not colon or not _SCHEME_RE.fullmatch(scheme):
+        raise URIError("no valid scheme in %r" % (text,))
+    if not rest:
+        raise URIError("empty URI after scheme in %r" % (text,))
+    if _OPAQUE_BAD_RE.search(rest):
+        raise URIError("whitespace, control or delimiter character in URI %r"
+                       % (text,))
+    scheme = scheme.lower()
+    if scheme not in _STRUCTURED:
+        return _fastNew(URI, scheme=scheme, user=None, password=None,
+                        host=None, port=None, params=(), headers=None,
+                        opaque=rest)
+    try:
+        return _parseStructured(scheme, rest, text)
+    except URIError:
+        if scheme in ("sip", "sips"):
+            raise
+        return _fastNew(URI, scheme=scheme, user=None, password=None,
+                        host=None, port=None, params=(), headers=None,
+                        opaque=rest)
+
+
+def _parseStructured(scheme: str, rest: str, text: str) -> URI:
+    user = password = None
+    at = rest.find("@")
+    if at != -1:
+        userinfo = rest[:at]
+        rest = rest[at + 1:]
+        user, colon, password = userinfo.partition(":")
+        if not user:
+            raise URIError("empty user part in %r" % (text,))
+        if not _USER_RE.fullmatch(user):
+            raise URIError("invalid character or escape in user part %r"
+                           % (user,))
+        if colon:
+            if not _PASSWORD_RE.fullmatch(password):
+                raise URIError("invalid character or escape in password")
+        else:
+            password = None
+    headers = None
+    question = rest.find("?")
+    if question != -1:
+        headers = rest[question + 1:]
+        rest = rest[:question]
+        if not _HEADERS_RE.fullmatch(headers):
+            raise URIError("invalid URI headers %r" % (headers,))
+    semi = rest.find(";")
+    if semi != -1:
+        params = parseParams(rest[semi:], uriParams=True)
+        rest = rest[:semi]
+    else:
+        params = ()
+    host, port = _parseHost(rest, text)
+    return _fastNew(URI, scheme=scheme, user=user, password=password,
+                    host=host, port=port, params=params, headers=headers,
+                    opaque=None)
+
+
+def _quotedEnd(text: str, start: int) -> int:
+    """
+    Index just after the quoted string that begins at C{text[start]}
+    (a C{"}).
+
+    @raise URIError: when it is not terminated.
+    """
+    i = start + 1
+    n = len(text)
+    while True:
+        quote = text.find('"', i)
+        backslash = text.find("\\", i)
+        if quote == -1:
+            raise URIError("unterminated quoted string in %r" % (text,))
+        if backslash != -1 and backslash < quote:
+            if backslash + 1 >= n:
+                raise URIError("unterminated quoted string in %r" % (text,))
+            i = backslash + 2
+            continue
+        return quote + 1
+
+
+def splitQuoted(text: str, sep: str) -> list:
+    """
+    Split C{text} at C{sep} outside quoted strings and outside C{<...>}.
+
+    @raise URIError: on an unterminated quoted string.
+    """
+    if '"' not in text and "<" not in text:
+        return text.split(sep)
+    out = []
+    start = 0
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == '"':
+            i = _quotedEnd(text, i)
+            continue
+        if ch == "<":
+            end = text.find(">", i)
+            if end == -1:
+                raise URIError("'<' without '>' in %r" % (text,))
+            i = end + 1
+            continue
+        if ch == sep:
+            out.append(text[start:i])
+            start = i + 1
+        i += 1
+    out.append(text[start:])
+    return out
+
+
+def _unquote(quoted: str) -> str:
+    inner = quoted[1:-1]
+    if "\\" not in inner:
+        return inner
+    out = []
+    i = 0
+    while i < len(inner):
+        ch = inner[i]
+        if ch == "\\" and i + 1 < len(inner):
+            out.append(inner[i + 1])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def parseNameAddr(text: str) -> NameAddr:
+    """
+    Parse a name-addr (C{"Bob" <sip:bob@x>;tag=1}, C{Bob <sip:bob@x>},
+    C{<sip:bob@x>}) or a bare addr-spec (C{sip:bob@x;tag=1}) with header
+    parameters.  In the bare form the parameters belong to the header, not
+    to the URI (RFC 3261 20.10).
+
+    @raise URIError: with a reason (unterminated quoted string, C{<}
+        without C{>}, a display name that is neither a quoted string nor
+        tokens, an invalid URI, junk after C{>}, a bad parameter).
+    """
+    if not isinstance(text, str):
+        raise URIError("name-addr must be text")
+    s = text.strip()
+    if not s:
+        raise URIError("empty address")
+    display = None
+    if s[0] == '"':
+        end = _quotedEnd(s, 0)
+        display = _unquote(s[:end])
+        rest = s[end:].lstrip()
+        if not rest.startswith("<"):
+            raise URIError("quoted display name not followed by '<' in %r"
+                           % (text,))
+        lt = 0
+        s = rest
+    else:
+        lt = s.find("<")
+        if lt != -1:
+            words = s[:lt].split()
+            for word in words:
+                if not _TOKEN_RE.fullmatch(word):
+                    raise URIError("invalid display name %r" % (s[:lt],))
+            if words:
+                display = " ".join(words)
+    if lt == -1:
+        uriText, semi, paramText = s.partition(";")
+        uriText = uriText.rstrip()
+        if any(c in uriText for c in ",?>"):
+            raise URIError("addr-spec with ',' '?' or '>' must be in '<>'")
+        uri = parseURI(uriText)
+        params = parseParams(semi + paramText) if semi else ()
+        return _fastNew(NameAddr, display=None, uri=uri, params=params)
+    gt = s.find(">", lt)
+    if gt == -1:
+        raise URIError("'<' without '>' in %r" % (text,))
+    uri = parseURI(s[lt + 1:gt])
+    rest = s[gt + 1:].strip()
+    if rest and not rest.startswith(";"):
+        raise URIError("junk after '>' in %r" % (text,))
+    params = parseParams(rest) if rest else ()
+    return _fastNew(NameAddr, display=display, uri=uri, params=params)

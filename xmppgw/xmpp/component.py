@@ -1,0 +1,715 @@
+# -*- test-case-name: tests.test_component -*-
+"""
+The XEP-0114 component link: connect, handshake, reconnect with back-off.
+
+L{ComponentLink} is the XMPP transport of component mode. It connects to the
+XMPP server's component port as the gateway's domain, performs the
+C{jabber:component:accept} handshake and keeps the link up: when the server
+is down, restarts, refuses the handshake (wrong password), or refuses the
+name (C{<conflict/>}, C{<host-unknown/>}), it logs one clear line saying why
+and tries again after an exponential back-off with jitter.
+
+It is a L{wokkel.subprotocols.StreamManager}, so protocol handlers attach
+with C{handler.setHandlerParent(link)} as usual. It differs from
+L{wokkel.component.Component} on purpose:
+
+ - the reactor (L{IReactorTCP} and L{IReactorTime}) is injected, for the
+   connection and for every timer;
+ - a refused handshake does not stop the service: it is logged and retried;
+ - the back-off delay is reset only after a successful handshake, not when
+   the TCP connection is made, so a wrong password cannot cause a tight
+   reconnect loop;
+ - L{ComponentLink.send} never queues: while the link is not authenticated
+   it raises L{LinkDown} (the router owns the bounded hold queue);
+ - the C{from} of outgoing stanzas is not rewritten: the caller sets it.
+"""
+
+import random
+import re
+import socket
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.abstract import isIPv6Address
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.words.protocols.jabber import component, error, jid
+from twisted.words.protocols.jabber import xmlstream
+from twisted.words.xish import domish
+from twisted.words.xish.xmlstream import XmlStreamFactoryMixin
+from wokkel.subprotocols import StreamManager
+
+__all__ = ["ComponentLink", "LinkDown"]
+
+CONNECTING = "connecting"
+HANDSHAKING = "handshaking"
+AUTHENTICATED = "authenticated"
+DOWN = "down"
+STOPPED = "stopped"
+
+#: Every value L{ComponentLink.state} can take.
+STATES = (CONNECTING, HANDSHAKING, AUTHENTICATED, DOWN, STOPPED)
+
+_log = Logger()
+
+_HANDSHAKE_CONTENT = re.compile(r"(<handshake(?:\s[^>]*)?>)[^<]+")
+
+
+class LinkDown(Exception):
+    """
+    The component link is not authenticated, so nothing can be sent now.
+    """
+
+
+def _hostPort(host, port):
+    """
+    Format a host and port for log messages (IPv6 literals in brackets).
+    """
+    if isIPv6Address(host):
+        return "[%s]:%d" % (host, port)
+    return "%s:%d" % (host, port)
+
+
+def _redactHandshake(data):
+    """
+    Hide the handshake digest in a traffic log line.
+
+    The digest is SHA-1 over the (visible) stream id and the shared secret,
+    so logging it would allow an offline guess of the secret.
+    """
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
+    return _HANDSHAKE_CONTENT.sub(r"\1[redacted]", data)
+
+
+class ComponentLinkFactory(xmlstream.XmlStreamFactory):
+    """
+    The reconnecting XML stream factory behind a L{ComponentLink}.
+
+    It differs from L{xmlstream.XmlStreamFactory} in three ways. The delay is
+    not reset when a TCP connection is made (the link resets it after a
+    successful handshake). Connection ends are passed to the link, which
+    logs why and then calls L{retry}. The delay is deterministic apart from
+    an upward jitter: the n-th consecutive retry waits
+    C{min(maxDelay, initialDelay * factor ** (n - 1) * (1 + jitter * r))} with
+    C{r} drawn from C{random()} in [0, 1), so it is never below
+    C{initialDelay} and never above C{maxDelay}.
+
+    @ivar link: the L{ComponentLink} told about connection ends.
+    @ivar random: a callable returning a float in [0, 1) for the jitter.
+    """
+
+    factor = 2.0
+    jitter = 0.1
+    noisy = False
+
+    def __init__(self, authenticator, link, clock):
+        xmlstream.XmlStreamFactory.__init__(self, authenticator)
+        self.link = link
+        self.clock = clock
+        self.random = random.random
+
+    def buildProtocol(self, addr):
+        """
+        Build the L{xmlstream.XmlStream}, without resetting the delay.
+        """
+        return XmlStreamFactoryMixin.buildProtocol(self, addr)
+
+    def clientConnectionFailed(self, connector, reason):
+        self.connector = connector
+        self.link._connectionEnded(reason, connected=False)
+
+    def clientConnectionLost(self, connector, reason):
+        self.connector = connector
+        self.link._connectionEnded(reason, connected=True)
+
+    def retry(self, connector=None):
+        """
+        Schedule the next connection attempt.
+
+        @return: the delay in seconds, or L{None} if no attempt was
+            scheduled because the factory was told to stop trying.
+        @raise ValueError: if there is no connector to retry with.
+        """
+        if not self.continueTrying:
+            return None
+        if connector is None:
+            if self.connector is None:
+                raise ValueError("no connector to retry")
+            connector = self.connector
+        if self._callID is not None and self._callID.active():
+            # Already scheduled: never two pending attempts.
+            return self._callID.getTime() - self.clock.seconds()
+
+        self.retries += 1
+        base = max(self.initialDelay, min(self.delay, self.maxDelay))
+        delay = base * (1 + self.jitter * self.random())
+        delay = max(self.initialDelay, min(delay, self.maxDelay))
+
+        def reconnector():
+            self._callID = None
+            self.link._reconnecting()
+            connector.connect()
+
+        self._callID = self.clock.callLater(delay, reconnector)
+        self.delay = min(base * self.factor, self.maxDelay)
+        return delay
+
+
+class ComponentLink(StreamManager, service.Service):
+    """
+    An XEP-0114 external component connection that stays up.
+
+    Handlers get C{makeConnection} when the TCP connection is made,
+    C{connectionInitialized} only after the server accepted the handshake,
+    and C{connectionLost} when the connection ends.
+
+    Keepalive: while authenticated, a single space (whitespace ping, allowed
+    between stanzas) is written every C{keepAliveInterval} seconds, and the
+    socket gets C{TCP_USER_TIMEOUT} of C{keepAliveTimeout} seconds where the
+    platform has it (Linux). This detects a peer that vanished without
+    closing the connection (host down, network cut, NAT or firewall state
+    dropped): the kernel gets no acknowledgement for the space, closes the
+    connection after C{keepAliveTimeout} (elsewhere after the system's TCP
+    retransmission timeout, often many minutes), and the link reconnects. It
+    also keeps NAT/firewall state and server idle timers from expiring. It
+    does B{not} detect an XMPP server process that is hung while its kernel
+    still acknowledges TCP data: the whitespace gets no answer at the XMPP
+    level, so nothing can tell. A server that stops or restarts cleanly
+    closes the connection and is noticed at once, keepalive or not.
+
+    @ivar host: the XMPP server host (C{xmpp_host}).
+    @ivar port: the XMPP server component port (C{xmpp_port}).
+    @ivar domain: the component's domain (C{xmpp_domain}).
+    @ivar state: one of C{"connecting"}, C{"handshaking"},
+        C{"authenticated"}, C{"down"} (waiting to retry) and C{"stopped"}.
+    @ivar reconnects: how many connection attempts were made after the first
+        since the service started.
+    @ivar authFailures: how many handshakes the server refused (wrong
+        password, or the stream closed after the handshake was sent).
+    @ivar conflicts: how many times the server refused or dropped the link
+        with a C{<conflict/>} stream error.
+    @ivar lastError: a short text for the last failure, or L{None} after a
+        successful handshake.
+    @ivar onStateChange: callables called with the new state after each
+        change of L{state}.
+    @ivar stableInterval: an authenticated link lost sooner than this many
+        seconds after its handshake does not reset the back-off (a server
+        that accepts and then drops the link at once, or two gateways kicking
+        each other out with C{<conflict/>}, cannot cause a fast loop).
+    @ivar closeTimeout: seconds L{stopService} waits for the server to close
+        the stream before dropping the connection.
+    @ivar factory: the L{ComponentLinkFactory}.
+    """
+
+    connectTimeout = 30
+    closeTimeout = 5.0
+
+    def __init__(
+        self,
+        host,
+        port,
+        domain,
+        password,
+        reactor=None,
+        initialDelay=1.0,
+        maxDelay=60.0,
+        logTraffic=False,
+        keepAliveInterval=60.0,
+        keepAliveTimeout=None,
+        connectTimeout=30,
+    ):
+        """
+        @param host: the XMPP server host name or address.
+        @type host: L{str}
+        @param port: the XMPP server's component port.
+        @type port: L{int}
+        @param domain: the component's domain, as the server knows it.
+        @type domain: L{str}
+        @param password: the shared secret for the handshake.
+        @type password: L{str}
+        @param reactor: an L{IReactorTCP} and L{IReactorTime} provider; the
+            global reactor if L{None}.
+        @param initialDelay: seconds before the first retry.
+        @param maxDelay: the longest delay between retries, in seconds.
+        @param logTraffic: log every byte sent and received (the handshake
+            digest is redacted).
+        @param keepAliveInterval: seconds between whitespace pings while
+            authenticated; C{0} turns the keepalive off.
+        @param keepAliveTimeout: seconds of unacknowledged data after which
+            the kernel drops the connection (C{TCP_USER_TIMEOUT}); default
+            twice C{keepAliveInterval}.
+        @param connectTimeout: seconds to wait for the TCP connection.
+        @raise ValueError: if an argument is out of range or malformed.
+        @raise TypeError: if an argument has the wrong type.
+        """
+        if not isinstance(host, str) or not host:
+            raise ValueError("xmpp_host must be a non-empty string")
+        if (
+            not isinstance(port, int)
+            or isinstance(port, bool)
+            or not 0 < port < 65536
+        ):
+            raise ValueError("xmpp_port must be an integer 1..65535, not %r" % (port,))
+        if not isinstance(domain, str):
+            raise TypeError("xmpp_domain must be a string")
+        if not domain:
+            raise ValueError("xmpp_domain must not be empty")
+        try:
+            parsed = jid.JID(domain)
+        except (jid.InvalidFormat, UnicodeError) as e:
+            raise ValueError("xmpp_domain %r is not a valid domain: %s" % (domain, e))
+        if parsed.user is not None or parsed.resource is not None:
+            raise ValueError(
+                "xmpp_domain %r must be a bare domain (no '@' or '/')" % (domain,)
+            )
+        if not isinstance(password, str):
+            raise TypeError("xmpp_password must be a string")
+        if not password:
+            raise ValueError("xmpp_password must not be empty")
+        if not 0 < initialDelay <= maxDelay:
+            raise ValueError(
+                "reconnect delays must satisfy 0 < initial (%r) <= max (%r)"
+                % (initialDelay, maxDelay)
+            )
+        if keepAliveInterval < 0:
+            raise ValueError("keepAliveInterval must be >= 0")
+        if keepAliveTimeout is None:
+            keepAliveTimeout = 2 * keepAliveInterval
+        if keepAliveTimeout < 0:
+            raise ValueError("keepAliveTimeout must be >= 0")
+        if not connectTimeout > 0:
+            raise ValueError("connectTimeout must be > 0")
+
+        if reactor is None:
+            from twisted.internet import reactor
+
+        self.host = host
+        self.port = port
+        self.domain = parsed.host
+        self.keepAliveInterval = keepAliveInterval
+        self.keepAliveTimeout = keepAliveTimeout
+        self.connectTimeout = connectTimeout
+        self.stableInterval = maxDelay
+
+        authenticator = component.ConnectComponentAuthenticator(self.domain, password)
+        factory = ComponentLinkFactory(authenticator, self, reactor)
+        factory.initialDelay = initialDelay
+        factory.delay = initialDelay
+        factory.maxDelay = maxDelay
+        factory.addBootstrap(xmlstream.STREAM_START_EVENT, self._streamStarted)
+        factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self._streamError)
+        StreamManager.__init__(self, factory, reactor)
+        self.logTraffic = logTraffic
+
+        self.state = STOPPED
+        self.reconnects = 0
+        self.authFailures = 0
+        self.conflicts = 0
+        self.lastError = None
+        self.onStateChange = []
+
+        self._connector = None
+        self._headerReceived = False
+        self._failure = None
+        self._authTime = None
+        self._delayBeforeAuth = None
+        self._keepAlive = None
+        self._closeTimer = None
+        self._closeWaiters = []
+
+    def __repr__(self):
+        return "<ComponentLink %s at %s, %s>" % (
+            self.domain,
+            _hostPort(self.host, self.port),
+            self.state,
+        )
+
+    # -- public API --------------------------------------------------------
+
+    @property
+    def isAuthenticated(self):
+        """
+        L{True} when the server accepted the handshake and the stream is up.
+        """
+        return self._initialized and self.xmlstream is not None
+
+    def send(self, obj):
+        """
+        Write a stanza to the authenticated stream.
+
+        @param obj: the stanza; its C{from} must be set by the caller (the
+            component's domain or an address at it, XEP-0114).
+        @type obj: L{domish.Element}
+        @raise LinkDown: if the link is not authenticated; nothing is queued.
+        @raise TypeError: if C{obj} is not an element.
+        @raise ValueError: if the stanza has no C{from}.
+        """
+        if not domish.IElement.providedBy(obj):
+            raise TypeError("ComponentLink.send takes an element, not %r" % (type(obj),))
+        if not obj.getAttribute("from"):
+            raise ValueError(
+                "a stanza sent on a component link must have a 'from' (XEP-0114)"
+            )
+        if not self.isAuthenticated:
+            raise LinkDown(
+                "XMPP component link to %s is %s"
+                % (_hostPort(self.host, self.port), self.state)
+            )
+        self.xmlstream.send(obj)
+
+    def request(self, request):
+        """
+        Send an IQ request and track the response (see
+        L{StreamManager.request}); fails with L{LinkDown} at once if the
+        link is not authenticated.
+        """
+        if not self.isAuthenticated:
+            return defer.fail(
+                LinkDown(
+                    "XMPP component link to %s is %s"
+                    % (_hostPort(self.host, self.port), self.state)
+                )
+            )
+        return StreamManager.request(self, request)
+
+    def startService(self):
+        """
+        Start connecting to the XMPP server.
+        """
+        service.Service.startService(self)
+        self.factory.resetDelay()
+        self._setState(CONNECTING)
+        self._connector = self._reactor.connectTCP(
+            self.host, self.port, self.factory, timeout=self.connectTimeout
+        )
+        self.factory.connector = self._connector
+
+    def stopService(self):
+        """
+        Stop retrying and close the stream cleanly.
+
+        The stream footer is sent and the server gets up to
+        L{closeTimeout} seconds to close the connection; then it is dropped.
+
+        @return: a L{Deferred} that fires when the connection is closed (or
+            was dropped after L{closeTimeout}).
+        """
+        service.Service.stopService(self)
+        self.factory.stopTrying()
+        self._stopKeepAlive()
+        xs = self.xmlstream
+        self._setState(STOPPED)
+        if xs is None or xs.transport is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._closeWaiters.append(d)
+        if self._closeTimer is None:
+            try:
+                xs.sendFooter()
+            except Exception:
+                _log.failure("Could not send the stream footer")
+            self._closeTimer = self._reactor.callLater(
+                self.closeTimeout, self._closeTimedOut, xs
+            )
+        return d
+
+    # -- stream events -----------------------------------------------------
+
+    def _setState(self, state):
+        """
+        Change L{state} and tell L{onStateChange}.
+        """
+        if state == self.state:
+            return
+        self.state = state
+        for callback in list(self.onStateChange):
+            try:
+                callback(state)
+            except Exception:
+                _log.failure("onStateChange callback {callback!r} failed", callback=callback)
+
+    def _connected(self, xs):
+        """
+        The TCP connection is up; the stream header is about to be sent.
+        """
+        self._headerReceived = False
+        self._failure = None
+        self._authTime = None
+        if self.logTraffic:
+            xs.rawDataInFn = self._logDataIn
+            xs.rawDataOutFn = self._logDataOut
+        self.xmlstream = xs
+        if self.state != STOPPED:
+            self._setState(HANDSHAKING)
+        self._setUserTimeout(xs)
+        for handler in list(self):
+            handler.makeConnection(xs)
+
+    def _logDataIn(self, data):
+        _log.info("XMPP RECV: {data}", data=_redactHandshake(data))
+
+    def _logDataOut(self, data):
+        _log.info("XMPP SEND: {data}", data=_redactHandshake(data))
+
+    def _streamStarted(self, xs):
+        """
+        The server's stream header arrived; the handshake follows at once.
+        """
+        self._headerReceived = True
+
+    def _streamError(self, reason):
+        """
+        Remember why the server ended the stream, for the log line written
+        when the connection is gone.
+        """
+        where = _hostPort(self.host, self.port)
+        fields = dict(server=where, domain=self.domain)
+        if not reason.check(error.StreamError):
+            self._failure = (
+                "warn",
+                "XMPP server at {server} sent malformed XML: {why}",
+                dict(fields, why=reason.getErrorMessage()),
+                "malformed XML",
+            )
+            return
+        condition = reason.value.condition
+        text = reason.value.text
+        fields.update(condition=condition, text=text or "")
+        if condition == "not-authorized":
+            self.authFailures += 1
+            self._failure = (
+                "error",
+                "XMPP server at {server} refused the component handshake for "
+                "{domain!r} (wrong xmpp_password?)",
+                fields,
+                "handshake refused (not-authorized)",
+            )
+        elif condition == "conflict":
+            self.conflicts += 1
+            if self.state == AUTHENTICATED:
+                message = (
+                    "XMPP server at {server} dropped the link: another "
+                    "component connected as {domain!r} and replaced this one "
+                    "(conflict)"
+                )
+            else:
+                message = (
+                    "XMPP server at {server} refused the link: another "
+                    "component is already connected as {domain!r} (conflict)"
+                )
+            self._failure = ("error", message, fields, "conflict")
+        elif condition == "host-unknown":
+            self._failure = (
+                "error",
+                "XMPP server at {server} does not know component {domain!r} "
+                "(check the server's Component config)",
+                fields,
+                "host-unknown",
+            )
+        elif condition == "invalid-namespace":
+            self._failure = (
+                "error",
+                "XMPP server at {server} rejected the component namespace "
+                "(is port {port} the server's component port?)",
+                dict(fields, port=self.port),
+                "invalid-namespace",
+            )
+        else:
+            self._failure = (
+                "warn",
+                "XMPP server at {server} closed the stream with error "
+                "{condition!r} {text!r}",
+                fields,
+                "stream error %s" % (condition,),
+            )
+
+    def _authd(self, xs):
+        """
+        The server accepted the handshake: reset the back-off and bring the
+        handlers up.
+        """
+        xs.addObserver('/iq[@type="result"]', self._onIQResponse)
+        xs.addObserver('/iq[@type="error"]', self._onIQResponse)
+        self._initialized = True
+        self._authTime = self._reactor.seconds()
+        self._delayBeforeAuth = self.factory.delay
+        self.factory.resetDelay()
+        self.lastError = None
+        _log.info(
+            "XMPP component link to {server} authenticated as {domain!r}",
+            server=_hostPort(self.host, self.port),
+            domain=self.domain,
+        )
+        if self.state != STOPPED:
+            self._setState(AUTHENTICATED)
+            self._startKeepAlive()
+        for handler in list(self):
+            handler.connectionInitialized()
+
+    def initializationFailed(self, reason):
+        """
+        The handshake could not be done (for example no stream id in the
+        server's header): drop the connection and retry later.
+        """
+        self._failure = (
+            "error",
+            "Component handshake with XMPP server at {server} failed: {why}",
+            dict(
+                server=_hostPort(self.host, self.port),
+                why=reason.getErrorMessage(),
+            ),
+            "handshake failed",
+        )
+        xs = self.xmlstream
+        if xs is not None and xs.transport is not None:
+            xs.transport.loseConnection()
+
+    def _disconnected(self, reason):
+        """
+        The stream is gone: tell the handlers and anyone waiting in
+        L{stopService}.
+        """
+        self._stopKeepAlive()
+        StreamManager._disconnected(self, reason)
+        if self._closeTimer is not None:
+            if self._closeTimer.active():
+                self._closeTimer.cancel()
+            self._closeTimer = None
+        self._fireCloseWaiters()
+
+    def _closeTimedOut(self, xs):
+        """
+        The server did not close the stream in time: drop the connection.
+        """
+        self._closeTimer = None
+        transport = xs.transport
+        if transport is not None:
+            abort = getattr(transport, "abortConnection", None)
+            if abort is not None:
+                abort()
+            else:
+                transport.loseConnection()
+        self._fireCloseWaiters()
+
+    def _fireCloseWaiters(self):
+        waiters, self._closeWaiters = self._closeWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    # -- reconnection ------------------------------------------------------
+
+    def _reconnecting(self):
+        """
+        The back-off delay is over; a new attempt starts now.
+        """
+        self.reconnects += 1
+        self._setState(CONNECTING)
+
+    def _connectionEnded(self, reason, connected):
+        """
+        A connection attempt failed or a connection was lost: log why, in
+        one line with the retry delay, and schedule the retry.
+
+        @param connected: whether a TCP connection had been made.
+        """
+        failureInfo, self._failure = self._failure, None
+        headerReceived, self._headerReceived = self._headerReceived, False
+        wasAuthenticated = self._authTime is not None
+        authTime, self._authTime = self._authTime, None
+
+        if not self.running or not self.factory.continueTrying:
+            self._setState(STOPPED)
+            return
+
+        where = _hostPort(self.host, self.port)
+        why = reason.getErrorMessage().rstrip(".")
+        if failureInfo is not None:
+            level, message, fields, self.lastError = failureInfo
+        elif not connected:
+            level = "warn"
+            message = "Cannot connect to XMPP server at {server}: {why}"
+            fields = dict(server=where, why=why)
+            self.lastError = "connect failed: %s" % (why,)
+        elif wasAuthenticated:
+            level = "warn"
+            message = "XMPP component link to {server} lost: {why}"
+            fields = dict(server=where, why=why)
+            self.lastError = "connection lost: %s" % (why,)
+        elif headerReceived:
+            # The handshake was sent and the server closed the stream
+            # without an error element: most servers do this for a bad
+            # secret.
+            self.authFailures += 1
+            level = "error"
+            message = (
+                "XMPP server at {server} refused the component handshake for "
+                "{domain!r} (wrong xmpp_password?): the stream was closed"
+            )
+            fields = dict(server=where, domain=self.domain)
+            self.lastError = "handshake refused (stream closed)"
+        else:
+            level = "warn"
+            message = (
+                "XMPP server at {server} closed the connection before the "
+                "stream started: {why}"
+            )
+            fields = dict(server=where, why=why)
+            self.lastError = "closed before stream start: %s" % (why,)
+
+        if wasAuthenticated and self._delayBeforeAuth is not None:
+            if self._reactor.seconds() - authTime < self.stableInterval:
+                # A link that dropped right after its handshake: keep
+                # backing off as if the handshake had not succeeded.
+                self.factory.delay = max(self.factory.delay, self._delayBeforeAuth)
+
+        self._setState(DOWN)
+        delay = self.factory.retry(self._connector)
+        if delay is None:
+            self._setState(STOPPED)
+            return
+        getattr(_log, level)(
+            message + "; retrying in {delay:.1f} s", delay=delay, **fields
+        )
+
+    # -- keepalive -----------------------------------------------------------
+
+    def _setUserTimeout(self, xs):
+        """
+        Ask the kernel to drop the connection when sent data stays
+        unacknowledged for L{keepAliveTimeout} seconds (Linux only).
+        """
+        if not (self.keepAliveInterval and self.keepAliveTimeout):
+            return
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)
+        getHandle = getattr(xs.transport, "getHandle", None)
+        if option is None or getHandle is None:
+            return
+        try:
+            getHandle().setsockopt(
+                socket.IPPROTO_TCP, option, int(self.keepAliveTimeout * 1000)
+            )
+        except (OSError, AttributeError) as e:
+            _log.debug("Cannot set TCP_USER_TIMEOUT: {why}", why=e)
+
+    def _startKeepAlive(self):
+        self._stopKeepAlive()
+        if not self.keepAliveInterval:
+            return
+        self._keepAlive = LoopingCall(self._sendKeepAlive)
+        self._keepAlive.clock = self._reactor
+        self._keepAlive.start(self.keepAliveInterval, now=False)
+
+    def _stopKeepAlive(self):
+        if self._keepAlive is not None:
+            if self._keepAlive.running:
+                self._keepAlive.stop()
+            self._keepAlive = None
+
+    def _sendKeepAlive(self):
+        """
+        Write one space: a whitespace ping between stanzas.
+        """
+        xs = self.xmlstream
+        if xs is not None and xs.transport is not None and self._initialized:
+            xs.transport.write(b" ")
