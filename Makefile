@@ -1,0 +1,158 @@
+# xmppgw developer targets.
+#
+#   make test    Debian peers (prosody, sipp) if missing, the venv, then every
+#                test: unit and interop (python -m twisted.trial tests)
+#   make check   pyflakes over xmppgw, tests and twisted
+#   make clean   remove test and build leftovers (keeps .venv)
+#   make distclean   clean, and remove .venv too
+#
+# CI runs `bash .ci/run` (i.e. `make test`) as root on a fresh Debian 12.
+# Every target is idempotent and quick when nothing needs doing: the Debian
+# check asks dpkg, the venv is rebuilt only when setup.cfg or pyproject.toml
+# change (stamp file in .venv).
+#
+# Other targets (make run, make bench) build on the same pieces: depend on
+# `peers` for the Debian packages and on `venv` for .venv, and use $(VPY).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+TRIAL := $(VPY) -m twisted.trial
+TESTS ?= tests
+STAMP := $(VENV)/.stamp-install
+
+# Debian packages the tests need: the real peers, and the venv module of the
+# system Python (python3-venv pulls python3 in on a bare system).
+DEBS := prosody sip-tester python3-venv
+
+.PHONY: test check clean distclean peers venv
+
+test: peers venv
+	$(TRIAL) $(TESTS)
+
+check: venv
+	$(VPY) -m pyflakes xmppgw tests twisted
+
+# --- Debian packages ---------------------------------------------------------
+# Installed only when missing, and only as root (apt-get update once, then
+# a non-interactive install without recommends). Debian's postinst starts the
+# system Prosody: it is stopped at once, the tests run private instances
+# with their own configs and never touch the system one.
+peers:
+	@missing=""; \
+	if command -v dpkg-query >/dev/null 2>&1; then \
+	  for p in $(DEBS); do \
+	    dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' \
+	      || missing="$$missing $$p"; \
+	  done; \
+	else \
+	  command -v prosody >/dev/null 2>&1 && command -v prosodyctl >/dev/null 2>&1 \
+	    || missing="$$missing prosody"; \
+	  command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
+	fi; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "make: missing Debian packages:$$missing" >&2; \
+	  echo "make: install them with:" >&2; \
+	  echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends$$missing" >&2; \
+	  exit 1; \
+	fi; \
+	echo "make: installing Debian packages:$$missing"; \
+	apt-get update && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing || exit 1; \
+	$(MAKE) --no-print-directory stop-system-prosody
+
+# Stop a Prosody started by Debian's postinst (systemd or sysvinit), so that
+# nothing but our private instances runs. Only called right after installing.
+.PHONY: stop-system-prosody
+stop-system-prosody:
+	@if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prosody 2>/dev/null; then \
+	  echo "make: stopping the system Prosody started by the package (systemctl)"; \
+	  systemctl stop prosody || true; \
+	fi; \
+	if [ -x /etc/init.d/prosody ] && command -v service >/dev/null 2>&1 \
+	    && service prosody status >/dev/null 2>&1; then \
+	  echo "make: stopping the system Prosody started by the package (service)"; \
+	  service prosody stop >/dev/null 2>&1 || true; \
+	fi; \
+	for pidfile in /run/prosody/prosody.pid /var/run/prosody/prosody.pid; do \
+	  if [ -f "$$pidfile" ]; then \
+	    pid="$$(cat "$$pidfile" 2>/dev/null)"; \
+	    if [ -n "$$pid" ] && grep -qs prosody "/proc/$$pid/cmdline"; then \
+	      echo "make: killing the system Prosody (pid $$pid)"; \
+	      kill "$$pid" 2>/dev/null || true; \
+	      for i in 1 2 3 4 5 6 7 8 9 10; do \
+	        kill -0 "$$pid" 2>/dev/null || break; sleep 0.5; \
+	      done; \
+	      kill -9 "$$pid" 2>/dev/null || true; \
+	    fi; \
+	  fi; \
+	done
+
+# --- the virtualenv ------------------------------------------------------------
+# Editable install in "compat" mode: a .pth pointing at the tree, so that
+# twistd finds twisted/plugins/xmppgw_plugin.py.
+venv: $(STAMP)
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(VPY) setup.cfg pyproject.toml
+	$(VPY) -m pip install --disable-pip-version-check -q -e '.[test]' \
+	  --config-settings editable_mode=compat
+	@touch $@
+
+# --- cleaning ----------------------------------------------------------------
+
+clean:
+	rm -rf _trial_temp _trial_temp-* _trial_temp.lock .hypothesis build dist
+	rm -f twisted/plugins/dropin.cache
+	find xmppgw tests twisted -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) xmppgw.egg-info
+
+# --- make run: the self-contained demo ------------------------------------------
+# A private Prosody and the gateway on 127.0.0.1 (xmppgw demo, files in
+# run/demo/), until Ctrl-C. Needs only Prosody of the Debian peers. Options go
+# through DEMO_ARGS, e.g.  make run DEMO_ARGS="--sip-port 25060".
+.PHONY: run
+run:
+	@$(MAKE) --no-print-directory peers DEBS="prosody python3-venv"
+	@$(MAKE) --no-print-directory venv
+	$(VENV)/bin/xmppgw demo $(DEMO_ARGS)
+
+# --- make docs: the reST documentation as HTML ----------------------------------
+# Regenerates docs/configuration.rst from the config schema (a test checks it
+# is up to date), then renders every docs/*.rst to docs/_build/*.html with
+# docutils (installed into the venv if missing). reST errors are reported;
+# tests/test_samples.py checks the pages have none.
+.PHONY: docs
+docs: venv
+	$(VPY) docs/gen_configuration.py
+	@$(VPY) -c "import docutils" 2>/dev/null \
+	  || $(VPY) -m pip install --disable-pip-version-check -q docutils
+	@mkdir -p docs/_build
+	@for f in docs/*.rst; do \
+	  out="docs/_build/$$(basename "$${f%.rst}").html"; \
+	  $(VPY) -m docutils --halt=severe --report=error "$$f" "$$out" || exit 1; \
+	  echo "docs: $$out"; \
+	done
+
+# --- make bench: the benchmarks (not part of make test) --------------------------
+# In-process cost per message, end to end through a private Prosody on
+# loopback, scale and memory; results in bench/results/*.json and on stdout.
+# See docs/performance.rst. Arguments go through BENCH_ARGS (for the end to
+# end run), e.g.  make bench BENCH_ARGS="--rates 1000,2000 --duration 2".
+.PHONY: bench
+bench: peers venv
+	@$(VPY) -c "import pyinstrument" 2>/dev/null \
+	  || $(VPY) -m pip install --disable-pip-version-check -q -e '.[test,bench]' \
+	       --config-settings editable_mode=compat
+	@mkdir -p bench/results
+	$(VPY) -m bench.inprocess --json bench/results/inprocess.json
+	$(VPY) -m bench.scale --json bench/results/scale.json
+	$(VPY) -m bench.endtoend --json bench/results/endtoend.json $(BENCH_ARGS)
