@@ -25,8 +25,12 @@ TESTS ?= tests
 STAMP := $(VENV)/.stamp-install
 
 # Debian packages the tests need: the real peers, and the venv module of the
-# system Python (python3-venv pulls python3 in on a bare system).
-DEBS := prosody sip-tester python3-venv
+# system Python (python3-venv pulls python3 in on a bare system). Server mode
+# interop (tests/interop/test_s2s.py): lua-sec gives Prosody TLS (already a
+# dependency of Debian's prosody, listed to make it explicit) and openssl
+# makes the test CA. Scale-out interop (tests/interop/test_scaling.py):
+# ejabberd and kamailio (dispatcher), about 20 s to install.
+DEBS := prosody sip-tester python3-venv lua-sec openssl ejabberd kamailio
 
 .PHONY: test check clean distclean peers venv
 
@@ -63,7 +67,20 @@ peers:
 	echo "make: installing Debian packages:$$missing"; \
 	apt-get update && \
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing || exit 1; \
-	$(MAKE) --no-print-directory stop-system-prosody
+	$(MAKE) --no-print-directory stop-system-prosody stop-system-cluster-peers
+
+# Likewise for the system ejabberd and Kamailio (their postinst may start
+# them where services run); the scale-out tests run private instances.
+.PHONY: stop-system-cluster-peers
+stop-system-cluster-peers:
+	@for s in ejabberd kamailio; do \
+	  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet $$s 2>/dev/null; then \
+	    echo "make: stopping the system $$s started by the package"; systemctl stop $$s || true; \
+	  elif [ -x /etc/init.d/$$s ] && command -v service >/dev/null 2>&1 \
+	      && [ -s /run/$$s/$$s.pid ]; then \
+	    echo "make: stopping the system $$s started by the package"; service $$s stop >/dev/null 2>&1 || true; \
+	  fi; \
+	done
 
 # Stop a Prosody started by Debian's postinst (systemd or sysvinit), so that
 # nothing but our private instances runs. Only called right after installing.

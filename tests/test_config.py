@@ -195,32 +195,35 @@ class KeyTests(unittest.TestCase):
 
     def test_backend(self):
         """
-        C{backend} accepts "component", refuses "server" as not implemented
-        and any other value naming the allowed one.
+        C{backend} accepts "component" and "server", and refuses any other
+        value naming the allowed ones.
         """
         self.assertValid("xmpp", "backend", "component", "component")
-        self.assertInvalid(
-            "xmpp", "backend", "server",
-            '"server" is not available yet (server mode is not implemented in '
-            'this version); use "component"',
-        )
+        config = parseConfig(
+            {"xmpp": {"backend": "server", "tls_required": False}}, "t.toml")
+        self.assertEqual(config.xmpp.backend, "server")
         self.assertInvalid(
             "xmpp", "backend", "Component",
-            'must be "component" (an XEP-0114 component of an XMPP server), '
-            "not 'Component'",
+            'must be "component" (an XEP-0114 component of an XMPP server) '
+            'or "server" (S2S federation with dialback), not \'Component\'',
         )
         self.assertInvalidContains("xmpp", "backend", 1, "not 1")
 
-    def test_serverBackendOnlyOneError(self):
+    def test_serverBackendNeedsCertificate(self):
         """
-        The server backend with port 0 gives only the backend error.
+        The server backend with TLS required (the default) and no
+        certificate gives one error naming tls_certificate; port 0 is 5269.
         """
         self.assertEqual(
             [k for k, m in errorsOf(
                 self, {"xmpp": {"backend": "server", "xmpp_port": 0}}
             )],
-            ["xmpp.backend"],
+            ["xmpp.tls_certificate"],
         )
+        config = parseConfig(
+            {"xmpp": {"backend": "server", "tls_required": False}}, "t.toml")
+        self.assertEqual(config.xmpp.xmpp_port, 5269)
+        self.assertEqual(config.xmpp.xmpp_host, "0.0.0.0")
 
     def test_domainSeparatorValid(self):
         """
@@ -896,10 +899,10 @@ class UnknownTests(unittest.TestCase):
         A misspelt table gets the closest known table; others get none.
         """
         self.assertEqual(
-            errorsOf(self, {"sipp": {}, "metrics": {"listen": "x"}}),
+            errorsOf(self, {"sipp": {}, "graphite": {"host": "x"}}),
             [
                 ("sipp", "unknown table (did you mean 'sip'?)"),
-                ("metrics", "unknown table"),
+                ("graphite", "unknown table"),
             ],
         )
 
@@ -908,8 +911,8 @@ class UnknownTests(unittest.TestCase):
         An unknown sub-table is an unknown key of its table.
         """
         self.assertEqual(
-            errorsOf(self, {"xmpp": {"s2s_peers": {"a": "b"}}}),
-            [("xmpp.s2s_peers", "unknown key")],
+            errorsOf(self, {"xmpp": {"peer_table": {"a": "b"}}}),
+            [("xmpp.peer_table", "unknown key")],
         )
 
     def test_keyOutsideTable(self):

@@ -725,3 +725,82 @@ class CleanupTests(unittest.TestCase):
         self.assertEqual(layer._clients, {})
         self.assertEqual(clock.getDelayedCalls(), [])
         self.assertEqual(len(results), 1200)
+
+
+class CompletedTransactionTests(unittest.TestCase):
+    """
+    Transactions that only wait out Timer J or K share one timer per kind,
+    are bounded by C{maxCompleted}, and do not count against
+    C{maxTransactions}.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.transport = FakeTransport(self.clock)
+        self.layer = TransactionLayer(self.clock, self.transport)
+        self.calls = []
+        self.layer.requestHandler = lambda request, txn: self.calls.append((request, txn))
+
+    def answerAll(self, count, start=0):
+        for i in range(start, start + count):
+            self.layer.receive(makeRequest(branch="z9hG4bKc%d" % (i,)), UDP_SOURCE)
+            request, txn = self.calls[-1]
+            txn.respond(makeResponse(request, 200))
+
+    def test_oneTimerForTimerJ(self):
+        """
+        Many completed UDP server transactions keep one pending timer, and
+        each ends 64*T1 after its own final response.
+        """
+        self.answerAll(5)
+        self.clock.advance(1)
+        self.answerAll(5, start=5)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(len(self.layer._servers), 10)
+        self.clock.advance(31)
+        self.assertEqual(len(self.layer._servers), 5)
+        self.clock.advance(1)
+        self.assertEqual(self.layer._servers, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_completedDoNotCountAgainstLimit(self):
+        """
+        Completed transactions waiting out Timer J leave room for new
+        requests under C{maxTransactions}.
+        """
+        self.layer.maxTransactions = 2
+        self.answerAll(5)
+        self.assertEqual(len(self.calls), 5)
+        self.assertEqual([m.code for m, _ in self.transport.sent], [200] * 5)
+
+    def test_maxCompleted(self):
+        """
+        Beyond C{maxCompleted}, the transaction waiting longest ends early:
+        its retransmission is then a new request.
+        """
+        self.layer.maxCompleted = 3
+        self.answerAll(4)
+        self.assertEqual(len(self.layer._servers), 3)
+        self.assertEqual(self.calls[0][1].state, "terminated")
+        self.layer.receive(makeRequest(branch="z9hG4bKc0"), UDP_SOURCE)
+        self.assertEqual(len(self.calls), 5)
+        self.layer.receive(makeRequest(branch="z9hG4bKc3"), UDP_SOURCE)
+        self.assertEqual(len(self.calls), 5)
+
+    def test_timerKShared(self):
+        """
+        Completed UDP client transactions share one Timer K and are not
+        counted against C{maxTransactions}.
+        """
+        self.layer.maxTransactions = 1
+        target = Target("udp", "203.0.113.5")
+        for i in range(3):
+            d = self.layer.sendRequest(makeOutgoing(), target)
+            request = self.transport.sent[-1][0]
+            self.layer.receive(responseTo(request, 200), UDP_SOURCE)
+            self.assertEqual(self.successResultOf(d).code, 200)
+        self.assertEqual(len(self.layer._clients), 3)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(5)
+        self.assertEqual(self.layer._clients, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -100,10 +100,10 @@ class OptionsTests(unittest.TestCase):
         self.assertIn("xmpp.bogus", text)
         self.assertIn("sip.success_code", text)
 
-    def test_serverRefused(self):
+    def test_serverNeedsCertificate(self):
         """
-        backend = "server" is refused with a clear error until server mode
-        exists.
+        backend = "server" without a certificate while TLS is required is
+        refused with an error naming xmpp.tls_certificate.
         """
         path = self.mktemp()
         with open(path, "w") as f:
@@ -111,7 +111,7 @@ class OptionsTests(unittest.TestCase):
         e = self.assertRaises(
             usage.UsageError, tap.Options().parseOptions, ["--config", path]
         )
-        self.assertIn("xmpp.backend", str(e))
+        self.assertIn("xmpp.tls_certificate", str(e))
 
     def test_absolutePath(self):
         """

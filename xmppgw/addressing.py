@@ -240,6 +240,54 @@ def percentEncodeParam(text):
 
 # JID parts -----------------------------------------------------------------
 
+# Stringprep is pure Python and costs tens of microseconds per call, paid on
+# every message. For ASCII input its result is known without the tables:
+# nodeprep case-folds (B.2 maps A-Z to a-z and nothing else in ASCII; B.1
+# and NFKC change no ASCII character) and prohibits space, the controls
+# (C.1.1, C.2.1) and the eight characters " & ' / : < > @; resourceprep maps
+# nothing in ASCII and prohibits only the controls; no ASCII character is
+# unassigned or right-to-left. Other input goes through stringprep as before.
+_NODEPREP_ASCII_BAD = re.compile("[\x00-\x20\x7f\"&'/:<>@]")
+_RESOURCEPREP_ASCII_BAD = re.compile("[\x00-\x1f\x7f]")
+
+
+def _nodeprepMap(text):
+    """
+    C{nodeprep.map(text)}, with an ASCII fast path.
+    """
+    if text.isascii():
+        return text.lower()
+    return nodeprep.map(text)
+
+
+def _nodeprepare(text):
+    """
+    C{nodeprep.prepare(text)}, with an ASCII fast path.
+
+    @raise UnicodeError: as C{nodeprep.prepare}.
+    """
+    if text.isascii():
+        bad = _NODEPREP_ASCII_BAD.search(text)
+        if bad is not None:
+            raise UnicodeError("Invalid character %r" % (bad.group(),))
+        return text.lower()
+    return nodeprep.prepare(text)
+
+
+def _resourceprepare(text):
+    """
+    C{resourceprep.prepare(text)}, with an ASCII fast path.
+
+    @raise UnicodeError: as C{resourceprep.prepare}.
+    """
+    if text.isascii():
+        bad = _RESOURCEPREP_ASCII_BAD.search(text)
+        if bad is not None:
+            raise UnicodeError("Invalid character %r" % (bad.group(),))
+        return text
+    return resourceprep.prepare(text)
+
+
 
 def _octets(text):
     return len(text.encode("utf-8", "surrogatepass"))
@@ -259,7 +307,7 @@ def _checkLocalpart(local, what):
             "%s would be longer than %d octets" % (what, MAX_PART_OCTETS)
         )
     try:
-        prepared = nodeprep.prepare(local)
+        prepared = _nodeprepare(local)
     except UnicodeError as e:
         raise AddressError("%s %r is not a valid JID localpart: %s" % (what, local, e))
     if prepared != local:
@@ -275,7 +323,7 @@ def _localpartFromUser(user):
     Map a percent-decoded SIP user to an escaped JID localpart.
     """
     try:
-        mapped = unicodedata.normalize("NFKC", nodeprep.map(user))
+        mapped = unicodedata.normalize("NFKC", _nodeprepMap(user))
     except UnicodeError as e:
         raise AddressError("user part %r cannot be mapped: %s" % (user, e))
     if not mapped:
@@ -306,7 +354,7 @@ def _prepLocalpart(local):
             "JID localpart is longer than %d octets" % (MAX_PART_OCTETS,)
         )
     try:
-        prepared = nodeprep.prepare(local)
+        prepared = _nodeprepare(local)
     except UnicodeError as e:
         raise AddressError("invalid JID localpart %r: %s" % (local, e))
     if not prepared:
@@ -324,7 +372,7 @@ def _prepResource(resource):
             "resourcepart is longer than %d octets" % (MAX_PART_OCTETS,)
         )
     try:
-        prepared = resourceprep.prepare(resource)
+        prepared = _resourceprepare(resource)
     except UnicodeError as e:
         raise AddressError("invalid resourcepart %r: %s" % (resource, e))
     if not prepared:

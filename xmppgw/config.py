@@ -266,17 +266,46 @@ def _hostOrAddress(value, context) -> str:
 
 
 def _backend(value, context) -> str:
-    if value == "server":
+    if value not in ("component", "server"):
         raise _Invalid(
-            '"server" is not available yet (server mode is not implemented '
-            'in this version); use "component"'
-        )
-    if value != "component":
-        raise _Invalid(
-            f'must be "component" (an XEP-0114 component of an XMPP server), '
-            f"not {_show(value)}"
+            f'must be "component" (an XEP-0114 component of an XMPP server) '
+            f'or "server" (S2S federation with dialback), not {_show(value)}'
         )
     return value
+
+
+def _dialbackSecret(value, context) -> str:
+    if not isinstance(value, str) or len(value.strip()) < 16:
+        raise _Invalid(
+            "must be a string of at least 16 characters (a long random "
+            f"secret), not {_show(value) if not isinstance(value, str) else 'a shorter one'}"
+        )
+    return value
+
+
+def _s2sPeers(value, context) -> dict:
+    """
+    C{{domain: "host:port"}} -> C{{domain: (host, port)}}.
+    """
+    from xmppgw.xmpp.srv import parsePeer
+
+    if not isinstance(value, dict):
+        raise _Invalid(
+            'must be a table of domain = "host:port", not ' + _show(value))
+    result, errors = {}, []
+    for domain, target in value.items():
+        suffix = f".{domain}" if re.match(r"[A-Za-z0-9_-]+\Z", domain) else f'."{domain}"'
+        problem = _domainProblem(domain.lower())
+        if problem:
+            errors.append((suffix, f"{domain!r} is not a domain name: {problem}"))
+            continue
+        try:
+            result[domain.lower()] = parsePeer(target)
+        except ValueError as e:
+            errors.append((suffix, f'must be "host:port": {e}'))
+    if errors:
+        raise _Invalid(errors=errors)
+    return result
 
 
 # Why a character cannot separate the user from the domain in
@@ -583,6 +612,121 @@ def _successCode(value, context) -> int:
     return value
 
 
+def _logFormat(value, context) -> str:
+    if value not in ("text", "json"):
+        raise _Invalid(f'must be "text" or "json", not {_show(value)}')
+    return value
+
+
+def _hostPortListen(value, context) -> tuple:
+    """
+    C{"host:port"} for a TCP listener (IPv6 in brackets) -> C{(host, port)}.
+    """
+    example = "such as '127.0.0.1:9470' or '[::1]:9470'"
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a string 'host:port' {example}, not {_show(value)}")
+    host, colon, port = value.rpartition(":")
+    if not colon or not host:
+        raise _Invalid(f"must be 'host:port' {example}, not {_show(value)}")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            host = str(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError:
+            raise _Invalid(f"{host!r} in {value!r} is not a valid IPv6 address")
+    elif ":" in host:
+        raise _Invalid(f"put an IPv6 address in brackets, e.g. '[::1]:9470', "
+                       f"not {_show(value)}")
+    else:
+        host = host.lower()
+        problem = _domainProblem(host)
+        if problem:
+            raise _Invalid(f"host {host!r} in {value!r} is not valid: {problem}")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise _Invalid(f"port {port!r} in {value!r} is not from 1 to 65535")
+    return (host, int(port))
+
+
+def _networks(value, context) -> tuple:
+    """
+    A non-empty list of CIDR networks (C{"192.0.2.0/24"}, C{"::1/128"}; a
+    bare address is one host) -> a tuple of their canonical texts.
+    """
+    if not isinstance(value, list):
+        raise _Invalid(
+            'must be an array of networks such as ["192.0.2.0/24", "::1/128"], '
+            f"not {_show(value)}"
+        )
+    if not value:
+        raise _Invalid(
+            'must list at least one network; to accept any source write '
+            '["0.0.0.0/0", "::/0"] (only behind a firewall or SIP proxy)'
+        )
+    result, errors = [], []
+    for i, item in enumerate(value):
+        try:
+            if not isinstance(item, str):
+                raise ValueError(f"not {_show(item)}")
+            result.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError as e:
+            errors.append((f"[{i}]", f"must be a network such as "
+                           f"'192.0.2.0/24' or '2001:db8::/32': {e}"))
+    if errors:
+        raise _Invalid(errors=errors, partial=tuple(result))
+    return tuple(result)
+
+
+def _domains(value, context) -> tuple:
+    """
+    A list of domain names -> a tuple of lower-cased names.
+    """
+    if not isinstance(value, list):
+        raise _Invalid(
+            f'must be an array of domain names such as ["sip.example.com"], '
+            f"not {_show(value)}"
+        )
+    result, errors = [], []
+    for i, item in enumerate(value):
+        try:
+            result.append(_checkDomain(item))
+        except _Invalid as e:
+            errors.extend((f"[{i}]{suffix}", message) for suffix, message in e.errors)
+    if errors:
+        raise _Invalid(errors=errors, partial=tuple(result))
+    return tuple(result)
+
+
+def _presenceStore(value, context) -> str:
+    """
+    C{"memory"} or C{"sqlite:PATH"}; PATH is made absolute against the
+    configuration file's directory, and its directory must exist.
+    """
+    if value == "memory":
+        return value
+    if isinstance(value, str) and value.startswith("sqlite:") and value[7:]:
+        path = os.path.abspath(
+            os.path.join(context.baseDir, os.path.expanduser(value[7:])))
+        if not os.path.isdir(os.path.dirname(path)):
+            raise _Invalid(
+                f"cannot use {value!r}: directory {os.path.dirname(path)!r} "
+                "does not exist")
+        return "sqlite:" + path
+    raise _Invalid(f'must be "memory" or "sqlite:PATH", not {_show(value)}')
+
+
+def _rate(value, context) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 <= value <= 1000000
+    ):
+        raise _Invalid(
+            f"must be a number of messages per second from 0 (no limit) to "
+            f"1000000, not {_show(value)}"
+        )
+    return float(value)
+
+
 # -- The schema --------------------------------------------------------------
 
 
@@ -630,13 +774,18 @@ TABLES = (
     ("xmpp", "The XMPP side; Kamailio xmpp module parameter names and defaults."),
     ("sip", "The SIP side: sockets, limits and timers."),
     ("log", "What is logged."),
+    ("metrics", "The HTTP endpoint for Prometheus metrics and health checks; "
+     "off unless listen is set."),
+    ("policy", "Who may send through the gateway, and how fast."),
+    ("presence", "Presence (SUBSCRIBE/NOTIFY <-> <presence/>), typing "
+     "notifications and delivery receipts (docs/presence.rst)."),
 )
 
 SCHEMA = (
     # [xmpp]: Kamailio's modparam("xmpp", ...) names, defaults and meaning.
     Key("xmpp", "backend", "string", "component",
-        'How to reach XMPP: "component" (XEP-0114 external component); '
-        '"server" is not implemented yet.',
+        'How to reach XMPP: "component" (XEP-0114 external component) or '
+        '"server" (federate directly over S2S with dialback and TLS).',
         _backend),
     Key("xmpp", "domain_separator", "string", "*",
         "One character between user and domain in the separator scheme "
@@ -650,7 +799,8 @@ SCHEMA = (
         "to user*sipdomain@xmpp_domain.",
         _domain),
     Key("xmpp", "xmpp_host", "string", "xmpp.example.org",
-        "Host name or IP address of the XMPP server to connect to.",
+        "Host name or IP address of the XMPP server to connect to; server "
+        'mode: the IP address to listen on (unset: "0.0.0.0").',
         _hostOrAddress),
     Key("xmpp", "xmpp_port", "integer", 0,
         "Port of the XMPP server; 0 means 5347 for component, 5269 for server.",
@@ -673,6 +823,45 @@ SCHEMA = (
     Key("xmpp", "reconnect_max_interval", "float", 60.0,
         "Upper bound in seconds of the reconnect back-off.",
         _seconds(0.1, 86400)),
+    Key("xmpp", "dialback_secret", "string", None,
+        "Server mode: secret for dialback keys (XEP-0185), shared by every "
+        "instance serving xmpp_domain; unset: random at each start.",
+        _dialbackSecret),
+    Key("xmpp", "tls_certificate", "string", None,
+        "Server mode: PEM certificate (chain) of xmpp_domain for S2S TLS; "
+        "relative to this file's directory.",
+        _readableFile),
+    Key("xmpp", "tls_private_key", "string", None,
+        "Server mode: PEM private key of tls_certificate; relative to this "
+        "file's directory.",
+        _readableFile),
+    Key("xmpp", "tls_ca", "string", None,
+        "Server mode: PEM CA certificates trusted for peers' S2S certificates; "
+        "unset: the system's trust store.",
+        _readableFile),
+    Key("xmpp", "tls_required", "boolean", True,
+        "Server mode: refuse S2S streams without STARTTLS, in both directions "
+        "(as Prosody does by default).",
+        _boolean),
+    Key("xmpp", "tls_verify", "boolean", True,
+        "Server mode: check the certificate of the servers we connect to; "
+        "false: encrypt anyway and rely on dialback.",
+        _boolean),
+    Key("xmpp", "idle_timeout", "float", 300.0,
+        "Server mode: seconds after which an idle S2S stream is closed.",
+        _seconds(1, 86400)),
+    Key("xmpp", "s2s_queue_limit", "integer", 100,
+        "Server mode: most stanzas waiting for the S2S stream of one domain; "
+        "more are refused (SIP 503).",
+        _integer(1, 100000)),
+    Key("xmpp", "s2s_queue_ttl", "float", 30.0,
+        "Server mode: seconds a stanza may wait for its S2S stream before it "
+        "fails (remote-server-timeout).",
+        _seconds(1, 3600)),
+    Key("xmpp", "s2s_peers", "table", None,
+        'Server mode: domains pinned to a "host:port" (no DNS lookup), for '
+        "private federation and tests.",
+        _s2sPeers),
     # [sip]
     Key("sip", "listen", "array of strings",
         ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"],
@@ -717,6 +906,14 @@ SCHEMA = (
     Key("sip", "connections_limit", "integer", 1000,
         "Most inbound TCP/TLS connections at once; more are refused.",
         _integer(1, 1000000)),
+    Key("sip", "allow_from", "array of strings", ["127.0.0.0/8", "::1/128"],
+        "Source networks (CIDR) allowed to send SIP requests; others get 403 "
+        "(TCP/TLS: refused). List your SIP proxy.",
+        _networks),
+    Key("sip", "tls_ca", "string", None,
+        "PEM CA certificate(s); when set, tls sockets require a client "
+        "certificate signed by them.",
+        _readableFile),
     # [log]
     Key("log", "messages", "boolean", True,
         "Log one line per relayed message (addresses and result, no body).",
@@ -727,6 +924,108 @@ SCHEMA = (
     Key("log", "traffic_xmpp", "boolean", False,
         "Log every XML stanza sent and received, in full (debugging only).",
         _boolean),
+    Key("log", "format", "string", "text",
+        'Log output: "text" (twistd\'s usual lines) or "json" (one JSON '
+        "object per line, for log shippers).",
+        _logFormat),
+    # [metrics]
+    Key("metrics", "listen", "string", None,
+        '"host:port" serving /metrics, /healthz and /readyz over HTTP; unset: '
+        "off. Keep it on loopback or a private network.",
+        _hostPortListen),
+    # [policy]
+    Key("policy", "sip_domains", "array of strings", [],
+        "SIP domains whose users may send into XMPP (From host), besides the "
+        "gwmap keys; both empty: any but gateway_domain.",
+        _domains),
+    Key("policy", "xmpp_domains", "array of strings", [],
+        "XMPP domains whose users may send into SIP; empty: any (the XMPP "
+        "server authenticated them).",
+        _domains),
+    Key("policy", "rate_per_source", "float", 500.0,
+        "SIP requests per second from one source address; beyond: 503 with "
+        "Retry-After (0: no limit).",
+        _rate),
+    Key("policy", "rate_per_source_burst", "integer", 1000,
+        "Requests one source address may send at once before "
+        "rate_per_source applies.",
+        _integer(1, 10000000)),
+    Key("policy", "rate_per_sender", "float", 20.0,
+        "Messages per second from one sender (SIP From URI or bare JID); "
+        "beyond: 503 / <policy-violation/> (0: no limit).",
+        _rate),
+    Key("policy", "rate_per_sender_burst", "integer", 100,
+        "Messages one sender may send at once before rate_per_sender applies.",
+        _integer(1, 10000000)),
+    Key("policy", "stanza_max_size", "integer", 65536,
+        "Largest XML stanza accepted from the XMPP server, bytes (RFC 6120: "
+        "at least 10000); larger closes the stream.",
+        _integer(10000, 10485760)),
+    # [presence]
+    Key("presence", "enabled", "boolean", False,
+        "Map SIP SUBSCRIBE/NOTIFY (Event: presence) <-> XMPP presence; off: "
+        "SUBSCRIBE/NOTIFY get 405 and <presence/> is ignored.",
+        _boolean),
+    Key("presence", "store", "string", "memory",
+        '"memory" (lost on restart) or "sqlite:PATH" (kept across restarts; '
+        "relative to this file's directory).",
+        _presenceStore),
+    Key("presence", "contact", "string", None,
+        "SIP URI the gateway puts in Contact (where NOTIFYs for it go); "
+        "unset: the first [sip] listen socket.",
+        _sipURIOrNone),
+    Key("presence", "subscriptions_max", "integer", 10000,
+        "Most presence subscriptions in total (both directions); more are "
+        "refused.",
+        _integer(0, 10000000)),
+    Key("presence", "subscriptions_per_user_max", "integer", 100,
+        "Most presence subscriptions one watcher (SIP or XMPP user) may hold.",
+        _integer(0, 1000000)),
+    Key("presence", "expires_interval", "integer", 3600,
+        "Expires the gateway asks for in SUBSCRIBE, and the most it grants "
+        "(RFC 3856 default 3600).",
+        _integer(60, 86400)),
+    Key("presence", "min_expires_interval", "integer", 60,
+        "Shorter non-zero Expires in a SUBSCRIBE get 423 Interval Too Brief.",
+        _integer(1, 3600)),
+    Key("presence", "probe_timeout", "float", 10.0,
+        "Seconds to wait for the answer to the probe sent before each "
+        "refresh (RFC 7248 section 7).",
+        _seconds(0.1, 600)),
+    Key("presence", "retry_interval", "float", 300.0,
+        "Seconds before retrying a SUBSCRIBE that failed for a transient "
+        "reason.",
+        _seconds(1, 86400)),
+    Key("presence", "rate_per_sender", "float", 2.0,
+        "Presence events per second from one sender (SIP From URI or bare "
+        "JID); beyond: dropped / 503 (0: no limit).",
+        _rate),
+    Key("presence", "rate_per_sender_burst", "integer", 20,
+        "Presence events one sender may send at once before rate_per_sender "
+        "applies.",
+        _integer(1, 1000000)),
+    Key("presence", "iscomposing_to_sip", "boolean", True,
+        "Map XEP-0085 chat states to RFC 3994 isComposing MESSAGEs.",
+        _boolean),
+    Key("presence", "iscomposing_to_xmpp", "boolean", True,
+        "Map isComposing MESSAGEs to XEP-0085 chat states; off: they get 415.",
+        _boolean),
+    Key("presence", "iscomposing_suppress_interval", "float", 3600.0,
+        "Seconds a SIP URI that answered 415 to isComposing gets no more "
+        "isComposing.",
+        _seconds(0, 604800)),
+    Key("presence", "receipts", "boolean", False,
+        "Map XEP-0184 receipts <-> RFC 5438 IMDN (messages asking for one "
+        "are sent CPIM-wrapped).",
+        _boolean),
+    Key("presence", "receipts_pending_limit", "integer", 10000,
+        "Most messages waiting for a receipt or an IMDN at once; the oldest "
+        "are forgotten.",
+        _integer(1, 10000000)),
+    Key("presence", "receipts_pending_ttl", "float", 3600.0,
+        "Seconds a message waits for its receipt or IMDN before it is "
+        "forgotten.",
+        _seconds(1, 604800)),
 )
 
 
@@ -760,6 +1059,18 @@ class XMPPConfig:
     gwmap: dict
     reconnect_initial_interval: float
     reconnect_max_interval: float
+    # Server mode (defaults here so that code building an XMPPConfig for
+    # component mode need not name them).
+    dialback_secret: Optional[str] = None
+    tls_certificate: Optional[str] = None
+    tls_private_key: Optional[str] = None
+    tls_ca: Optional[str] = None
+    tls_required: bool = True
+    tls_verify: bool = True
+    idle_timeout: float = 300.0
+    s2s_queue_limit: int = 100
+    s2s_queue_ttl: float = 30.0
+    s2s_peers: Optional[dict] = None
 
 
 @dataclass(frozen=True)
@@ -780,6 +1091,8 @@ class SIPConfig:
     queue_limit: int
     connection_idle_timeout: float
     connections_limit: int
+    allow_from: tuple = ("127.0.0.0/8", "::1/128")
+    tls_ca: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -791,6 +1104,58 @@ class LogConfig:
     messages: bool
     traffic_sip: bool
     traffic_xmpp: bool
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """
+    Table C{[metrics]}. C{listen} is C{(host, port)} (IPv6 without
+    brackets), or L{None} when metrics are off.
+    """
+
+    listen: Optional[tuple] = None
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """
+    Table C{[policy]}. Domains are lower-cased tuples.
+    """
+
+    sip_domains: tuple = ()
+    xmpp_domains: tuple = ()
+    rate_per_source: float = 500.0
+    rate_per_source_burst: int = 1000
+    rate_per_sender: float = 20.0
+    rate_per_sender_burst: int = 100
+    stanza_max_size: int = 65536
+
+
+@dataclass(frozen=True)
+class PresenceConfig:
+    """
+    Table C{[presence]}. C{store} is C{"memory"} or C{"sqlite:"} and an
+    absolute path; C{contact} is resolved from C{[sip] listen} when unset.
+    """
+
+    enabled: bool = False
+    store: str = "memory"
+    contact: Optional[str] = None
+    subscriptions_max: int = 10000
+    subscriptions_per_user_max: int = 100
+    expires_interval: int = 3600
+    min_expires_interval: int = 60
+    probe_timeout: float = 10.0
+    retry_interval: float = 300.0
+    rate_per_sender: float = 2.0
+    rate_per_sender_burst: int = 20
+    iscomposing_to_sip: bool = True
+    iscomposing_to_xmpp: bool = True
+    iscomposing_suppress_interval: float = 3600.0
+    receipts: bool = False
+    receipts_pending_limit: int = 10000
+    receipts_pending_ttl: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -805,6 +1170,9 @@ class Config:
     xmpp: XMPPConfig
     sip: SIPConfig
     log: LogConfig
+    metrics: MetricsConfig = MetricsConfig()
+    policy: PolicyConfig = PolicyConfig()
+    presence: PresenceConfig = PresenceConfig()
 
     @classmethod
     def defaults(cls) -> "Config":
@@ -814,7 +1182,9 @@ class Config:
         return parseConfig({}, "<defaults>")
 
 
-_TABLE_CLASSES = {"xmpp": XMPPConfig, "sip": SIPConfig, "log": LogConfig}
+_TABLE_CLASSES = {"xmpp": XMPPConfig, "sip": SIPConfig, "log": LogConfig,
+                  "metrics": MetricsConfig, "policy": PolicyConfig,
+                  "presence": PresenceConfig}
 
 
 def resolvePort(backend: str, port: int) -> int:
@@ -855,6 +1225,36 @@ def _unknownKeyMessage(table: str, name: str) -> str:
     return "unknown key" + suggestion
 
 
+def _serverChecks(xmpp: dict, explicit: set, errors: list):
+    """
+    Server mode: C{xmpp_host} is the address to listen on, and TLS needs a
+    certificate and key.
+    """
+    host = xmpp["xmpp_host"]
+    if "xmpp.xmpp_host" not in explicit:
+        xmpp["xmpp_host"] = "0.0.0.0"
+    elif host is not _INVALID:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            errors.append((
+                "xmpp.xmpp_host",
+                'in server mode this is the IP address to listen on (such as '
+                f'"0.0.0.0" or "127.0.0.1"), not the host name {host!r}',
+            ))
+    certificate, key = xmpp["tls_certificate"], xmpp["tls_private_key"]
+    if (certificate is None) != (key is None):
+        missing = "tls_private_key" if key is None else "tls_certificate"
+        other = "tls_certificate" if key is None else "tls_private_key"
+        errors.append((f"xmpp.{missing}", f"is required with xmpp.{other}"))
+    elif certificate is None and xmpp["tls_required"] is True:
+        errors.append((
+            "xmpp.tls_certificate",
+            "is required in server mode while tls_required is true (set "
+            "tls_certificate and tls_private_key, or tls_required = false)",
+        ))
+
+
 def _crossChecks(values: dict, explicit: set, errors: list):
     """
     Checks that involve more than one key; skipped where a key is invalid.
@@ -873,6 +1273,8 @@ def _crossChecks(values: dict, explicit: set, errors: list):
         ))
     if xmpp["backend"] is not _INVALID and xmpp["xmpp_port"] is not _INVALID:
         xmpp["xmpp_port"] = resolvePort(xmpp["backend"], xmpp["xmpp_port"])
+    if xmpp["backend"] == "server":
+        _serverChecks(xmpp, explicit, errors)
 
     t1, hold = sip["t1_interval"], sip["hold_timeout"]
     if _INVALID not in (t1, hold) and not hold < 64 * t1:
@@ -895,6 +1297,42 @@ def _crossChecks(values: dict, explicit: set, errors: list):
                         f"is required because sip.listen has a tls socket "
                         f"({str(tls[0])!r})",
                     ))
+        elif sip.get("tls_ca") is not None:
+            errors.append((
+                "sip.tls_ca",
+                "has no effect: sip.listen has no tls socket to require "
+                "client certificates on",
+            ))
+
+    _presenceChecks(values, errors)
+
+
+def _presenceChecks(values: dict, errors: list):
+    """
+    C{[presence]}: the expiry bounds agree; a Contact can be made.
+    """
+    presence, listen = values["presence"], values["sip"]["listen"]
+    low, high = presence["min_expires_interval"], presence["expires_interval"]
+    if _INVALID not in (low, high) and low > high:
+        errors.append((
+            "presence.min_expires_interval",
+            f"must not be more than expires_interval ({high}), not {low}",
+        ))
+    if presence["enabled"] is True and presence["contact"] is None and listen:
+        if listen is _INVALID:
+            return
+        first = listen[0]
+        if first.host in ("0.0.0.0", "::"):
+            errors.append((
+                "presence.contact",
+                f"is required: the first sip.listen socket ({str(first)!r}) "
+                "has a wildcard host, which cannot be written in a Contact",
+            ))
+        else:
+            host = f"[{first.host}]" if ":" in first.host else first.host
+            params = ";transport=tcp" if first.proto == "tcp" else ""
+            scheme = "sips" if first.proto == "tls" else "sip"
+            presence["contact"] = f"{scheme}:{host}:{first.port}{params}"
 
 
 def parseConfig(data: dict, path: str) -> Config:

@@ -218,6 +218,11 @@ class OutgoingMessage:
     @ivar headers: extra headers, a tuple of C{(name, value)}: C{Subject},
         C{Content-Language}.
     @ivar body: the text, UTF-8 encoded.
+    @ivar contentType: the Content-Type of C{body} (chat-state and receipt
+        notifications use other types, see L{xmppgw.chatstates} and
+        L{xmppgw.receipts}).
+    @ivar notification: C{True} for a chat-state notification or an IMDN:
+        a failure is not bounced to the XMPP sender.
     """
 
     requestURI: str
@@ -225,6 +230,8 @@ class OutgoingMessage:
     toURI: str
     headers: tuple
     body: bytes
+    contentType: str = "text/plain;charset=UTF-8"
+    notification: bool = False
 
 
 def _unsupported(reason):
@@ -580,6 +587,16 @@ def _headerText(text):
     return _HEADER_UNSAFE.sub(" ", text).strip()
 
 
+# A JID that L{JID} accepts without doubt: a localpart of printable ASCII
+# other than " & ' / : < > @, an ASCII host name, a resource of printable
+# ASCII. Checking it costs far less than L{JID}'s stringprep; anything else
+# still goes through L{JID}.
+_PLAIN_JID = re.compile(
+    r"(?:[!#-%(-.0-9;=?A-~]+@)?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?:/[ -~]+)?"
+)
+
+
 def _parseJID(element, attribute):
     value = element.getAttribute(attribute)
     if not value:
@@ -587,7 +604,7 @@ def _parseJID(element, attribute):
     bare, slash, resource = value.partition("/")
     local, at, _ = bare.partition("@")
     malformed = (at and not local) or (slash and not resource)
-    if not malformed:
+    if not malformed and _PLAIN_JID.fullmatch(value) is None:
         try:
             JID(value)
         except (InvalidFormat, UnicodeError, ValueError, IndexError):
@@ -717,5 +734,5 @@ def buildSIPRequest(outgoing, callID, fromTag, cseq=1, maxForwards=70):
     headers.add("CSeq", f"{cseq} MESSAGE")
     for name, value in outgoing.headers:
         headers.add(name, value)
-    headers.add("Content-Type", "text/plain;charset=UTF-8")
+    headers.add("Content-Type", outgoing.contentType)
     return Request("MESSAGE", outgoing.requestURI, headers, outgoing.body)

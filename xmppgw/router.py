@@ -19,21 +19,25 @@ stanzas produce no SIP request and no error reply.
 """
 
 import itertools
+import math
+import re
 import secrets
 from collections import deque
 from dataclasses import dataclass
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from wokkel.subprotocols import XMPPHandler
 
 from xmppgw import errors, messages
 from xmppgw.addressing import AddressError
+from xmppgw.metrics import NullRecorder
 from xmppgw.sip import uas
 from xmppgw.sip.message import makeResponse
 from xmppgw.sip.transaction import TransactionTimeout, TransportFailure
 from xmppgw.sip.transport import Target
-from xmppgw.sip.uri import URIError, parseURI
+from xmppgw.sip.uri import URIError, parseNameAddr, parseURI
 from xmppgw.xmpp.component import LinkDown
 
 
@@ -94,6 +98,46 @@ def targetForURI(uri):
     return Target(transport, host, port)
 
 
+# A JID that stringprep leaves unchanged: a localpart of printable ASCII
+# without upper case, space or " & ' / : < > @; a lower-case ASCII host name;
+# a resource of printable ASCII.
+_PLAIN_JID = re.compile(
+    r"(?:[!#-%(-.0-9;=?\[-~]+@)?([a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+    r"(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*)(?:/[ -~]+)?"
+)
+
+
+def _jidHost(text):
+    """
+    C{JID(text).host}. The mapper writes canonical JIDs, so when the whole
+    JID is plain ASCII that stringprep leaves unchanged (the common case) the
+    host is read without the stringprep work of L{JID}; anything else is
+    parsed by L{JID}, which raises as before.
+    """
+    match = _PLAIN_JID.fullmatch(text)
+    if match is not None:
+        return match.group(1)
+    return JID(text).host
+
+
+class _Delivery:
+    """
+    Server mode: a SIP MESSAGE waiting for the S2S side to write its stanza.
+    """
+
+    __slots__ = ("request", "transaction", "stanza", "received", "timer",
+                 "deferred", "answered")
+
+    def __init__(self, request, transaction, stanza, received):
+        self.request = request
+        self.transaction = transaction
+        self.stanza = stanza
+        self.received = received
+        self.timer = None
+        self.deferred = None
+        self.answered = False
+
+
 class _Held:
     """
     A SIP MESSAGE waiting for the XMPP link to come up.
@@ -114,19 +158,22 @@ class _Outgoing:
     An XMPP message on its way to SIP.
     """
 
-    __slots__ = ("stanza", "message", "received")
+    __slots__ = ("stanza", "message", "received", "sent")
 
     def __init__(self, stanza, message, received):
         self.stanza = stanza
         self.message = message
         self.received = received
+        self.sent = received
 
 
 class MessageRouter:
     """
     Relays messages between the SIP transaction layer and the XMPP link.
 
-    @ivar stats: counters by outcome, for logs and (later) metrics.
+    @ivar stats: counters by outcome, for logs and metrics.
+    @ivar metrics: the recorder (L{xmppgw.metrics.NullRecorder} interface)
+        told about every outcome; a L{NullRecorder} unless set.
     """
 
     _log = Logger()
@@ -146,15 +193,47 @@ class MessageRouter:
         self.xmpp = xmpp
         self.settings = settings
         self._held = deque()
+        self._delivering = set()
         self._queues = {}
         self._ids = (
             f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1)
         )
         self.stats = {}
+        self.metrics = NullRecorder()
+        #: An L{xmppgw.policy.Policy} (sender domains, rate limits), or
+        #: L{None} for no policy checks. Replaceable at run time.
+        self.policy = None
+        #: The presence gateway (L{xmppgw.presence.PresenceGateway}) for
+        #: SUBSCRIBE/NOTIFY and C{<presence/>}, or L{None} (SUBSCRIBE and
+        #: NOTIFY then get 405).
+        self.presence = None
+        #: Message extensions (L{xmppgw.chatstates.ChatStates},
+        #: L{xmppgw.receipts.Receipts}), tried in order; see L{_mapSIP}.
+        self.extensions = []
+        #: Set by L{shutdown}: new MESSAGEs get 503 at once.
+        self.closing = False
+        self._drainWaiters = []
+        self._abandoned = set()
         sip.requestHandler = self.sipRequestReceived
 
     def _count(self, key):
         self.stats[key] = self.stats.get(key, 0) + 1
+        origin, _, outcome = key.partition(".")
+        self.metrics.relayed(origin, outcome)
+
+    def queueDepths(self):
+        """
+        How many messages wait, for metrics.
+
+        @return: C{{"sipHeld": SIP MESSAGEs waiting for the XMPP link,
+            "xmppToSIP": stanzas queued for SIP (in flight included),
+            "destinations": SIP destinations with a queue}}.
+        """
+        return {
+            "sipHeld": len(self._held),
+            "xmppToSIP": sum(len(q) for q in self._queues.values()),
+            "destinations": len(self._queues),
+        }
 
     # SIP -> XMPP
 
@@ -166,18 +245,52 @@ class MessageRouter:
         @param transaction: its server transaction (C{respond(response)}).
         """
         settings = self.settings
+        policy = self.policy
+        if policy is not None and request.method != "ACK":
+            source = getattr(request, "source", None)
+            if source is not None:
+                wait = policy.perSource.allow(source.host)
+                if wait is not None:
+                    self._count("sip.rateLimited")
+                    self.metrics.sipResponse(503, "sent")
+                    transaction.respond(self._retryLater(
+                        request, wait, "Too many requests from this source"))
+                    return
         size = getattr(request, "size", None)
         if size is None:
             size = len(request.body)
-        response = uas.checkRequest(request, settings.maxMessageSize, size)
+        response = uas.checkRequest(
+            request, settings.maxMessageSize, size,
+            extraMethods=uas.PRESENCE_METHODS if self.presence is not None else (),
+        )
         if response is uas.NO_RESPONSE:
             return
         if response is not None:
             self._count("sip.refused")
+            self.metrics.sipResponse(response.code, "sent")
             transaction.respond(response)
             return
+        if self.closing:
+            self._count("sip.refused")
+            self.metrics.sipResponse(503, "sent")
+            transaction.respond(self._retryLater(request, 5, "Gateway shutting down"))
+            return
+        if policy is not None:
+            response = self._checkSIPSender(request, policy)
+            if response is not None:
+                transaction.respond(response)
+                return
+        if request.method in uas.PRESENCE_METHODS and self.presence is not None:
+            self.presence.sipRequestReceived(request, transaction)
+            return
         try:
-            stanza = messages.sipToStanza(request, self.mapper, next(self._ids))
+            stanza = self._mapSIP(request)
+        except messages.NotRelayed:
+            # Consumed by an extension (a repeated chat state, an IMDN that
+            # is not relayed): nothing goes to XMPP.
+            self._count("sip.consumed")
+            transaction.respond(makeResponse(request, settings.successCode))
+            return
         except messages.MappingError as e:
             self._count("sip.refused")
             self._logMessage("SIP->XMPP", request, None, e.code, e.reason)
@@ -193,6 +306,9 @@ class MessageRouter:
             transaction.respond(makeResponse(request, code, reason))
             return
         now = self.clock.seconds()
+        if getattr(self.xmpp, "deliver", None) is not None:
+            self._deliver(request, transaction, stanza, now)
+            return
         if self.xmpp.isAuthenticated and not self._held:
             self._relay(request, transaction, stanza, now)
             return
@@ -207,6 +323,76 @@ class MessageRouter:
         )
         self._held.append(_Held(request, transaction, stanza, timer, now))
 
+    def _mapSIP(self, request):
+        """
+        Map a SIP MESSAGE: an extension's own mapping if one claims it
+        (isComposing, IMDN), else L{messages.sipToStanza} decorated by the
+        extensions (a receipt request).
+        """
+        messageID = next(self._ids)
+        for extension in self.extensions:
+            stanza = extension.sipToStanza(request, self.mapper, messageID)
+            if stanza is not None:
+                return stanza
+        stanza = messages.sipToStanza(request, self.mapper, messageID)
+        for extension in self.extensions:
+            extension.decorateStanza(request, stanza)
+        return stanza
+
+    def _bodylessToSIP(self, stanza):
+        """
+        A bodyless stanza (chat state, receipt) as a notification MESSAGE,
+        or L{None}.
+        """
+        for extension in self.extensions:
+            message = extension.bodylessToSIP(stanza, self.mapper)
+            if message is not None:
+                return message
+        return None
+
+    def _notificationResult(self, outgoing, code):
+        """
+        Tell the extensions how a MESSAGE ended; C{True} for a notification
+        (whose failure is not bounced to XMPP).
+        """
+        for extension in self.extensions:
+            extension.sipResult(outgoing.message, code)
+        return outgoing.message.notification
+
+    def _retryLater(self, request, wait, reason):
+        """
+        A 503 with C{Retry-After} (whole seconds, at least 1). SIP has no
+        "too many requests" code (429 is Provide Referrer Identity, RFC
+        3892), so overload and rate limits are both 503 (RFC 3261 21.5.4).
+        """
+        seconds = max(1, int(math.ceil(wait)))
+        return makeResponse(request, 503, reason,
+                            headers=[("Retry-After", str(seconds))])
+
+    def _checkSIPSender(self, request, policy):
+        """
+        The sender policy of a MESSAGE: its From host must be a served SIP
+        domain (403), and its sender within the per-sender rate (503).
+
+        @return: L{None}, or the response to send.
+        """
+        try:
+            sender = parseNameAddr(request.headers.get("From") or "").uri
+        except (URIError, ValueError):
+            return None  # the mapping answers 400 for a bad From
+        reason = policy.senders.checkSIPSender(sender.host)
+        if reason is not None:
+            self._count("sip.forbidden")
+            self._logMessage("SIP->XMPP", request, None, 403, reason)
+            return makeResponse(request, 403, reason)
+        key = "%s:%s@%s" % (sender.scheme, sender.user or "", (sender.host or "").lower())
+        wait = policy.perSender.allow(key)
+        if wait is not None:
+            self._count("sip.rateLimited")
+            self._logMessage("SIP->XMPP", request, None, 503, "sender rate limit")
+            return self._retryLater(request, wait, "Too many messages from this sender")
+        return None
+
     def _checkStanzaAddresses(self, stanza):
         """
         Refuse a stanza whose C{from} lies outside the domain the gateway
@@ -215,14 +401,13 @@ class MessageRouter:
         @return: L{None}, or C{(code, reason)}.
         """
         domain = self.settings.xmppDomain
-        sender = JID(stanza["from"])
-        if sender.host != domain:
+        senderHost = _jidHost(stanza["from"])
+        if senderHost != domain:
             return (
                 403,
-                f"Sender domain {sender.host} not served by this gateway",
+                f"Sender domain {senderHost} not served by this gateway",
             )
-        target = JID(stanza["to"])
-        if target.host == domain:
+        if _jidHost(stanza["to"]) == domain:
             return (482, "Loop Detected")
         return None
 
@@ -241,6 +426,90 @@ class MessageRouter:
         code = self.settings.successCode
         self._logMessage("SIP->XMPP", request, stanza, code, None, received)
         transaction.respond(makeResponse(request, code))
+
+    def _deliver(self, request, transaction, stanza, received):
+        """
+        Server mode (the XMPP side has C{deliver(stanza) -> Deferred}, see
+        L{xmppgw.xmpp.server.S2SService.deliver}): answer the SIP
+        transaction from the outcome of C{deliver}. Success (the stanza was
+        written to a dialback-verified S2S stream) gives the success code;
+        an S2S failure gives the SIP code it carries (404, 408, 500, 503);
+        after C{holdTimeout} seconds the MESSAGE gets 503 with
+        C{Retry-After} and the Deferred is cancelled, which withdraws the
+        stanza from the S2S queue, so it is never sent later. At most
+        C{holdLimit} MESSAGEs wait at once; more get 503 at once.
+        """
+        if len(self._delivering) >= self.settings.holdLimit:
+            self._count("sip.overflow")
+            self._refuseHeld(
+                request, transaction, stanza, "Too many messages waiting", received
+            )
+            return
+        delivery = _Delivery(request, transaction, stanza, received)
+        self._delivering.add(delivery)
+        delivery.timer = self.clock.callLater(
+            self.settings.holdTimeout, self._deliveryExpired, delivery
+        )
+        d = self.xmpp.deliver(stanza)
+        delivery.deferred = d
+        d.addCallbacks(
+            self._delivered,
+            self._deliveryFailed,
+            callbackArgs=(delivery,),
+            errbackArgs=(delivery,),
+        )
+
+    def _finishDelivery(self, delivery):
+        """
+        Mark a delivery answered; L{False} if it already was.
+        """
+        if delivery.answered:
+            return False
+        delivery.answered = True
+        self._delivering.discard(delivery)
+        if delivery.timer is not None and delivery.timer.active():
+            delivery.timer.cancel()
+        delivery.timer = None
+        return True
+
+    def _delivered(self, result, delivery):
+        if not self._finishDelivery(delivery):
+            return
+        self._count("sip.relayed")
+        code = self.settings.successCode
+        self._logMessage("SIP->XMPP", delivery.request, delivery.stanza, code,
+                         None, delivery.received)
+        delivery.transaction.respond(makeResponse(delivery.request, code))
+
+    def _deliveryFailed(self, failure, delivery):
+        if not self._finishDelivery(delivery):
+            return None
+        code = getattr(failure.value, "sipCode", None)
+        headers = ()
+        if code is None:
+            self._log.failure("Delivering a stanza over S2S failed", failure)
+            code, reason = 500, "Internal gateway error"
+        else:
+            reason = f"XMPP {failure.value.condition}"
+            if code == 503:
+                headers = [("Retry-After", "5")]
+        self._count("sip.s2sFailed")
+        self._logMessage("SIP->XMPP", delivery.request, delivery.stanza, code,
+                         f"{reason}: {failure.getErrorMessage()}",
+                         delivery.received)
+        delivery.transaction.respond(
+            makeResponse(delivery.request, code, reason, headers=headers))
+        return None
+
+    def _deliveryExpired(self, delivery):
+        delivery.timer = None
+        if not self._finishDelivery(delivery):
+            return
+        self._count("sip.holdExpired")
+        if delivery.deferred is not None:
+            delivery.deferred.cancel()
+        self._refuseHeld(delivery.request, delivery.transaction, delivery.stanza,
+                         "XMPP server not reached in time", delivery.received)
 
     def _refuseHeld(self, request, transaction, stanza, reason, received):
         response = makeResponse(
@@ -277,6 +546,63 @@ class MessageRouter:
         The XMPP link is gone; messages from SIP are held from now on.
         """
 
+    # Shutdown
+
+    def shutdown(self):
+        """
+        Stop relaying (graceful shutdown, SIGTERM): from now on new MESSAGEs
+        get 503 and new XMPP messages C{<service-unavailable/>}; every held
+        SIP MESSAGE is answered 503 with C{Retry-After} now; every XMPP
+        message queued behind an in-flight SIP transaction is bounced.
+
+        @return: a L{Deferred} firing when no SIP transaction started for an
+            XMPP message is in flight any more (see L{abandonInFlight} to
+            stop waiting).
+        """
+        self.closing = True
+        while self._held:
+            held = self._held.popleft()
+            if held.timer.active():
+                held.timer.cancel()
+            self._count("sip.shutdown")
+            self._refuseHeld(held.request, held.transaction, held.stanza,
+                             "Gateway shutting down", held.received)
+        for queue in list(self._queues.values()):
+            while len(queue) > 1:
+                outgoing = queue.pop()
+                self._count("xmpp.shutdown")
+                self._bounce(outgoing.stanza, "service-unavailable", "wait",
+                             "Gateway shutting down")
+        if not self._queues:
+            return succeed(None)
+        d = Deferred()
+        self._drainWaiters.append(d)
+        return d
+
+    def abandonInFlight(self):
+        """
+        Stop waiting for the SIP transactions still in flight after
+        L{shutdown}: their XMPP senders get C{<remote-server-timeout/>} now
+        (the SIP side may or may not have the message), and a late answer
+        is ignored.
+
+        @return: how many were abandoned.
+        """
+        count = 0
+        for queue in list(self._queues.values()):
+            for outgoing in queue:
+                if outgoing in self._abandoned:
+                    continue
+                self._abandoned.add(outgoing)
+                count += 1
+                self._count("xmpp.shutdown")
+                self._bounce(outgoing.stanza, "remote-server-timeout", "wait",
+                             "Gateway shut down before the SIP side answered")
+        waiters, self._drainWaiters = self._drainWaiters, []
+        for d in waiters:
+            d.callback(None)
+        return count
+
     # XMPP -> SIP
 
     def xmppMessageReceived(self, stanza):
@@ -288,6 +614,7 @@ class MessageRouter:
         if stanza.getAttribute("type") == "error":
             condition, errorType, text = errors.parseStanzaError(stanza)
             self._count("xmpp.errorReceived")
+            self.metrics.xmppError(condition, "received")
             self._log.info(
                 "XMPP error for message {id} from {sender}: {condition} "
                 "({text})",
@@ -302,14 +629,23 @@ class MessageRouter:
                 stanza, self.mapper, maxSize=self.settings.sipMaxSize
             )
         except messages.NoBody:
-            self._count("xmpp.bodyless")
-            return
+            message = self._bodylessToSIP(stanza)
+            if message is None:
+                self._count("xmpp.bodyless")
+                return
         except messages.StanzaMappingError as e:
             self._count("xmpp.refused")
             self._bounce(stanza, e.condition, None, e.text)
             return
+        else:
+            for extension in self.extensions:
+                message = extension.decorateOutgoing(stanza, message)
         if message is None:
             self._count("xmpp.bodyless")
+            return
+        refusal = self._checkXMPPSender(stanza, message)
+        if refusal is not None:
+            self._bounce(stanza, *refusal)
             return
         try:
             target = self.settings.outboundProxy or targetForURI(
@@ -336,12 +672,52 @@ class MessageRouter:
         if len(queue) == 1:
             self._sendNext(key, target)
 
+    def _checkXMPPSender(self, stanza, message):
+        """
+        The policy for a message from XMPP: not while shutting down, not to
+        the gateway's own SIP domain (a loop), the sender domain allowed
+        (C{<forbidden/>}), the sender within its rate
+        (C{<policy-violation/>}).
+
+        @return: L{None}, or C{(condition, type, text)} for L{_bounce}.
+        """
+        if self.closing:
+            self._count("xmpp.refused")
+            return ("service-unavailable", "wait", "Gateway shutting down")
+        gatewayDomain = getattr(self.mapper, "gatewayDomain", None)
+        if gatewayDomain and not getattr(self.mapper, "gwmap", None):
+            try:
+                host = parseURI(message.requestURI).host
+            except URIError:
+                host = None
+            if host == gatewayDomain:
+                self._count("xmpp.refused")
+                condition, errorType = errors.sipToXMPP(482)
+                return (condition, errorType,
+                        "Loop detected: the recipient is the gateway itself")
+        policy = self.policy
+        if policy is None:
+            return None
+        try:
+            sender = JID(stanza.getAttribute("from") or "")
+        except (InvalidFormat, UnicodeError):
+            return None
+        reason = policy.senders.checkXMPPSender(sender.host)
+        if reason is not None:
+            self._count("xmpp.forbidden")
+            return ("forbidden", "auth", reason)
+        if policy.perSender.allow(sender.userhost()) is not None:
+            self._count("xmpp.rateLimited")
+            return ("policy-violation", "wait", "Too many messages from this sender")
+        return None
+
     def _sendNext(self, key, target):
         queue = self._queues[key]
         outgoing = queue[0]
         request = messages.buildSIPRequest(
             outgoing.message, secrets.token_hex(16), secrets.token_hex(6)
         )
+        outgoing.sent = self.clock.seconds()
         d = self.sip.sendRequest(request, target)
         d.addCallbacks(
             self._sipResponse,
@@ -352,7 +728,12 @@ class MessageRouter:
         d.addBoth(self._sipDone, key, target)
 
     def _sipResponse(self, response, outgoing):
+        if outgoing in self._abandoned:
+            self._abandoned.discard(outgoing)
+            return
         code = response.code
+        self.metrics.sipResponse(code, "received")
+        self.metrics.transactionTime(self.clock.seconds() - outgoing.sent)
         self._logMessage(
             "XMPP->SIP",
             outgoing.stanza,
@@ -361,6 +742,9 @@ class MessageRouter:
             response.reason,
             outgoing.received,
         )
+        if self._notificationResult(outgoing, code):
+            self._count("xmpp.notified" if code < 300 else "xmpp.notifyFailed")
+            return
         if code < 300:
             self._count("xmpp.relayed")
             return
@@ -369,7 +753,11 @@ class MessageRouter:
         self._bounce(outgoing.stanza, condition, errorType, response.reason)
 
     def _sipFailure(self, failure, outgoing):
+        if outgoing in self._abandoned:
+            self._abandoned.discard(outgoing)
+            return
         self._count("xmpp.failed")
+        self.metrics.transactionTime(self.clock.seconds() - outgoing.sent)
         if failure.check(TransactionTimeout):
             code, text = 408, "No answer from the SIP side"
         elif failure.check(TransportFailure):
@@ -381,6 +769,8 @@ class MessageRouter:
             "XMPP->SIP", outgoing.stanza, outgoing.message, code, text,
             outgoing.received,
         )
+        if self._notificationResult(outgoing, code):
+            return
         condition, errorType = errors.sipToXMPP(code)
         self._bounce(outgoing.stanza, condition, errorType, text)
 
@@ -391,6 +781,10 @@ class MessageRouter:
             self._sendNext(key, target)
         else:
             del self._queues[key]
+            if not self._queues and self._drainWaiters:
+                waiters, self._drainWaiters = self._drainWaiters, []
+                for d in waiters:
+                    d.callback(None)
         return None
 
     def _bounce(self, stanza, condition, errorType, text):
@@ -402,6 +796,7 @@ class MessageRouter:
             return
         if not stanza.getAttribute("from"):
             return
+        self.metrics.xmppError(condition, "sent")
         reply = errors.buildStanzaError(stanza, condition, errorType, text)
         try:
             self.xmpp.send(reply)
@@ -413,6 +808,13 @@ class MessageRouter:
             )
 
     def _logMessage(self, direction, source, result, code, reason, received=None):
+        elapsed = None
+        if received is not None:
+            elapsed = self.clock.seconds() - received
+            self.metrics.relayLatency(
+                "sip" if direction == "SIP->XMPP" else "xmpp", elapsed)
+        if direction == "SIP->XMPP":
+            self.metrics.sipResponse(code, "sent")
         if not self.settings.logMessages:
             return
         if direction == "SIP->XMPP":
@@ -426,8 +828,10 @@ class MessageRouter:
             target = source.getAttribute("to")
             mapped = f"{result.fromURI} -> {result.requestURI}"
         latency = ""
-        if received is not None:
-            latency = f" in {(self.clock.seconds() - received) * 1000:.1f} ms"
+        latencyMs = None
+        if elapsed is not None:
+            latencyMs = round(elapsed * 1000, 1)
+            latency = f" in {latencyMs:.1f} ms"
         self._log.info(
             "{direction} {sender} -> {target} as {mapped}: {code}{reason}{latency}",
             direction=direction,
@@ -437,6 +841,7 @@ class MessageRouter:
             code=code,
             reason=f" {reason}" if reason else "",
             latency=latency,
+            latencyMs=latencyMs,
         )
 
 
@@ -455,6 +860,7 @@ class GatewayHandler(XMPPHandler):
 
     def connectionInitialized(self):
         self.xmlstream.addObserver("/message", self._onMessage)
+        self.xmlstream.addObserver("/presence", self._onPresence)
         self._log.info(
             "XMPP component link authenticated as {domain}", domain=self.domain
         )
@@ -471,3 +877,15 @@ class GatewayHandler(XMPPHandler):
             self.router.xmppMessageReceived(stanza)
         except (AddressError, InvalidFormat):
             self._log.failure("Unmappable XMPP message")
+
+    def _onPresence(self, stanza):
+        """
+        Hand a C{<presence/>} to the presence gateway; without one, presence
+        is ignored (not answered, as before).
+        """
+        if stanza.handled:
+            return
+        stanza.handled = True
+        presence = self.router.presence
+        if presence is not None:
+            presence.xmppPresenceReceived(stanza)

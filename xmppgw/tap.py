@@ -17,6 +17,11 @@ from wokkel.generic import FallbackHandler
 
 from xmppgw.addressing import AddressMapper
 from xmppgw.config import ConfigError, loadConfig
+from xmppgw.lifecycle import GatewayService
+from xmppgw.policy import Policy
+from xmppgw.logs import JSONLoggingService
+from xmppgw.metrics import buildOperations
+from xmppgw.reload import ReloadService, gatewayReloader
 from xmppgw.router import GatewayHandler, MessageRouter, RouterSettings, targetForURI
 from xmppgw.sip.transaction import TransactionLayer
 from xmppgw.sip.transport import SIPTransport
@@ -62,7 +67,8 @@ def buildGateway(config, reactor):
     """
     xmppConfig = config.xmpp
     sipConfig = config.sip
-    top = service.MultiService()
+    top = GatewayService(reactor)
+    policy = Policy.fromConfig(config, reactor)
 
     sip = SIPTransport(
         [(l.proto, l.host, l.port) for l in sipConfig.listen],
@@ -73,22 +79,27 @@ def buildGateway(config, reactor):
         logTraffic=config.log.traffic_sip,
         idleTimeout=sipConfig.connection_idle_timeout,
         maxConnections=sipConfig.connections_limit,
+        allowFrom=policy,
+        tlsCA=sipConfig.tls_ca,
     )
     sip.setName("sip")
     t1 = sipConfig.t1_interval
     transactions = TransactionLayer(reactor, sip, t1=t1, t2=max(4.0, t1))
     sip.receiver = transactions
 
-    link = ComponentLink(
-        xmppConfig.xmpp_host,
-        xmppConfig.xmpp_port,
-        xmppConfig.xmpp_domain,
-        xmppConfig.xmpp_password,
-        reactor=reactor,
-        initialDelay=xmppConfig.reconnect_initial_interval,
-        maxDelay=xmppConfig.reconnect_max_interval,
-        logTraffic=config.log.traffic_xmpp,
-    )
+    if xmppConfig.backend == "server":
+        link = buildS2S(config, reactor)
+    else:
+        link = ComponentLink(
+            xmppConfig.xmpp_host,
+            xmppConfig.xmpp_port,
+            xmppConfig.xmpp_domain,
+            xmppConfig.xmpp_password,
+            reactor=reactor,
+            initialDelay=xmppConfig.reconnect_initial_interval,
+            maxDelay=xmppConfig.reconnect_max_interval,
+            logTraffic=config.log.traffic_xmpp,
+        )
     link.setName("xmpp")
 
     mapper = AddressMapper(
@@ -111,13 +122,159 @@ def buildGateway(config, reactor):
         logMessages=config.log.messages,
     )
     router = MessageRouter(reactor, mapper, transactions, link, settings)
-    GatewayHandler(router, xmppConfig.xmpp_domain).setHandlerParent(link)
-    FallbackHandler().setHandlerParent(link)
+    router.policy = policy
+    top.router = router
+    link.maxStanzaSize = config.policy.stanza_max_size
+    if xmppConfig.backend == "server":
+        # Verified incoming S2S stanzas take the same path as the component
+        # link's (GatewayHandler): messages to the router, presence to the
+        # presence gateway when there is one.
+        link.messageReceived = router.xmppMessageReceived
+        link.stanzaReceived = lambda stanza: _s2sStanza(router, stanza)
+    else:
+        GatewayHandler(router, xmppConfig.xmpp_domain).setHandlerParent(link)
+        FallbackHandler().setHandlerParent(link)
+    _wirePresence(config, router, reactor, top)
 
     _TransactionService(transactions).setServiceParent(top)
     sip.setServiceParent(top)
     link.setServiceParent(top)
+
+    # Operations: metrics and health (off without [metrics] listen), SIGHUP
+    # reload. Exposed on the top service for tests and other wiring.
+    recorder, readiness, metricsService = buildOperations(
+        config, router, sip, link, reactor)
+    if xmppConfig.backend == "server":
+        recorder.watchS2S(link.streamCounts)
+    if metricsService is not None:
+        metricsService.setServiceParent(top)
+    reloader = gatewayReloader(config, router)
+
+    def preparePolicy(new):
+        def commit():
+            policy.reconfigure(new)
+            link.maxStanzaSize = new.policy.stanza_max_size  # next connection
+
+        return commit
+
+    reloader.register(POLICY_KEYS, preparePolicy)
+    reloadService = ReloadService(reloader, reactor=reactor)
+    reloadService.setName("reload")
+    reloadService.setServiceParent(top)
+    top.recorder, top.readiness, top.reloader = recorder, readiness, reloader
     return top, router
+
+
+def buildS2S(config, reactor):
+    """
+    Server mode: the L{xmppgw.xmpp.server.S2SService} for C{[xmpp]}.
+    """
+    from xmppgw.xmpp.server import S2SService, TLSSettings
+
+    x = config.xmpp
+    return S2SService(
+        x.xmpp_domain,
+        secret=x.dialback_secret,
+        reactor=reactor,
+        peers=x.s2s_peers or {},
+        listenHost=x.xmpp_host,
+        listenPort=x.xmpp_port,
+        tls=TLSSettings(
+            certificate=x.tls_certificate, privateKey=x.tls_private_key,
+            ca=x.tls_ca, required=x.tls_required, verify=x.tls_verify),
+        idleTimeout=x.idle_timeout,
+        queueLimit=x.s2s_queue_limit,
+        queueTTL=x.s2s_queue_ttl,
+        logTraffic=config.log.traffic_xmpp,
+    )
+
+
+def _s2sStanza(router, stanza):
+    """
+    A verified incoming S2S stanza other than C{<message/>}: presence goes
+    to the presence gateway (if enabled); an IQ request is answered
+    C{<service-unavailable/>}; anything else is dropped.
+    """
+    if stanza.name == "presence":
+        if router.presence is not None:
+            router.presence.xmppPresenceReceived(stanza)
+        return
+    if stanza.name == "iq" and stanza.getAttribute("type") in ("get", "set"):
+        from xmppgw import errors
+
+        router.xmpp.send(errors.buildStanzaError(
+            stanza, "service-unavailable", "cancel", None))
+
+
+#: The configuration keys L{Policy.reconfigure} applies on a reload.
+POLICY_KEYS = frozenset({
+    "sip.allow_from", "xmpp.gwmap", "xmpp.gateway_domain",
+    "policy.sip_domains", "policy.xmpp_domains", "policy.rate_per_source",
+    "policy.rate_per_source_burst", "policy.rate_per_sender",
+    "policy.rate_per_sender_burst", "policy.stanza_max_size",
+})
+
+
+def _wirePresence(config, router, reactor, top):
+    """
+    Table C{[presence]}: the chat-state and receipt extensions, and (when
+    enabled) the presence gateway with its store, started and stopped with
+    the gateway. Exposed as C{top.presence} (or L{None}).
+    """
+    from xmppgw.chatstates import ChatStates
+    from xmppgw.presence import PresenceGateway, PresenceSettings
+    from xmppgw.receipts import Receipts
+    from xmppgw.store import openStore
+
+    pc = config.presence
+    router.extensions.append(ChatStates(
+        reactor, toSIP=pc.iscomposing_to_sip, toXMPP=pc.iscomposing_to_xmpp,
+        suppressInterval=pc.iscomposing_suppress_interval))
+    if pc.receipts:
+        router.extensions.append(Receipts(
+            reactor, maxPending=pc.receipts_pending_limit,
+            pendingTTL=pc.receipts_pending_ttl))
+    top.presence = None
+    if not pc.enabled:
+        return
+    settings = PresenceSettings(
+        xmppDomain=config.xmpp.xmpp_domain,
+        contactURI=pc.contact,
+        outboundProxy=router.settings.outboundProxy,
+        expiresInterval=pc.expires_interval,
+        minExpiresInterval=pc.min_expires_interval,
+        subscriptionsMax=pc.subscriptions_max,
+        subscriptionsPerUserMax=pc.subscriptions_per_user_max,
+        probeTimeout=pc.probe_timeout,
+        retryInterval=pc.retry_interval,
+        ratePerSender=pc.rate_per_sender,
+        ratePerSenderBurst=pc.rate_per_sender_burst,
+    )
+    presence = PresenceGateway(
+        reactor, router.mapper, router.sip, router.xmpp,
+        openStore(pc.store), settings, targetForURI)
+    router.presence = presence
+    top.presence = presence
+    _PresenceService(presence).setServiceParent(top)
+
+
+class _PresenceService(service.Service):
+    """
+    Loads stored subscriptions (re-arming their timers) on start; cancels
+    the timers and closes the store on stop.
+    """
+
+    def __init__(self, presence):
+        self.presence = presence
+
+    def startService(self):
+        service.Service.startService(self)
+        self.presence.start()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        self.presence.stop()
+        return self.presence.store.close()
 
 
 class _TransactionService(service.Service):
@@ -144,5 +301,8 @@ def makeService(options, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
-    top, router = buildGateway(options["gateway"], reactor)
+    config = options["gateway"]
+    top, router = buildGateway(config, reactor)
+    if config.log.format == "json":
+        return JSONLoggingService(top, getattr(options, "parent", None))
     return top

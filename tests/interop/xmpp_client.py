@@ -40,10 +40,13 @@ import sys
 import threading
 
 from slixmpp import ClientXMPP
+from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 RECONNECT_DELAY = 0.3
+NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
+NS_RECEIPTS = "urn:xmpp:receipts"
 
 
 def emit(obj):
@@ -79,7 +82,27 @@ def describeMessage(msg):
         "thread": msg["thread"] if xml.find("{jabber:client}thread") is not None else None,
         "lang": lang,
         "error": error,
+        # Presence tests (issue 7): chat state, receipt request/ack.
+        "chatstate": next((c.tag.split("}")[1] for c in xml
+                           if c.tag.startswith("{%s}" % NS_CHATSTATES)), None),
+        "receipt_request": xml.find("{%s}request" % NS_RECEIPTS) is not None,
+        "received": (xml.find("{%s}received" % NS_RECEIPTS).get("id")
+                     if xml.find("{%s}received" % NS_RECEIPTS) is not None
+                     else None),
     }
+
+
+def describePresence(xml):
+    """
+    The JSON view of a received presence stanza (issue 7 tests).
+    """
+    def text(name):
+        child = xml.find("{jabber:client}%s" % name)
+        return child.text if child is not None else None
+
+    return {"kind": "presence", "from": xml.get("from"), "to": xml.get("to"),
+            "type": xml.get("type"), "show": text("show"),
+            "status": text("status"), "priority": text("priority")}
 
 
 class ScriptedClient(ClientXMPP):
@@ -116,6 +139,9 @@ class ScriptedClient(ClientXMPP):
         self.add_event_handler("disconnected", self.onDisconnected)
         self.add_event_handler("connection_failed", self.onConnectionFailed)
         self.add_event_handler("failed_auth", self.onFailedAuth)
+        self.register_handler(Callback(
+            "AllPresence", MatchXPath("{jabber:client}presence"),
+            lambda p: emit(describePresence(p.xml))))
 
     def start(self):
         self.connect(self.targetHost, self.targetPort)
@@ -175,6 +201,20 @@ class ScriptedClient(ClientXMPP):
             self.quit()
         elif name == "send":
             self.sendCommand(cmd)
+        elif name == "presence":
+            # {"cmd": "presence", "type", "to", "show", "status", "priority"}
+            self.send_presence(
+                pto=cmd.get("to"), ptype=cmd.get("type"), pshow=cmd.get("show"),
+                pstatus=cmd.get("status"), ppriority=cmd.get("priority"))
+            emit({"kind": "sent_presence", "type": cmd.get("type")})
+        elif name == "roster_policy":
+            # {"cmd": "roster_policy", "auto_authorize", "auto_subscribe"}
+            self.roster.auto_authorize = cmd.get("auto_authorize", True)
+            self.roster.auto_subscribe = cmd.get("auto_subscribe", True)
+            if cmd.get("get_roster"):
+                # Prosody sends subscription approvals and roster pushes
+                # only to resources that have fetched the roster.
+                asyncio.ensure_future(self.getRoster())
         else:
             emit({"kind": "bad_command", "reason": f"unknown cmd {name!r}"})
 
@@ -204,8 +244,19 @@ class ScriptedClient(ClientXMPP):
             msg["thread"] = cmd["thread"]
         if cmd.get("body") is not None:
             msg["body"] = cmd["body"]
+        if cmd.get("chatstate"):
+            msg.xml.append(ET.Element("{%s}%s" % (NS_CHATSTATES, cmd["chatstate"])))
+        if cmd.get("request_receipt"):
+            msg.xml.append(ET.Element("{%s}request" % NS_RECEIPTS))
+        if cmd.get("received"):
+            msg.xml.append(ET.Element("{%s}received" % NS_RECEIPTS,
+                                      {"id": cmd["received"]}))
         msg.send()
         emit({"kind": "sent", "id": msg.xml.get("id")})
+
+    async def getRoster(self):
+        await self.get_roster()
+        emit({"kind": "roster"})
 
     def quit(self):
         if self.quitting:

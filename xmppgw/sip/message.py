@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Iterable, List, Optional, Tuple, Union
 
 from xmppgw.sip.uri import (
@@ -387,8 +388,23 @@ def parseVia(value: str) -> List[Via]:
     Parse one Via header line, which may hold several comma-separated
     values.  Linear white space is allowed around C{/}, C{:}, C{;} and C{=}.
 
+    The same value is read several times while one request is handled
+    (transport, transaction layer, request policy, response routing), so
+    results are cached (bounded; L{Via} is immutable, the list is a copy).
+
     @raise SIPParseError: on any malformed or empty element.
     """
+    if type(value) is str:
+        return list(_parseViaCached(value))
+    return _parseVia(value)
+
+
+@lru_cache(maxsize=256)
+def _parseViaCached(value: str) -> Tuple[Via, ...]:
+    return tuple(_parseVia(value))
+
+
+def _parseVia(value: str) -> List[Via]:
     try:
         parts = splitQuoted(value, ",")
     except URIError as e:

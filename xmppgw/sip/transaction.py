@@ -64,6 +64,7 @@ What the layer does
 """
 
 import secrets
+from collections import deque
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
@@ -248,6 +249,68 @@ def _formatHost(host):
     return host
 
 
+class _ExpiryQueue:
+    """
+    The wait after a final response: Timer J of every UDP server
+    transaction, or Timer K of every UDP client transaction.
+
+    All the waits of one queue have the same length, so they end in the
+    order they started: one FIFO and one reactor timer serve them all,
+    instead of a timer each (tens of thousands are pending at a few
+    thousand messages per second). At most C{limit} transactions wait; when
+    one more comes, the one waiting longest ends early (it only absorbs
+    retransmissions, so the cost is a late retransmission seen as a new
+    request).
+
+    @ivar clock: the L{IReactorTime} provider.
+    @ivar limit: the most transactions waiting at once.
+    """
+
+    def __init__(self, clock, limit):
+        self.clock = clock
+        self.limit = limit
+        self._queue = deque()
+        self._timer = None
+
+    def __len__(self):
+        return len(self._queue)
+
+    def add(self, txn, delay):
+        """
+        Start the wait of C{txn}, C{delay} seconds (the same for every
+        transaction of this queue); C{txn._expired()} is called when it ends.
+        """
+        queue = self._queue
+        while len(queue) >= self.limit:
+            queue.popleft()[1]._expired()
+        queue.append((self.clock.seconds() + delay, txn))
+        if self._timer is None:
+            self._timer = self.clock.callLater(delay, self._sweep)
+
+    def _sweep(self):
+        self._timer = None
+        queue = self._queue
+        now = self.clock.seconds()
+        # The head is due (its timer fired); float sums may put its end a
+        # hair after "now".
+        while queue and queue[0][0] <= now + 1e-6:
+            queue.popleft()[1]._expired()
+        if queue and self._timer is None:
+            self._timer = self.clock.callLater(
+                max(0.0, queue[0][0] - now), self._sweep)
+
+    def clear(self):
+        """
+        End every wait now (at shutdown) and cancel the timer.
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        queue, self._queue = self._queue, deque()
+        for _end, txn in queue:
+            txn._expired()
+
+
 class ServerTransaction:
     """
     A non-INVITE server transaction (RFC 3261 17.2.2).
@@ -313,7 +376,7 @@ class ServerTransaction:
         if self.reliable:
             self._terminate()
         else:
-            self._timer = self._layer.clock.callLater(64 * self._layer.t1, self._timerJ)
+            self._layer._timerJ.add(self, 64 * self._layer.t1)
 
     def _send(self, response):
         d = self._layer._sendMessage(response, self.source)
@@ -346,6 +409,10 @@ class ServerTransaction:
             source=self.source,
         )
         self._terminate()
+
+    def _expired(self):
+        if self.state == "completed":
+            self._timerJ()
 
     def _timerJ(self):
         self._timer = None
@@ -456,8 +523,12 @@ class ClientTransaction:
         if self.target.reliable:
             self._terminate()
         else:
-            self._timerK = self._layer.clock.callLater(self._layer.t4, self._onTimerK)
+            self._layer._timerK.add(self, self._layer.t4)
         self.deferred.callback(response)
+
+    def _expired(self):
+        if self.state == "completed":
+            self._onTimerK()
 
     def _onTimerK(self):
         self._timerK = None
@@ -495,9 +566,17 @@ class TransactionLayer:
     @ivar t2: RFC 3261 T2 (maximum retransmit interval), seconds.
     @ivar t4: RFC 3261 T4 (maximum time a message stays in the network).
     @ivar maxTransactions: bound on the server transactions and on the
-        client transactions held at once. New requests beyond it are answered
-        503 with C{Retry-After}; new client transactions fail with
-        L{TransportFailure}.
+        client transactions in progress at once (not counting those that
+        only wait out Timer J or K after their final response). New requests
+        beyond it are answered 503 with C{Retry-After}; new client
+        transactions fail with L{TransportFailure}.
+    @ivar maxCompleted: bound on the server transactions waiting out Timer
+        J, and on the client transactions waiting out Timer K (UDP). Beyond
+        it the oldest one ends early. A completed transaction holds about
+        4 KB, so the default (20,000) bounds that memory to about 80 MB; it
+        covers the full 64*T1 up to about 600 messages per second over UDP
+        and, at 10,000 per second, the first 2 s, in which a client's first
+        three retransmissions fall.
     @ivar serverTimeout: how long a server transaction waits for its final
         response before it is forgotten (default 64*T1, when the client has
         given up anyway).
@@ -512,6 +591,7 @@ class TransactionLayer:
         t4=5.0,
         maxTransactions=10000,
         serverTimeout=None,
+        maxCompleted=20000,
     ):
         if not (t1 > 0 and t2 >= t1 and t4 > 0):
             raise ValueError("invalid SIP timers T1=%r T2=%r T4=%r" % (t1, t2, t4))
@@ -526,6 +606,16 @@ class TransactionLayer:
         self._servers = {}
         self._serverByIdent = {}
         self._clients = {}
+        self._timerJ = _ExpiryQueue(clock, maxCompleted)
+        self._timerK = _ExpiryQueue(clock, maxCompleted)
+
+    @property
+    def maxCompleted(self):
+        return self._timerJ.limit
+
+    @maxCompleted.setter
+    def maxCompleted(self, value):
+        self._timerJ.limit = self._timerK.limit = value
 
     def stop(self):
         """
@@ -533,6 +623,8 @@ class TransactionLayer:
         Pending client transactions fail with L{TransportFailure}; server
         transactions are dropped without a response.
         """
+        self._timerJ.clear()
+        self._timerK.clear()
         for txn in list(self._servers.values()):
             txn._terminate()
         for txn in list(self._clients.values()):
@@ -586,7 +678,7 @@ class TransactionLayer:
         if txn is not None:
             txn._retransmission()
             return
-        if len(self._servers) >= self.maxTransactions:
+        if len(self._servers) - len(self._timerJ) >= self.maxTransactions:
             log.warn(
                 "Too many SIP server transactions ({n}); answering {method} from {source} with 503",
                 n=len(self._servers),
@@ -662,7 +754,7 @@ class TransactionLayer:
             raise TypeError("sendRequest() needs a Target, not %r" % (target,))
         if request.method in ("INVITE", "ACK"):
             raise ValueError("this transaction layer does not do %s" % (request.method,))
-        if len(self._clients) >= self.maxTransactions:
+        if len(self._clients) - len(self._timerK) >= self.maxTransactions:
             return _failed(
                 Failure(TransportFailure("too many SIP client transactions (%d)" % (len(self._clients),)))
             )

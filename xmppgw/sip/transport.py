@@ -113,6 +113,33 @@ def parseListen(text):
     return (proto, host, int(port))
 
 
+def loadCertificates(path):
+    """
+    Read every PEM certificate in a file.
+
+    @return: a list of L{twisted.internet.ssl.Certificate}.
+    @raise ValueError: when the file holds no certificate.
+    """
+    from twisted.internet import ssl
+
+    with open(path, "rb") as f:
+        data = f.read()
+    marker = b"-----END CERTIFICATE-----"
+    blocks = [b + marker for b in data.split(marker) if b"-----BEGIN CERTIFICATE-----" in b]
+    if not blocks:
+        raise ValueError("%s holds no PEM certificate" % (path,))
+    return [ssl.Certificate.loadPEM(b[b.index(b"-----BEGIN"):]) for b in blocks]
+
+
+def _printable(text):
+    """
+    C{text} safe for a log line: the undecodable bytes of a partly parsed
+    message (lone surrogates from C{surrogateescape}) become C{\\udcXX}
+    escapes, since a log file observer cannot encode them.
+    """
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _bare(host):
     """
     A host without IPv6 brackets, lower-cased.
@@ -468,6 +495,12 @@ class _InboundFactory(Factory):
         self.proto = proto
 
     def buildProtocol(self, addr):
+        if not self.sipTransport.sourceAllowed(getattr(addr, "host", None)):
+            # Refused at accept time: nothing is read from the connection.
+            self.sipTransport.refusedSources += 1
+            log.info("Refusing SIP {proto} connection from {addr}: not in allow_from",
+                     proto=self.proto, addr=addr)
+            return None
         if self.sipTransport._inboundCount >= self.sipTransport.maxConnections:
             log.warn("Refusing SIP {proto} connection from {addr}: {n} connections open",
                      proto=self.proto, addr=addr, n=self.sipTransport._inboundCount)
@@ -605,6 +638,8 @@ class SIPTransport(MultiService):
         maxQueuedMessages=100,
         viaHost=None,
         closeTimeout=5,
+        allowFrom=None,
+        tlsCA=None,
     ):
         """
         @param listen: C{(proto, host, port)} triples (proto C{udp}, C{tcp}
@@ -634,6 +669,9 @@ class SIPTransport(MultiService):
         self.maxQueuedMessages = maxQueuedMessages
         self.viaHost = viaHost
         self.closeTimeout = closeTimeout
+        self.allowFrom = allowFrom
+        self.tlsCA = tlsCA
+        self.refusedSources = 0
         self.tlsContextFactory = tlsContextFactory
         self.tlsCertificate = tlsCertificate
         self.tlsPrivateKey = tlsPrivateKey
@@ -698,8 +736,22 @@ class SIPTransport(MultiService):
                 cert = f.read()
             with open(self.tlsPrivateKey, "rb") as f:
                 key = f.read()
-            self.tlsContextFactory = ssl.PrivateCertificate.loadPEM(cert + b"\n" + key).options()
+            authorities = []
+            if self.tlsCA:
+                # Client certificates signed by these CAs are required.
+                authorities = loadCertificates(self.tlsCA)
+            self.tlsContextFactory = ssl.PrivateCertificate.loadPEM(cert + b"\n" + key).options(*authorities)
         return self.tlsContextFactory
+
+    def sourceAllowed(self, host):
+        """
+        Whether requests from C{host} are accepted (C{allowFrom}: an object
+        with C{allows(host)}, such as a L{xmppgw.policy.Policy}; L{None}
+        accepts any source).
+        """
+        if self.allowFrom is None:
+            return True
+        return bool(host) and self.allowFrom.allows(host)
 
     def _clientTLSOptions(self, host):
         if self.tlsClientOptions is not None:
@@ -759,6 +811,9 @@ class SIPTransport(MultiService):
         if not data.strip(b"\r\n\t "):
             return  # keep-alive
         source = Source("udp", host, port, protocol)
+        if not self.sourceAllowed(host):
+            self._refuseSource(data, source)
+            return
         if len(data) > self.maxMessageSize:
             end = data.find(b"\r\n\r\n")
             log.info("Oversized SIP datagram ({n} bytes) from {host}:{port}", n=len(data), host=host, port=port)
@@ -773,6 +828,13 @@ class SIPTransport(MultiService):
             message = parseMessage(data)
         except SIPParseError as e:
             self._parseFailed(e, source)
+            return
+        if message.isRequest and not self.sourceAllowed(source.host):
+            # A request on a connection the gateway opened to a peer outside
+            # allow_from (inbound ones were refused at accept time).
+            self.refusedSources += 1
+            if message.method != "ACK":
+                self._answerRequest(message, source, 403, None)
             return
         if message.isRequest:
             try:
@@ -790,15 +852,30 @@ class SIPTransport(MultiService):
         except Exception:
             log.failure("SIP receiver failed on a message from {source}", source=source)
 
+    def _refuseSource(self, data, source):
+        """
+        Answer 403 to a request from a source outside C{allowFrom} when its
+        header section parses; drop anything else. Nothing reaches the
+        transaction layer.
+        """
+        self.refusedSources += 1
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or len(data) > self.maxMessageSize:
+            return
+        log.info("Refusing a SIP request from {host}:{port}: not in allow_from",
+                 host=source.host, port=source.port)
+        self._answerUnparseable(data[: end + 4], source, 403, "source not allowed")
+
     def _parseFailed(self, error, source):
         request = getattr(error, "request", None)
         reason = getattr(error, "reason", None) or str(error)
         if request is None or request.method == "ACK":
-            log.info("Dropping unparseable SIP message from {source}: {reason}", source=source, reason=reason)
+            log.info("Dropping unparseable SIP message from {source}: {reason}", source=source,
+                     reason=_printable(reason))
             return
         code = getattr(error, "code", None) or (505 if "version" in reason.lower() else 400)
         log.info("Answering {code} to an unparseable {method} from {source}: {reason}",
-                 code=code, method=request.method, source=source, reason=reason)
+                 code=code, method=_printable(request.method), source=source, reason=_printable(reason))
         self._answerRequest(request, source, code, reason)
 
     def _answerUnparseable(self, head, source, code, reason):
@@ -811,7 +888,8 @@ class SIPTransport(MultiService):
         except SIPParseError as e:
             request = getattr(e, "request", None)
         if request is None or not request.isRequest or request.method == "ACK":
-            log.info("Dropping an unanswerable SIP message from {source}: {reason}", source=source, reason=reason)
+            log.info("Dropping an unanswerable SIP message from {source}: {reason}", source=source,
+                     reason=_printable(reason))
             return
         self._answerRequest(request, source, code, reason)
 
@@ -821,7 +899,7 @@ class SIPTransport(MultiService):
                 request = _addReceived(request, source)
             response = makeResponse(request, code, reason=self._reasonPhrase(code, reason))
         except Exception as e:
-            log.info("Cannot answer a request from {source}: {e}", source=source, e=e)
+            log.info("Cannot answer a request from {source}: {e}", source=source, e=_printable(str(e)))
             return
         d = self.send(response, source)
         d.addErrback(lambda f: log.info("Could not send {code} to {source}: {r}",

@@ -24,7 +24,9 @@ Checks, in this order:
   4. Methods: OPTIONS and MESSAGE go on; other methods known to SIP
      (INVITE, ACK, BYE, CANCEL, REGISTER, SUBSCRIBE, NOTIFY, PUBLISH, INFO,
      PRACK, UPDATE, REFER) -> C{405} with C{Allow: MESSAGE, OPTIONS};
-     anything else -> C{501}.
+     anything else -> C{501}.  Methods passed as C{extraMethods} (SUBSCRIBE
+     and NOTIFY when presence is enabled) go on like MESSAGE and are added
+     to C{Allow}.
   5. C{Max-Forwards: 0} -> C{483 Too Many Hops} (not for OPTIONS, which the
      gateway answers as the final recipient, RFC 3261 16.3 item 3).
   6. Request-URI: unparseable -> C{400 Invalid Request-URI}; carrying
@@ -54,7 +56,7 @@ from xmppgw.sip.message import (
 from xmppgw.sip.uri import URIError, parseNameAddr, parseURI
 
 
-__all__ = ["checkRequest", "NO_RESPONSE", "ALLOW", "ACCEPT",
+__all__ = ["checkRequest", "NO_RESPONSE", "ALLOW", "ACCEPT", "PRESENCE_METHODS",
            "KNOWN_METHODS", "MANDATORY_HEADERS"]
 
 
@@ -77,6 +79,10 @@ NO_RESPONSE = _NoResponse()
 
 #: The methods the gateway implements.
 ALLOW = "MESSAGE, OPTIONS"
+
+#: The methods the presence gateway (L{xmppgw.presence}) adds when enabled:
+#: pass them as C{extraMethods} to L{checkRequest}.
+PRESENCE_METHODS = ("SUBSCRIBE", "NOTIFY")
 
 #: The body types the gateway accepts.
 ACCEPT = "text/plain, message/cpim"
@@ -158,7 +164,8 @@ def _checkHeaders(request: Request):
 
 
 def checkRequest(request: Request, maxMessageSize: int,
-                 size: int) -> Union[Response, None, _NoResponse]:
+                 size: int, extraMethods=()) -> Union[Response, None,
+                                                      _NoResponse]:
     """
     Apply the gateway's request policy (see the module docstring).
 
@@ -166,9 +173,16 @@ def checkRequest(request: Request, maxMessageSize: int,
     @param maxMessageSize: the largest request (bytes, on the wire) the
         gateway relays.
     @param size: the size of C{request} on the wire, in bytes.
-    @return: L{None} when C{request} is a MESSAGE that may go on to
-        mapping; L{NO_RESPONSE} for ACK; otherwise the L{Response} to send.
+    @param extraMethods: methods implemented besides MESSAGE and OPTIONS
+        (e.g. L{PRESENCE_METHODS}): they pass the same checks as MESSAGE,
+        get L{None}, and are listed in C{Allow}.
+    @return: L{None} when C{request} is a MESSAGE (or one of
+        C{extraMethods}) that may go on; L{NO_RESPONSE} for ACK; otherwise
+        the L{Response} to send.
     """
+    allow = ALLOW
+    if extraMethods:
+        allow = ", ".join([ALLOW] + list(extraMethods))
     method = request.method
     if method == "ACK":
         return NO_RESPONSE
@@ -180,10 +194,10 @@ def checkRequest(request: Request, maxMessageSize: int,
     if size > maxMessageSize:
         return makeResponse(request, 513)
 
-    if method not in ("MESSAGE", "OPTIONS"):
+    if method not in ("MESSAGE", "OPTIONS") and method not in extraMethods:
         if method in KNOWN_METHODS:
-            return makeResponse(request, 405, headers=[("Allow", ALLOW)])
-        return makeResponse(request, 501, headers=[("Allow", ALLOW)])
+            return makeResponse(request, 405, headers=[("Allow", allow)])
+        return makeResponse(request, 501, headers=[("Allow", allow)])
 
     if method != "OPTIONS":
         maxForwards = request.headers.get("Max-Forwards")
@@ -212,6 +226,6 @@ def checkRequest(request: Request, maxMessageSize: int,
                             headers=[("Unsupported", ", ".join(require))])
 
     if method == "OPTIONS":
-        return makeResponse(request, 200, headers=[("Allow", ALLOW),
+        return makeResponse(request, 200, headers=[("Allow", allow),
                                                    ("Accept", ACCEPT)])
     return None

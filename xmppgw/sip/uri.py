@@ -482,8 +482,11 @@ def _unquote(quoted: str) -> str:
     return "".join(out)
 
 
+@lru_cache(maxsize=1024)
 def parseNameAddr(text: str) -> NameAddr:
     """
+    Results are cached (bounded): a L{NameAddr} is immutable.
+
     Parse a name-addr (C{"Bob" <sip:bob@x>;tag=1}, C{Bob <sip:bob@x>},
     C{<sip:bob@x>}) or a bare addr-spec (C{sip:bob@x;tag=1}) with header
     parameters.  In the bare form the parameters belong to the header, not

@@ -39,6 +39,8 @@ from twisted.words.xish import domish
 from twisted.words.xish.xmlstream import XmlStreamFactoryMixin
 from wokkel.subprotocols import StreamManager
 
+from xmppgw.safexml import hardenXmlStream
+
 __all__ = ["ComponentLink", "LinkDown"]
 
 CONNECTING = "connecting"
@@ -204,6 +206,11 @@ class ComponentLink(StreamManager, service.Service):
 
     connectTimeout = 30
     closeTimeout = 5.0
+    #: The most bytes of one stanza from the server (C{[policy]
+    #: stanza_max_size}); a larger one, or any DOCTYPE, entity declaration,
+    #: comment or processing instruction, drops the connection
+    #: (L{xmppgw.safexml}).
+    maxStanzaSize = 65536
 
     def __init__(
         self,
@@ -440,6 +447,7 @@ class ComponentLink(StreamManager, service.Service):
             xs.rawDataInFn = self._logDataIn
             xs.rawDataOutFn = self._logDataOut
         self.xmlstream = xs
+        hardenXmlStream(xs, self.maxStanzaSize)
         if self.state != STOPPED:
             self._setState(HANDSHAKING)
         self._setUserTimeout(xs)

@@ -1,0 +1,126 @@
+"""
+Helpers shared by the benchmarks: statistics, the machine description and
+the process-accounting readers (C{/proc/PID/stat}, C{/proc/PID/status}).
+
+Run the benchmarks with the virtualenv's Python, for example
+C{.venv/bin/python -m bench.inprocess}; C{make bench} runs them all.
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values, fraction):
+    """
+    The C{fraction} quantile (0..1) of C{values}, by linear interpolation.
+    """
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def machine():
+    """
+    A description of this machine: CPU model, cores, Python, date.
+    """
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "nproc": os.cpu_count(),
+        "python": "%s %s" % (platform.python_implementation(),
+                             platform.python_version()),
+        "kernel": platform.release(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def cpuSeconds(pid):
+    """
+    User plus system CPU time of process C{pid} so far, in seconds, from
+    C{/proc/PID/stat} (fields 14 and 15).
+    """
+    with open("/proc/%d/stat" % (pid,)) as f:
+        data = f.read()
+    # The command name (field 2) may hold spaces; it ends at the last ')'.
+    fields = data[data.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def memoryKB(pid):
+    """
+    C{(VmRSS, VmHWM)} of process C{pid}, in KiB, from C{/proc/PID/status}.
+    """
+    rss = hwm = 0
+    with open("/proc/%d/status" % (pid,)) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    return rss, hwm
+
+
+def childPIDs(pid):
+    """
+    The PIDs of the direct children of C{pid}.
+    """
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def emit(results, path=None):
+    """
+    Print C{results} as JSON on stdout and, if C{path} is given, write it
+    there too.
+    """
+    text = json.dumps(results, indent=2, sort_keys=False)
+    print(text)
+    if path:
+        with open(path, "w") as f:
+            f.write(text + "\n")
+
+
+def gitRevision():
+    """
+    The current commit of the work tree (with C{+dirty} if it has
+    changes), or C{"unknown"}.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here,
+            capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here, capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def python():
+    """
+    The interpreter running the benchmark.
+    """
+    return sys.executable

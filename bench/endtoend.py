@@ -1,0 +1,276 @@
+"""
+Benchmark 2: end to end on loopback, through a real private Prosody.
+
+Setup: a private Prosody (L{xmppgw.localpeers.PrivateProsody}, loopback,
+no TLS) with the gateway as its component; the gateway runs as C{twistd -n
+xmppgw --config FILE} in its own process with the default settings except
+the ports, C{queue_limit = 1000} and the rate limits of C{[policy]} turned
+off (C{rate_per_source}, C{rate_per_sender}: their defaults, 500/s per
+source address and 20/s per sender, would be measured instead of the
+gateway; a deployment behind one SIP proxy raises them the same way). The
+load peers
+(L{bench.peers}) run as separate processes.
+
+  - SIP -> XMPP, over UDP and over TCP: an open-loop generator sends SIP
+    MESSAGEs at a fixed rate (C{--rates}, each step C{--duration} seconds,
+    at most C{--max-count} messages) to C{user*xmpp.test@gateway}; one raw
+    XMPP client receives them.
+  - XMPP -> SIP: a raw XMPP client sends C{<message/>}s at a fixed rate to
+    C{--users} distinct SIP users (the gateway sends at most one MESSAGE in
+    flight per destination, so one destination would measure round trips,
+    not capacity); the gateway's C{outbound_proxy} is a UDP SIP agent that
+    answers 200.
+
+Per step: offered and delivered rate, loss, duplicates, p50/p99/max
+latency (send -> delivery, both clocks C{CLOCK_MONOTONIC}), the gateway's
+and Prosody's CPU per message (C{/proc/PID/stat} utime+stime over the step
+divided by the messages sent), the gateway's RSS and peak RSS (VmHWM). The
+sweep of a direction stops after the first step with loss (saturation).
+
+Usage::
+
+    .venv/bin/python -m bench.endtoend [--rates 500,1000,...] [--duration S]
+        [--directions udp,tcp,xmpp] [--json FILE]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench.common import (
+    cpuSeconds, emit, gitRevision, machine, memoryKB)
+from xmppgw.localpeers import PrivateProsody, freePort, terminate
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DOMAIN = "xmpp.test"
+COMPONENT = "gw.xmpp.test"
+
+
+def twistd():
+    path = os.path.join(os.path.dirname(sys.executable), "twistd")
+    return path if os.path.exists(path) else "twistd"
+
+
+class Peer:
+    """
+    A L{bench.peers} process.
+    """
+
+    def __init__(self, role, **kwargs):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.peers", role, json.dumps(kwargs)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL)
+
+    def ready(self, timeout=15):
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("peer died: %s" % self.process.stderr.read()
+                               .decode()[-2000:])
+        return json.loads(line)
+
+    def result(self, timeout):
+        try:
+            out, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, err = self.process.communicate()
+        lines = [l for l in out.decode().splitlines() if l.strip()]
+        if not lines or self.process.returncode != 0:
+            raise RuntimeError("peer failed (%s): %s" % (
+                self.process.returncode, err.decode()[-2000:]))
+        return json.loads(lines[-1])
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.workdir = tempfile.mkdtemp(prefix="xmppgw-bench-")
+        self.prosody = PrivateProsody(
+            os.path.join(self.workdir, "prosody"), domain=DOMAIN,
+            componentDomain=COMPONENT, users={"rx": "rxpass", "tx": "txpass"},
+            offlineStorage=False, logLevel="warn")
+        self.sipPort = freePort("udp")
+        self.sinkPort = freePort("udp")
+        self.gateway = None
+
+    def start(self):
+        self.prosody.start()
+        config = os.path.join(self.workdir, "gateway.toml")
+        with open(config, "w") as f:
+            f.write(
+                "[xmpp]\n"
+                'gateway_domain = "127.0.0.1"\n'
+                f'xmpp_domain = "{COMPONENT}"\n'
+                'xmpp_host = "127.0.0.1"\n'
+                f"xmpp_port = {self.prosody.componentPort}\n"
+                f'xmpp_password = "{self.prosody.componentSecret}"\n'
+                f'outbound_proxy = "sip:127.0.0.1:{self.sinkPort}"\n'
+                "reconnect_initial_interval = 0.2\n"
+                "[sip]\n"
+                f'listen = ["udp:127.0.0.1:{self.sipPort}", '
+                f'"tcp:127.0.0.1:{self.sipPort}"]\n'
+                "queue_limit = 1000\n"
+                "[policy]\n"
+                "rate_per_source = 0.0\n"
+                "rate_per_sender = 0.0\n"
+                "[log]\n"
+                f"messages = {'true' if self.args.log else 'false'}\n")
+        self.logPath = os.path.join(self.workdir, "twistd.log")
+        self.gateway = subprocess.Popen(
+            [twistd(), "-n", "--pidfile=", "--logfile", self.logPath,
+             "xmppgw", "--config", config],
+            cwd=self.workdir, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if "component link authenticated" in self._log():
+                break
+            if self.gateway.poll() is not None:
+                break
+            time.sleep(0.1)
+        else:
+            pass
+        if "component link authenticated" not in self._log():
+            raise RuntimeError("gateway did not come up:\n" + self._log()[-3000:])
+        time.sleep(0.5)
+
+    def _log(self):
+        try:
+            with open(self.logPath, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.gateway is not None:
+            terminate(self.gateway, 5.0)
+        self.prosody.stop()
+
+    def _snapshot(self):
+        return (cpuSeconds(self.gateway.pid),
+                cpuSeconds(self.prosody.process.pid))
+
+    def step(self, direction, rate):
+        args = self.args
+        count = max(1, min(args.max_count, int(rate * args.duration)))
+        idle = 3.0
+        gw0, pr0 = self._snapshot()
+        if direction in ("udp", "tcp"):
+            rx = Peer("xmpp-recv", host="127.0.0.1",
+                      port=self.prosody.c2sPort, user="rx", domain=DOMAIN,
+                      password="rxpass", expect=count,
+                      timeout=args.duration * 3 + 30, idle=idle)
+            rx.ready()
+            gw0, pr0 = self._snapshot()
+            load = Peer("sip-load", proto=direction, host="127.0.0.1",
+                        port=self.sipPort,
+                        target="sip:rx*%s@127.0.0.1" % (DOMAIN,), rate=rate,
+                        count=count, users=args.users, drain=idle + 2)
+            sent = load.result(args.duration * 3 + 30)
+            got = rx.result(args.duration * 3 + 30)
+        else:
+            sink = Peer("sip-recv", port=self.sinkPort, expect=count,
+                        timeout=args.duration * 3 + 30, idle=idle)
+            sink.ready()
+            gw0, pr0 = self._snapshot()
+            load = Peer("xmpp-load", host="127.0.0.1",
+                        port=self.prosody.c2sPort, user="tx", domain=DOMAIN,
+                        password="txpass",
+                        targetFormat="user%%d*sip.example.com@%s" % (COMPONENT,),
+                        users=args.users, rate=rate, count=count, drain=idle)
+            sent = load.result(args.duration * 3 + 30)
+            got = sink.result(args.duration * 3 + 30)
+        gw1, pr1 = self._snapshot()
+        rss, hwm = memoryKB(self.gateway.pid)
+        delivered = got["received"]
+        row = {
+            "direction": direction,
+            "rate": rate,
+            "sent": count,
+            "offered_rate": sent.get("offered_rate"),
+            "delivered": delivered,
+            "lost": count - delivered,
+            "duplicates": got.get("duplicates", 0),
+            "delivered_rate": round(delivered / sent["send_seconds"], 1)
+            if sent.get("send_seconds") else None,
+            "p50_ms": got.get("p50_ms"),
+            "p99_ms": got.get("p99_ms"),
+            "max_ms": got.get("max_ms"),
+            "gateway_cpu_us_per_msg": round((gw1 - gw0) / count * 1e6, 1),
+            "prosody_cpu_us_per_msg": round((pr1 - pr0) / count * 1e6, 1),
+            "gateway_rss_mb": round(rss / 1024, 1),
+            "gateway_peak_rss_mb": round(hwm / 1024, 1),
+            "answers": sent.get("answers"),
+            "error_stanzas": sent.get("error_stanzas",
+                                      got.get("error_stanzas")),
+        }
+        print("%(direction)-4s rate %(rate)6d: delivered %(delivered)6d/"
+              "%(sent)-6d p50 %(p50_ms)s p99 %(p99_ms)s max %(max_ms)s ms, "
+              "gw %(gateway_cpu_us_per_msg)s us/msg, prosody "
+              "%(prosody_cpu_us_per_msg)s us/msg, rss %(gateway_rss_mb)s MB "
+              "(peak %(gateway_peak_rss_mb)s)" % row, file=sys.stderr)
+        # Let the transactions of this step drain (Timer J is 32 s, but
+        # they only cost memory; the next step starts when the gateway is
+        # idle again).
+        time.sleep(1.0)
+        return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", default="500,1000,2000,4000,8000,12000,16000")
+    parser.add_argument("--duration", type=float, default=3.0,
+                        help="seconds per step (default 3)")
+    parser.add_argument("--max-count", type=int, default=50000,
+                        help="most messages per step (default 50000)")
+    parser.add_argument("--directions", default="udp,tcp,xmpp")
+    parser.add_argument("--users", type=int, default=100,
+                        help="distinct SIP users (default 100)")
+    parser.add_argument("--no-log", dest="log", action="store_false",
+                        help="[log] messages = false (default: true, as "
+                        "in the default configuration)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="do not stop a sweep at the first lossy step")
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    if not 0 < args.duration <= 60 or not 0 < args.max_count <= 10**6:
+        parser.error("--duration must be in (0, 60], --max-count in (0, 1e6]")
+    bench = Bench(args)
+    results = {
+        "benchmark": "endtoend",
+        "machine": machine(),
+        "revision": gitRevision(),
+        "command": " ".join([os.path.basename(sys.executable), "-m",
+                             "bench.endtoend"] + (argv or sys.argv[1:])),
+        "duration": args.duration,
+        "log_messages": args.log,
+        "steps": [],
+    }
+    try:
+        bench.start()
+        rss, hwm = memoryKB(bench.gateway.pid)
+        results["gateway_idle_rss_mb"] = round(rss / 1024, 1)
+        for direction in args.directions.split(","):
+            for rate in [int(r) for r in args.rates.split(",")]:
+                row = bench.step(direction, rate)
+                results["steps"].append(row)
+                if row["lost"] and not args.keep_going:
+                    break
+        results["gateway_final_rss_mb"] = round(
+            memoryKB(bench.gateway.pid)[0] / 1024, 1)
+        results["gateway_peak_rss_mb"] = round(
+            memoryKB(bench.gateway.pid)[1] / 1024, 1)
+    finally:
+        bench.stop()
+    emit(results, args.json)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,399 @@
+"""
+Benchmark 1: the gateway's per-message cost in one process, no network.
+
+The real objects are wired as C{twistd xmppgw} wires them (L{SIPTransport},
+L{TransactionLayer}, L{MessageRouter}, L{ComponentLink} with its
+L{GatewayHandler}), but the sockets are fakes:
+
+  - SIP -> XMPP: the bytes of a SIP MESSAGE go into the UDP listener's
+    C{datagramReceived}; the benchmark checks that the stanza bytes were
+    written to the (fake) component link and the 202 to the (fake) UDP
+    socket.
+  - XMPP -> SIP: the bytes of a C{<message/>} go into the component link's
+    C{XmlStream.dataReceived} (the real expat parser and dispatcher); the
+    SIP MESSAGE bytes come out of the fake UDP socket; the benchmark then
+    builds a C{200 OK} for it (not timed) and feeds it back in (timed), which
+    completes the client transaction and the router's bookkeeping.
+
+Time runs on a private reactor whose clock the benchmark advances by
+C{1/rate} seconds per message (default 1 ms, i.e. 1,000 messages per
+simulated second), firing due timers inside the timed region: Timer J keeps
+every UDP server transaction for 32 s and Timer K every client transaction
+for 5 s, as in production, so their cost (and the memory they hold) is in
+the numbers.
+
+Reported per direction and per number of distinct addresses (1, 100,
+10,000 senders and recipients; with 10,000 the mapping caches, 1,024-4,096
+entries, miss on every message, so that case is the "cold" one):
+
+  - µs per message: the median over C{--runs} runs of the mean over
+    C{--count} messages, with the 10th and 90th percentile of those run
+    means, and the p50/p99 of single-message times;
+  - memory per message from L{tracemalloc}: bytes still allocated per
+    message after a batch (what the live transactions hold until Timer J/K)
+    and the peak; plus the count of live blocks per message.
+
+Usage::
+
+    .venv/bin/python -m bench.inprocess [--count N] [--runs R] [--json FILE]
+"""
+
+import argparse
+import gc
+import os
+import re
+import sys
+import time
+import tracemalloc
+
+from twisted.internet.selectreactor import SelectReactor
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogBeginner, textFileLogObserver
+
+from bench.common import emit, gitRevision, machine, percentile
+from xmppgw.addressing import AddressMapper
+from xmppgw.router import GatewayHandler, MessageRouter, RouterSettings
+from xmppgw.sip.transaction import Target, TransactionLayer
+from xmppgw.sip.transport import SIPTransport
+from xmppgw.xmpp.component import ComponentLink
+
+XMPP_DOMAIN = "gw.xmpp.test"
+GATEWAY_DOMAIN = "127.0.0.1"
+PROXY = ("127.0.0.1", 5070)
+PEER = ("127.0.0.1", 5080)
+
+
+class BenchClock(SelectReactor):
+    """
+    A reactor that is never run: its timers use Twisted's own heap, but its
+    time is set by the benchmark.
+    """
+
+    now = 1000.0
+
+    def seconds(self):
+        return self.now
+
+    def advance(self, dt):
+        self.now += dt
+        self.runUntilCurrent()
+
+
+class FakeUDP:
+    """
+    The transport of the UDP listener: keeps the last datagram written.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.last = None
+        self.lastAddress = None
+
+    def write(self, data, addr=None):
+        self.count += 1
+        self.last = data
+        self.lastAddress = addr
+
+    def getHost(self):
+        return None
+
+
+class SinkTransport(StringTransport):
+    """
+    The component link's TCP transport: counts and keeps the last write.
+    """
+
+    def __init__(self):
+        StringTransport.__init__(self)
+        self.count = 0
+        self.last = None
+
+    def write(self, data):
+        self.count += 1
+        self.last = data
+
+
+class Gateway:
+    """
+    A gateway wired as C{xmppgw.tap.buildGateway} wires it, on fakes.
+    """
+
+    def __init__(self, logMessages):
+        self.clock = BenchClock()
+        self.sip = SIPTransport(
+            [("udp", "127.0.0.1", 5060)], maxMessageSize=65535,
+            reactor=self.clock)
+        listener = self.sip._listeners[0]
+        self.udp = FakeUDP()
+        self.sipProtocol = listener.protocol
+        self.sipProtocol.transport = self.udp
+        self.sip._udp.append(self.sipProtocol)
+        self.transactions = TransactionLayer(self.clock, self.sip, t1=0.5)
+        self.sip.receiver = self.transactions
+        self.link = ComponentLink(
+            "127.0.0.1", 5347, XMPP_DOMAIN, "secret", reactor=self.clock,
+            keepAliveInterval=0)
+        mapper = AddressMapper("*", GATEWAY_DOMAIN, XMPP_DOMAIN, {})
+        settings = RouterSettings(
+            xmppDomain=XMPP_DOMAIN, outboundProxy=Target("udp", *PROXY),
+            logMessages=logMessages)
+        self.router = MessageRouter(
+            self.clock, mapper, self.transactions, self.link, settings)
+        GatewayHandler(self.router, XMPP_DOMAIN).setHandlerParent(self.link)
+        # Bring the component link up through the real handshake path.
+        self.xmppTransport = SinkTransport()
+        self.xs = self.link.factory.buildProtocol(None)
+        self.xs.makeConnection(self.xmppTransport)
+        self.xs.dataReceived(
+            b"<?xml version='1.0'?><stream:stream "
+            b"xmlns='jabber:component:accept' "
+            b"xmlns:stream='http://etherx.jabber.org/streams' "
+            b"from='" + XMPP_DOMAIN.encode() + b"' id='bench1'>")
+        self.xs.dataReceived(b"<handshake/>")
+        if not self.link.isAuthenticated:
+            raise RuntimeError("the component link did not come up")
+
+
+def sipMessage(i, distinct):
+    """
+    The bytes of a SIP MESSAGE from SIP user C{i % distinct} to XMPP user
+    C{i % distinct}, as a SIP proxy would send it.
+    """
+    n = i % distinct
+    branch = "z9hG4bK-%d-%x" % (i, id(sipMessage))
+    body = b"Hello from SIP, message %d" % (i,)
+    return (
+        "MESSAGE sip:user%d*xmpp.test@%s SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5080;branch=%s;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:alice%d@sip%d.example.com>;tag=t%d\r\n"
+        "To: <sip:user%d*xmpp.test@%s>\r\n"
+        "Call-ID: c%d@127.0.0.1\r\n"
+        "CSeq: 1 MESSAGE\r\n"
+        "Content-Type: text/plain;charset=UTF-8\r\n"
+        "Content-Length: %d\r\n"
+        "\r\n" % (n, GATEWAY_DOMAIN, branch, n, n % 1000, i, n,
+                  GATEWAY_DOMAIN, i, len(body))
+    ).encode() + body
+
+
+def xmppMessage(i, distinct):
+    """
+    The bytes of a C{<message/>} from XMPP user C{i % distinct} to SIP user
+    C{i % distinct}, as Prosody writes it on the component stream.
+    """
+    n = i % distinct
+    return (
+        "<message xmlns='jabber:component:accept' type='chat' "
+        "to='bob%d*sip%d.example.com@%s' from='user%d@xmpp.test/phone' "
+        "id='m%d'><body>Hello from XMPP, message %d</body></message>"
+        % (n, n % 1000, XMPP_DOMAIN, n, i, i)
+    ).encode()
+
+
+_COPY = re.compile(rb"^(?:Via|From|To|Call-ID|CSeq):[^\r\n]*", re.M)
+
+
+def okFor(request):
+    """
+    A C{200 OK} for the SIP request bytes C{request} (built by the
+    benchmark's "SIP peer"; not timed).
+    """
+    head = request.split(b"\r\n\r\n", 1)[0]
+    lines = [b"SIP/2.0 200 OK"]
+    for match in _COPY.finditer(head):
+        line = match.group(0)
+        if line.startswith(b"To:"):
+            line += b";tag=peer"
+        lines.append(line)
+    lines.append(b"Content-Length: 0")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class Runner:
+    """
+    Runs one direction on one gateway and checks every message went through.
+    """
+
+    def __init__(self, gateway, step):
+        self.g = gateway
+        self.step = step
+        self.i = 0
+
+    def sipToXMPP(self, count, distinct, timings=None):
+        g = self.g
+        receive = g.sipProtocol.datagramReceived
+        advance = g.clock.advance
+        step = self.step
+        messages = [sipMessage(self.i + k, distinct) for k in range(count)]
+        self.i += count
+        udpBefore, xmppBefore = g.udp.count, g.xmppTransport.count
+        perf = time.perf_counter_ns
+        cpu0 = time.process_time()
+        t0 = perf()
+        if timings is None:
+            for data in messages:
+                receive(data, PEER)
+                advance(step)
+        else:
+            for data in messages:
+                a = perf()
+                receive(data, PEER)
+                advance(step)
+                timings.append(perf() - a)
+        elapsed = perf() - t0
+        cpu = time.process_time() - cpu0
+        if (g.udp.count - udpBefore != count
+                or g.xmppTransport.count - xmppBefore != count):
+            raise RuntimeError(
+                "SIP->XMPP: %d messages in, %d stanzas and %d responses out"
+                % (count, g.xmppTransport.count - xmppBefore,
+                   g.udp.count - udpBefore))
+        if not g.udp.last.startswith(b"SIP/2.0 202 "):
+            raise RuntimeError("unexpected answer %r" % (g.udp.last[:40],))
+        return elapsed / count / 1000.0, cpu / count * 1e6
+
+    def xmppToSIP(self, count, distinct, timings=None):
+        g = self.g
+        parse = g.xs.dataReceived
+        receive = g.sipProtocol.datagramReceived
+        advance = g.clock.advance
+        udp = g.udp
+        step = self.step
+        stanzas = [xmppMessage(self.i + k, distinct) for k in range(count)]
+        self.i += count
+        relayed = g.router.stats.get("xmpp.relayed", 0)
+        perf = time.perf_counter_ns
+        elapsed = 0
+        cpu = 0.0
+        for data in stanzas:
+            before = udp.count
+            c = time.process_time()
+            a = perf()
+            parse(data)
+            b = perf()
+            cpu += time.process_time() - c
+            if udp.count != before + 1:
+                raise RuntimeError("XMPP->SIP: no SIP request for %r" % (data,))
+            ok = okFor(udp.last)
+            c = time.process_time()
+            d = perf()
+            receive(ok, PROXY)
+            advance(step)
+            e = perf()
+            cpu += time.process_time() - c
+            elapsed += (b - a) + (e - d)
+            if timings is not None:
+                timings.append((b - a) + (e - d))
+        if g.router.stats.get("xmpp.relayed", 0) - relayed != count:
+            raise RuntimeError("XMPP->SIP: not every message got its 200")
+        if g.router._queues:
+            raise RuntimeError("XMPP->SIP: router queues not empty")
+        return elapsed / count / 1000.0, cpu / count * 1e6
+
+
+def measureTime(direction, distinct, args):
+    gateway = Gateway(logMessages=args.log)
+    runner = Runner(gateway, 1.0 / args.rate)
+    run = getattr(runner, direction)
+    # Warm up: imports, caches for the 1 and 100 cases, the timer heap.
+    for _ in range(3):
+        run(args.count, distinct)
+    means, cpus, singles = [], [], []
+    for _ in range(args.runs):
+        wall, cpu = run(args.count, distinct, singles)
+        means.append(wall)
+        cpus.append(cpu)
+    return {
+        "median_us": round(percentile(means, 0.5), 2),
+        "p10_us": round(percentile(means, 0.1), 2),
+        "p90_us": round(percentile(means, 0.9), 2),
+        "cpu_median_us": round(percentile(cpus, 0.5), 2),
+        "single_p50_us": round(percentile(singles, 0.5) / 1000, 2),
+        "single_p99_us": round(percentile(singles, 0.99) / 1000, 2),
+        "pending_timers": len(gateway.clock.getDelayedCalls()),
+        "server_transactions": len(gateway.transactions._servers),
+        "client_transactions": len(gateway.transactions._clients),
+    }
+
+
+def measureMemory(direction, distinct, args):
+    gateway = Gateway(logMessages=args.log)
+    runner = Runner(gateway, 1.0 / args.rate)
+    run = getattr(runner, direction)
+    run(args.count, distinct)
+    gc.collect()
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    blocks0 = sum(s.count for s in
+                  tracemalloc.take_snapshot().statistics("filename"))
+    tracemalloc.reset_peak()
+    run(args.count, distinct)
+    current, peak = tracemalloc.get_traced_memory()
+    gc.collect()
+    after, _ = tracemalloc.get_traced_memory()
+    blocks1 = sum(s.count for s in
+                  tracemalloc.take_snapshot().statistics("filename"))
+    tracemalloc.stop()
+    n = args.count
+    return {
+        "retained_bytes_per_msg": round((after - base) / n),
+        "retained_blocks_per_msg": round((blocks1 - blocks0) / n, 1),
+        "peak_bytes_per_msg": round((peak - base) / n),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=2000,
+                        help="messages per run (default 2000)")
+    parser.add_argument("--runs", type=int, default=11,
+                        help="timed runs per case (default 11)")
+    parser.add_argument("--rate", type=float, default=1000.0,
+                        help="simulated messages per second: the clock "
+                        "advances 1/rate per message (default 1000)")
+    parser.add_argument("--distinct", default="1,100,10000",
+                        help="numbers of distinct addresses to try")
+    parser.add_argument("--no-log", dest="log", action="store_false",
+                        help="turn [log] messages off (default: on, "
+                        "formatted to a file as twistd does)")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="skip the tracemalloc pass")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.count < 1 or args.runs < 1 or not 0 < args.rate <= 1e6:
+        parser.error("--count, --runs and --rate must be positive")
+    logFile = open(os.devnull, "w")
+    globalLogBeginner.beginLoggingTo(
+        [textFileLogObserver(logFile)], discardBuffer=True,
+        redirectStandardIO=False)
+    results = {
+        "benchmark": "inprocess",
+        "machine": machine(),
+        "revision": gitRevision(),
+        "command": " ".join([os.path.basename(sys.executable), "-m",
+                             "bench.inprocess"] + (argv or sys.argv[1:])),
+        "count": args.count,
+        "runs": args.runs,
+        "simulated_rate": args.rate,
+        "log_messages": args.log,
+        "cases": [],
+    }
+    for direction in ("sipToXMPP", "xmppToSIP"):
+        for distinct in [int(d) for d in args.distinct.split(",")]:
+            case = {"direction": direction, "distinct": distinct}
+            case.update(measureTime(direction, distinct, args))
+            if args.memory:
+                case.update(measureMemory(direction, distinct, args))
+            results["cases"].append(case)
+            print("%-10s distinct=%-6d %7.2f us/msg (p10 %.2f, p90 %.2f) "
+                  "cpu %.2f us" % (direction, distinct, case["median_us"],
+                                   case["p10_us"], case["p90_us"],
+                                   case["cpu_median_us"]),
+                  file=sys.stderr)
+    emit(results, args.json)
+    return results
+
+
+if __name__ == "__main__":
+    main()

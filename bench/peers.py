@@ -1,0 +1,340 @@
+"""
+The fast load peers of the end-to-end benchmark, each run as its own
+process (C{python -m bench.peers ROLE ...}) so that its CPU is not the
+gateway's. Each prints one JSON object on stdout when it is done.
+
+Roles:
+
+  - C{sip-load}: an open-loop SIP MESSAGE generator over UDP or TCP; sends
+    C{count} MESSAGEs at C{rate} per second on a fixed schedule (it never
+    waits for answers) and counts the answers.
+  - C{xmpp-recv}: a raw XMPP client (SASL PLAIN on loopback, no TLS) that
+    counts the C{<message/>}s it gets and their latency (each body carries
+    the send time, C{time.monotonic_ns}, which is system-wide on Linux).
+  - C{xmpp-load}: a raw XMPP client that sends C{count} messages at C{rate}.
+  - C{sip-recv}: a UDP SIP user agent that answers every MESSAGE 200 and
+    records its latency.
+
+Every loop is bounded in count and in time.
+"""
+
+import base64
+import json
+import re
+import select
+import socket
+import sys
+import time
+
+MARK = re.compile(rb"bench i=(\d+) t=(\d+)")
+
+
+def _now():
+    return time.monotonic_ns()
+
+
+def _wait(target):
+    """
+    Sleep until C{target} (monotonic ns), spinning only the last 200 µs.
+    """
+    while True:
+        left = target - _now()
+        if left <= 0:
+            return
+        if left > 300_000:
+            time.sleep((left - 200_000) / 1e9)
+
+
+def _stats(latencies):
+    if not latencies:
+        return {}
+    latencies.sort()
+    n = len(latencies)
+
+    def q(f):
+        return round(latencies[min(n - 1, int(f * n))] / 1e6, 3)
+
+    return {"p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": q(1.0)}
+
+
+# SIP ------------------------------------------------------------------------
+
+
+def sipMessage(i, target, transport, localPort, users):
+    body = b"bench i=%d t=%d" % (i, _now())
+    n = i % users
+    return (
+        "MESSAGE %s SIP/2.0\r\n"
+        "Via: SIP/2.0/%s 127.0.0.1:%d;branch=z9hG4bK-b%d-%d;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:load%d@sip.example.com>;tag=l%d\r\n"
+        "To: <%s>\r\n"
+        "Call-ID: bench-%d-%d@127.0.0.1\r\n"
+        "CSeq: 1 MESSAGE\r\n"
+        "Content-Type: text/plain;charset=UTF-8\r\n"
+        "Content-Length: %d\r\n\r\n"
+        % (target, transport, localPort, localPort, i, n, i, target,
+           localPort, i, len(body))
+    ).encode() + body
+
+
+def sipLoad(proto, host, port, target, rate, count, users, drain):
+    """
+    Send C{count} MESSAGEs at C{rate}/s to C{host}:C{port}, count answers.
+    """
+    if proto == "udp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        s.bind(("127.0.0.1", 0))
+        s.connect((host, port))
+    else:
+        s = socket.create_connection((host, port), timeout=5)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.setblocking(False)
+    localPort = s.getsockname()[1]
+    codes = {}
+    buffer = b""
+    sendErrors = 0
+
+    def readAnswers():
+        nonlocal buffer
+        while True:
+            try:
+                data = s.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                return
+            if proto == "udp":
+                code = data[8:11].decode("ascii", "replace")
+                codes[code] = codes.get(code, 0) + 1
+            else:
+                buffer += data
+                for m in re.finditer(rb"SIP/2\.0 (\d\d\d) ", buffer):
+                    code = m.group(1).decode()
+                    codes[code] = codes.get(code, 0) + 1
+                cut = buffer.rfind(b"SIP/2.0 ")
+                buffer = buffer[cut + 1:] if cut >= 0 else buffer
+                buffer = buffer[-200:]
+
+    start = _now() + 50_000_000
+    period = 1e9 / rate
+    for i in range(count):
+        _wait(start + int(i * period))
+        data = sipMessage(i, target, proto.upper(), localPort, users)
+        try:
+            if proto == "udp":
+                s.send(data)
+            else:
+                view = memoryview(data)
+                deadline = _now() + 2_000_000_000
+                while view:
+                    try:
+                        view = view[s.send(view):]
+                    except BlockingIOError:
+                        if _now() > deadline:
+                            raise
+                        select.select([], [s], [], 0.01)
+        except OSError:
+            sendErrors += 1
+        if i % 64 == 0:
+            readAnswers()
+    sendTime = (_now() - start) / 1e9
+    deadline = time.monotonic() + drain
+    while time.monotonic() < deadline and sum(codes.values()) < count:
+        select.select([s], [], [], 0.05)
+        readAnswers()
+    s.close()
+    return {"sent": count, "send_seconds": round(sendTime, 3),
+            "offered_rate": round(count / sendTime, 1) if sendTime else None,
+            "answers": codes, "send_errors": sendErrors}
+
+
+def sipRecv(port, expect, timeout, idle):
+    """
+    Answer every MESSAGE on UDP C{port} with 200 and record latencies,
+    until C{expect} are seen, C{idle} seconds pass without one, or
+    C{timeout}.
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    s.bind(("127.0.0.1", port))
+    print(json.dumps({"ready": s.getsockname()[1]}), flush=True)
+    seen = set()
+    latencies = []
+    duplicates = 0
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    copy = re.compile(rb"^(?:Via|From|To|Call-ID|CSeq):[^\r\n]*", re.M)
+    while len(seen) < expect and time.monotonic() < deadline:
+        r, _, _ = select.select([s], [], [], 0.2)
+        if not r:
+            if seen and time.monotonic() - last > idle:
+                break
+            continue
+        data, addr = s.recvfrom(65536)
+        now = _now()
+        if not data.startswith(b"MESSAGE "):
+            continue
+        last = time.monotonic()
+        head = data.split(b"\r\n\r\n", 1)[0]
+        lines = [b"SIP/2.0 200 OK"]
+        for m in copy.finditer(head):
+            line = m.group(0)
+            if line.startswith(b"To:"):
+                line += b";tag=r"
+            lines.append(line)
+        lines.append(b"Content-Length: 0")
+        s.sendto(b"\r\n".join(lines) + b"\r\n\r\n", addr)
+        m = MARK.search(data)
+        if m:
+            i = int(m.group(1))
+            if i in seen:
+                duplicates += 1
+            else:
+                seen.add(i)
+                latencies.append(now - int(m.group(2)))
+    s.close()
+    result = {"received": len(seen), "duplicates": duplicates}
+    result.update(_stats(latencies))
+    return result
+
+
+# XMPP -----------------------------------------------------------------------
+
+
+class RawXMPP:
+    """
+    A minimal c2s client on a plain socket: SASL PLAIN, bind, presence.
+    """
+
+    def __init__(self, host, port, user, domain, password, timeout=10):
+        self.s = socket.create_connection((host, port), timeout=timeout)
+        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.domain = domain
+        self.buffer = b""
+        self._open()
+        self._until(b"</stream:features>")
+        token = base64.b64encode(
+            b"\0" + user.encode() + b"\0" + password.encode()).decode()
+        self.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+                  "mechanism='PLAIN'>%s</auth>" % token)
+        got = self._until(b"success", b"failure")
+        if b"failure" in got:
+            raise RuntimeError("XMPP login refused for %s" % (user,))
+        self.buffer = b""
+        self._open()
+        self._until(b"</stream:features>")
+        self.send("<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:"
+                  "xml:ns:xmpp-bind'><resource>bench</resource></bind></iq>")
+        self._until(b"</iq>")
+        self.buffer = b""
+        self.send("<presence/>")
+
+    def _open(self):
+        self.send("<?xml version='1.0'?><stream:stream to='%s' "
+                  "xmlns='jabber:client' xmlns:stream='http://etherx.jabber"
+                  ".org/streams' version='1.0'>" % (self.domain,))
+
+    def _until(self, *markers):
+        deadline = time.monotonic() + 10
+        while not any(m in self.buffer for m in markers):
+            if time.monotonic() > deadline:
+                raise RuntimeError("XMPP: no %r in %r" % (markers, self.buffer))
+            data = self.s.recv(65536)
+            if not data:
+                raise RuntimeError("XMPP: closed; got %r" % (self.buffer,))
+            self.buffer += data
+        return self.buffer
+
+    def send(self, text):
+        self.s.sendall(text.encode())
+
+
+def xmppRecv(host, port, user, domain, password, expect, timeout, idle):
+    client = RawXMPP(host, port, user, domain, password)
+    print(json.dumps({"ready": True}), flush=True)
+    s = client.s
+    s.setblocking(False)
+    seen = set()
+    latencies = []
+    duplicates = errors = 0
+    tail = b""
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    while len(seen) < expect and time.monotonic() < deadline:
+        r, _, _ = select.select([s], [], [], 0.2)
+        if not r:
+            if seen and time.monotonic() - last > idle:
+                break
+            continue
+        try:
+            data = s.recv(1 << 20)
+        except BlockingIOError:
+            continue
+        if not data:
+            break
+        now = _now()
+        last = time.monotonic()
+        data = tail + data
+        end = data.rfind(b"</message>")
+        if end < 0:
+            tail = data[-65536:]
+            continue
+        chunk, tail = data[:end], data[end:]
+        errors += chunk.count(b"type='error'")
+        for m in MARK.finditer(chunk):
+            i = int(m.group(1))
+            if i in seen:
+                duplicates += 1
+            else:
+                seen.add(i)
+                latencies.append(now - int(m.group(2)))
+    s.close()
+    result = {"received": len(seen), "duplicates": duplicates,
+              "error_stanzas": errors}
+    result.update(_stats(latencies))
+    return result
+
+
+def xmppLoad(host, port, user, domain, password, targetFormat, users, rate,
+             count, drain):
+    client = RawXMPP(host, port, user, domain, password)
+    s = client.s
+    start = _now() + 50_000_000
+    period = 1e9 / rate
+    for i in range(count):
+        _wait(start + int(i * period))
+        s.sendall((
+            "<message to='%s' id='b%d'><body>bench i=%d t=%d</body></message>"
+            % (targetFormat % (i % users,), i, i, _now())).encode())
+    sendTime = (_now() - start) / 1e9
+    # Count error stanzas coming back (bounded wait).
+    s.setblocking(False)
+    errors = 0
+    deadline = time.monotonic() + drain
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([s], [], [], 0.1)
+        if r:
+            try:
+                data = s.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            if not data:
+                break
+            errors += data.count(b"type='error'")
+    s.close()
+    return {"sent": count, "send_seconds": round(sendTime, 3),
+            "offered_rate": round(count / sendTime, 1) if sendTime else None,
+            "error_stanzas": errors}
+
+
+def main(argv):
+    role, raw = argv[0], json.loads(argv[1])
+    function = {"sip-load": sipLoad, "sip-recv": sipRecv,
+                "xmpp-recv": xmppRecv, "xmpp-load": xmppLoad}[role]
+    print(json.dumps(function(**raw)), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

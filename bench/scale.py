@@ -1,0 +1,194 @@
+"""
+Benchmark 3: scale and memory, in one process (the set-up of
+L{bench.inprocess}: real parser, transaction layer, router, component link;
+fake sockets; a clock the benchmark drives).
+
+  - B{held}: the XMPP link is down and C{hold_limit} is raised to C{--held}
+    (default 10,000): that many SIP MESSAGEs are received and held. Reports
+    the cost per message for the first and the last 10 % (nothing per
+    message may grow with the queue), the memory per held message
+    (L{tracemalloc}, and the growth of this process's RSS), and then, with
+    the link back up, the cost per message of relaying them all.
+  - B{flat}: SIP -> XMPP and XMPP -> SIP alternately for C{--duration}
+    seconds of real time at full speed, 10,000 distinct addresses, the
+    clock advancing C{1/--rate} per message; RSS is sampled every second.
+    Reports the first, last and highest RSS and the count of messages: the
+    memory must level off once Timer J/K and the bounded caches are full.
+
+Cost per message against 1, 100 and 10,000 distinct addresses is in
+L{bench.inprocess}. Server mode (S2S peers) is not implemented, so the
+100-peer-domain case is not measured.
+
+Usage::
+
+    .venv/bin/python -m bench.scale [--held N] [--duration S] [--json FILE]
+"""
+
+import argparse
+import gc
+import os
+import sys
+import time
+import tracemalloc
+
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+
+from bench.common import emit, gitRevision, machine, memoryKB
+from bench.inprocess import (
+    PEER, Gateway, Runner, SinkTransport, sipMessage)
+
+
+def held(args):
+    gateway = Gateway(logMessages=False)
+    settings = gateway.router.settings
+    gateway.router.settings = type(settings)(
+        **{**settings.__dict__, "holdLimit": args.held})
+    # A warm-up through the whole path with the link up, then the link goes
+    # down.
+    Runner(gateway, 0.001).sipToXMPP(2000, 100)
+    gateway.xs.connectionLost(Failure(ConnectionDone("bench: link down")))
+    if gateway.link.isAuthenticated:
+        raise RuntimeError("the link is still up")
+    messages = [sipMessage(10**6 + i, 10000) for i in range(args.held)]
+    receive = gateway.sipProtocol.datagramReceived
+    answered = gateway.udp.count
+    gc.collect()
+    rss0 = memoryKB(os.getpid())[0]
+    tenth = max(1, args.held // 10)
+    times = []
+    perf = time.perf_counter_ns
+    for data in messages:
+        a = perf()
+        receive(data, PEER)
+        times.append(perf() - a)
+    gc.collect()
+    rss1 = memoryKB(os.getpid())[0]
+    current, base = tracedHeld(args)
+    if gateway.udp.count != answered:
+        raise RuntimeError("held messages were answered while the link was "
+                           "down (%d)" % (gateway.udp.count - answered,))
+    if len(gateway.router._held) != args.held:
+        raise RuntimeError("%d held, expected %d"
+                           % (len(gateway.router._held), args.held))
+    # The link comes back: every held message is relayed and answered.
+    transport = SinkTransport()
+    xs = gateway.link.factory.buildProtocol(None)
+    xs.makeConnection(transport)
+    xs.dataReceived(
+        b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
+        b"xmlns:stream='http://etherx.jabber.org/streams' "
+        b"from='gw.xmpp.test' id='bench2'>")
+    c = time.process_time()
+    a = perf()
+    xs.dataReceived(b"<handshake/>")
+    release = perf() - a
+    releaseCPU = time.process_time() - c
+    if gateway.udp.count - answered != args.held or gateway.router._held:
+        raise RuntimeError("not every held message was relayed")
+    if not gateway.udp.last.startswith(b"SIP/2.0 202"):
+        raise RuntimeError("unexpected answer %r" % (gateway.udp.last[:30],))
+    n = args.held
+    return {
+        "held": n,
+        "first_10pct_us_per_msg": round(sum(times[:tenth]) / tenth / 1000, 2),
+        "last_10pct_us_per_msg": round(sum(times[-tenth:]) / tenth / 1000, 2),
+        "traced_bytes_per_held_msg": round((current - base) / n),
+        "traced_mb_total": round((current - base) / 2**20, 1),
+        "rss_growth_mb": round((rss1 - rss0) / 1024, 1),
+        "release_us_per_msg": round(release / n / 1000, 2),
+        "release_cpu_us_per_msg": round(releaseCPU / n * 1e6, 2),
+        "release_stanzas": transport.count,
+    }
+
+
+def tracedHeld(args):
+    """
+    The memory the held messages take, by L{tracemalloc} (a second gateway:
+    tracing slows everything down, so the timed run is not traced).
+
+    @return: C{(traced bytes with the messages held, before)}.
+    """
+    gateway = Gateway(logMessages=False)
+    settings = gateway.router.settings
+    gateway.router.settings = type(settings)(
+        **{**settings.__dict__, "holdLimit": args.held})
+    Runner(gateway, 0.001).sipToXMPP(2000, 100)
+    gateway.xs.connectionLost(Failure(ConnectionDone("bench: link down")))
+    messages = [sipMessage(10**6 + i, 10000) for i in range(args.held)]
+    receive = gateway.sipProtocol.datagramReceived
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for data in messages:
+        receive(data, PEER)
+    gc.collect()
+    current = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return current, base
+
+
+def flat(args):
+    gateway = Gateway(logMessages=False)
+    runner = Runner(gateway, 1.0 / args.rate)
+    samples = []
+    start = time.monotonic()
+    nextSample = start
+    messages = 0
+    batch = 500
+    while time.monotonic() - start < args.duration:
+        runner.sipToXMPP(batch, 10000)
+        runner.xmppToSIP(batch, 10000)
+        messages += 2 * batch
+        now = time.monotonic()
+        if now >= nextSample:
+            samples.append((round(now - start, 1),
+                            round(memoryKB(os.getpid())[0] / 1024, 1)))
+            nextSample = now + 1.0
+    rss = [r for _, r in samples]
+    return {
+        "seconds": args.duration,
+        "messages": messages,
+        "simulated_seconds": round(messages / args.rate, 1),
+        "rss_first_mb": rss[0],
+        "rss_at_half_mb": rss[len(rss) // 2],
+        "rss_last_mb": rss[-1],
+        "rss_max_mb": max(rss),
+        "server_transactions": len(gateway.transactions._servers),
+        "client_transactions": len(gateway.transactions._clients),
+        "pending_timers": len(gateway.clock.getDelayedCalls()),
+        "samples": samples,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--held", type=int, default=10000,
+                        help="messages held while the link is down")
+    parser.add_argument("--duration", type=float, default=60.0,
+                        help="seconds of the flat-memory run (default 60)")
+    parser.add_argument("--rate", type=float, default=4000.0,
+                        help="simulated messages per second in the flat "
+                        "run (default 4000)")
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    if not 0 < args.held <= 10**6 or not 0 < args.duration <= 3600:
+        parser.error("--held in (0, 1e6], --duration in (0, 3600]")
+    results = {
+        "benchmark": "scale",
+        "machine": machine(),
+        "revision": gitRevision(),
+        "command": " ".join([os.path.basename(sys.executable), "-m",
+                             "bench.scale"] + (argv or sys.argv[1:])),
+        "held": held(args),
+    }
+    print("held: %r" % (results["held"],), file=sys.stderr)
+    results["flat"] = flat(args)
+    print("flat: %r" % ({k: v for k, v in results["flat"].items()
+                         if k != "samples"},), file=sys.stderr)
+    emit(results, args.json)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+# -*- test-case-name: tests.test_logs -*-
+"""
+Log output: JSON lines for log shippers.
+
+The gateway logs through L{twisted.logger}. twistd writes text lines to its
+C{--logfile} (or stdout with C{-n}). For JSON instead, either:
+
+ - set C{[log] format = "json"}: L{makeService<xmppgw.tap.makeService>}
+   wraps the gateway in a L{JSONLoggingService}, which gives twistd's
+   application a L{JSONLineObserver} writing where twistd would have written
+   (C{--logfile FILE}, rotated on SIGUSR1 like twistd's own; stdout with
+   C{-n} and no C{--logfile}, or C{--logfile -});
+ - or run C{twistd --logger xmppgw.logs.jsonObserver ...}: JSON lines on
+   stdout whatever the configuration says (twistd then ignores
+   C{--logfile}), convenient under systemd, which sends stdout to the
+   journal.
+
+Each line is one JSON object: C{time} (ISO 8601, UTC), C{level}, C{namespace},
+C{text} (the formatted message, as in the text log), the event's own fields
+(for a relayed message: C{direction}, C{sender}, C{target}, C{mapped}, C{code},
+C{reason}, C{latencyMs}) and, for errors with a traceback, C{failure}.
+Values that are not JSON types are written as their C{repr}.
+
+The one line per relayed message is switched by C{[log] messages}; full
+traffic dumps per side by C{[log] traffic_sip} and C{traffic_xmpp}.
+"""
+
+import json
+import sys
+from datetime import datetime, timezone
+
+from twisted.application import service
+from twisted.logger import ILogObserver, formatEvent
+from zope.interface import implementer
+
+__all__ = ["JSONLineObserver", "JSONLoggingService", "eventAsJSONLine",
+           "jsonObserver"]
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(value, depth=0):
+    """
+    C{value} as JSON types: containers kept (bounded depth), anything else
+    as its C{repr}.
+    """
+    if isinstance(value, _PLAIN):
+        return value
+    if depth < 3:
+        if isinstance(value, (list, tuple)):
+            return [_plain(v, depth + 1) for v in value]
+        if isinstance(value, dict):
+            return {str(k): _plain(v, depth + 1) for k, v in value.items()}
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+def eventAsJSONLine(event):
+    """
+    One log event as one line of JSON (no newline).
+
+    @param event: a L{twisted.logger} event dictionary.
+    @rtype: L{str}
+    """
+    record = {}
+    when = event.get("log_time")
+    if when is not None:
+        record["time"] = datetime.fromtimestamp(when, timezone.utc).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
+    level = event.get("log_level")
+    record["level"] = level.name if level is not None else "info"
+    record["namespace"] = event.get("log_namespace", "")
+    try:
+        text = formatEvent(event)
+    except Exception as e:  # formatEvent already guards; be sure
+        text = f"unformattable event: {e!r}"
+    failure = event.get("log_failure")
+    if failure is not None:
+        try:
+            record["failure"] = failure.getTraceback()
+        except Exception:
+            record["failure"] = repr(failure)
+    record["text"] = text
+    for key, value in event.items():
+        if key.startswith("log_") or key in record or key == "format":
+            continue
+        record[key] = _plain(value)
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+@implementer(ILogObserver)
+class JSONLineObserver:
+    """
+    A log observer writing one JSON object per line to a text file.
+    """
+
+    def __init__(self, outFile):
+        """
+        @param outFile: a text file (C{write(str)}, C{flush()}).
+        """
+        self.outFile = outFile
+
+    def __call__(self, event):
+        self.outFile.write(eventAsJSONLine(event) + "\n")
+        self.outFile.flush()
+
+
+def jsonObserver():
+    """
+    A JSON log observer on stdout: C{twistd --logger xmppgw.logs.jsonObserver}.
+    """
+    return JSONLineObserver(sys.stdout)
+
+
+def _twistdLogFile(twistdOptions):
+    """
+    Where twistd would write its log, given its options (C{--logfile},
+    C{-n}), opened like twistd does.
+    """
+    name = twistdOptions.get("logfile") if twistdOptions else None
+    nodaemon = bool(twistdOptions.get("nodaemon")) if twistdOptions else True
+    if name == "-" or (not name and nodaemon):
+        return sys.stdout
+    from twisted.python import logfile
+
+    logFile = logfile.LogFile.fromFullPath(name or "twistd.log")
+    import signal
+
+    if not signal.getsignal(signal.SIGUSR1):
+        def rotate(signum, frame):
+            from twisted.internet import reactor
+
+            reactor.callFromThread(logFile.rotate)
+
+        signal.signal(signal.SIGUSR1, rotate)
+    return logFile
+
+
+class JSONLoggingService(service.MultiService):
+    """
+    A wrapper around the gateway's service that, when twistd attaches it to
+    its application, gives the application an L{ILogObserver} writing JSON
+    lines. twistd uses that observer instead of its text one (unless
+    C{--logger} is given, which wins).
+    """
+
+    def __init__(self, gateway, twistdOptions=None, observerFactory=None):
+        """
+        @param gateway: the gateway's service, made a child of this one.
+        @param twistdOptions: twistd's own options (the plugin options'
+            C{parent}), for C{logfile} and C{nodaemon}; L{None}: stdout.
+        @param observerFactory: for tests: makes the observer instead.
+        """
+        service.MultiService.__init__(self)
+        gateway.setServiceParent(self)
+        self.gateway = gateway
+        self.twistdOptions = twistdOptions
+        self.observerFactory = observerFactory
+
+    def setServiceParent(self, parent):
+        service.MultiService.setServiceParent(self, parent)
+        getComponent = getattr(parent, "getComponent", None)
+        if getComponent is None or getComponent(ILogObserver, None) is not None:
+            return
+        if self.twistdOptions and self.twistdOptions.get("syslog"):
+            return
+        if self.observerFactory is not None:
+            observer = self.observerFactory()
+        else:
+            observer = JSONLineObserver(_twistdLogFile(self.twistdOptions))
+        parent.setComponent(ILogObserver, observer)

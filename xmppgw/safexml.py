@@ -1,0 +1,87 @@
+# -*- test-case-name: tests.test_policy -*-
+"""
+Restricted XML for the XMPP streams the gateway reads (RFC 6120 section 11).
+
+Twisted's L{domish.elementStream} is an L{domish.ExpatElementStream}
+(pyexpat). Expat accepts a DOCTYPE with an internal subset, declares the
+entities in it and expands them: the "billion laughs" document. Expat 2.4 and
+later cap the amplification, but XMPP forbids all of it anyway: "An XMPP
+stream MUST NOT contain ... comments, processing instructions, internal or
+external DTD subsets, internal or external entity references (with the
+exception of the predefined entities)" (RFC 6120 section 11.1).
+
+L{hardenXmlStream} makes an L{XmlStream}'s parser raise
+L{domish.ParserError} at the first DOCTYPE, entity declaration, processing
+instruction, comment or external entity reference (the stream's owner then
+drops the connection, as L{XmlStream.dataReceived} does for any XML error),
+and caps the bytes of one stanza (C{maxStanzaSize}). Undefined entity
+references (C{&foo;} without a DTD) are already a well-formedness error in
+expat. The hardening survives L{XmlStream.reset} (a new parser after TLS or
+SASL).
+"""
+
+from twisted.words.xish import domish
+
+__all__ = ["hardenParser", "hardenXmlStream", "RestrictedXML"]
+
+
+class RestrictedXML(domish.ParserError):
+    """
+    The peer sent XML that XMPP forbids (RFC 6120 section 11.1).
+    """
+
+
+def _refuse(what):
+    def handler(*args):
+        raise RestrictedXML(f"{what} is not allowed in an XMPP stream (RFC 6120 11.1)")
+
+    return handler
+
+
+def hardenParser(stream, maxStanzaSize=None):
+    """
+    Harden one element stream (a L{domish.ExpatElementStream}).
+
+    @param stream: the element stream.
+    @param maxStanzaSize: the most bytes of one stanza, or L{None} to keep
+        Twisted's limit.
+    @return: C{stream}.
+    """
+    if maxStanzaSize is not None and hasattr(stream, "maxStanzaSize"):
+        stream.maxStanzaSize = maxStanzaSize
+    parser = getattr(stream, "parser", None)
+    if parser is None:  # not expat: nothing more to set
+        return stream
+    import pyexpat
+
+    parser.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartDoctypeDeclHandler = _refuse("a DOCTYPE")
+    parser.EntityDeclHandler = _refuse("an entity declaration")
+    parser.UnparsedEntityDeclHandler = _refuse("an entity declaration")
+    parser.NotationDeclHandler = _refuse("a notation declaration")
+    parser.ExternalEntityRefHandler = _refuse("an external entity")
+    parser.SkippedEntityHandler = _refuse("an entity reference")
+    parser.ProcessingInstructionHandler = _refuse("a processing instruction")
+    parser.CommentHandler = _refuse("a comment")
+    return stream
+
+
+def hardenXmlStream(xs, maxStanzaSize=None):
+    """
+    Harden an L{XmlStream}'s parser now and after each reset.
+
+    @param xs: a L{twisted.words.xish.xmlstream.XmlStream}.
+    @param maxStanzaSize: the most bytes of one stanza, or L{None}.
+    """
+    if getattr(xs, "_xmppgwHardened", None) is None:
+        original = xs._initializeStream
+
+        def initializeStream():
+            original()
+            hardenParser(xs.stream, xs._xmppgwHardened)
+
+        xs._initializeStream = initializeStream
+    xs._xmppgwHardened = maxStanzaSize
+    stream = getattr(xs, "stream", None)
+    if stream is not None:
+        hardenParser(stream, maxStanzaSize)
