@@ -32,13 +32,13 @@ L{ChatStates} is a message extension of L{xmppgw.router.MessageRouter}
 C{decorateOutgoing} and C{sipResult}).
 """
 
-import xml.etree.ElementTree as ET
 from collections import OrderedDict
 
 from twisted.words.xish import domish
 
 from xmppgw import messages
 from xmppgw.addressing import AddressError
+from xmppgw.safexml import parseDocument
 
 __all__ = [
     "NS_CHATSTATES",
@@ -82,13 +82,10 @@ def parseIsComposing(body):
         are idle, section 6) and the refresh interval or L{None}.
     @raise IsComposingError: when malformed (DOCTYPEs are refused).
     """
-    upper = body.upper()
-    if b"<!DOCTYPE" in upper or b"<!ENTITY" in upper:
-        raise IsComposingError("DOCTYPE not allowed")
     try:
-        root = ET.fromstring(body)
-    except ET.ParseError as e:
-        raise IsComposingError(f"malformed isComposing: {e}")
+        root = parseDocument(body, "isComposing")
+    except ValueError as e:
+        raise IsComposingError(str(e))
     if root.tag != f"{{{NS_ISCOMPOSING}}}isComposing":
         raise IsComposingError("not an isComposing document")
     state = root.find(f"{{{NS_ISCOMPOSING}}}state")

@@ -63,7 +63,6 @@ tuple id C{ID-resource}.
 import math
 import re
 import secrets
-import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from xml.sax.saxutils import escape, quoteattr
@@ -75,6 +74,7 @@ from twisted.words.xish import domish
 
 from xmppgw import errors
 from xmppgw.addressing import AddressError
+from xmppgw.safexml import parseDocument
 from xmppgw.sip.message import Headers, Request, makeResponse
 from xmppgw.sip.transaction import TransactionTimeout, TransportFailure
 from xmppgw.sip.uri import URIError, parseNameAddr
@@ -222,12 +222,10 @@ def parsePIDF(body):
     @raise PIDFError: for anything that is not a usable PIDF document
         (including any DOCTYPE: no entities are ever expanded).
     """
-    if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
-        raise PIDFError("DOCTYPE not allowed in PIDF")
     try:
-        root = ET.fromstring(body)
-    except ET.ParseError as e:
-        raise PIDFError(f"malformed PIDF: {e}")
+        root = parseDocument(body, "PIDF")
+    except ValueError as e:
+        raise PIDFError(str(e))
     if root.tag != f"{{{NS_PIDF}}}presence":
         raise PIDFError(f"not a PIDF document (root {root.tag})")
     if not root.get("entity"):

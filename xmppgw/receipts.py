@@ -37,7 +37,6 @@ L{Receipts} is a message extension of L{xmppgw.router.MessageRouter}.
 
 import secrets
 import time
-import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from xml.sax.saxutils import escape
 
@@ -46,6 +45,7 @@ from twisted.words.xish import domish
 
 from xmppgw import messages
 from xmppgw.addressing import AddressError
+from xmppgw.safexml import parseDocument
 from xmppgw.sip.uri import parseNameAddr
 
 __all__ = [
@@ -117,13 +117,7 @@ def parseIMDN(content):
         child name (C{delivered}, C{failed}, ...).
     @raise ValueError: when malformed (DOCTYPEs are refused).
     """
-    upper = content.upper()
-    if b"<!DOCTYPE" in upper or b"<!ENTITY" in upper:
-        raise ValueError("DOCTYPE not allowed")
-    try:
-        root = ET.fromstring(content)
-    except ET.ParseError as e:
-        raise ValueError(f"malformed IMDN: {e}")
+    root = parseDocument(content, "IMDN")
     if root.tag != f"{{{NS_IMDN}}}imdn":
         raise ValueError("not an IMDN document")
     messageID = root.find(f"{{{NS_IMDN}}}message-id")

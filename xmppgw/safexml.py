@@ -20,9 +20,11 @@ expat. The hardening survives L{XmlStream.reset} (a new parser after TLS or
 SASL).
 """
 
+import xml.etree.ElementTree as ET
+
 from twisted.words.xish import domish
 
-__all__ = ["hardenParser", "hardenXmlStream", "RestrictedXML"]
+__all__ = ["hardenParser", "hardenXmlStream", "parseDocument", "RestrictedXML"]
 
 
 class RestrictedXML(domish.ParserError):
@@ -85,3 +87,24 @@ def hardenXmlStream(xs, maxStanzaSize=None):
     stream = getattr(xs, "stream", None)
     if stream is not None:
         hardenParser(stream, maxStanzaSize)
+
+
+def parseDocument(body, what):
+    """
+    Parse a small XML body carried in SIP (PIDF, isComposing, IMDN).
+
+    A DOCTYPE or entity declaration is refused before parsing, so no entity
+    is ever expanded.
+
+    @param body: the document, bytes.
+    @param what: its name, for error messages.
+    @return: the root L{xml.etree.ElementTree.Element}.
+    @raise ValueError: for a DOCTYPE or malformed XML.
+    """
+    upper = body.upper()
+    if b"<!DOCTYPE" in upper or b"<!ENTITY" in upper:
+        raise ValueError(f"DOCTYPE not allowed in {what}")
+    try:
+        return ET.fromstring(body)
+    except ET.ParseError as e:
+        raise ValueError(f"malformed {what}: {e}")
