@@ -29,8 +29,10 @@ STAMP := $(VENV)/.stamp-install
 # interop (tests/interop/test_s2s.py): lua-sec gives Prosody TLS (already a
 # dependency of Debian's prosody, listed to make it explicit) and openssl
 # makes the test CA. Scale-out interop (tests/interop/test_scaling.py):
-# ejabberd and kamailio (dispatcher), about 20 s to install.
-DEBS := prosody sip-tester python3-venv lua-sec openssl ejabberd kamailio
+# ejabberd and kamailio (dispatcher), about 20 s to install. Shared
+# presence store (tests/interop/test_store_postgresql.py): postgresql, whose
+# binaries the test runs on a private cluster and a free port.
+DEBS := prosody sip-tester python3-venv lua-sec openssl ejabberd kamailio postgresql
 
 .PHONY: test check clean distclean peers venv
 
@@ -67,7 +69,7 @@ peers:
 	echo "make: installing Debian packages:$$missing"; \
 	apt-get update && \
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing || exit 1; \
-	$(MAKE) --no-print-directory stop-system-prosody stop-system-cluster-peers
+	$(MAKE) --no-print-directory stop-system-prosody stop-system-cluster-peers stop-system-postgresql
 
 # Likewise for the system ejabberd and Kamailio (their postinst may start
 # them where services run); the scale-out tests run private instances.
@@ -81,6 +83,24 @@ stop-system-cluster-peers:
 	    echo "make: stopping the system $$s started by the package"; service $$s stop >/dev/null 2>&1 || true; \
 	  fi; \
 	done
+
+# Debian's postgresql postinst creates the cluster VERSION/main on port 5432
+# and may start it; the store tests run their own (initdb in a temporary
+# directory, a free port), so stop the system one.
+.PHONY: stop-system-postgresql
+stop-system-postgresql:
+	@if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet postgresql 2>/dev/null; then \
+	  echo "make: stopping the system PostgreSQL started by the package (systemctl)"; \
+	  systemctl stop postgresql || true; \
+	fi; \
+	if command -v pg_lsclusters >/dev/null 2>&1; then \
+	  pg_lsclusters -h 2>/dev/null | while read ver name port status rest; do \
+	    case "$$status" in online*) \
+	      echo "make: stopping the system PostgreSQL cluster $$ver/$$name started by the package"; \
+	      pg_ctlcluster "$$ver" "$$name" stop || true;; \
+	    esac; \
+	  done; \
+	fi
 
 # Stop a Prosody started by Debian's postinst (systemd or sysvinit), so that
 # nothing but our private instances runs. Only called right after installing.
@@ -163,7 +183,9 @@ docs: venv
 # In-process cost per message, end to end through a private Prosody on
 # loopback, scale and memory; results in bench/results/*.json and on stdout.
 # See docs/performance.rst. Arguments go through BENCH_ARGS (for the end to
-# end run), e.g.  make bench BENCH_ARGS="--rates 1000,2000 --duration 2".
+# end run), e.g.  make bench BENCH_ARGS="--rates 1000,2000 --duration 2", and
+# SOAK_ARGS (for the soak; empty: 600 s at 500/s), e.g. SOAK_ARGS="--duration 120".
+SOAK_ARGS ?=
 .PHONY: bench
 bench: peers venv
 	@$(VPY) -c "import pyinstrument" 2>/dev/null \
@@ -171,5 +193,9 @@ bench: peers venv
 	       --config-settings editable_mode=compat
 	@mkdir -p bench/results
 	$(VPY) -m bench.inprocess --json bench/results/inprocess.json
+	$(VPY) -m bench.inprocess --metrics both --no-memory \
+	  --json bench/results/inprocess-metrics.json
 	$(VPY) -m bench.scale --json bench/results/scale.json
+	$(VPY) -m bench.s2s --json bench/results/s2s.json
 	$(VPY) -m bench.endtoend --json bench/results/endtoend.json $(BENCH_ARGS)
+	$(VPY) -m bench.soak --json bench/results/soak.json $(SOAK_ARGS)

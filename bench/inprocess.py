@@ -36,6 +36,14 @@ entries, miss on every message, so that case is the "cold" one):
 Usage::
 
     .venv/bin/python -m bench.inprocess [--count N] [--runs R] [--json FILE]
+        [--metrics off|on|both]
+
+C{--metrics both} measures every case with metrics off (the
+L{NullRecorder} the router has without C{[metrics] listen}) and on (a
+L{MetricsRecorder} attached to the router and the link, as
+L{xmppgw.metrics.buildOperations} attaches it), on two gateways whose timed
+runs alternate, and reports the ratio (issue 6: counters cheap enough to
+leave on).
 """
 
 import argparse
@@ -51,7 +59,9 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from bench.common import emit, gitRevision, machine, percentile
+from xmppgw.gctune import freezeStartupObjects
 from xmppgw.addressing import AddressMapper
+from xmppgw.metrics import MetricsRecorder
 from xmppgw.router import GatewayHandler, MessageRouter, RouterSettings
 from xmppgw.sip.transaction import Target, TransactionLayer
 from xmppgw.sip.transport import SIPTransport
@@ -107,8 +117,17 @@ class SinkTransport(StringTransport):
         StringTransport.__init__(self)
         self.count = 0
         self.last = None
+        self.pings = 0
+        #: Set to the stream's C{dataReceived}: the server routes the
+        #: link's confirmation pings back at once (not counted in C{count}).
+        self.echo = None
 
     def write(self, data):
+        if data.startswith(b"<iq type='get' id='xmppgw-confirm-"):
+            self.pings += 1
+            if self.echo is not None:
+                self.echo(data)
+            return
         self.count += 1
         self.last = data
 
@@ -118,7 +137,7 @@ class Gateway:
     A gateway wired as C{xmppgw.tap.buildGateway} wires it, on fakes.
     """
 
-    def __init__(self, logMessages):
+    def __init__(self, logMessages, freeze=True, metrics=False):
         self.clock = BenchClock()
         self.sip = SIPTransport(
             [("udp", "127.0.0.1", 5060)], maxMessageSize=65535,
@@ -140,6 +159,15 @@ class Gateway:
         self.router = MessageRouter(
             self.clock, mapper, self.transactions, self.link, settings)
         GatewayHandler(self.router, XMPP_DOMAIN).setHandlerParent(self.link)
+        #: The recorder, wired as L{xmppgw.metrics.buildOperations} wires
+        #: it: a L{MetricsRecorder} (its own Prometheus registry) when
+        #: C{metrics}, else the router's default L{NullRecorder}.
+        self.recorder = self.router.metrics
+        if metrics:
+            self.recorder = MetricsRecorder()
+            self.router.metrics = self.recorder
+            self.recorder.watchRouter(self.router)
+            self.recorder.watchLink(self.link)
         # Bring the component link up through the real handshake path.
         self.xmppTransport = SinkTransport()
         self.xs = self.link.factory.buildProtocol(None)
@@ -152,6 +180,10 @@ class Gateway:
         self.xs.dataReceived(b"<handshake/>")
         if not self.link.isAuthenticated:
             raise RuntimeError("the component link did not come up")
+        self.xmppTransport.echo = self.xs.dataReceived
+        if freeze:
+            # What FrozenStartupService does when twistd starts the gateway.
+            freezeStartupObjects()
 
 
 def sipMessage(i, distinct):
@@ -292,8 +324,9 @@ class Runner:
         return elapsed / count / 1000.0, cpu / count * 1e6
 
 
-def measureTime(direction, distinct, args):
-    gateway = Gateway(logMessages=args.log)
+def measureTime(direction, distinct, args, metrics=False):
+    gateway = Gateway(logMessages=args.log, freeze=args.freeze,
+                      metrics=metrics)
     runner = Runner(gateway, 1.0 / args.rate)
     run = getattr(runner, direction)
     # Warm up: imports, caches for the 1 and 100 cases, the timer heap.
@@ -304,6 +337,11 @@ def measureTime(direction, distinct, args):
         wall, cpu = run(args.count, distinct, singles)
         means.append(wall)
         cpus.append(cpu)
+    checkRecorded(gateway, direction, runner.i)
+    return _summary(gateway, means, cpus, singles)
+
+
+def _summary(gateway, means, cpus, singles):
     return {
         "median_us": round(percentile(means, 0.5), 2),
         "p10_us": round(percentile(means, 0.1), 2),
@@ -317,8 +355,65 @@ def measureTime(direction, distinct, args):
     }
 
 
-def measureMemory(direction, distinct, args):
-    gateway = Gateway(logMessages=args.log)
+def checkRecorded(gateway, direction, total):
+    """
+    With a L{MetricsRecorder}, check that it counted every relayed message
+    (so that the "metrics on" figures include the work of recording).
+    """
+    recorder = gateway.recorder
+    if not recorder.enabled:
+        return
+    origin = "sip" if direction == "sipToXMPP" else "xmpp"
+    counted = recorder.registry.get_sample_value(
+        "xmppgw_messages_total", {"origin": origin, "outcome": "relayed"})
+    latencies = recorder.registry.get_sample_value(
+        "xmppgw_relay_latency_seconds_count", {"origin": origin})
+    if counted != total or (origin == "xmpp" and latencies != total):
+        raise RuntimeError(
+            "metrics: %d %s messages relayed, %r counted, %r latencies "
+            "observed" % (total, origin, counted, latencies))
+    # One scrape, to check the exposition works on this gateway (not timed).
+    if b"xmppgw_messages_total" not in recorder.exposition():
+        raise RuntimeError("metrics: exposition lacks xmppgw_messages_total")
+
+
+def measureMetrics(direction, distinct, args):
+    """
+    The same case with metrics off (L{NullRecorder}) and on (a
+    L{MetricsRecorder} attached to the router and the link), on two
+    gateways in this process whose timed runs alternate (off, on, off,
+    on, ...), so that a change in the machine's load hits both alike.
+
+    @return: C{(off, on)}, each a dict like L{measureTime}'s.
+    """
+    variants = [False, True]
+    gateways = [Gateway(logMessages=args.log, freeze=args.freeze,
+                        metrics=m) for m in variants]
+    runners = [Runner(g, 1.0 / args.rate) for g in gateways]
+    runs = [getattr(r, direction) for r in runners]
+    for _ in range(3):
+        for run in runs:
+            run(args.count, distinct)
+    samples = [([], [], []) for _ in variants]
+    for k in range(args.runs):
+        # Alternate which variant goes first, against order effects.
+        order = (0, 1) if k % 2 == 0 else (1, 0)
+        for v in order:
+            means, cpus, singles = samples[v]
+            wall, cpu = runs[v](args.count, distinct, singles)
+            means.append(wall)
+            cpus.append(cpu)
+    out = []
+    for gateway, runner, (means, cpus, singles) in zip(
+            gateways, runners, samples):
+        checkRecorded(gateway, direction, runner.i)
+        out.append(_summary(gateway, means, cpus, singles))
+    return out
+
+
+def measureMemory(direction, distinct, args, metrics=False):
+    gateway = Gateway(logMessages=args.log, freeze=args.freeze,
+                      metrics=metrics)
     runner = Runner(gateway, 1.0 / args.rate)
     run = getattr(runner, direction)
     run(args.count, distinct)
@@ -357,8 +452,17 @@ def main(argv=None):
     parser.add_argument("--no-log", dest="log", action="store_false",
                         help="turn [log] messages off (default: on, "
                         "formatted to a file as twistd does)")
+    parser.add_argument("--no-freeze", dest="freeze", action="store_false",
+                        help="do not freeze the start-up objects out of the "
+                        "garbage collector (twistd xmppgw does)")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="skip the tracemalloc pass")
+    parser.add_argument("--metrics", choices=("off", "on", "both"),
+                        default="off",
+                        help="the metrics recorder: off (NullRecorder, as "
+                        "without [metrics] listen; the default), on (a "
+                        "MetricsRecorder with its Prometheus registry), or "
+                        "both, compared in one run with the ratio")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     if args.count < 1 or args.runs < 1 or not 0 < args.rate <= 1e6:
@@ -377,20 +481,55 @@ def main(argv=None):
         "runs": args.runs,
         "simulated_rate": args.rate,
         "log_messages": args.log,
+        "gc_freeze": args.freeze,
+        "metrics": args.metrics,
         "cases": [],
     }
+    if args.metrics == "both":
+        results["metrics_ratio"] = []
     for direction in ("sipToXMPP", "xmppToSIP"):
         for distinct in [int(d) for d in args.distinct.split(",")]:
-            case = {"direction": direction, "distinct": distinct}
-            case.update(measureTime(direction, distinct, args))
-            if args.memory:
-                case.update(measureMemory(direction, distinct, args))
-            results["cases"].append(case)
-            print("%-10s distinct=%-6d %7.2f us/msg (p10 %.2f, p90 %.2f) "
-                  "cpu %.2f us" % (direction, distinct, case["median_us"],
-                                   case["p10_us"], case["p90_us"],
-                                   case["cpu_median_us"]),
-                  file=sys.stderr)
+            if args.metrics == "both":
+                measured = measureMetrics(direction, distinct, args)
+                variants = [False, True]
+            else:
+                variants = [args.metrics == "on"]
+                measured = [measureTime(direction, distinct, args,
+                                        metrics=variants[0])]
+            cases = []
+            for metrics, timing in zip(variants, measured):
+                case = {"direction": direction, "distinct": distinct,
+                        "metrics": metrics}
+                case.update(timing)
+                if args.memory:
+                    case.update(measureMemory(direction, distinct, args,
+                                              metrics=metrics))
+                results["cases"].append(case)
+                cases.append(case)
+                print("%-10s distinct=%-6d metrics %-3s %7.2f us/msg "
+                      "(p10 %.2f, p90 %.2f) cpu %.2f us"
+                      % (direction, distinct, "on" if metrics else "off",
+                         case["median_us"], case["p10_us"], case["p90_us"],
+                         case["cpu_median_us"]),
+                      file=sys.stderr)
+            if args.metrics == "both":
+                off, on = cases
+                ratio = {
+                    "direction": direction, "distinct": distinct,
+                    "cpu_off_us": off["cpu_median_us"],
+                    "cpu_on_us": on["cpu_median_us"],
+                    "cpu_delta_us": round(
+                        on["cpu_median_us"] - off["cpu_median_us"], 2),
+                    "cpu_ratio": round(
+                        on["cpu_median_us"] / off["cpu_median_us"], 3),
+                    "wall_ratio": round(on["median_us"] / off["median_us"], 3),
+                }
+                results["metrics_ratio"].append(ratio)
+                print("%-10s distinct=%-6d metrics on/off: cpu %.3f "
+                      "(%+.2f us), wall %.3f"
+                      % (direction, distinct, ratio["cpu_ratio"],
+                         ratio["cpu_delta_us"], ratio["wall_ratio"]),
+                      file=sys.stderr)
     emit(results, args.json)
     return results
 

@@ -251,8 +251,16 @@ class RawXMPP:
         self.s.sendall(text.encode())
 
 
-def xmppRecv(host, port, user, domain, password, expect, timeout, idle):
+def xmppRecv(host, port, user, domain, password, expect, timeout, idle,
+             bucket=None):
+    """
+    Count the bench messages received and their latency; with C{bucket}
+    (a number of messages), also per bucket of message numbers (message
+    C{i} is in bucket C{i // bucket}: with an open-loop sender at a fixed
+    rate, a bucket is a slice of time, for latency drift).
+    """
     client = RawXMPP(host, port, user, domain, password)
+    buckets = {}
     print(json.dumps({"ready": True}), flush=True)
     s = client.s
     s.setblocking(False)
@@ -289,11 +297,20 @@ def xmppRecv(host, port, user, domain, password, expect, timeout, idle):
                 duplicates += 1
             else:
                 seen.add(i)
-                latencies.append(now - int(m.group(2)))
+                latency = now - int(m.group(2))
+                latencies.append(latency)
+                if bucket:
+                    buckets.setdefault(i // bucket, []).append(latency)
     s.close()
     result = {"received": len(seen), "duplicates": duplicates,
               "error_stanzas": errors}
     result.update(_stats(latencies))
+    if bucket:
+        result["buckets"] = []
+        for index in sorted(buckets):
+            row = {"index": index, "received": len(buckets[index])}
+            row.update(_stats(buckets[index]))
+            result["buckets"].append(row)
     return result
 
 

@@ -23,19 +23,35 @@ def table(header, rows):
     return "\n".join(out)
 
 
+def _direction(name):
+    return {"sipToXMPP": "SIP->XMPP", "xmppToSIP": "XMPP->SIP"}.get(
+        name, name)
+
+
 def inprocess(r):
     rows = []
+    both = r.get("metrics") == "both"
     for c in r["cases"]:
-        rows.append([
-            "SIP->XMPP" if c["direction"] == "sipToXMPP" else "XMPP->SIP",
-            c["distinct"], c["median_us"], c["p10_us"], c["p90_us"],
+        row = [_direction(c["direction"]), c["distinct"]]
+        if both:
+            row.append("on" if c.get("metrics") else "off")
+        rows.append(row + [
+            c["median_us"], c["p10_us"], c["p90_us"],
             c["cpu_median_us"], c["single_p50_us"], c["single_p99_us"],
             c.get("retained_bytes_per_msg", "-"),
             c.get("retained_blocks_per_msg", "-"),
         ])
-    return table(["direction", "distinct", "median µs", "p10 µs", "p90 µs",
-                  "CPU µs", "1-msg p50", "1-msg p99", "retained B/msg",
-                  "blocks/msg"], rows)
+    text = table(["direction", "distinct"] + (["metrics"] if both else []) +
+                 ["median µs", "p10 µs", "p90 µs", "CPU µs", "1-msg p50",
+                  "1-msg p99", "retained B/msg", "blocks/msg"], rows)
+    if both:
+        text += "\n\n" + table(
+            ["direction", "distinct", "CPU µs off", "CPU µs on", "delta µs",
+             "CPU on/off", "wall on/off"],
+            [[_direction(m["direction"]), m["distinct"], m["cpu_off_us"],
+              m["cpu_on_us"], m["cpu_delta_us"], m["cpu_ratio"],
+              m["wall_ratio"]] for m in r["metrics_ratio"]])
+    return text
 
 
 def endtoend(r):
@@ -61,6 +77,39 @@ def scale(r):
     return one + "\n\n" + two
 
 
+def s2s(r):
+    return table(
+        ["direction", "peer domains", "median µs", "p10 µs", "p90 µs",
+         "CPU µs"],
+        [[_direction(c["direction"]), c["peers"], c["median_us"],
+          c["p10_us"], c["p90_us"], c["cpu_median_us"]]
+         for c in r["cases"]])
+
+
+def soak(r):
+    one = table(["measure", "value"], [
+        ["rate, duration, transport", "%s/s, %s s, %s" % (
+            r["rate"], r["duration"], r["proto"])],
+        ["sent / delivered / lost / duplicates", "%s / %s / %s / %s" % (
+            r["sent"], r["delivered"], r["lost"], r["duplicates"])],
+        ["SIP answers", ", ".join("%s: %s" % kv for kv in
+                                  sorted(r["answers"].items()))],
+        ["latency p50 / p99 / max ms", "%s / %s / %s" % (
+            r["p50_ms"], r["p99_ms"], r["max_ms"])],
+        ["RSS idle / start / middle / end MB", "%s / %s / %s / %s" % (
+            r["rss_idle_mb"], r["rss_start_mb"], r["rss_middle_mb"],
+            r["rss_end_mb"])],
+        ["peak RSS MB", r["peak_rss_mb"]],
+        ["gateway CPU µs per message", r["gateway_cpu_us_per_msg"]],
+    ])
+    two = table(["from s", "to s", "sent", "received", "p50 ms", "p99 ms",
+                 "max ms"],
+                [[b["from_s"], b["to_s"], b["sent"], b["received"],
+                  b["p50_ms"], b["p99_ms"], b["max_ms"]]
+                 for b in r["latency_per_bucket"]])
+    return one + "\n\n" + two
+
+
 def main(paths):
     for path in paths:
         with open(path) as f:
@@ -70,7 +119,7 @@ def main(paths):
             r["benchmark"], m["cpu"], m["nproc"], m["python"], m["date"],
             r.get("revision"), r["command"]))
         print({"inprocess": inprocess, "endtoend": endtoend,
-               "scale": scale}[r["benchmark"]](r))
+               "scale": scale, "s2s": s2s, "soak": soak}[r["benchmark"]](r))
         print()
 
 

@@ -7,8 +7,10 @@ stream runs over a L{StringTransport}, and the server's side is played by
 feeding bytes to C{dataReceived}.
 """
 
+import re
 import socket
 
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.error import ConnectionRefusedError
@@ -22,9 +24,17 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
+from wokkel.generic import FallbackHandler
 from wokkel.subprotocols import XMPPHandler
 
-from xmppgw.xmpp.component import ComponentLink, LinkDown
+from xmppgw.xmpp.component import (
+    ComponentLink,
+    ConfirmTimeout,
+    LinkDown,
+    LinkLost,
+    LinkQueueFull,
+    LinkStopped,
+)
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
 
@@ -989,3 +999,462 @@ class ArgumentTests(unittest.TestCase):
         An empty host is refused.
         """
         self.assertRaises(ValueError, self.make, host="")
+
+
+class ConfirmedDeliveryTests(LinkTestMixin, unittest.TestCase):
+    """
+    L{ComponentLink.deliver}: stanzas confirmed by a ping round trip through
+    the server.
+    """
+
+    def setUp(self):
+        LinkTestMixin.setUp(self)
+        self.link = self.makeLink(keepAliveInterval=0, confirmTimeout=5.0)
+
+    def message(self, n=1):
+        message = domish.Element((None, "message"))
+        message["from"] = "alice*sip.example@gw.example"
+        message["to"] = "bob@xmpp.example"
+        message["id"] = "m%d" % (n,)
+        message.addElement("body", content="hi %d" % (n,))
+        return message
+
+    def up(self):
+        self.link.startService()
+        self.authenticate()
+        self.transport.clear()
+
+    def written(self):
+        """
+        The message ids and ping ids written since the last call, in order.
+        """
+        data = self.transport.value().decode("utf-8")
+        self.transport.clear()
+        return re.findall(r"<(message|iq)[^>]* id='([^']+)'", data)
+
+    def pingIDs(self, items):
+        return [i for kind, i in items if kind == "iq"]
+
+    def answer(self, pingID, kind="get", sender="gw.example"):
+        """
+        The server routes our ping back (or answers it).
+        """
+        if kind == "get":
+            data = (
+                "<iq type='get' id='%s' from='%s' to='gw.example'>"
+                "<ping xmlns='urn:xmpp:ping'/></iq>" % (pingID, sender))
+        else:
+            data = "<iq type='%s' id='%s' from='%s' to='gw.example'/>" % (
+                kind, pingID, sender)
+        self.xs.dataReceived(data.encode("utf-8"))
+
+    def test_writtenThenConfirmed(self):
+        """
+        A stanza is written at once, and its Deferred fires only when the
+        ping written after it comes back.
+        """
+        self.up()
+        d = self.link.deliver(self.message())
+        self.assertEqual([("message", "m1")], self.written())
+        self.assertNoResult(d)
+        self.reactor.advance(0)
+        items = self.written()
+        self.assertEqual(1, len(self.pingIDs(items)))
+        self.assertNoResult(d)
+        self.answer(self.pingIDs(items)[0])
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual({"queued": 0, "unconfirmed": 0}, self.link.queueDepths())
+
+    def test_pingFormat(self):
+        """
+        The ping is an XEP-0199 iq get from and to the component's domain.
+        """
+        self.up()
+        self.link.deliver(self.message())
+        self.transport.clear()
+        self.reactor.advance(0)
+        data = self.transport.value()
+        self.assertRegex(
+            data,
+            rb"^<iq type='get' id='xmppgw-confirm-[0-9a-f]+-1' from='gw.example' "
+            rb"to='gw.example'><ping xmlns='urn:xmpp:ping'/></iq>$")
+
+    def test_oneReactorTurnOnePing(self):
+        """
+        The writes of one reactor turn share one ping, written after them.
+        """
+        self.up()
+        ds = [self.link.deliver(self.message(n)) for n in range(3)]
+        self.reactor.advance(0)
+        items = self.written()
+        self.assertEqual(["message"] * 3 + ["iq"], [kind for kind, _ in items])
+        self.answer(items[-1][1])
+        for d in ds:
+            self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(1, self.link.confirmStats["pings"])
+
+    def test_laterPingConfirmsEarlierBatches(self):
+        """
+        The stream is ordered: an answer to the second ping confirms the
+        first batch too; the first ping's late answer is then ignored.
+        """
+        self.up()
+        d1 = self.link.deliver(self.message(1))
+        self.reactor.advance(0)
+        d2 = self.link.deliver(self.message(2))
+        self.reactor.advance(0)
+        first, second = self.pingIDs(self.written())
+        self.answer(second)
+        self.assertIsNone(self.successResultOf(d1))
+        self.assertIsNone(self.successResultOf(d2))
+        self.answer(first)
+        self.assertEqual(2, self.link.confirmStats["confirmed"])
+
+    def test_earlierPingConfirmsOnlyItsBatch(self):
+        """
+        The first ping's answer leaves the second batch unconfirmed.
+        """
+        self.up()
+        d1 = self.link.deliver(self.message(1))
+        self.reactor.advance(0)
+        d2 = self.link.deliver(self.message(2))
+        self.reactor.advance(0)
+        first, second = self.pingIDs(self.written())
+        self.answer(first)
+        self.assertIsNone(self.successResultOf(d1))
+        self.assertNoResult(d2)
+        self.answer(second)
+        self.assertIsNone(self.successResultOf(d2))
+
+    def test_unknownIDsIgnored(self):
+        """
+        An iq with an id that is not one of our pings, or one of our ids
+        from another sender, confirms nothing and is not consumed.
+        """
+        self.up()
+        d = self.link.deliver(self.message())
+        self.reactor.advance(0)
+        (pingID,) = self.pingIDs(self.written())
+        seen = []
+        self.xs.addObserver(
+            "/iq", lambda iq: seen.append(bool(getattr(iq, "handled", False))), -5)
+        self.answer("something-else")
+        self.answer(pingID, sender="mallory@xmpp.example")
+        self.assertNoResult(d)
+        self.assertEqual([False, False], seen)
+        self.answer(pingID)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual([False, False, True], seen)
+
+    def test_resultOrErrorConfirms(self):
+        """
+        A server that answers the ping instead of routing it back confirms
+        too: a result, or an error, proves it read the stream that far.
+        """
+        self.up()
+        for kind in ("result", "error"):
+            d = self.link.deliver(self.message())
+            self.reactor.advance(0)
+            (pingID,) = self.pingIDs(self.written())
+            self.answer(pingID, kind=kind)
+            self.assertIsNone(self.successResultOf(d))
+
+    def test_fallbackDoesNotAnswerPing(self):
+        """
+        wokkel's FallbackHandler (which answers unhandled iq gets with an
+        error) leaves our returning ping alone, but still answers others.
+        """
+        FallbackHandler().setHandlerParent(self.link)
+        self.up()
+        self.link.deliver(self.message())
+        self.reactor.advance(0)
+        (pingID,) = self.pingIDs(self.written())
+        self.answer(pingID)
+        self.assertEqual(b"", self.transport.value())
+        self.answer("other-1", sender="bob@xmpp.example")
+        self.assertIn(b"type='error'", self.transport.value())
+
+    def test_queuedUntilAuthenticated(self):
+        """
+        Before the handshake stanzas queue; after it they are written in
+        order and confirmed.
+        """
+        self.link.startService()
+        self.connect()
+        self.serverHeader()
+        self.transport.clear()
+        ds = [self.link.deliver(self.message(n)) for n in (1, 2)]
+        self.assertEqual([], self.written())
+        self.assertEqual({"queued": 2, "unconfirmed": 0}, self.link.queueDepths())
+        self.xs.dataReceived(b"<handshake/>")
+        self.reactor.advance(0)
+        items = self.written()
+        self.assertEqual([("message", "m1"), ("message", "m2")], items[:2])
+        self.answer(items[2][1])
+        for d in ds:
+            self.assertIsNone(self.successResultOf(d))
+
+    def test_cancelRemovesQueued(self):
+        """
+        Cancelling the Deferred of a queued stanza withdraws it: it is never
+        written.
+        """
+        self.link.startService()
+        d1 = self.link.deliver(self.message(1))
+        d2 = self.link.deliver(self.message(2))
+        d1.cancel()
+        self.failureResultOf(d1, defer.CancelledError)
+        self.authenticate()
+        self.reactor.advance(0)
+        data = self.transport.value()
+        self.assertNotIn(b"m1", data)
+        self.assertIn(b"id='m2'", data)
+        self.assertNoResult(d2)
+        self.assertEqual(1, self.link.confirmStats["cancelled"])
+
+    def test_cancelWrittenOnlyStopsDeferred(self):
+        """
+        Cancelling after the write cannot unsend: the Deferred fails with
+        CancelledError and the later confirmation is harmless.
+        """
+        self.up()
+        d = self.link.deliver(self.message())
+        self.reactor.advance(0)
+        (pingID,) = self.pingIDs(self.written())
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        self.answer(pingID)
+        self.assertEqual({"queued": 0, "unconfirmed": 0}, self.link.queueDepths())
+
+    def test_queueBounded(self):
+        """
+        Beyond queueLimit, deliver fails at once with LinkQueueFull (503).
+        """
+        self.link = self.makeLink(keepAliveInterval=0, queueLimit=2)
+        self.link.startService()
+        ds = [self.link.deliver(self.message(n)) for n in range(3)]
+        self.assertNoResult(ds[0])
+        self.assertNoResult(ds[1])
+        failure = self.failureResultOf(ds[2], LinkQueueFull)
+        self.assertEqual(503, failure.value.sipCode)
+        self.assertEqual("resource-constraint", failure.value.condition)
+
+    def test_windowBounded(self):
+        """
+        At most windowLimit stanzas are written and unconfirmed; the next
+        waits in the queue until a confirmation frees the window.
+        """
+        self.link = self.makeLink(keepAliveInterval=0, windowLimit=2)
+        self.up()
+        ds = [self.link.deliver(self.message(n)) for n in (1, 2, 3)]
+        self.reactor.advance(0)
+        items = self.written()
+        self.assertEqual([("message", "m1"), ("message", "m2")], items[:2])
+        self.assertEqual({"queued": 1, "unconfirmed": 2}, self.link.queueDepths())
+        self.answer(items[2][1])
+        self.assertEqual([("message", "m3")], self.written())
+        self.reactor.advance(0)
+        self.answer(self.pingIDs(self.written())[0])
+        for d in ds:
+            self.assertIsNone(self.successResultOf(d))
+
+    def test_badStanza(self):
+        """
+        deliver fails with TypeError for a non-element and ValueError for a
+        stanza without from; nothing is written.
+        """
+        self.up()
+        self.failureResultOf(self.link.deliver("<message/>"), TypeError)
+        message = self.message()
+        del message.attributes["from"]
+        self.failureResultOf(self.link.deliver(message), ValueError)
+        self.assertEqual(b"", self.transport.value())
+
+    def test_timeoutFailsUnconfirmedAndStopsWriting(self):
+        """
+        No answer within confirmTimeout: the written stanzas fail with
+        ConfirmTimeout (504), the link is unconfirmed, and new stanzas
+        queue instead of being written; one probe ping is written per
+        confirmTimeout.
+        """
+        self.up()
+        d1 = self.link.deliver(self.message(1))
+        self.reactor.advance(0)
+        self.written()
+        self.reactor.advance(4.9)
+        self.assertNoResult(d1)
+        self.reactor.advance(0.1)
+        failure = self.failureResultOf(d1, ConfirmTimeout)
+        self.assertEqual(504, failure.value.sipCode)
+        self.assertTrue(self.link.unconfirmed)
+        self.assertEqual(1, len(self.pingIDs(self.written())))  # the probe
+        d2 = self.link.deliver(self.message(2))
+        self.reactor.advance(0)
+        self.assertEqual([], self.written())
+        self.assertNoResult(d2)
+        for _ in range(40):
+            self.reactor.advance(5)
+        items = self.written()
+        self.assertEqual(["iq"] * 40, [kind for kind, _ in items])
+        self.assertLessEqual(len(self.link._pings), 16)
+        self.assertEqual({"queued": 1, "unconfirmed": 0}, self.link.queueDepths())
+
+    def test_resumeAfterLateAnswer(self):
+        """
+        A late answer to the timed-out ping resumes the link: queued
+        stanzas are written and confirmed; the failed ones stay failed.
+        """
+        self.up()
+        d1 = self.link.deliver(self.message(1))
+        self.reactor.advance(0)
+        (first,) = self.pingIDs(self.written())
+        self.reactor.advance(5)
+        self.failureResultOf(d1, ConfirmTimeout)
+        self.written()
+        d2 = self.link.deliver(self.message(2))
+        self.answer(first)
+        self.assertFalse(self.link.unconfirmed)
+        self.reactor.advance(0)
+        items = self.written()
+        self.assertEqual(("message", "m2"), items[0])
+        self.answer(items[1][1])
+        self.assertIsNone(self.successResultOf(d2))
+
+    def test_resumeAfterProbeAnswer(self):
+        """
+        An answer to a probe ping resumes the link as well.
+        """
+        self.up()
+        self.link.deliver(self.message(1)).addErrback(lambda f: None)
+        self.reactor.advance(0)
+        (first,) = self.pingIDs(self.written())
+        self.reactor.advance(5)
+        self.assertTrue(self.link.unconfirmed)
+        (probe,) = self.pingIDs(self.written())
+        self.assertNotEqual(first, probe)
+        self.answer(probe)
+        self.assertFalse(self.link.unconfirmed)
+        d = self.link.deliver(self.message(2))
+        self.assertEqual([("message", "m2")], self.written())
+        self.reactor.advance(0)
+        self.answer(self.pingIDs(self.written())[0])
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_connectionLossFailsWrittenKeepsQueued(self):
+        """
+        When the connection is lost, written unconfirmed stanzas fail with
+        LinkLost (504) and are not written again; queued ones (beyond the
+        window) go out after the next handshake.
+        """
+        self.link = self.makeLink(keepAliveInterval=0, windowLimit=1)
+        self.up()
+        d1 = self.link.deliver(self.message(1))
+        d2 = self.link.deliver(self.message(2))
+        self.reactor.advance(0)
+        self.loseConnection(ConnectionLost())
+        failure = self.failureResultOf(d1, LinkLost)
+        self.assertEqual(504, failure.value.sipCode)
+        self.assertNoResult(d2)
+        self.assertEqual({"queued": 1, "unconfirmed": 0}, self.link.queueDepths())
+        self.advanceToRetry()
+        self.authenticate()
+        self.reactor.advance(0)
+        items = self.written()
+        self.assertEqual([("message", "m2")], items[:1])
+        self.assertNotIn(("message", "m1"), items)
+        self.answer(self.pingIDs(items)[0])
+        self.assertIsNone(self.successResultOf(d2))
+
+    def test_connectionLossDuringUnconfirmed(self):
+        """
+        A link lost while unconfirmed starts the next connection confirmed.
+        """
+        self.up()
+        self.link.deliver(self.message(1)).addErrback(lambda f: None)
+        self.reactor.advance(0)
+        self.reactor.advance(5)
+        self.assertTrue(self.link.unconfirmed)
+        d = self.link.deliver(self.message(2))
+        self.loseConnection(ConnectionLost())
+        self.assertFalse(self.link.unconfirmed)
+        self.assertNoResult(d)
+        self.advanceToRetry()
+        self.authenticate()
+        self.assertIn(b"id='m2'", self.transport.value())
+
+    def test_stopFailsQueued(self):
+        """
+        stopService fails queued stanzas with LinkStopped (503) and refuses
+        new ones.
+        """
+        self.link.startService()
+        d = self.link.deliver(self.message())
+        self.link.stopService()
+        failure = self.failureResultOf(d, LinkStopped)
+        self.assertEqual(503, failure.value.sipCode)
+        self.failureResultOf(self.link.deliver(self.message(2)), LinkStopped)
+
+    def test_sendStillFireAndForget(self):
+        """
+        send writes at once without a ping, even while unconfirmed.
+        """
+        self.up()
+        self.link.deliver(self.message(1)).addErrback(lambda f: None)
+        self.reactor.advance(0)
+        self.reactor.advance(5)
+        self.assertTrue(self.link.unconfirmed)
+        self.written()
+        self.link.send(self.message(9))
+        self.assertEqual([("message", "m9")], self.written())
+
+    def test_badArguments(self):
+        """
+        confirmTimeout, queueLimit and windowLimit are checked.
+        """
+        self.assertRaises(ValueError, self.makeLink, confirmTimeout=0)
+        self.assertRaises(ValueError, self.makeLink, queueLimit=0)
+        self.assertRaises(ValueError, self.makeLink, windowLimit=True)
+
+
+class WriteOnlyDeliveryTests(LinkTestMixin, unittest.TestCase):
+    """
+    L{ComponentLink.deliver} with C{confirmDelivery=False}: for several
+    instances sharing one component domain, where the server may route the
+    confirmation ping to another instance.
+    """
+
+    def setUp(self):
+        LinkTestMixin.setUp(self)
+        self.link = self.makeLink(
+            keepAliveInterval=0, confirmTimeout=5.0, confirmDelivery=False)
+
+    message = ConfirmedDeliveryTests.message
+    up = ConfirmedDeliveryTests.up
+    written = ConfirmedDeliveryTests.written
+
+    def test_firesWhenWritten(self):
+        """
+        The Deferred fires as soon as the stanza is written, and no ping
+        follows it.
+        """
+        self.up()
+        d = self.link.deliver(self.message())
+        self.assertIsNone(self.successResultOf(d))
+        self.reactor.advance(0)
+        self.assertEqual([("message", "m1")], self.written())
+        self.assertEqual({"queued": 0, "unconfirmed": 0}, self.link.queueDepths())
+
+    def test_queuedWhileDown(self):
+        """
+        While the link is down stanzas still queue, and are written (and
+        their Deferreds fired) in order after the handshake.
+        """
+        self.link.startService()
+        first = self.link.deliver(self.message(1))
+        second = self.link.deliver(self.message(2))
+        self.assertNoResult(first)
+        self.authenticate()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual([("message", "m1"), ("message", "m2")], self.written())
+

@@ -1167,3 +1167,30 @@ class SampleTests(unittest.TestCase):
         for key in schema():
             _, helpLine = listed[key.path]
             self.assertEqual(helpLine, f"# {key.help}", key.path)
+
+
+class PresenceStoreTests(unittest.TestCase):
+    """
+    C{[presence] store}: memory, an SQLite file or a PostgreSQL URI.
+    """
+
+    def test_postgreSQL(self):
+        """
+        A C{postgresql://} or C{postgres://} URI is kept as written (the
+        server is not contacted).
+        """
+        for uri in ("postgresql://gw@db.example:5433/xmppgw",
+                    "postgres://gw@db.example/xmppgw"):
+            result = parseConfig({"presence": {"store": uri}}, "gw.toml")
+            self.assertEqual(result.presence.store, uri)
+
+    def test_unknownHidesPassword(self):
+        """
+        Any other store is refused, naming the three forms; a password in
+        the value is not repeated in the message.
+        """
+        errors = errorsOf(self, {"presence": {"store": "mysql://gw:s3cret@db/x"}})
+        text = " ".join(message for _, message in errors)
+        self.assertIn("postgresql://USER@HOST:PORT/DATABASE", text)
+        self.assertNotIn("s3cret", text)
+        errorsOf(self, {"presence": {"store": "postgresql://"}})

@@ -4,27 +4,17 @@ Tests for L{xmppgw.store}: one contract, run against every store.
 
 import os
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from xmppgw.store import (
-    INBOUND, OUTBOUND, MemoryStore, SQLiteStore, Subscription,
-    VersionConflict, openStore, subscriptionKey)
+    INBOUND, OUTBOUND, MemoryStore, PostgreSQLStore, SQLiteStore, Subscription,
+    VersionConflict, isPostgreSQLSpec, openStore, redactDSN, subscriptionKey)
 
 
 def _record(watcher="romeo*sip.example@gw.example", presentity="juliet@x.example",
             direction=INBOUND, **kwargs):
     return Subscription(direction, watcher, presentity, **kwargs)
-
-
-def _now(d):
-    """
-    The result of an already-fired Deferred (the stores here are
-    synchronous); fails the test otherwise.
-    """
-    results = []
-    d.addBoth(results.append)
-    assert results, "Deferred has not fired"
-    return results[0]
 
 
 class StoreContractMixin:
@@ -39,12 +29,17 @@ class StoreContractMixin:
         self.store = self.makeStore()
         self.addCleanup(self.store.close)
 
+    # Every test waits on the store's Deferreds: the memory and SQLite
+    # stores fire them at once, a networked store later.
+
+    @defer.inlineCallbacks
     def test_getMissing(self):
         """
         C{get} of an unknown key gives L{None}.
         """
-        self.assertIsNone(_now(self.store.get("nope")))
+        self.assertIsNone((yield self.store.get("nope")))
 
+    @defer.inlineCallbacks
     def test_putAndGet(self):
         """
         A new record is stored with version 1 and read back equal.
@@ -52,62 +47,67 @@ class StoreContractMixin:
         record = _record(state="active", expires=12.5, callID="c1",
                          routeSet=("<sip:p1;lr>", "<sip:p2;lr>"),
                          localCSeq=3, remoteCSeq=7)
-        stored = _now(self.store.put(record))
+        stored = yield self.store.put(record)
         self.assertEqual(stored.version, 1)
-        self.assertEqual(_now(self.store.get(record.key)), stored)
+        self.assertEqual((yield self.store.get(record.key)), stored)
         self.assertEqual(stored.routeSet, ("<sip:p1;lr>", "<sip:p2;lr>"))
 
+    @defer.inlineCallbacks
     def test_putStaleVersion(self):
         """
         Writing a record whose version is not the stored one fails with
         L{VersionConflict} and leaves the stored record alone.
         """
-        stored = _now(self.store.put(_record()))
-        _now(self.store.put(stored.__class__(**{**stored.__dict__, "state": "active"})))
-        failure = _now(self.store.put(stored))
-        self.assertTrue(failure.check(VersionConflict))
-        self.assertEqual(_now(self.store.get(stored.key)).state, "active")
+        stored = yield self.store.put(_record())
+        yield self.store.put(stored.__class__(**{**stored.__dict__, "state": "active"}))
+        yield self.assertFailure(self.store.put(stored), VersionConflict)
+        self.assertEqual((yield self.store.get(stored.key)).state, "active")
 
+    @defer.inlineCallbacks
     def test_putNewTwice(self):
         """
         Two writers creating the same key: the second gets
         L{VersionConflict}.
         """
-        _now(self.store.put(_record()))
-        failure = _now(self.store.put(_record(state="active")))
-        self.assertTrue(failure.check(VersionConflict))
+        yield self.store.put(_record())
+        yield self.assertFailure(self.store.put(_record(state="active")),
+                                 VersionConflict)
 
+    @defer.inlineCallbacks
     def test_delete(self):
         """
         C{delete} removes a record; deleting a missing key is not an error.
         """
-        stored = _now(self.store.put(_record()))
-        self.assertIsNone(_now(self.store.delete(stored.key)))
-        self.assertIsNone(_now(self.store.get(stored.key)))
-        self.assertIsNone(_now(self.store.delete(stored.key)))
+        stored = yield self.store.put(_record())
+        self.assertIsNone((yield self.store.delete(stored.key)))
+        self.assertIsNone((yield self.store.get(stored.key)))
+        self.assertIsNone((yield self.store.delete(stored.key)))
 
+    @defer.inlineCallbacks
     def test_count(self):
         """
         C{count} counts all records, or those of one watcher.
         """
-        _now(self.store.put(_record(presentity="a@x.example")))
-        _now(self.store.put(_record(presentity="b@x.example")))
-        _now(self.store.put(_record(watcher="c@x.example", direction=OUTBOUND)))
-        self.assertEqual(_now(self.store.count()), 3)
+        yield self.store.put(_record(presentity="a@x.example"))
+        yield self.store.put(_record(presentity="b@x.example"))
+        yield self.store.put(_record(watcher="c@x.example", direction=OUTBOUND))
+        self.assertEqual((yield self.store.count()), 3)
         self.assertEqual(
-            _now(self.store.count("romeo*sip.example@gw.example")), 2)
-        self.assertEqual(_now(self.store.count("nobody@x.example")), 0)
+            (yield self.store.count("romeo*sip.example@gw.example")), 2)
+        self.assertEqual((yield self.store.count("nobody@x.example")), 0)
 
+    @defer.inlineCallbacks
     def test_all(self):
         """
         C{all} lists every record.
         """
-        a = _now(self.store.put(_record(presentity="a@x.example")))
-        b = _now(self.store.put(_record(presentity="b@x.example")))
+        a = yield self.store.put(_record(presentity="a@x.example"))
+        b = yield self.store.put(_record(presentity="b@x.example"))
         self.assertEqual(
-            sorted(_now(self.store.all()), key=lambda r: r.key),
+            sorted((yield self.store.all()), key=lambda r: r.key),
             sorted([a, b], key=lambda r: r.key))
 
+    @defer.inlineCallbacks
     def test_presenceRoundTrip(self):
         """
         The presence map survives the store.
@@ -115,8 +115,8 @@ class StoreContractMixin:
         record = _record().withPresence(
             {"home": {"available": True, "show": "away", "status": "out",
                       "priority": 5}})
-        stored = _now(self.store.put(record))
-        self.assertEqual(_now(self.store.get(stored.key)).presenceMap(),
+        stored = yield self.store.put(record)
+        self.assertEqual((yield self.store.get(stored.key)).presenceMap(),
                          record.presenceMap())
 
 
@@ -138,15 +138,16 @@ class SQLiteStoreTests(StoreContractMixin, unittest.TestCase):
         self.path = os.path.join(self.mktemp() + ".sqlite")
         return SQLiteStore(self.path)
 
+    @defer.inlineCallbacks
     def test_survivesReopen(self):
         """
         Records written before closing are there after reopening the file.
         """
-        stored = _now(self.store.put(_record(state="active", expires=99.0)))
-        _now(self.store.close())
+        stored = yield self.store.put(_record(state="active", expires=99.0))
+        yield self.store.close()
         again = SQLiteStore(self.path)
         self.addCleanup(again.close)
-        self.assertEqual(_now(again.get(stored.key)), stored)
+        self.assertEqual((yield again.get(stored.key)), stored)
 
 
 class OpenStoreTests(unittest.TestCase):
@@ -187,3 +188,48 @@ class OpenStoreTests(unittest.TestCase):
         """
         self.assertEqual(subscriptionKey(INBOUND, "a@b", "c@d"), "in a@b c@d")
         self.assertRaises(ValueError, subscriptionKey, "sideways", "a@b", "c@d")
+
+    def test_postgreSQL(self):
+        """
+        A C{postgresql://} or C{postgres://} URI opens a L{PostgreSQLStore}
+        (which does no I/O until its first operation); its C{repr} hides
+        the password.
+        """
+        for spec in ("postgresql://gw@db.example/xmppgw",
+                     "postgres://gw:secret@db.example:5433/xmppgw"):
+            store = openStore(spec)
+            self.addCleanup(store.close)
+            self.assertIsInstance(store, PostgreSQLStore)
+            self.assertEqual(store.dsn, spec)
+            self.assertNotIn("secret", repr(store))
+
+    def test_isPostgreSQLSpec(self):
+        """
+        Only C{postgresql://} and C{postgres://} URIs with something after
+        the scheme name PostgreSQL.
+        """
+        self.assertTrue(isPostgreSQLSpec("postgresql://gw@db/xmppgw"))
+        self.assertTrue(isPostgreSQLSpec("postgres:///xmppgw"))
+        self.assertFalse(isPostgreSQLSpec("postgresql://"))
+        self.assertFalse(isPostgreSQLSpec("postgresql:db"))
+        self.assertFalse(isPostgreSQLSpec("mysql://gw@db/xmppgw"))
+        self.assertFalse(isPostgreSQLSpec(None))
+
+    def test_redactDSN(self):
+        """
+        L{redactDSN} replaces the password and nothing else.
+        """
+        self.assertEqual(redactDSN("postgresql://gw:s3cret@db:5432/x"),
+                         "postgresql://gw:***@db:5432/x")
+        self.assertEqual(redactDSN("postgresql://gw@db/x"),
+                         "postgresql://gw@db/x")
+
+    def test_postgreSQLBadArguments(self):
+        """
+        A pool of no threads, a waiting bound below the pool size or a
+        non-positive timeout is refused.
+        """
+        for kwargs in ({"poolSize": 0}, {"poolSize": 4, "maxPending": 2},
+                       {"timeout": 0}):
+            self.assertRaises(ValueError, PostgreSQLStore,
+                              "postgresql://gw@db/x", **kwargs)

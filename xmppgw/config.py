@@ -21,6 +21,7 @@ documentation in step (a test compares them).
 """
 
 import difflib
+import importlib.util
 import ipaddress
 import math
 import os
@@ -697,9 +698,15 @@ def _domains(value, context) -> tuple:
 
 def _presenceStore(value, context) -> str:
     """
-    C{"memory"} or C{"sqlite:PATH"}; PATH is made absolute against the
-    configuration file's directory, and its directory must exist.
+    C{"memory"}, C{"sqlite:PATH"} or a PostgreSQL URI
+    (C{"postgresql://USER@HOST:PORT/DATABASE"}, or C{postgres://}); PATH is
+    made absolute against the configuration file's directory, and its
+    directory must exist; a PostgreSQL URI needs psycopg 3 installed (the
+    C{cluster} extra) and is not shown with its password in errors. The
+    server is not contacted here.
     """
+    from xmppgw.store import isPostgreSQLSpec, redactDSN
+
     if value == "memory":
         return value
     if isinstance(value, str) and value.startswith("sqlite:") and value[7:]:
@@ -710,7 +717,15 @@ def _presenceStore(value, context) -> str:
                 f"cannot use {value!r}: directory {os.path.dirname(path)!r} "
                 "does not exist")
         return "sqlite:" + path
-    raise _Invalid(f'must be "memory" or "sqlite:PATH", not {_show(value)}')
+    if isPostgreSQLSpec(value):
+        if importlib.util.find_spec("psycopg") is None:
+            raise _Invalid(
+                f"cannot use {redactDSN(value)!r}: the PostgreSQL store needs "
+                "psycopg 3 (pip install 'xmppgw[cluster]')")
+        return value
+    shown = repr(redactDSN(value)) if isinstance(value, str) else _show(value)
+    raise _Invalid('must be "memory", "sqlite:PATH" or '
+                   f'"postgresql://USER@HOST:PORT/DATABASE", not {shown}')
 
 
 def _rate(value, context) -> float:
@@ -823,6 +838,18 @@ SCHEMA = (
     Key("xmpp", "reconnect_max_interval", "float", 60.0,
         "Upper bound in seconds of the reconnect back-off.",
         _seconds(0.1, 86400)),
+    Key("xmpp", "confirm_timeout", "float", 5.0,
+        "Component mode: seconds the XMPP server has to confirm a relayed "
+        "stanza (ping round trip) before the SIP MESSAGE gets 504; below "
+        "sip.hold_timeout (the default is lowered to half of it if needed).",
+        _seconds(0.1, 60)),
+    Key("xmpp", "confirm_delivery", "boolean", True,
+        "Component mode: answer a SIP MESSAGE 2xx only once the XMPP server "
+        "has confirmed the stanza (a ping to our own domain, routed back "
+        "behind it). Set false when several gateway instances share one "
+        "component domain (ejabberd load balancing): the server may route "
+        "the ping to another instance; then 2xx means written to the link.",
+        _boolean),
     Key("xmpp", "dialback_secret", "string", None,
         "Server mode: secret for dialback keys (XEP-0185), shared by every "
         "instance serving xmpp_domain; unset: random at each start.",
@@ -967,8 +994,11 @@ SCHEMA = (
         "SUBSCRIBE/NOTIFY get 405 and <presence/> is ignored.",
         _boolean),
     Key("presence", "store", "string", "memory",
-        '"memory" (lost on restart) or "sqlite:PATH" (kept across restarts; '
-        "relative to this file's directory).",
+        '"memory" (lost on restart), "sqlite:PATH" (kept across restarts; '
+        "relative to this file's directory; one instance) or "
+        '"postgresql://USER@HOST:PORT/DATABASE" (shared by several '
+        "instances; needs the cluster extra; password in ~/.pgpass rather "
+        "than here).",
         _presenceStore),
     Key("presence", "contact", "string", None,
         "SIP URI the gateway puts in Contact (where NOTIFYs for it go); "
@@ -1059,6 +1089,8 @@ class XMPPConfig:
     gwmap: dict
     reconnect_initial_interval: float
     reconnect_max_interval: float
+    confirm_timeout: float = 5.0
+    confirm_delivery: bool = True
     # Server mode (defaults here so that code building an XMPPConfig for
     # component mode need not name them).
     dialback_secret: Optional[str] = None
@@ -1135,8 +1167,8 @@ class PolicyConfig:
 @dataclass(frozen=True)
 class PresenceConfig:
     """
-    Table C{[presence]}. C{store} is C{"memory"} or C{"sqlite:"} and an
-    absolute path; C{contact} is resolved from C{[sip] listen} when unset.
+    Table C{[presence]}. C{store} is C{"memory"}, C{"sqlite:"} and an
+    absolute path, or a PostgreSQL URI; C{contact} is resolved from C{[sip] listen} when unset.
     """
 
     enabled: bool = False
@@ -1277,6 +1309,17 @@ def _crossChecks(values: dict, explicit: set, errors: list):
         _serverChecks(xmpp, explicit, errors)
 
     t1, hold = sip["t1_interval"], sip["hold_timeout"]
+    confirm = xmpp["confirm_timeout"]
+    if _INVALID not in (confirm, hold) and not confirm < hold:
+        if "xmpp.confirm_timeout" in explicit:
+            errors.append((
+                "xmpp.confirm_timeout",
+                f"must be less than sip.hold_timeout ({_number(hold)}), not "
+                f"{_number(confirm)}: a stanza written and not yet confirmed "
+                f"must be answered by the confirmation, not the hold timer",
+            ))
+        else:
+            xmpp["confirm_timeout"] = hold / 2
     if _INVALID not in (t1, hold) and not hold < 64 * t1:
         errors.append((
             "sip.hold_timeout",

@@ -76,10 +76,10 @@ import re
 from dataclasses import dataclass
 
 from twisted.words.protocols.jabber.jid import InvalidFormat, JID
-from twisted.words.xish import domish
 
 from xmppgw.addressing import AddressError
 from xmppgw.errors import NS_XML, isStanzaChild
+from xmppgw.fastxml import SimpleElement
 from xmppgw.sip.message import Headers, Request, serialize
 from xmppgw.sip.uri import URIError, parseNameAddr, parseURI
 
@@ -550,7 +550,7 @@ def sipToStanza(request, mapper, messageID):
     if callID is not None:
         callID = _checkXMLText(callID.strip(), "Call-ID")
 
-    message = domish.Element((None, "message"))
+    message = SimpleElement((None, "message"))
     message["to"] = target
     message["from"] = source
     message["id"] = str(messageID)

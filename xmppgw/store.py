@@ -9,7 +9,11 @@ are L{Subscription} records. Two implementations ship:
   - L{MemoryStore}: a dictionary; lost on restart (the default).
   - L{SQLiteStore}: one table in an SQLite file (stdlib C{sqlite3}); a
     restart finds every subscription again, and the presence module
-    re-arms its refresh and expiry timers from it.
+    re-arms its refresh and expiry timers from it. The single-node choice.
+  - L{PostgreSQLStore}: the same table in a PostgreSQL database, shared by
+    several gateway instances (issue 9); needs the C{cluster} extra
+    (psycopg 3). See C{docs/scaling.rst} for why PostgreSQL and the
+    measured cost per operation.
 
 The interface (L{ISubscriptionStore})
 =====================================
@@ -45,12 +49,18 @@ bare JIDs, so any instance computes the same key for the same
 subscription.
 """
 
+import importlib.util
 import json
 import os
 import sqlite3
+import threading
 from dataclasses import asdict, dataclass, field, replace
+from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 __all__ = [
     "Subscription",
@@ -58,6 +68,10 @@ __all__ = [
     "ISubscriptionStore",
     "MemoryStore",
     "SQLiteStore",
+    "PostgreSQLStore",
+    "StoreUnavailable",
+    "isPostgreSQLSpec",
+    "redactDSN",
     "subscriptionKey",
     "openStore",
 ]
@@ -356,12 +370,389 @@ class SQLiteStore(ISubscriptionStore):
         return defer.succeed(None)
 
 
+class StoreUnavailable(Exception):
+    """
+    A networked store could not do an operation: the server cannot be
+    reached, did not answer within the store's timeout, or too many
+    operations are already waiting. The operation may or may not have
+    taken effect (a write whose answer was lost); callers treat it like
+    any temporary failure (SIP C{500}/C{503} with C{Retry-After}).
+    """
+
+
+#: The PostgreSQL schema: the SQLite one with PostgreSQL types (C{REAL} is
+#: single precision there, hence C{DOUBLE PRECISION}) and a prefixed table
+#: name, since the database may be shared with other programs (Kamailio's
+#: tables, say).
+_PG_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS xmppgw_subscriptions (
+        key TEXT PRIMARY KEY,
+        direction TEXT NOT NULL,
+        watcher TEXT NOT NULL,
+        presentity TEXT NOT NULL,
+        state TEXT NOT NULL,
+        expires DOUBLE PRECISION NOT NULL,
+        callID TEXT NOT NULL,
+        localTag TEXT NOT NULL,
+        remoteTag TEXT NOT NULL,
+        localURI TEXT NOT NULL,
+        remoteURI TEXT NOT NULL,
+        remoteTarget TEXT NOT NULL,
+        routeSet TEXT NOT NULL,
+        localCSeq BIGINT NOT NULL,
+        remoteCSeq BIGINT NOT NULL,
+        presence TEXT NOT NULL,
+        version BIGINT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS xmppgw_subscriptions_watcher "
+    "ON xmppgw_subscriptions (watcher)",
+)
+
+#: Key of the advisory lock that serialises schema creation between
+#: instances starting at the same time (two concurrent C{CREATE TABLE IF
+#: NOT EXISTS} can otherwise fail with a unique violation in PostgreSQL).
+_PG_SCHEMA_LOCK = 0x786D7070677701  # "xmppgw" + 1
+
+_PG_SELECT = "SELECT %s FROM xmppgw_subscriptions" % ", ".join(_COLUMNS)
+_PG_INSERT = (
+    "INSERT INTO xmppgw_subscriptions (key, %s) VALUES (%s) "
+    "ON CONFLICT (key) DO NOTHING"
+    % (", ".join(_COLUMNS), ", ".join(["%s"] * (len(_COLUMNS) + 1)))
+)
+_PG_UPDATE = (
+    "UPDATE xmppgw_subscriptions SET %s WHERE key = %%s AND version = %%s"
+    % ", ".join(f"{c} = %s" for c in _COLUMNS)
+)
+
+
+def redactDSN(dsn):
+    """
+    A PostgreSQL URI fit for logs: its password (if any) replaced by
+    C{***}.
+
+    @type dsn: L{str}
+    @rtype: L{str}
+    """
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "postgresql://(unparsable)"
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def _psycopgConnect(dsn, timeout):
+    """
+    Open one autocommit psycopg 3 connection with bounded waits: connect
+    timeout, statement timeout and TCP user timeout all C{timeout}.
+    """
+    import psycopg
+
+    return psycopg.connect(
+        dsn, autocommit=True, connect_timeout=max(2, int(timeout + 0.999)),
+        options=f"-c statement_timeout={int(timeout * 1000)}",
+        tcp_user_timeout=int(timeout * 1000), application_name="xmppgw")
+
+
+def _isConnectionError(error):
+    """
+    Whether C{error} (raised by the driver) means the server or the
+    connection failed, rather than the statement (a bug here).
+    """
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - connect would have failed
+        return False
+    return isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+class PostgreSQLStore(ISubscriptionStore):
+    """
+    Subscriptions in one PostgreSQL table (C{xmppgw_subscriptions}), shared
+    by every gateway instance that names the same database.
+
+    The driver is psycopg 3 (blocking), run in a bounded thread pool of its
+    own: at most C{poolSize} operations run at once, each on a connection
+    of its own (connections are opened on demand, kept, and reopened after
+    a failure), and at most C{maxPending} may wait; beyond, operations fail
+    at once with L{StoreUnavailable}. Every statement is its own
+    transaction (autocommit), so the compare-and-set of L{put} is one
+    atomic statement: C{INSERT ... ON CONFLICT (key) DO NOTHING} for a new
+    record (version 0) and C{UPDATE ... WHERE key = %s AND version = %s}
+    otherwise; no row touched means another writer won
+    (L{VersionConflict}). The schema is created (if missing) by the first
+    operation (at start-up, the presence module's C{all()}; or L{ready}),
+    under an advisory lock so that instances starting together do not trip
+    over each other. The constructor does no I/O.
+
+    Every wait is bounded by C{timeout} seconds: connecting, each statement
+    (server-side C{statement_timeout}), the TCP connection
+    (C{tcp_user_timeout}) and the caller's Deferred (which fails with
+    L{StoreUnavailable} then, whatever the thread is still doing).
+    """
+
+    def __init__(self, dsn, reactor=None, poolSize=4, maxPending=1000,
+                 timeout=10.0, connect=None):
+        """
+        @param dsn: a libpq URI, C{postgresql://user@host:port/dbname}
+            (C{postgres://} too); passwords are better kept out of it, in
+            C{~/.pgpass} or C{PGPASSFILE}.
+        @param reactor: the reactor (default: the global one).
+        @param poolSize: most concurrent operations and connections.
+        @param maxPending: most operations waiting or running.
+        @param timeout: seconds; the bound on every wait (see above).
+        @param connect: C{callable(dsn, timeout)} returning a DB-API
+            connection in autocommit mode (tests); default psycopg 3.
+        @raise ImportError: psycopg 3 is not installed (the C{cluster}
+            extra).
+        """
+        if reactor is None:
+            from twisted.internet import reactor
+        if connect is None:
+            if importlib.util.find_spec("psycopg") is None:
+                raise ImportError(
+                    "the PostgreSQL store needs psycopg 3: "
+                    "pip install 'xmppgw[cluster]'")
+            connect = _psycopgConnect
+        if poolSize < 1 or maxPending < poolSize or not timeout > 0:
+            raise ValueError("need poolSize >= 1, maxPending >= poolSize, "
+                             "timeout > 0")
+        self.dsn = dsn
+        self.poolSize = poolSize
+        self.maxPending = maxPending
+        self.timeout = timeout
+        self._reactor = reactor
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._idle = []
+        self._schemaReady = False
+        self._pending = 0
+        self._closing = None
+        self._pool = ThreadPool(0, poolSize, name="xmppgw-store")
+        self._pool.start()
+        self._trigger = reactor.addSystemEventTrigger(
+            "during", "shutdown", self._stopPool)
+
+    def __repr__(self):
+        return f"<PostgreSQLStore {redactDSN(self.dsn)}>"
+
+    def ready(self):
+        """
+        Connect and create the schema now, rather than on the first
+        operation.
+
+        @return: L{Deferred} firing with L{None}, or failing with
+            L{StoreUnavailable}.
+        """
+        return self._run(lambda connection: None)
+
+    # -- running statements in the pool
+
+    def _take(self):
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._connect(self.dsn, self.timeout)
+
+    def _give(self, connection):
+        with self._lock:
+            if self._closing is None:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def _createSchema(self, connection):
+        with self._lock:
+            if self._schemaReady:
+                return
+        cursor = connection.cursor()
+        cursor.execute("BEGIN")
+        try:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
+            for statement in _PG_SCHEMA:
+                cursor.execute(statement)
+            cursor.execute("COMMIT")
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        with self._lock:
+            self._schemaReady = True
+
+    def _inThread(self, function, args):
+        try:
+            connection = self._take()
+        except Exception as e:
+            if _isConnectionError(e):
+                raise StoreUnavailable(
+                    f"cannot connect to {redactDSN(self.dsn)}: {e}") from e
+            raise
+        try:
+            self._createSchema(connection)
+            result = function(connection, *args)
+        except BaseException as e:
+            # The connection is kept only if it is still usable.
+            if getattr(connection, "broken", False) or getattr(connection, "closed", False):
+                connection.close()
+            else:
+                self._give(connection)
+            if _isConnectionError(e):
+                raise StoreUnavailable(
+                    f"PostgreSQL at {redactDSN(self.dsn)}: {e}") from e
+            raise
+        self._give(connection)
+        return result
+
+    def _run(self, function, *args):
+        """
+        Run C{function(connection, *args)} in the pool.
+
+        @return: L{Deferred} with its result.
+        """
+        if self._closing is not None:
+            return defer.fail(StoreUnavailable("the store is closed"))
+        if self._pending >= self.maxPending:
+            return defer.fail(StoreUnavailable(
+                f"{self._pending} store operations already waiting"))
+        self._pending += 1
+        result = defer.Deferred()
+
+        def finished(value):
+            self._pending -= 1
+            if self._pending == 0 and self._closing is not None:
+                self._closing.callback(None)
+            if not result.called:
+                if isinstance(value, Failure):
+                    result.errback(value)
+                else:
+                    result.callback(value)
+            # else: the caller has given up (timeout); the late result is
+            # dropped (and a late failure consumed).
+
+        deferToThreadPool(self._reactor, self._pool, self._inThread,
+                          function, args).addBoth(finished)
+
+        def timedOut(failure):
+            failure.trap(defer.TimeoutError)
+            raise StoreUnavailable(
+                f"no answer from {redactDSN(self.dsn)} in {self.timeout} s")
+
+        result.addTimeout(self.timeout, self._reactor)
+        result.addErrback(timedOut)
+        return result
+
+    def _stopPool(self):
+        if self._pool.started:
+            self._pool.stop()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            try:
+                connection.close()
+            except Exception:  # pragma: no cover - best effort
+                pass
+
+    # -- the statements (run in a pool thread)
+
+    @staticmethod
+    def _record(row):
+        values = dict(zip(_COLUMNS, row))
+        values["routeSet"] = tuple(json.loads(values["routeSet"]))
+        return Subscription(**values)
+
+    @classmethod
+    def _getInThread(cls, connection, key):
+        cursor = connection.cursor()
+        cursor.execute(_PG_SELECT + " WHERE key = %s", (key,))
+        row = cursor.fetchone()
+        return None if row is None else cls._record(row)
+
+    @staticmethod
+    def _putInThread(connection, record, new, args):
+        cursor = connection.cursor()
+        if record.version == 0:
+            cursor.execute(_PG_INSERT, [record.key] + args)
+        else:
+            cursor.execute(_PG_UPDATE, args + [record.key, record.version])
+        if cursor.rowcount != 1:
+            raise VersionConflict(record.key)
+        return new
+
+    @staticmethod
+    def _deleteInThread(connection, key):
+        connection.cursor().execute(
+            "DELETE FROM xmppgw_subscriptions WHERE key = %s", (key,))
+
+    @staticmethod
+    def _countInThread(connection, watcher):
+        cursor = connection.cursor()
+        if watcher is None:
+            cursor.execute("SELECT COUNT(*) FROM xmppgw_subscriptions")
+        else:
+            cursor.execute(
+                "SELECT COUNT(*) FROM xmppgw_subscriptions WHERE watcher = %s",
+                (watcher,))
+        return int(cursor.fetchone()[0])
+
+    @classmethod
+    def _allInThread(cls, connection):
+        cursor = connection.cursor()
+        cursor.execute(_PG_SELECT)
+        return [cls._record(row) for row in cursor.fetchall()]
+
+    # -- the interface
+
+    def get(self, key):
+        return self._run(self._getInThread, key)
+
+    def put(self, record):
+        new = replace(record, version=record.version + 1)
+        values = asdict(new)
+        values["routeSet"] = json.dumps(list(new.routeSet))
+        args = [values[c] for c in _COLUMNS]
+        return self._run(self._putInThread, record, new, args)
+
+    def delete(self, key):
+        return self._run(self._deleteInThread, key)
+
+    def count(self, watcher=None):
+        return self._run(self._countInThread, watcher)
+
+    def all(self):
+        return self._run(self._allInThread)
+
+    def close(self):
+        """
+        Refuse new operations, wait for the running ones (each bounded by
+        the timeout), then stop the threads and close the connections.
+        """
+        if self._closing is not None:
+            return defer.succeed(None)
+        self._closing = defer.Deferred()
+        self._reactor.removeSystemEventTrigger(self._trigger)
+        if self._pending == 0:
+            self._closing.callback(None)
+        done = defer.Deferred()
+
+        def stop(ignored):
+            self._stopPool()
+            done.callback(None)
+
+        self._closing.addCallback(stop)
+        return done
+
+
 def openStore(spec, baseDir="."):
     """
     Open the store a configuration names.
 
-    @param spec: C{"memory"} or C{"sqlite:PATH"} (PATH relative to
-        C{baseDir}).
+    @param spec: C{"memory"}, C{"sqlite:PATH"} (PATH relative to
+        C{baseDir}) or a PostgreSQL URI (L{isPostgreSQLSpec};
+        L{PostgreSQLStore}).
     @rtype: L{ISubscriptionStore}
     @raise ValueError: for an unknown kind of store.
     """
@@ -372,6 +763,23 @@ def openStore(spec, baseDir="."):
         if path != ":memory:":
             path = os.path.join(baseDir, os.path.expanduser(path))
         return SQLiteStore(path)
+    if isPostgreSQLSpec(spec):
+        return PostgreSQLStore(spec)
     raise ValueError(
-        f'unknown store {spec!r}: use "memory" or "sqlite:PATH"'
+        f'unknown store {redactDSN(spec)!r}: use "memory", "sqlite:PATH" '
+        'or "postgresql://USER@HOST:PORT/DATABASE"'
     )
+
+
+def isPostgreSQLSpec(spec):
+    """
+    Whether C{spec} names a PostgreSQL store: a C{postgresql://} or
+    C{postgres://} URI with a host or a database.
+
+    @rtype: L{bool}
+    """
+    if not isinstance(spec, str):
+        return False
+    scheme, sep, rest = spec.partition("://")
+    return (sep == "://" and scheme in ("postgresql", "postgres")
+            and rest.strip("/") != "")

@@ -15,6 +15,7 @@ from twisted.application import service
 from twisted.python import usage
 from wokkel.generic import FallbackHandler
 
+from xmppgw.gctune import FrozenStartupService
 from xmppgw.addressing import AddressMapper
 from xmppgw.config import ConfigError, loadConfig
 from xmppgw.lifecycle import GatewayService
@@ -99,6 +100,8 @@ def buildGateway(config, reactor):
             initialDelay=xmppConfig.reconnect_initial_interval,
             maxDelay=xmppConfig.reconnect_max_interval,
             logTraffic=config.log.traffic_xmpp,
+            confirmTimeout=xmppConfig.confirm_timeout,
+            confirmDelivery=xmppConfig.confirm_delivery,
         )
     link.setName("xmpp")
 
@@ -303,6 +306,8 @@ def makeService(options, reactor=None):
         from twisted.internet import reactor
     config = options["gateway"]
     top, router = buildGateway(config, reactor)
+    # Started last: keeps start-up objects out of the collector's walks.
+    FrozenStartupService().setServiceParent(top)
     if config.log.format == "json":
         return JSONLoggingService(top, getattr(options, "parent", None))
     return top

@@ -15,11 +15,11 @@ Pure code: no I/O, no reactor, no clock.
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Iterable, List, Optional, Tuple, Union
 
+from xmppgw.randomid import randomHex
 from xmppgw.sip.uri import (
     URIError, Params, _fastNew, _paramValue, _hasParam, _setParam,
     _formatParams, parseParams, parseNameAddr, splitQuoted)
@@ -553,7 +553,7 @@ def makeResponse(request: Request, code: int, reason: Optional[str] = None,
             items.append((name, value))
         elif name == "To":
             if code != 100 and not _hasTag(value):
-                tag = toTag if toTag is not None else secrets.token_hex(8)
+                tag = toTag if toTag is not None else randomHex(8)
                 value = "%s;tag=%s" % (value, tag)
             items.append((name, value))
         elif name == "Timestamp" and code == 100:

@@ -63,7 +63,6 @@ What the layer does
     everything at shutdown.
 """
 
-import secrets
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -71,6 +70,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from xmppgw.randomid import randomHex
 from xmppgw.sip.message import Request, Response, Headers, makeResponse, topVia
 
 __all__ = [
@@ -779,7 +779,7 @@ class TransactionLayer:
         return txn.deferred
 
     def _newBranch(self):
-        return MAGIC_COOKIE + secrets.token_hex(12)
+        return MAGIC_COOKIE + randomHex(12)
 
     def _receiveResponse(self, response, source, via):
         txn = self._clients.get(via.branch)

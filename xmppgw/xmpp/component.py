@@ -20,13 +20,58 @@ L{wokkel.component.Component} on purpose:
    the TCP connection is made, so a wrong password cannot cause a tight
    reconnect loop;
  - L{ComponentLink.send} never queues: while the link is not authenticated
-   it raises L{LinkDown} (the router owns the bounded hold queue);
+   it raises L{LinkDown} (fire-and-forget, for error bounces and presence);
+ - L{ComponentLink.deliver} is the confirmed path (project decision 12,
+   issue 5): see "Confirmed delivery" below;
  - the C{from} of outgoing stanzas is not rewritten: the caller sets it.
+
+Confirmed delivery
+==================
+
+XEP-0114 has no acknowledgement: a stanza written to the socket may still be
+lost (the server stopped before reading it) or sit in a hung server's socket
+buffer. L{ComponentLink.deliver} therefore confirms every stanza with a
+round trip through the server. After the writes of one reactor turn (a
+batch) the link writes one C{<iq type='get'><ping xmlns='urn:xmpp:ping'/>}
+from and to its own domain. The server routes it back over the same ordered
+stream (checked with Prosody 0.12: a component's iq to its own domain comes
+back to it unchanged), so when it returns, the server's router has taken
+every stanza written before it; their Deferreds fire then. Any answer with
+that id (the iq itself, or a C{result}/C{error} from a server that answers
+instead of routing) confirms: it proves the server read the stream up to
+the ping.
+
+ - Not authenticated: stanzas queue (FIFO, at most C{queueLimit}) and go out
+   after the next handshake. Cancelling the Deferred of a queued stanza
+   withdraws it: it is never written.
+ - At most C{windowLimit} stanzas are written and unconfirmed at once; more
+   queue until confirmations arrive.
+ - No answer to a ping within C{confirmTimeout}: the link is I{unconfirmed}.
+   Every written, unconfirmed stanza fails with L{ConfirmTimeout} (SIP 504:
+   the XMPP server did not answer in time; it B{may} still deliver them if
+   it resumes, so 504, not 503, which would invite a retry and a duplicate).
+   Nothing more is written (new stanzas queue, so a hung server's socket
+   buffer grows by one probe ping per C{confirmTimeout} at most) until a
+   ping comes back; then writing resumes in order.
+ - The connection is lost: written, unconfirmed stanzas fail with
+   L{LinkLost} (SIP 504, same uncertainty) and are never written again (a
+   resend could deliver twice); queued ones stay queued for the next
+   handshake.
+ - L{ComponentLink.stopService}: queued stanzas fail with L{LinkStopped}
+   (SIP 503); written ones are still confirmed if the server answers
+   before it closes the stream.
+ - A hung link is not dropped and reconnected: the server's kernel accepts a
+   new connection as well, so reconnecting would not help, and the stanzas
+   written to the old socket could still be delivered when it resumes.
+   C{TCP_USER_TIMEOUT} (keepalive) covers a peer that vanished.
 """
 
+import itertools
 import random
 import re
+import secrets
 import socket
+from collections import OrderedDict, deque
 
 from twisted.application import service
 from twisted.internet import defer
@@ -41,7 +86,15 @@ from wokkel.subprotocols import StreamManager
 
 from xmppgw.safexml import hardenXmlStream
 
-__all__ = ["ComponentLink", "LinkDown"]
+__all__ = [
+    "ComponentLink",
+    "ConfirmTimeout",
+    "DeliveryError",
+    "LinkDown",
+    "LinkLost",
+    "LinkQueueFull",
+    "LinkStopped",
+]
 
 CONNECTING = "connecting"
 HANDSHAKING = "handshaking"
@@ -56,11 +109,91 @@ _log = Logger()
 
 _HANDSHAKE_CONTENT = re.compile(r"(<handshake(?:\s[^>]*)?>)[^<]+")
 
+NS_PING = "urn:xmpp:ping"
+
+#: How many ping ids of an unconfirmed link are remembered (a late answer
+#: to any of them resumes the link).
+MAX_PROBES = 16
+
 
 class LinkDown(Exception):
     """
     The component link is not authenticated, so nothing can be sent now.
     """
+
+
+class DeliveryError(Exception):
+    """
+    A stanza given to L{ComponentLink.deliver} was not confirmed.
+
+    The attributes follow L{xmppgw.xmpp.server.S2SError}, which the router
+    reads (L{xmppgw.router.MessageRouter._deliver}).
+
+    @ivar condition: the XMPP stanza error condition for a bounce.
+    @ivar errorType: its error type.
+    @ivar sipCode: the SIP final response for a MESSAGE not yet answered.
+    """
+
+    condition = "remote-server-timeout"
+    errorType = "wait"
+    sipCode = 503
+
+
+class LinkQueueFull(DeliveryError):
+    """
+    Too many stanzas wait for the link (503); never written.
+    """
+
+    condition = "resource-constraint"
+
+
+class LinkStopped(DeliveryError):
+    """
+    The link was stopped before the stanza was written (503).
+    """
+
+
+class ConfirmTimeout(DeliveryError):
+    """
+    The stanza was written but the server did not confirm it in time (504):
+    it may or may not be delivered.
+    """
+
+    sipCode = 504
+
+
+class LinkLost(DeliveryError):
+    """
+    The connection was lost after the stanza was written and before the
+    server confirmed it (504): it may or may not have been delivered.
+    """
+
+    sipCode = 504
+
+
+class _Entry:
+    """
+    A stanza given to L{ComponentLink.deliver}.
+    """
+
+    __slots__ = ("stanza", "deferred", "written")
+
+    def __init__(self, stanza):
+        self.stanza = stanza
+        self.deferred = None
+        self.written = False
+
+
+class _Ping:
+    """
+    A confirmation ping in flight and the stanzas written before it.
+    """
+
+    __slots__ = ("entries", "timer")
+
+    def __init__(self, entries, timer):
+        self.entries = entries
+        self.timer = timer
 
 
 def _hostPort(host, port):
@@ -202,6 +335,14 @@ class ComponentLink(StreamManager, service.Service):
     @ivar closeTimeout: seconds L{stopService} waits for the server to close
         the stream before dropping the connection.
     @ivar factory: the L{ComponentLinkFactory}.
+    @ivar confirmTimeout: seconds a confirmation ping may take (see the
+        module docstring, "Confirmed delivery").
+    @ivar queueLimit: the most stanzas L{deliver} queues (not yet written).
+    @ivar windowLimit: the most stanzas written and not yet confirmed.
+    @ivar unconfirmed: L{True} while a confirmation timed out and no ping
+        came back since: L{deliver} queues and writes nothing.
+    @ivar confirmStats: counters: C{written}, C{confirmed}, C{pings},
+        C{timedOut}, C{lost}, C{cancelled}, C{refused}.
     """
 
     connectTimeout = 30
@@ -225,6 +366,10 @@ class ComponentLink(StreamManager, service.Service):
         keepAliveInterval=60.0,
         keepAliveTimeout=None,
         connectTimeout=30,
+        confirmTimeout=5.0,
+        queueLimit=10000,
+        windowLimit=1000,
+        confirmDelivery=True,
     ):
         """
         @param host: the XMPP server host name or address.
@@ -247,6 +392,15 @@ class ComponentLink(StreamManager, service.Service):
             the kernel drops the connection (C{TCP_USER_TIMEOUT}); default
             twice C{keepAliveInterval}.
         @param connectTimeout: seconds to wait for the TCP connection.
+        @param confirmTimeout: seconds the server has to confirm the stanzas
+            given to L{deliver} (C{[xmpp] confirm_timeout}).
+        @param queueLimit: the most stanzas L{deliver} keeps queued.
+        @param windowLimit: the most stanzas written and unconfirmed at once.
+        @param confirmDelivery: confirm each batch with a ping routed back
+            through the server (default); when false, L{deliver} fires as
+            soon as the stanza is written (for several instances sharing one
+            component domain, where the server may route the ping to
+            another instance).
         @raise ValueError: if an argument is out of range or malformed.
         @raise TypeError: if an argument has the wrong type.
         """
@@ -287,6 +441,11 @@ class ComponentLink(StreamManager, service.Service):
             raise ValueError("keepAliveTimeout must be >= 0")
         if not connectTimeout > 0:
             raise ValueError("connectTimeout must be > 0")
+        if not confirmTimeout > 0:
+            raise ValueError("confirmTimeout must be > 0")
+        for name, value in (("queueLimit", queueLimit), ("windowLimit", windowLimit)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError("%s must be an integer >= 1, not %r" % (name, value))
 
         if reactor is None:
             from twisted.internet import reactor
@@ -324,6 +483,25 @@ class ComponentLink(StreamManager, service.Service):
         self._keepAlive = None
         self._closeTimer = None
         self._closeWaiters = []
+
+        self.confirmTimeout = confirmTimeout
+        self.confirmDelivery = confirmDelivery
+        self.queueLimit = queueLimit
+        self.windowLimit = windowLimit
+        self.unconfirmed = False
+        self.confirmStats = dict.fromkeys(
+            ("written", "confirmed", "pings", "timedOut", "lost", "cancelled",
+             "refused"), 0)
+        self._stopping = False
+        self._queue = deque()
+        self._batch = []
+        self._pings = OrderedDict()
+        self._inFlight = 0
+        self._flushCall = None
+        self._pingIDs = (
+            "xmppgw-confirm-%s-%d" % (secrets.token_hex(4), n)
+            for n in itertools.count(1)
+        )
 
     def __repr__(self):
         return "<ComponentLink %s at %s, %s>" % (
@@ -365,6 +543,50 @@ class ComponentLink(StreamManager, service.Service):
             )
         self.xmlstream.send(obj)
 
+    def deliver(self, stanza):
+        """
+        Write a stanza and confirm it with a round trip through the server
+        (module docstring, "Confirmed delivery").
+
+        @param stanza: the stanza; its C{from} must be set by the caller.
+        @type stanza: L{domish.Element}
+        @return: a L{defer.Deferred} firing with L{None} once the server has
+            taken the stanza, or failing with a L{DeliveryError}
+            (L{LinkQueueFull}, L{LinkStopped}: never written;
+            L{ConfirmTimeout}, L{LinkLost}: written, outcome unknown), or
+            with L{TypeError}/L{ValueError} for a bad stanza. Cancelling it
+            while the stanza is queued withdraws the stanza; once written,
+            cancelling only stops the Deferred.
+        """
+        if not domish.IElement.providedBy(stanza):
+            return defer.fail(TypeError(
+                "ComponentLink.deliver takes an element, not %r" % (type(stanza),)))
+        if not stanza.getAttribute("from"):
+            return defer.fail(ValueError(
+                "a stanza sent on a component link must have a 'from' (XEP-0114)"))
+        if self._stopping:
+            self.confirmStats["refused"] += 1
+            return defer.fail(LinkStopped("XMPP component link stopped"))
+        entry = _Entry(stanza)
+        entry.deferred = defer.Deferred(lambda d: self._cancelEntry(entry))
+        if not self._queue and self._canWrite():
+            self._write(entry)
+            return entry.deferred
+        if len(self._queue) >= self.queueLimit:
+            self.confirmStats["refused"] += 1
+            return defer.fail(LinkQueueFull(
+                "%d stanzas already wait for the XMPP component link" % (
+                    len(self._queue),)))
+        self._queue.append(entry)
+        return entry.deferred
+
+    def queueDepths(self):
+        """
+        For metrics: C{{"queued": not yet written, "unconfirmed": written
+        and waiting for the server's confirmation}}.
+        """
+        return {"queued": len(self._queue), "unconfirmed": self._inFlight}
+
     def request(self, request):
         """
         Send an IQ request and track the response (see
@@ -385,6 +607,7 @@ class ComponentLink(StreamManager, service.Service):
         Start connecting to the XMPP server.
         """
         service.Service.startService(self)
+        self._stopping = False
         self.factory.resetDelay()
         self._setState(CONNECTING)
         self._connector = self._reactor.connectTCP(
@@ -405,6 +628,11 @@ class ComponentLink(StreamManager, service.Service):
         service.Service.stopService(self)
         self.factory.stopTrying()
         self._stopKeepAlive()
+        self._stopping = True
+        queued, self._queue = self._queue, deque()
+        for entry in queued:
+            self._fail(entry, LinkStopped(
+                "XMPP component link stopped before the stanza was sent"))
         xs = self.xmlstream
         self._setState(STOPPED)
         if xs is None or xs.transport is None:
@@ -539,6 +767,9 @@ class ComponentLink(StreamManager, service.Service):
         """
         xs.addObserver('/iq[@type="result"]', self._onIQResponse)
         xs.addObserver('/iq[@type="error"]', self._onIQResponse)
+        # Before wokkel's FallbackHandler (priority -1) and any handler
+        # (priority 0): our returning ping is consumed, not answered.
+        xs.addObserver("/iq", self._onConfirmation, 100)
         self._initialized = True
         self._authTime = self._reactor.seconds()
         self._delayBeforeAuth = self.factory.delay
@@ -554,6 +785,7 @@ class ComponentLink(StreamManager, service.Service):
             self._startKeepAlive()
         for handler in list(self):
             handler.connectionInitialized()
+        self._drain()
 
     def initializationFailed(self, reason):
         """
@@ -579,6 +811,7 @@ class ComponentLink(StreamManager, service.Service):
         L{stopService}.
         """
         self._stopKeepAlive()
+        self._linkGone(reason)
         StreamManager._disconnected(self, reason)
         if self._closeTimer is not None:
             if self._closeTimer.active():
@@ -679,6 +912,187 @@ class ComponentLink(StreamManager, service.Service):
         getattr(_log, level)(
             message + "; retrying in {delay:.1f} s", delay=delay, **fields
         )
+
+    # -- confirmed delivery ----------------------------------------------------
+
+    def _canWrite(self):
+        return (
+            self.isAuthenticated
+            and not self.unconfirmed
+            and self._inFlight < self.windowLimit
+        )
+
+    def _drain(self):
+        """
+        Write queued stanzas, in order, while the link may write.
+        """
+        while self._queue and self._canWrite():
+            self._write(self._queue.popleft())
+
+    def _write(self, entry):
+        """
+        Write one stanza; its confirmation ping follows at the end of this
+        reactor turn.
+        """
+        self.xmlstream.send(entry.stanza)
+        entry.written = True
+        if not self.confirmDelivery:
+            # Write-only mode: the stanza is on the link; nothing to wait for.
+            self.confirmStats["written"] += 1
+            entry.deferred.callback(None)
+            return
+        self._batch.append(entry)
+        self._inFlight += 1
+        self.confirmStats["written"] += 1
+        if self._flushCall is None:
+            self._flushCall = self._reactor.callLater(0, self._flush)
+
+    def _flush(self):
+        """
+        Confirm the stanzas written since the last ping with one new ping.
+        """
+        self._flushCall = None
+        if not self._batch or not self.isAuthenticated:
+            return
+        batch, self._batch = self._batch, []
+        self._sendPing(batch)
+
+    def _sendPing(self, entries):
+        """
+        Write an XEP-0199 ping from and to our own domain; the server routes
+        it back to us behind everything written before it.
+        """
+        pingID = next(self._pingIDs)
+        # Formatted here: domish serialization would cost more than the
+        # whole stanza (the ping's id and domain need no escaping beyond
+        # what escapeToXml did once).
+        domain = domish.escapeToXml(self.domain, isattrib=1)
+        iq = (
+            "<iq type='get' id='%s' from='%s' to='%s'><ping xmlns='%s'/></iq>"
+            % (pingID, domain, domain, NS_PING))
+        timer = self._reactor.callLater(
+            self.confirmTimeout, self._confirmTimedOut, pingID)
+        self._pings[pingID] = _Ping(entries, timer)
+        self.confirmStats["pings"] += 1
+        self.xmlstream.send(iq)
+        while len(self._pings) > MAX_PROBES and not next(
+                iter(self._pings.values())).entries:
+            # Only probes of an unconfirmed link (no entries) are forgotten.
+            _, old = self._pings.popitem(last=False)
+            if old.timer is not None and old.timer.active():
+                old.timer.cancel()
+
+    def _onConfirmation(self, iq):
+        """
+        One of our pings came back (routed back to us, or answered by the
+        server): everything written before it, and before any earlier ping,
+        has been taken by the server. Other iqs are left alone.
+        """
+        if iq.handled:
+            return
+        pingID = iq.getAttribute("id")
+        if pingID not in self._pings:
+            return
+        if iq.getAttribute("type") not in ("get", "result", "error"):
+            return
+        if (iq.getAttribute("from") or "").lower() != self.domain:
+            return
+        iq.handled = True
+        while self._pings:
+            currentID, ping = self._pings.popitem(last=False)
+            if ping.timer is not None and ping.timer.active():
+                ping.timer.cancel()
+            entries, ping.entries = ping.entries, []
+            self._inFlight -= len(entries)
+            self.confirmStats["confirmed"] += len(entries)
+            for entry in entries:
+                if not entry.deferred.called:
+                    entry.deferred.callback(None)
+            if currentID == pingID:
+                break
+        if self.unconfirmed:
+            self.unconfirmed = False
+            _log.info(
+                "XMPP server at {server} answers again; the component link "
+                "resumes sending ({queued} queued)",
+                server=_hostPort(self.host, self.port), queued=len(self._queue))
+        self._drain()
+
+    def _confirmTimedOut(self, pingID):
+        """
+        A ping was not answered in time: fail what is unconfirmed, stop
+        writing, and probe again.
+        """
+        ping = self._pings.get(pingID)
+        if ping is None:
+            return
+        ping.timer = None
+        if not self.unconfirmed:
+            self.unconfirmed = True
+            failed = list(self._batch)
+            self._batch = []
+            for other in self._pings.values():
+                if other.timer is not None and other.timer.active():
+                    other.timer.cancel()
+                other.timer = None
+                failed.extend(other.entries)
+                other.entries = []
+            self._inFlight = 0
+            self.confirmStats["timedOut"] += len(failed)
+            _log.warn(
+                "XMPP server at {server} did not confirm stanzas within "
+                "{timeout:g} s (hung?): {count} unconfirmed stanza(s) failed; "
+                "holding new ones until it answers",
+                server=_hostPort(self.host, self.port),
+                timeout=self.confirmTimeout, count=len(failed))
+            for entry in failed:
+                self._fail(entry, ConfirmTimeout(
+                    "XMPP server did not confirm the stanza within %g s"
+                    % (self.confirmTimeout,)))
+        if self.unconfirmed and self.isAuthenticated:
+            self._sendPing([])
+
+    def _linkGone(self, reason):
+        """
+        The connection is gone: fail the written, unconfirmed stanzas (they
+        are never written again); queued ones wait for the next handshake.
+        """
+        if self._flushCall is not None:
+            if self._flushCall.active():
+                self._flushCall.cancel()
+            self._flushCall = None
+        lost = list(self._batch)
+        self._batch = []
+        for ping in self._pings.values():
+            if ping.timer is not None and ping.timer.active():
+                ping.timer.cancel()
+            lost.extend(ping.entries)
+        self._pings.clear()
+        self._inFlight = 0
+        self.unconfirmed = False
+        self.confirmStats["lost"] += len(lost)
+        why = reason.getErrorMessage() if reason is not None else "closed"
+        for entry in lost:
+            self._fail(entry, LinkLost(
+                "XMPP component link lost before the server confirmed the "
+                "stanza: %s" % (why,)))
+
+    def _cancelEntry(self, entry):
+        """
+        The Deferred of a delivery was cancelled: a queued stanza is
+        withdrawn; a written one cannot be.
+        """
+        if entry.written:
+            return
+        try:
+            self._queue.remove(entry)
+        except ValueError:
+            return
+        self.confirmStats["cancelled"] += 1
+
+    def _fail(self, entry, exception):
+        if not entry.deferred.called:
+            entry.deferred.errback(exception)
 
     # -- keepalive -----------------------------------------------------------
 

@@ -1,0 +1,120 @@
+# -*- test-case-name: tests.test_fastxml -*-
+"""
+A faster serializer for the simple stanzas the gateway builds per message.
+
+L{domish.Element.toXml} goes through L{domish._ListSerializer}, which keeps
+prefix stacks and namespace bookkeeping for the general case; for the
+C{<message/>} the gateway writes for every SIP MESSAGE (no namespace of its
+own, plain attributes, children that hold only text) that bookkeeping is
+most of the cost. L{SimpleElement} is an ordinary L{domish.Element} (every
+other part of the gateway, tests included, can read and change it as usual)
+whose C{toXml} writes that simple shape directly, and falls back to
+L{domish.Element.toXml} as soon as the element, at the time it is written,
+has anything else: a namespace, namespace prefixes, a qualified attribute
+(C{xml:lang}), a child with a namespace or with children of its own, or
+serialized XML. The output of the fast path is the output of
+L{domish.Element.toXml} for the same element, byte for byte (checked by
+C{tests.test_fastxml}).
+"""
+
+from twisted.words.xish import domish
+
+__all__ = ["SimpleElement", "escapeText", "escapeAttribute"]
+
+
+def escapeText(text):
+    """
+    C{text} escaped for character data, as L{domish.escapeToXml} does it.
+    """
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return text
+
+
+def escapeAttribute(text):
+    """
+    C{text} escaped for an attribute value in single quotes, as
+    L{domish.escapeToXml} with C{isattrib=1} does it.
+    """
+    text = escapeText(text)
+    if "'" in text:
+        text = text.replace("'", "&apos;")
+    if '"' in text:
+        text = text.replace('"', "&quot;")
+    return text
+
+
+def _simpleAttributes(attributes, out):
+    """
+    Append C{ name='value'} for each attribute to C{out}; L{False} (and
+    C{out} partly written) when an attribute is qualified or not text.
+    """
+    for key, value in attributes.items():
+        if type(key) is not str or type(value) is not str:
+            return False
+        out.append(" %s='%s'" % (key, escapeAttribute(value)))
+    return True
+
+
+class SimpleElement(domish.Element):
+    """
+    A L{domish.Element} with a fast C{toXml} for the simple shape described
+    in the module docstring; anything else is written by
+    L{domish.Element.toXml}.
+    """
+
+    def toXml(self, prefixes=None, closeElement=1, defaultUri="",
+              prefixesInScope=None):
+        fast = self._fastXml(closeElement)
+        if fast is not None:
+            return fast
+        return domish.Element.toXml(
+            self, prefixes=prefixes, closeElement=closeElement,
+            defaultUri=defaultUri, prefixesInScope=prefixesInScope)
+
+    def _fastXml(self, closeElement):
+        """
+        The serialized element, or L{None} when it is not of the simple
+        shape.
+        """
+        if (self.uri is not None or self.defaultUri is not None
+                or self.localPrefixes or not closeElement):
+            return None
+        name = self.name
+        out = ["<", name]
+        if not _simpleAttributes(self.attributes, out):
+            return None
+        children = self.children
+        if not children:
+            out.append("/>")
+            return "".join(out)
+        out.append(">")
+        for child in children:
+            kind = type(child)
+            if kind is str:
+                out.append(escapeText(child))
+                continue
+            if (kind is not domish.Element and kind is not SimpleElement) or (
+                    child.uri is not None or child.defaultUri is not None
+                    or child.localPrefixes):
+                return None
+            out.append("<")
+            out.append(child.name)
+            if not _simpleAttributes(child.attributes, out):
+                return None
+            grandChildren = child.children
+            if not grandChildren:
+                out.append("/>")
+                continue
+            out.append(">")
+            for text in grandChildren:
+                if type(text) is not str:
+                    return None
+                out.append(escapeText(text))
+            out.append("</%s>" % (child.name,))
+        out.append("</%s>" % (name,))
+        return "".join(out)
