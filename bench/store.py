@@ -18,7 +18,8 @@ awaited before the next, so each time is a full round trip):
 then B{update x16}: C{--ops} updates of distinct records with 16 in flight
 (throughput, operations/s). Reports median, p99 and max wall time per
 operation in microseconds, and the gateway process's CPU time per operation
-(all threads), so that the per-instance cost is visible apart from waiting.
+(all threads), so that the per-instance cost is visible apart from waiting;
+for PostgreSQL also the server's CPU time per operation (all kinds).
 
 Usage::
 
@@ -37,7 +38,7 @@ import time
 
 from twisted.internet import defer, task
 
-from bench.common import emit, gitRevision, machine, percentile
+from bench.common import cpuSeconds, emit, gitRevision, machine, percentile
 from xmppgw.store import (
     INBOUND, MemoryStore, PostgreSQLStore, SQLiteStore, Subscription)
 
@@ -129,6 +130,25 @@ def measure(store, ops, inFlight=16):
     return out
 
 
+def treeCPU(pid):
+    """
+    CPU seconds of process C{pid} and its children (the PostgreSQL server:
+    postmaster, one backend per connection, background workers).
+    """
+    total = cpuSeconds(pid)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                data = f.read()
+            if int(data[data.rindex(")") + 2:].split()[1]) == pid:
+                total += cpuSeconds(int(entry))
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    return total
+
+
 @defer.inlineCallbacks
 def main(reactor, argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -167,9 +187,14 @@ def main(reactor, argv):
                     version = connection.execute("SHOW server_version").fetchone()[0]
                 store = PostgreSQLStore(server.dsn, poolSize=4)
                 yield store.ready()
+                before = treeCPU(server.process.pid)
+                figures = yield measure(store, args.ops)
+                # Server CPU per operation, over all the operations above.
+                total = sum(v["ops"] for v in figures.values())
+                figures["server_cpu_us_per_op"] = round(
+                    (treeCPU(server.process.pid) - before) / total * 1e6, 1)
                 results["stores"][
-                    f"postgresql {version} (127.0.0.1, fsync on, pool 4)"] = (
-                    yield measure(store, args.ops))
+                    f"postgresql {version} (127.0.0.1, fsync on, pool 4)"] = figures
                 yield store.close()
     finally:
         if server is not None:

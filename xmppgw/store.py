@@ -18,12 +18,12 @@ are L{Subscription} records. Two implementations ship:
 The interface (L{ISubscriptionStore})
 =====================================
 
-Every method returns a L{Deferred}. The two stores here are synchronous and
-return already-fired Deferreds, so callers that use them behave as if the
-calls were synchronous; but callers must not rely on that, so that a
-networked store (Redis, PostgreSQL, ...) shared by several gateway instances
-can implement the same interface later without changing the presence
-module.
+Every method returns a L{Deferred}. The memory and SQLite stores are
+synchronous and return already-fired Deferreds, so callers that use them
+behave as if the calls were synchronous; but callers must not rely on that:
+L{PostgreSQLStore}, shared by several gateway instances, implements the
+same interface with Deferreds that fire later, without changes to the
+presence module.
 
 For the same reason, records are plain values (frozen dataclasses holding
 text, numbers and tuples; no object references, no timers) and each carries
