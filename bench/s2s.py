@@ -22,12 +22,12 @@ fakes them. Then, round robin over the domains:
 Time runs as in L{bench.inprocess} (a private reactor whose clock advances
 1/rate per message; timers on Twisted's heap). Reported: median over
 C{--runs} runs of the CPU and wall µs per message, for each number of
-peer domains (C{--peers}, default C{1,100}). What must hold: nothing per
+peer domains (C{--peers}, default C{1,100,1000}). What must hold: nothing per
 message grows with the number of peers.
 
 Usage::
 
-    .venv/bin/python -m bench.s2s [--peers 1,100] [--count N] [--runs R]
+    .venv/bin/python -m bench.s2s [--peers 1,100,1000] [--count N] [--runs R]
         [--json FILE]
 """
 
@@ -336,8 +336,9 @@ def measure(direction, peers, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--peers", default="1,100",
-                        help="numbers of S2S peer domains (default 1,100)")
+    parser.add_argument("--peers", default="1,100,1000",
+                        help="numbers of S2S peer domains (default "
+                        "1,100,1000)")
     parser.add_argument("--count", type=int, default=2000,
                         help="messages per run (default 2000)")
     parser.add_argument("--runs", type=int, default=11,
