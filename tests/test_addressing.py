@@ -1321,3 +1321,31 @@ class SeparatorValidationTests(unittest.TestCase):
         )
         self.assertEqual("xn--mnchen-3ya.example", mapper.gatewayDomain)
         self.assertEqual("m\u00fcnchen.xmpp", mapper.xmppDomain)
+
+
+class JIDHostTests(unittest.TestCase):
+    """
+    L{addressing.jidHost} gives C{JID(text).host}, with a fast path for
+    plain ASCII JIDs.
+    """
+
+    def test_sameAsJID(self):
+        """
+        Plain and non-plain JIDs give the host L{JID} gives.
+        """
+        from xmppgw.addressing import jidHost
+
+        for text in ["alice@xmpp.example", "alice@xmpp.example/phone",
+                     "xmpp.example", "Alice@XMPP.Example/R", "fü@münchen.example",
+                     "a*b.example@gw.example/x y"]:
+            self.assertEqual(JID(text).host, jidHost(text), text)
+
+    def test_invalidRaises(self):
+        """
+        A malformed JID raises as L{JID} does.
+        """
+        from twisted.words.protocols.jabber.jid import InvalidFormat
+
+        from xmppgw.addressing import jidHost
+
+        self.assertRaises(InvalidFormat, jidHost, "a@b@c")

@@ -72,6 +72,7 @@ import unicodedata
 from urllib.parse import quote, unquote_to_bytes
 
 import idna
+from twisted.words.protocols.jabber.jid import JID
 from twisted.words.protocols.jabber.xmpp_stringprep import nodeprep, resourceprep
 
 from xmppgw.sip.uri import URIError, parseURI
@@ -781,3 +782,30 @@ class AddressMapper:
             return self._jidToSIPByMap(local, domain, resource)
         user = "%s%s%s" % (unescapeLocalpart(local), self.separator, _sipHost(domain))
         return _joinSIP(percentEncodeUser(user), self.gatewayDomain, resource)
+
+
+# A JID that stringprep leaves unchanged: a localpart of printable ASCII
+# without upper case, space or " & ' / : < > @; a lower-case ASCII host name;
+# a resource of printable ASCII.
+_PLAIN_JID = re.compile(
+    r"(?:[!#-%(-.0-9;=?\[-~]+@)?([a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+    r"(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*)(?:/[ -~]+)?"
+)
+
+
+def jidHost(text):
+    """
+    C{JID(text).host}, cheaply for the common case.
+
+    The mapper writes canonical JIDs, so when the whole JID is plain ASCII
+    that stringprep leaves unchanged the host is read without the stringprep
+    work of L{JID}; anything else is parsed by L{JID}, which raises as
+    before.
+
+    @raise twisted.words.protocols.jabber.jid.InvalidFormat: for a
+        malformed JID (and the other errors L{JID} raises).
+    """
+    match = _PLAIN_JID.fullmatch(text)
+    if match is not None:
+        return match.group(1)
+    return JID(text).host

@@ -75,9 +75,9 @@ import codecs
 import re
 from dataclasses import dataclass
 
-from twisted.words.protocols.jabber.jid import InvalidFormat, JID
+from twisted.words.protocols.jabber.jid import InvalidFormat
 
-from xmppgw.addressing import AddressError
+from xmppgw.addressing import AddressError, jidHost
 from xmppgw.errors import NS_XML, isStanzaChild
 from xmppgw.fastxml import SimpleElement
 from xmppgw.sip.message import Headers, Request, serialize
@@ -587,16 +587,6 @@ def _headerText(text):
     return _HEADER_UNSAFE.sub(" ", text).strip()
 
 
-# A JID that L{JID} accepts without doubt: a localpart of printable ASCII
-# other than " & ' / : < > @, an ASCII host name, a resource of printable
-# ASCII. Checking it costs far less than L{JID}'s stringprep; anything else
-# still goes through L{JID}.
-_PLAIN_JID = re.compile(
-    r"(?:[!#-%(-.0-9;=?A-~]+@)?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?:/[ -~]+)?"
-)
-
-
 def _parseJID(element, attribute):
     value = element.getAttribute(attribute)
     if not value:
@@ -604,9 +594,9 @@ def _parseJID(element, attribute):
     bare, slash, resource = value.partition("/")
     local, at, _ = bare.partition("@")
     malformed = (at and not local) or (slash and not resource)
-    if not malformed and _PLAIN_JID.fullmatch(value) is None:
+    if not malformed:
         try:
-            JID(value)
+            jidHost(value)
         except (InvalidFormat, UnicodeError, ValueError, IndexError):
             # twisted's JID parser raises IndexError on empty labels.
             malformed = True

@@ -28,6 +28,7 @@ read router state that only the reactor thread may touch) and imports the
 global reactor when imported.
 """
 
+import functools
 import re
 
 from twisted.application import service
@@ -82,6 +83,7 @@ METRIC_NAMES = (
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
+@functools.lru_cache(maxsize=256)
 def _snake(name):
     """
     C{"holdExpired"} -> C{"hold_expired"}.

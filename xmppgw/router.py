@@ -20,7 +20,6 @@ stanzas produce no SIP request and no error reply.
 
 import itertools
 import math
-import re
 import secrets
 from collections import deque
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from wokkel.subprotocols import XMPPHandler
 
 from xmppgw import errors, messages
-from xmppgw.addressing import AddressError
+from xmppgw.addressing import AddressError, jidHost
 from xmppgw.metrics import NullRecorder
 from xmppgw.randomid import randomHex
 from xmppgw.sip import uas
@@ -97,28 +96,6 @@ def targetForURI(uri):
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return Target(transport, host, port)
-
-
-# A JID that stringprep leaves unchanged: a localpart of printable ASCII
-# without upper case, space or " & ' / : < > @; a lower-case ASCII host name;
-# a resource of printable ASCII.
-_PLAIN_JID = re.compile(
-    r"(?:[!#-%(-.0-9;=?\[-~]+@)?([a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
-    r"(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*)(?:/[ -~]+)?"
-)
-
-
-def _jidHost(text):
-    """
-    C{JID(text).host}. The mapper writes canonical JIDs, so when the whole
-    JID is plain ASCII that stringprep leaves unchanged (the common case) the
-    host is read without the stringprep work of L{JID}; anything else is
-    parsed by L{JID}, which raises as before.
-    """
-    match = _PLAIN_JID.fullmatch(text)
-    if match is not None:
-        return match.group(1)
-    return JID(text).host
 
 
 #: With C{hold_limit = 0}, the most MESSAGEs waiting for their stanza's
@@ -407,13 +384,13 @@ class MessageRouter:
         @return: L{None}, or C{(code, reason)}.
         """
         domain = self.settings.xmppDomain
-        senderHost = _jidHost(stanza["from"])
+        senderHost = jidHost(stanza["from"])
         if senderHost != domain:
             return (
                 403,
                 f"Sender domain {senderHost} not served by this gateway",
             )
-        if _jidHost(stanza["to"]) == domain:
+        if jidHost(stanza["to"]) == domain:
             return (482, "Loop Detected")
         return None
 

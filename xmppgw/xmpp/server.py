@@ -53,6 +53,7 @@ from twisted.words.protocols.jabber import error, jid, xmlstream
 from twisted.words.xish import domish
 from zope.interface import implementer
 
+from xmppgw.addressing import jidHost
 from xmppgw.xmpp.dialback import (
     NS_DIALBACK, NS_DIALBACK_FEATURES, generateKey, keysEqual)
 from xmppgw.xmpp.srv import S2SResolver, ServiceNotAvailable
@@ -307,7 +308,7 @@ def _domainOf(address):
 
     @raise jid.InvalidFormat: for a malformed JID.
     """
-    return jid.JID(address).host.lower()
+    return jidHost(address).lower()
 
 
 def _bareDomain(address):
