@@ -93,7 +93,8 @@ class PrivateEjabberd:
     def __init__(self, workdir, domain="ej.test", componentDomain=None,
                  componentSecret="secret", c2sPort=None, componentPort=None,
                  distPort=None, users=None, domainBalancing=None,
-                 startTimeout=60.0, stopTimeout=15.0):
+                 startTimeout=60.0, stopTimeout=15.0, extraListeners=(),
+                 options=None, hosts=None):
         """
         @param workdir: the directory for configs, spool, logs; created if
             missing.
@@ -103,6 +104,25 @@ class PrivateEjabberd:
         @param users: C{{localpart: password}} to register on L{start}.
         @param startTimeout: seconds L{start} waits for the ports.
         @param stopTimeout: seconds L{stop} waits before SIGKILL.
+        @param extraListeners: more C{listen} entries, each the YAML text of
+            one list item (starting with C{- port: ...}, indented as at top
+            level; it is indented under C{listen:} here), e.g. an
+            C{ejabberd_s2s_in} listener.
+        @param options: C{{key: YAML text or list of lines}} of top-level
+            options (e.g. S2S and TLS settings, C{mod_s2s_dialback}): a key
+            this class writes anyway (C{certfiles}, C{s2s_access},
+            C{modules} ...) is replaced in place, others are added at the
+            end. Text with several lines is written under C{key:} as given
+            (indent it yourself), one line after C{key: }.
+        @param hosts: C{{name: "127.0.0.x"}} the node resolves without
+            DNS (e.g. a test domain it federates with over S2S). If given,
+            the node runs in a private mount namespace (C{unshare --mount},
+            root only) where C{/etc/hosts} lists these names (and
+            C{localhost}) and C{/etc/resolv.conf} names no nameserver, so
+            that no lookup leaves the machine; the machine's files are not
+            touched. ejabberd resolves S2S peers with the C library
+            (C{net:getaddrinfo}) and Erlang's C{inet_res} (SRV), so an
+            Erlang C{inetrc} alone is not enough.
         """
         self.workdir = os.path.abspath(workdir)
         self.domain = domain
@@ -129,6 +149,9 @@ class PrivateEjabberd:
             if not isinstance(number, int) or not 1 < number <= 1000:
                 raise ValueError("component_number must be an integer 2..1000")
         self.domainBalancing = domainBalancing
+        self.extraListeners = [str(text) for text in extraListeners]
+        self.options = dict(options or {})
+        self.hosts = dict(hosts) if hosts is not None else None
         self.startTimeout = startTimeout
         self.stopTimeout = stopTimeout
         self.nodeName = f"xmppgw{secrets.token_hex(4)}@localhost"
@@ -164,6 +187,47 @@ class PrivateEjabberd:
     def consolePath(self):
         return os.path.join(self.workdir, "console.log")
 
+    @property
+    def hostsPath(self):
+        return os.path.join(self.etcPath, "hosts")
+
+    @property
+    def resolvConfPath(self):
+        return os.path.join(self.etcPath, "resolv.conf")
+
+    def hostsText(self):
+        """
+        The C{/etc/hosts} of the node's mount namespace (see C{hosts}).
+        """
+        lines = ["# Written by xmppgw.clusterpeers.", "127.0.0.1 localhost"]
+        for name, address in sorted((self.hosts or {}).items()):
+            if not re.fullmatch(r"[A-Za-z0-9.-]+", name):
+                raise ValueError(f"bad host name {name!r}")
+            try:
+                socket.inet_aton(address)
+            except OSError:
+                raise ValueError(f"bad IPv4 address {address!r} for {name}")
+            lines.append(f"{address} {name}")
+        return "\n".join(lines) + "\n"
+
+    def nodeArgv(self):
+        """
+        The command that runs the node in the foreground: in a private mount
+        namespace with our C{hosts} and C{resolv.conf} if C{hosts} is set.
+        """
+        argv = self._argv("foreground")
+        if self.hosts is None:
+            return argv
+        unshare = findProgram("unshare")
+        if unshare is None:
+            raise PeerError("unshare not found (Debian: util-linux)")
+        script = ('mount --bind "$1" /etc/hosts && '
+                  'mount --bind "$2" /etc/resolv.conf && shift 2 && '
+                  'exec "$@"')
+        return [unshare, "--mount", "--propagation", "private", "--",
+                "/bin/sh", "-c", script, "sh", self.hostsPath,
+                self.resolvConfPath, *argv]
+
     def available(self):
         """
         Whether C{ejabberdctl} is installed.
@@ -174,14 +238,7 @@ class PrivateEjabberd:
         """
         The C{ejabberd.yml} this node runs with.
         """
-        lines = [
-            "# Written by xmppgw.clusterpeers: a private, loopback-only ejabberd.",
-            "hosts:",
-            f"  - {_yamlString(self.domain)}",
-            "loglevel: info",
-            "log_rotate_count: 0",
-            "certfiles: []",
-            "listen:",
+        listen = [
             f"  - port: {int(self.c2sPort)}",
             f"    ip: {_yamlString(self.host)}",
             "    module: ejabberd_c2s",
@@ -196,32 +253,50 @@ class PrivateEjabberd:
             f"      {_yamlString(self.componentDomain)}:",
             f"        password: {_yamlString(self.componentSecret)}",
         ]
+        for text in self.extraListeners:
+            listen += ["  " + line for line in text.strip("\n").splitlines()]
+        # (key, lines after "key:") in the order written.
+        blocks = [
+            ("hosts", [f"  - {_yamlString(self.domain)}"]),
+            ("loglevel", " info"),
+            ("log_rotate_count", " 0"),
+            ("certfiles", " []"),
+            ("listen", listen),
+        ]
         if self.domainBalancing is not None:
             kind, number = self.domainBalancing
-            lines += [
-                "domain_balancing:",
+            blocks.append(("domain_balancing", [
                 f"  {_yamlString(self.componentDomain)}:",
                 f"    type: {kind}",
                 f"    component_number: {int(number)}",
-            ]
-        lines += [
-            "acl:",
-            "  loopback:",
-            "    ip: 127.0.0.0/8",
-            "access_rules:",
-            "  c2s:",
-            "    allow: all",
-            "  local:",
-            "    allow: all",
-            "auth_method: internal",
-            "auth_password_format: plain",
-            "s2s_access: none",
-            "shaper_rules: {}",
-            "modules:",
-            "  mod_roster: {}",
-            "  mod_disco: {}",
-            "  mod_ping: {}",
+            ]))
+        blocks += [
+            ("acl", ["  loopback:", "    ip: 127.0.0.0/8"]),
+            ("access_rules", ["  c2s:", "    allow: all",
+                              "  local:", "    allow: all"]),
+            ("auth_method", " internal"),
+            ("auth_password_format", " plain"),
+            ("s2s_access", " none"),
+            ("shaper_rules", " {}"),
+            ("modules", ["  mod_roster: {}", "  mod_disco: {}",
+                         "  mod_ping: {}"]),
         ]
+        options = dict(self.options)
+        lines = ["# Written by xmppgw.clusterpeers: a private, loopback-only ejabberd."]
+        known = {key for key, _ in blocks}
+        extra = [(key, value) for key, value in options.items()
+                 if key not in known]
+
+        def render(key, value):
+            if isinstance(value, list):
+                return [f"{key}:"] + value
+            text = str(value).strip("\n")
+            if "\n" in text:
+                return [f"{key}:"] + text.splitlines()
+            return [f"{key}:" + (text if text.startswith(" ") else " " + text)]
+
+        for key, value in blocks + extra:
+            lines += render(key, options.get(key, value))
         return "\n".join(lines) + "\n"
 
     def ctlConfigText(self):
@@ -263,6 +338,12 @@ class PrivateEjabberd:
             f.write(self.configText())
         with open(self.ctlConfigPath, "w", encoding="utf-8") as f:
             f.write(self.ctlConfigText())
+        if self.hosts is not None:
+            with open(self.hostsPath, "w", encoding="utf-8") as f:
+                f.write(self.hostsText())
+            with open(self.resolvConfPath, "w", encoding="utf-8") as f:
+                f.write("# Written by xmppgw.clusterpeers: no nameserver.\n"
+                        "options timeout:1 attempts:1\n")
 
     def _argv(self, *command):
         return [self.ctlPath, "--config-dir", self.etcPath,
@@ -315,7 +396,7 @@ class PrivateEjabberd:
         if self.running():
             raise PeerError("ejabberd is already running")
         self.writeConfig()
-        self.process = spawn(self._argv("foreground"),
+        self.process = spawn(self.nodeArgv(),
                              logPath=self.consolePath, cwd=self.workdir,
                              env=self._env())
         deadline = time.monotonic() + self.startTimeout
