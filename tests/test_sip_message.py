@@ -1072,3 +1072,21 @@ class FuzzTests(unittest.TestCase):
         except FramingError:
             return
         self.assertLessEqual(len(framer._buffer), 200)
+
+
+class PathologicalViaTests(unittest.TestCase):
+    """
+    Via values that made a regular expression backtrack without bound
+    (see C{tests.test_sip_uri.PathologicalInputTests}).
+    """
+
+    def test_blanksAfterSentBy(self):
+        """
+        A long run of blanks after the sent-by and a bad character is
+        refused.
+        """
+        self.assertRaises(
+            SIPParseError, parseVia, "SIP/2.0/UDP h" + " " * 200000 + "#")
+        self.assertRaises(
+            SIPParseError, parseVia,
+            "SIP/2.0/UDP h;branch=" + " " * 200000 + "#")

@@ -379,3 +379,27 @@ class HelperTests(unittest.TestCase):
         self.assertRaises(URIError, parseParams, ";a=[::1")
         self.assertEqual(parseParams(";received=[::1]"),
                          (("received", "[::1]"),))
+
+
+class PathologicalInputTests(unittest.TestCase):
+    """
+    Inputs that made a regular expression backtrack without bound (found
+    by fuzzing). With the fixes each parse is linear and takes milliseconds;
+    a regression makes these tests run into trial's timeout instead of
+    passing (no timing is asserted here; speed is measured by make bench).
+    """
+
+    def test_userRunThenBadCharacter(self):
+        """
+        A long run of valid user characters followed by an invalid one is
+        refused (the user regex was exponential: C{(?:[...]+|%HH)+}).
+        """
+        self.assertRaises(URIError, parseURI, "sip:" + "a" * 200 + "#@x")
+        self.assertRaises(URIError, parseURI, "sip:" + "a" * 200000 + "#@x")
+
+    def test_blanksInHeaderParameter(self):
+        """
+        A header parameter value followed by a long run of blanks and a bad
+        character is refused (adjacent optional white space was quadratic).
+        """
+        self.assertRaises(URIError, parseParams, ";branch=" + " " * 200000 + "#")

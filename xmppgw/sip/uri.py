@@ -57,8 +57,12 @@ def _escapable(chars: str, repeat: str = "+"):
     """
     A regex for runs of C{chars} (a character-class body) and C{%HH}
     escapes.
+
+    One character per repetition: C{(?:[...]+|...)+} backtracks
+    exponentially on a long run of valid characters followed by an invalid
+    one (found by C{tests.test_fuzz}).
     """
-    return re.compile(r"(?:[%s]+|%s)%s" % (chars, _ESC, repeat))
+    return re.compile(r"(?:[%s]|%s)%s" % (chars, _ESC, repeat))
 
 
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
@@ -68,10 +72,12 @@ _HOSTNAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_.])?")
 _PARAMCHAR_RE = _escapable(_UNRESERVED + r"\[\]/:&+$")
 _HEADERS_RE = _escapable(_UNRESERVED + r"\[\]/?:+$&=", "*")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+# Possessive white space: adjacent optional runs would otherwise backtrack
+# quadratically on long runs of blanks (found by fuzzing).
 _HEADER_PARAM_RE = re.compile(
-    r"[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*(?:(=)[ \t]*("
+    r"[ \t]*+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*+(?:(=)[ \t]*+("
     r"[A-Za-z0-9\-.!%*_+`'~]+|\"(?:[^\"\\]|\\.)*\"|\[[0-9A-Fa-f:.]+\]"
-    r")?[ \t]*)?")
+    r")?[ \t]*+)?")
 _OPAQUE_BAD_RE = re.compile(r"[\x00-\x20\x7f<>\"]")
 
 #: Schemes whose text is split into user, password, host, port, params.
