@@ -10,7 +10,7 @@ feeding bytes to C{dataReceived}.
 import re
 import socket
 
-from twisted.internet import defer
+from twisted.internet import abstract, defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.error import ConnectionRefusedError
@@ -27,6 +27,7 @@ from twisted.words.xish import domish
 from wokkel.generic import FallbackHandler
 from wokkel.subprotocols import XMPPHandler
 
+from xmppgw.xmpp import component as componentModule
 from xmppgw.xmpp.component import (
     ComponentLink,
     ConfirmTimeout,
@@ -34,6 +35,8 @@ from xmppgw.xmpp.component import (
     LinkLost,
     LinkQueueFull,
     LinkStopped,
+    confirmMode,
+    transportBuffered,
 )
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
@@ -1458,3 +1461,286 @@ class WriteOnlyDeliveryTests(LinkTestMixin, unittest.TestCase):
         self.successResultOf(second)
         self.assertEqual([("message", "m1"), ("message", "m2")], self.written())
 
+
+
+class CountingTransport(StringTransport):
+    """
+    A L{StringTransport} that counts every byte ever written to it (its
+    value may be cleared).
+    """
+
+    total = 0
+
+    def write(self, data):
+        self.total += len(data)
+        StringTransport.write(self, data)
+
+
+class TCPDeliveryTests(LinkTestMixin, unittest.TestCase):
+    """
+    L{ComponentLink.deliver} with C{confirmDelivery="tcp"}: a stanza is
+    confirmed once the peer's TCP has acknowledged its last byte.
+    """
+
+    def setUp(self):
+        LinkTestMixin.setUp(self)
+        #: Bytes of the current connection the fake peer has acknowledged;
+        #: L{None}: the transport cannot tell.
+        self.acked = 0
+        self.link = self.makeLink(
+            keepAliveInterval=0, confirmTimeout=5.0, confirmDelivery="tcp",
+            unackedBytes=self.unacked)
+
+    def unacked(self, transport):
+        if self.acked is None:
+            return None
+        return transport.total - self.acked
+
+    def connect(self, transport=None):
+        self.acked = 0
+        return LinkTestMixin.connect(self, transport or CountingTransport())
+
+    message = ConfirmedDeliveryTests.message
+    up = ConfirmedDeliveryTests.up
+    written = ConfirmedDeliveryTests.written
+
+    def poll(self):
+        self.reactor.advance(self.link.tcpPollInterval)
+
+    def test_confirmedOnlyWhenAcked(self):
+        """
+        The stanza is written at once with no ping; its Deferred fires only
+        when the peer has acknowledged every byte of it, and polling stops
+        once nothing is pending.
+        """
+        self.up()
+        before = self.transport.total
+        d = self.link.deliver(self.message())
+        self.assertEqual([("message", "m1")], self.written())
+        end = self.transport.total
+        self.acked = before
+        self.poll()
+        self.assertNoResult(d)
+        self.acked = end - 1
+        self.poll()
+        self.assertNoResult(d)
+        self.assertEqual({"queued": 0, "unconfirmed": 1}, self.link.queueDepths())
+        self.acked = end
+        self.poll()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual({"queued": 0, "unconfirmed": 0}, self.link.queueDepths())
+        self.assertEqual(1, self.link.confirmStats["confirmed"])
+        self.assertEqual([], self.reactor.getDelayedCalls())
+        self.assertEqual([], self.written())
+
+    def test_inOrder(self):
+        """
+        An acknowledgement past the first stanza only confirms the first.
+        """
+        self.up()
+        first = self.link.deliver(self.message(1))
+        self.acked = self.transport.total
+        second = self.link.deliver(self.message(2))
+        self.poll()
+        self.successResultOf(first)
+        self.assertNoResult(second)
+        self.acked = self.transport.total
+        self.poll()
+        self.successResultOf(second)
+
+    def test_keepAliveCounted(self):
+        """
+        Bytes written by the keepalive count towards the stream position:
+        a stanza after one is confirmed only when acknowledged past its end.
+        """
+        self.link = self.makeLink(
+            keepAliveInterval=10, confirmTimeout=5.0, confirmDelivery="tcp",
+            unackedBytes=self.unacked)
+        self.up()
+        self.reactor.advance(10)
+        self.assertEqual(b" ", self.transport.value())
+        d = self.link.deliver(self.message())
+        self.acked = self.transport.total - 1
+        self.poll()
+        self.assertNoResult(d)
+        self.acked = self.transport.total
+        self.poll()
+        self.successResultOf(d)
+
+    def test_timeout(self):
+        """
+        A stanza not acknowledged within C{confirmTimeout} fails with
+        L{ConfirmTimeout} (504); the link writes nothing new until the peer
+        has acknowledged everything written, then resumes in order.
+        """
+        self.up()
+        d = self.link.deliver(self.message(1))
+        self.reactor.pump([self.link.tcpPollInterval] * 2499)
+        self.assertNoResult(d)
+        self.reactor.pump([self.link.tcpPollInterval] * 2)
+        failure = self.failureResultOf(d, ConfirmTimeout)
+        self.assertEqual(504, failure.value.sipCode)
+        self.assertTrue(self.link.unconfirmed)
+        self.assertEqual(1, self.link.confirmStats["timedOut"])
+        self.assertEqual(
+            ["XMPP server at 127.0.0.1:5347 did not acknowledge stanzas (TCP) "
+             "within 5 s (hung?): 1 unconfirmed stanza(s) failed; holding new "
+             "ones until it acknowledges"],
+            self.messagesAt(LogLevel.warn))
+        self.written()
+        queued = self.link.deliver(self.message(2))
+        self.reactor.advance(self.link.tcpProbeInterval)
+        self.assertEqual([], self.written())
+        self.assertEqual({"queued": 1, "unconfirmed": 0}, self.link.queueDepths())
+        self.acked = self.transport.total
+        self.reactor.advance(self.link.tcpProbeInterval)
+        self.assertFalse(self.link.unconfirmed)
+        self.assertEqual([("message", "m2")], self.written())
+        self.assertNoResult(queued)
+        self.acked = self.transport.total
+        self.poll()
+        self.successResultOf(queued)
+        self.assertEqual([], self.reactor.getDelayedCalls())
+
+    def test_connectionLost(self):
+        """
+        Losing the connection fails the written, unacknowledged stanzas with
+        L{LinkLost} and stops polling.
+        """
+        self.link.startService()
+        self.authenticate()
+        d = self.link.deliver(self.message())
+        self.loseConnection(ConnectionLost("reset"))
+        self.failureResultOf(d, LinkLost)
+        self.assertEqual(1, self.link.confirmStats["lost"])
+        self.assertEqual({"queued": 0, "unconfirmed": 0}, self.link.queueDepths())
+        # Only the reconnection is pending.
+        self.pendingDelay()
+
+    def test_queuedWhileDown(self):
+        """
+        While the link is down stanzas queue; after the handshake they are
+        written in order and confirmed when acknowledged.
+        """
+        self.link.startService()
+        first = self.link.deliver(self.message(1))
+        second = self.link.deliver(self.message(2))
+        self.assertEqual({"queued": 2, "unconfirmed": 0}, self.link.queueDepths())
+        self.authenticate()
+        self.assertEqual([("message", "m1"), ("message", "m2")], self.written())
+        self.assertNoResult(first)
+        self.acked = self.transport.total
+        self.poll()
+        self.successResultOf(first)
+        self.successResultOf(second)
+
+    def test_windowLimit(self):
+        """
+        At most C{windowLimit} stanzas are unacknowledged; more queue until
+        acknowledgements come.
+        """
+        self.link = self.makeLink(
+            keepAliveInterval=0, confirmDelivery="tcp", windowLimit=1,
+            unackedBytes=self.unacked)
+        self.up()
+        first = self.link.deliver(self.message(1))
+        second = self.link.deliver(self.message(2))
+        self.assertEqual([("message", "m1")], self.written())
+        self.acked = self.transport.total
+        self.poll()
+        self.successResultOf(first)
+        self.assertEqual([("message", "m2")], self.written())
+        self.assertNoResult(second)
+
+    def test_unknownFallsBack(self):
+        """
+        When the transport cannot tell its unacknowledged bytes, a warning
+        is logged once per connection and stanzas are confirmed once Twisted
+        has handed them to the kernel.
+        """
+        self.up()
+        self.acked = None
+        first = self.link.deliver(self.message(1))
+        self.poll()
+        self.successResultOf(first)
+        second = self.link.deliver(self.message(2))
+        self.poll()
+        self.successResultOf(second)
+        warnings = self.messagesAt(LogLevel.warn)
+        self.assertEqual(1, len(warnings))
+        self.assertIn("ioctl TIOCOUTQ", warnings[0])
+
+    def test_notLinux(self):
+        """
+        Without C{TIOCOUTQ} (not Linux) and no injected function, C{"tcp"}
+        is refused at once with a clear message.
+        """
+        self.patch(componentModule, "TIOCOUTQ", None)
+        e = self.assertRaises(
+            ValueError, self.makeLink, confirmDelivery="tcp")
+        self.assertIn("needs ioctl(TIOCOUTQ)", str(e))
+
+    def test_defaultSocketFunction(self):
+        """
+        Where C{TIOCOUTQ} exists, C{"tcp"} without an injected function
+        reads the real socket; a transport without a socket falls back.
+        """
+        if componentModule.TIOCOUTQ is None:
+            raise unittest.SkipTest("TIOCOUTQ is Linux only")
+        self.link = self.makeLink(keepAliveInterval=0, confirmDelivery="tcp")
+        self.assertIsNone(componentModule.socketUnackedBytes(StringTransport()))
+        self.up()
+        d = self.link.deliver(self.message())
+        self.poll()
+        self.successResultOf(d)
+
+
+class ConfirmModeTests(unittest.TestCase):
+    """
+    L{confirmMode} and L{transportBuffered}.
+    """
+
+    def test_aliases(self):
+        """
+        The modes are kept; L{True} and L{False} mean C{"ping"} and
+        C{"none"}; anything else is a L{ValueError}.
+        """
+        self.assertEqual(
+            ["ping", "tcp", "none", "ping", "none"],
+            [confirmMode(v) for v in ("ping", "tcp", "none", True, False)])
+        self.assertRaises(ValueError, confirmMode, "TCP")
+        self.assertRaises(ValueError, confirmMode, 1)
+        self.assertEqual(
+            "none", self.makeLink(confirmDelivery=False).confirmDelivery)
+
+    def makeLink(self, **kwargs):
+        return ComponentLink(
+            "127.0.0.1", 5347, "gw.example", "secret",
+            reactor=FakeReactor(), **kwargs)
+
+    def test_transportBuffered(self):
+        """
+        L{transportBuffered} counts a L{abstract.FileDescriptor}'s unsent
+        bytes exactly, in both of its buffers, and is 0 for other
+        transports.
+        """
+        sent = []
+
+        class Descriptor(abstract.FileDescriptor):
+            def writeSomeData(self, data):
+                sent.append(bytes(data[:2]))
+                return 2
+
+        fd = Descriptor(FakeReactor())
+        fd.connected = 1
+        fd.write(b"abcde")
+        self.assertEqual(5, transportBuffered(fd))
+        fd.doWrite()
+        self.assertEqual(3, transportBuffered(fd))
+        fd.write(b"fg")
+        self.assertEqual(5, transportBuffered(fd))
+        fd.doWrite()
+        fd.doWrite()
+        self.assertEqual(1, transportBuffered(fd))
+        self.assertEqual([b"ab", b"cd", b"ef"], sent)
+        self.assertEqual(0, transportBuffered(StringTransport()))

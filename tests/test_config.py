@@ -5,6 +5,7 @@ Tests for L{xmppgw.config}.
 import dataclasses
 import os
 import re
+import sys
 import tomllib
 
 from twisted.python.filepath import FilePath
@@ -208,6 +209,31 @@ class KeyTests(unittest.TestCase):
             'or "server" (S2S federation with dialback), not \'Component\'',
         )
         self.assertInvalidContains("xmpp", "backend", 1, "not 1")
+
+    def test_confirmDelivery(self):
+        """
+        C{confirm_delivery} accepts "ping", "tcp" and "none", and the
+        booleans as aliases of "ping" and "none"; anything else is refused.
+        """
+        self.assertValid("xmpp", "confirm_delivery", "ping", "ping")
+        self.assertValid("xmpp", "confirm_delivery", "none", "none")
+        self.assertValid("xmpp", "confirm_delivery", True, "ping")
+        self.assertValid("xmpp", "confirm_delivery", False, "none")
+        self.assertInvalidContains(
+            "xmpp", "confirm_delivery", "yes",
+            'must be "ping", "tcp" or "none"')
+        self.assertInvalidContains("xmpp", "confirm_delivery", 1, "not 1")
+
+    def test_confirmDeliveryTCP(self):
+        """
+        C{confirm_delivery = "tcp"} is accepted on Linux and refused
+        elsewhere with a message saying it needs Linux.
+        """
+        self.patch(sys, "platform", "linux")
+        self.assertValid("xmpp", "confirm_delivery", "tcp", "tcp")
+        self.patch(sys, "platform", "darwin")
+        self.assertInvalidContains(
+            "xmpp", "confirm_delivery", "tcp", "only Linux has")
 
     def test_serverBackendNeedsCertificate(self):
         """

@@ -26,6 +26,7 @@ import ipaddress
 import math
 import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -185,6 +186,24 @@ def _seconds(low: float, high: float) -> Callable:
 def _boolean(value, context) -> bool:
     if not isinstance(value, bool):
         raise _Invalid(f"must be true or false, not {_show(value)}")
+    return value
+
+
+def _confirmDelivery(value, context) -> str:
+    if value is True:
+        return "ping"
+    if value is False:
+        return "none"
+    if value not in ("ping", "tcp", "none"):
+        raise _Invalid(
+            f'must be "ping", "tcp" or "none" (true and false mean "ping" and '
+            f'"none"), not {_show(value)}'
+        )
+    if value == "tcp" and not sys.platform.startswith("linux"):
+        raise _Invalid(
+            f'"tcp" needs ioctl(TIOCOUTQ) on TCP sockets, which only Linux '
+            f'has (this platform: {sys.platform}); use "ping" or "none"'
+        )
     return value
 
 
@@ -843,13 +862,16 @@ SCHEMA = (
         "stanza (ping round trip) before the SIP MESSAGE gets 504; below "
         "sip.hold_timeout (the default is lowered to half of it if needed).",
         _seconds(0.1, 60)),
-    Key("xmpp", "confirm_delivery", "boolean", True,
-        "Component mode: answer a SIP MESSAGE 2xx only once the XMPP server "
-        "has confirmed the stanza (a ping to our own domain, routed back "
-        "behind it). Set false when several gateway instances share one "
-        "component domain (ejabberd load balancing): the server may route "
-        "the ping to another instance; then 2xx means written to the link.",
-        _boolean),
+    Key("xmpp", "confirm_delivery", "string (or boolean)", "ping",
+        'Component mode: when a SIP MESSAGE gets its 2xx. "ping": once the '
+        "XMPP server has routed back a ping to our own domain written behind "
+        'the stanza. "tcp" (Linux): once the server\'s TCP has acknowledged '
+        "the stanza's bytes (ioctl TIOCOUTQ); use it when several gateway "
+        "instances share one component domain (ejabberd load balancing), "
+        'where the ping may be routed to another instance. "none": once '
+        "written to the link (a gateway crash can lose it). true and false "
+        'mean "ping" and "none".',
+        _confirmDelivery),
     Key("xmpp", "dialback_secret", "string", None,
         "Server mode: secret for dialback keys (XEP-0185), shared by every "
         "instance serving xmpp_domain; unset: random at each start.",
@@ -1090,7 +1112,7 @@ class XMPPConfig:
     reconnect_initial_interval: float
     reconnect_max_interval: float
     confirm_timeout: float = 5.0
-    confirm_delivery: bool = True
+    confirm_delivery: str = "ping"
     # Server mode (defaults here so that code building an XMPPConfig for
     # component mode need not name them).
     dialback_secret: Optional[str] = None

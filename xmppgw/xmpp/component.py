@@ -64,13 +64,35 @@ the ping.
    new connection as well, so reconnecting would not help, and the stanzas
    written to the old socket could still be delivered when it resumes.
    C{TCP_USER_TIMEOUT} (keepalive) covers a peer that vanished.
+
+Confirmation modes (C{confirmDelivery}, C{[xmpp] confirm_delivery}):
+
+ - C{"ping"} (default): the ping round trip above.
+ - C{"tcp"}: confirmation by TCP acknowledgement, for several instances
+   sharing one component domain (the server may route a ping to another
+   instance). The link counts the bytes it writes; every C{tcpPollInterval}
+   seconds while stanzas are unconfirmed it asks how many of them the peer
+   has not acknowledged yet (Twisted's unsent buffer plus the kernel's send
+   queue, C{ioctl(TIOCOUTQ)}, Linux only) and confirms each stanza whose
+   last byte the peer's TCP has acknowledged. This proves the server's
+   kernel has the bytes (a crash of the gateway can no longer lose them),
+   not that the server process read them. The same C{confirmTimeout},
+   I{unconfirmed} (resumes when the peer has acknowledged everything
+   written), L{LinkLost} and queueing rules apply. Where the transport has
+   no socket or the ioctl fails, a warning is logged once per connection
+   and only Twisted's buffer is counted (confirmed when handed to the
+   kernel).
+ - C{"none"}: L{ComponentLink.deliver} fires as soon as the stanza is
+   written to the transport.
 """
 
 import itertools
 import random
 import re
+import array
 import secrets
 import socket
+import sys
 from collections import OrderedDict, deque
 
 from twisted.application import service
@@ -86,7 +108,14 @@ from wokkel.subprotocols import StreamManager
 
 from xmppgw.safexml import hardenXmlStream
 
+try:
+    import fcntl
+    import termios
+except ImportError:  # pragma: no cover (not POSIX)
+    fcntl = termios = None
+
 __all__ = [
+    "CONFIRM_MODES",
     "ComponentLink",
     "ConfirmTimeout",
     "DeliveryError",
@@ -94,6 +123,8 @@ __all__ = [
     "LinkLost",
     "LinkQueueFull",
     "LinkStopped",
+    "confirmMode",
+    "socketUnackedBytes",
 ]
 
 CONNECTING = "connecting"
@@ -110,6 +141,17 @@ _log = Logger()
 _HANDSHAKE_CONTENT = re.compile(r"(<handshake(?:\s[^>]*)?>)[^<]+")
 
 NS_PING = "urn:xmpp:ping"
+
+#: The values of C{confirmDelivery} (L{True} and L{False} are aliases of
+#: C{"ping"} and C{"none"}).
+CONFIRM_MODES = ("ping", "tcp", "none")
+
+#: The ioctl giving a TCP socket's bytes not yet acknowledged by the peer
+#: (C{TIOCOUTQ} == C{SIOCOUTQ}), or L{None} where it is not known to work on
+#: sockets (it does on Linux only).
+TIOCOUTQ = (
+    getattr(termios, "TIOCOUTQ", None)
+    if termios is not None and sys.platform.startswith("linux") else None)
 
 #: How many ping ids of an unconfirmed link are remembered (a late answer
 #: to any of them resumes the link).
@@ -176,12 +218,16 @@ class _Entry:
     A stanza given to L{ComponentLink.deliver}.
     """
 
-    __slots__ = ("stanza", "deferred", "written")
+    __slots__ = ("stanza", "deferred", "written", "end", "deadline")
 
     def __init__(self, stanza):
         self.stanza = stanza
         self.deferred = None
         self.written = False
+        # "tcp" mode: the link's byte count after the stanza, and when its
+        # confirmation times out.
+        self.end = 0
+        self.deadline = None
 
 
 class _Ping:
@@ -194,6 +240,75 @@ class _Ping:
     def __init__(self, entries, timer):
         self.entries = entries
         self.timer = timer
+
+
+def confirmMode(value):
+    """
+    Normalize a C{confirmDelivery} value.
+
+    @param value: C{"ping"}, C{"tcp"}, C{"none"}, L{True} (C{"ping"}) or
+        L{False} (C{"none"}).
+    @return: one of L{CONFIRM_MODES}.
+    @raise ValueError: for any other value.
+    """
+    if value is True:
+        return "ping"
+    if value is False:
+        return "none"
+    if isinstance(value, str) and value in CONFIRM_MODES:
+        return value
+    raise ValueError(
+        'confirmDelivery must be "ping", "tcp", "none", true or false, not %r'
+        % (value,))
+
+
+def transportBuffered(transport):
+    """
+    The bytes written to a Twisted transport and not yet handed to the
+    kernel (L{twisted.internet.abstract.FileDescriptor}'s C{dataBuffer}
+    from C{offset}, plus C{_tempDataBuffer}); C{0} for a transport without
+    these buffers.
+    """
+    dataBuffer = getattr(transport, "dataBuffer", None)
+    if not isinstance(dataBuffer, bytes):
+        return 0
+    return (len(dataBuffer) - getattr(transport, "offset", 0)
+            + getattr(transport, "_tempDataLen", 0))
+
+
+def kernelUnacked(transport):
+    """
+    The bytes in a TCP socket's send queue that the peer has not
+    acknowledged (C{ioctl(TIOCOUTQ)}, Linux).
+
+    @return: the count, or L{None} if it cannot be known (no ioctl on this
+        platform, no socket, or the ioctl failed).
+    """
+    if TIOCOUTQ is None or fcntl is None:
+        return None
+    getHandle = getattr(transport, "getHandle", None)
+    if getHandle is None:
+        return None
+    try:
+        fd = getHandle().fileno()
+        buf = array.array("i", [0])
+        fcntl.ioctl(fd, TIOCOUTQ, buf, True)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return buf[0]
+
+
+def socketUnackedBytes(transport):
+    """
+    The bytes written to C{transport} that the peer's TCP has not
+    acknowledged: Twisted's unsent buffer plus the kernel's send queue.
+
+    @return: the count, or L{None} if the kernel's part cannot be known.
+    """
+    kernel = kernelUnacked(transport)
+    if kernel is None:
+        return None
+    return transportBuffered(transport) + kernel
 
 
 def _hostPort(host, port):
@@ -341,12 +456,20 @@ class ComponentLink(StreamManager, service.Service):
     @ivar windowLimit: the most stanzas written and not yet confirmed.
     @ivar unconfirmed: L{True} while a confirmation timed out and no ping
         came back since: L{deliver} queues and writes nothing.
+    @ivar confirmDelivery: the confirmation mode: C{"ping"}, C{"tcp"} or
+        C{"none"} (module docstring, "Confirmation modes").
     @ivar confirmStats: counters: C{written}, C{confirmed}, C{pings},
         C{timedOut}, C{lost}, C{cancelled}, C{refused}.
     """
 
     connectTimeout = 30
     closeTimeout = 5.0
+    #: C{"tcp"} mode: seconds between checks of the peer's acknowledgements
+    #: while stanzas are unconfirmed (none while idle).
+    tcpPollInterval = 0.002
+    #: C{"tcp"} mode: seconds between checks while the link is
+    #: I{unconfirmed} (waiting for a hung peer to acknowledge again).
+    tcpProbeInterval = 0.1
     #: The most bytes of one stanza from the server (C{[policy]
     #: stanza_max_size}); a larger one, or any DOCTYPE, entity declaration,
     #: comment or processing instruction, drops the connection
@@ -369,7 +492,8 @@ class ComponentLink(StreamManager, service.Service):
         confirmTimeout=5.0,
         queueLimit=10000,
         windowLimit=1000,
-        confirmDelivery=True,
+        confirmDelivery="ping",
+        unackedBytes=None,
     ):
         """
         @param host: the XMPP server host name or address.
@@ -396,14 +520,31 @@ class ComponentLink(StreamManager, service.Service):
             given to L{deliver} (C{[xmpp] confirm_timeout}).
         @param queueLimit: the most stanzas L{deliver} keeps queued.
         @param windowLimit: the most stanzas written and unconfirmed at once.
-        @param confirmDelivery: confirm each batch with a ping routed back
-            through the server (default); when false, L{deliver} fires as
-            soon as the stanza is written (for several instances sharing one
-            component domain, where the server may route the ping to
-            another instance).
-        @raise ValueError: if an argument is out of range or malformed.
+        @param confirmDelivery: C{"ping"} (or L{True}, the default):
+            confirm each batch with a ping routed back through the server;
+            C{"tcp"}: confirm each stanza once the server's TCP has
+            acknowledged its last byte; C{"none"} (or L{False}): L{deliver}
+            fires as soon as the stanza is written. C{"tcp"} and C{"none"}
+            are for several instances sharing one component domain, where
+            the server may route the ping to another instance (module
+            docstring, "Confirmation modes").
+        @param unackedBytes: for C{"tcp"}: a callable taking the transport
+            and returning how many bytes written to it the peer has not
+            acknowledged, or L{None} if unknown; default
+            L{socketUnackedBytes}.
+        @raise ValueError: if an argument is out of range or malformed, or
+            C{"tcp"} is asked for where C{TIOCOUTQ} is not available
+            (not Linux) and no C{unackedBytes} is given.
         @raise TypeError: if an argument has the wrong type.
         """
+        confirmDelivery = confirmMode(confirmDelivery)
+        if confirmDelivery == "tcp" and unackedBytes is None:
+            if TIOCOUTQ is None:
+                raise ValueError(
+                    'confirmDelivery "tcp" needs ioctl(TIOCOUTQ) on TCP '
+                    "sockets (Linux); this platform (%s) does not have it"
+                    % (sys.platform,))
+            unackedBytes = socketUnackedBytes
         if not isinstance(host, str) or not host:
             raise ValueError("xmpp_host must be a non-empty string")
         if (
@@ -498,6 +639,13 @@ class ComponentLink(StreamManager, service.Service):
         self._pings = OrderedDict()
         self._inFlight = 0
         self._flushCall = None
+        # "tcp" mode.
+        self._unackedBytes = unackedBytes
+        self._bytesOut = 0
+        self._tcpEntries = deque()
+        self._tcpPoll = None
+        self._tcpResumeAt = None
+        self._tcpFallbackLogged = False
         self._pingIDs = (
             "xmppgw-confirm-%s-%d" % (secrets.token_hex(4), n)
             for n in itertools.count(1)
@@ -671,9 +819,12 @@ class ComponentLink(StreamManager, service.Service):
         self._headerReceived = False
         self._failure = None
         self._authTime = None
+        self._bytesOut = 0
+        self._tcpFallbackLogged = False
         if self.logTraffic:
             xs.rawDataInFn = self._logDataIn
-            xs.rawDataOutFn = self._logDataOut
+        # Every byte written through the stream is counted ("tcp" mode).
+        xs.rawDataOutFn = self._dataOut
         self.xmlstream = xs
         hardenXmlStream(xs, self.maxStanzaSize)
         if self.state != STOPPED:
@@ -687,6 +838,15 @@ class ComponentLink(StreamManager, service.Service):
 
     def _logDataOut(self, data):
         _log.info("XMPP SEND: {data}", data=_redactHandshake(data))
+
+    def _dataOut(self, data):
+        """
+        Bytes about to be written to the transport: count them, and log them
+        if L{logTraffic}.
+        """
+        self._bytesOut += len(data)
+        if self.logTraffic:
+            self._logDataOut(data)
 
     def _streamStarted(self, xs):
         """
@@ -936,10 +1096,18 @@ class ComponentLink(StreamManager, service.Service):
         """
         self.xmlstream.send(entry.stanza)
         entry.written = True
-        if not self.confirmDelivery:
+        if self.confirmDelivery == "none":
             # Write-only mode: the stanza is on the link; nothing to wait for.
             self.confirmStats["written"] += 1
             entry.deferred.callback(None)
+            return
+        if self.confirmDelivery == "tcp":
+            entry.end = self._bytesOut
+            entry.deadline = self._reactor.seconds() + self.confirmTimeout
+            self._tcpEntries.append(entry)
+            self._inFlight += 1
+            self.confirmStats["written"] += 1
+            self._scheduleTCPPoll(self.tcpPollInterval)
             return
         self._batch.append(entry)
         self._inFlight += 1
@@ -1052,6 +1220,91 @@ class ComponentLink(StreamManager, service.Service):
         if self.unconfirmed and self.isAuthenticated:
             self._sendPing([])
 
+    def _scheduleTCPPoll(self, delay):
+        if self._tcpPoll is None:
+            self._tcpPoll = self._reactor.callLater(delay, self._pollTCP)
+
+    def _ackedBytes(self):
+        """
+        The link's byte count up to which the peer's TCP has acknowledged
+        (a constant offset from the true stream position does not matter:
+        stanza ends are counted the same way).
+        """
+        transport = self.xmlstream.transport
+        unacked = self._unackedBytes(transport)
+        if unacked is None:
+            if not self._tcpFallbackLogged:
+                self._tcpFallbackLogged = True
+                _log.warn(
+                    "Cannot read the TCP send queue of the link to {server} "
+                    "(ioctl TIOCOUTQ): confirm_delivery \"tcp\" confirms "
+                    "stanzas once handed to the kernel on this connection",
+                    server=_hostPort(self.host, self.port))
+            unacked = transportBuffered(transport)
+        return self._bytesOut - unacked
+
+    def _pollTCP(self):
+        """
+        "tcp" mode: confirm the stanzas the peer has acknowledged, fail them
+        all if the oldest waited longer than C{confirmTimeout}, and poll
+        again while anything is pending.
+        """
+        self._tcpPoll = None
+        if not self.isAuthenticated or self.xmlstream.transport is None:
+            return
+        acked = self._ackedBytes()
+        entries = self._tcpEntries
+        confirmed = 0
+        while entries and entries[0].end <= acked:
+            entry = entries.popleft()
+            self._inFlight -= 1
+            confirmed += 1
+            if not entry.deferred.called:
+                entry.deferred.callback(None)
+        self.confirmStats["confirmed"] += confirmed
+        if self.unconfirmed:
+            if acked >= self._tcpResumeAt:
+                self.unconfirmed = False
+                self._tcpResumeAt = None
+                _log.info(
+                    "XMPP server at {server} acknowledges again; the "
+                    "component link resumes sending ({queued} queued)",
+                    server=_hostPort(self.host, self.port),
+                    queued=len(self._queue))
+            else:
+                self._scheduleTCPPoll(self.tcpProbeInterval)
+                return
+        elif entries and entries[0].deadline <= self._reactor.seconds():
+            self._tcpTimedOut()
+            return
+        self._drain()
+        if entries:
+            self._scheduleTCPPoll(self.tcpPollInterval)
+
+    def _tcpTimedOut(self):
+        """
+        "tcp" mode: the peer did not acknowledge a stanza in time: fail the
+        unconfirmed ones and write nothing until it acknowledges everything
+        written.
+        """
+        failed = list(self._tcpEntries)
+        self._tcpEntries.clear()
+        self._inFlight = 0
+        self.unconfirmed = True
+        self._tcpResumeAt = self._bytesOut
+        self.confirmStats["timedOut"] += len(failed)
+        _log.warn(
+            "XMPP server at {server} did not acknowledge stanzas (TCP) within "
+            "{timeout:g} s (hung?): {count} unconfirmed stanza(s) failed; "
+            "holding new ones until it acknowledges",
+            server=_hostPort(self.host, self.port),
+            timeout=self.confirmTimeout, count=len(failed))
+        for entry in failed:
+            self._fail(entry, ConfirmTimeout(
+                "XMPP server did not acknowledge the stanza within %g s"
+                % (self.confirmTimeout,)))
+        self._scheduleTCPPoll(self.tcpProbeInterval)
+
     def _linkGone(self, reason):
         """
         The connection is gone: fail the written, unconfirmed stanzas (they
@@ -1061,8 +1314,14 @@ class ComponentLink(StreamManager, service.Service):
             if self._flushCall.active():
                 self._flushCall.cancel()
             self._flushCall = None
-        lost = list(self._batch)
+        if self._tcpPoll is not None:
+            if self._tcpPoll.active():
+                self._tcpPoll.cancel()
+            self._tcpPoll = None
+        self._tcpResumeAt = None
+        lost = list(self._batch) + list(self._tcpEntries)
         self._batch = []
+        self._tcpEntries.clear()
         for ping in self._pings.values():
             if ping.timer is not None and ping.timer.active():
                 ping.timer.cancel()
@@ -1134,4 +1393,5 @@ class ComponentLink(StreamManager, service.Service):
         """
         xs = self.xmlstream
         if xs is not None and xs.transport is not None and self._initialized:
+            self._bytesOut += 1
             xs.transport.write(b" ")
