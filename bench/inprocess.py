@@ -132,6 +132,22 @@ class SinkTransport(StringTransport):
         self.last = data
 
 
+def wireFakeSIP(gateway):
+    """
+    Give C{gateway} (which has a C{clock}) the real SIP side on a fake UDP
+    socket: C{sip}, C{udp}, C{sipProtocol} and C{transactions}.
+    """
+    gateway.sip = SIPTransport(
+        [("udp", "127.0.0.1", 5060)], maxMessageSize=65535,
+        reactor=gateway.clock)
+    gateway.udp = FakeUDP()
+    gateway.sipProtocol = gateway.sip._listeners[0].protocol
+    gateway.sipProtocol.transport = gateway.udp
+    gateway.sip._udp.append(gateway.sipProtocol)
+    gateway.transactions = TransactionLayer(gateway.clock, gateway.sip, t1=0.5)
+    gateway.sip.receiver = gateway.transactions
+
+
 class Gateway:
     """
     A gateway wired as C{xmppgw.tap.buildGateway} wires it, on fakes.
@@ -139,16 +155,7 @@ class Gateway:
 
     def __init__(self, logMessages, freeze=True, metrics=False):
         self.clock = BenchClock()
-        self.sip = SIPTransport(
-            [("udp", "127.0.0.1", 5060)], maxMessageSize=65535,
-            reactor=self.clock)
-        listener = self.sip._listeners[0]
-        self.udp = FakeUDP()
-        self.sipProtocol = listener.protocol
-        self.sipProtocol.transport = self.udp
-        self.sip._udp.append(self.sipProtocol)
-        self.transactions = TransactionLayer(self.clock, self.sip, t1=0.5)
-        self.sip.receiver = self.transactions
+        wireFakeSIP(self)
         self.link = ComponentLink(
             "127.0.0.1", 5347, XMPP_DOMAIN, "secret", reactor=self.clock,
             keepAliveInterval=0)

@@ -41,12 +41,11 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from bench.common import emit, gitRevision, machine, percentile
-from bench.inprocess import BenchClock, FakeUDP, okFor
+from bench.inprocess import BenchClock, okFor, wireFakeSIP
 from xmppgw.addressing import AddressMapper
 from xmppgw.gctune import freezeStartupObjects
 from xmppgw.router import MessageRouter, RouterSettings
-from xmppgw.sip.transaction import Target, TransactionLayer
-from xmppgw.sip.transport import SIPTransport
+from xmppgw.sip.transaction import Target
 from xmppgw.xmpp.dialback import generateKey
 from xmppgw.xmpp.server import S2SService, TLSSettings
 
@@ -114,16 +113,7 @@ class ServerGateway:
 
     def __init__(self, peers, freeze=True):
         self.clock = BenchReactor()
-        self.sip = SIPTransport(
-            [("udp", "127.0.0.1", 5060)], maxMessageSize=65535,
-            reactor=self.clock)
-        listener = self.sip._listeners[0]
-        self.udp = FakeUDP()
-        self.sipProtocol = listener.protocol
-        self.sipProtocol.transport = self.udp
-        self.sip._udp.append(self.sipProtocol)
-        self.transactions = TransactionLayer(self.clock, self.sip, t1=0.5)
-        self.sip.receiver = self.transactions
+        wireFakeSIP(self)
         self.domains = [peerDomain(k) for k in range(peers)]
         self.s2s = S2SService(
             OURS, secret=SECRET, reactor=self.clock,

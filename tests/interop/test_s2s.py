@@ -45,10 +45,12 @@ BOB_VIA_XMPP = f"bob*sip.test@{GATEWAY}"
 READY_LINE = "XMPP server mode: S2S for gw.test listening on"
 
 
-def serverConfig(s2sPort, sipPort, prosody, certificate, ca, verify,
-                 outboundProxy):
+def serverConfig(s2sPort, sipPort, peerDomain, peerPort, certificate, ca,
+                 verify, outboundProxy, secret=None):
     """
-    The TOML of a server-mode gateway for C{prosody}.
+    The TOML of a server-mode gateway federating with the XMPP server of
+    C{peerDomain}, pinned to C{LOCAL:peerPort}; C{secret} is the dialback
+    secret (random when L{None}).
     """
     cert, key = certificate
     lines = [
@@ -58,7 +60,7 @@ def serverConfig(s2sPort, sipPort, prosody, certificate, ca, verify,
         f'xmpp_domain = "{GATEWAY}"',
         f'xmpp_host = "{LOCAL}"',
         f"xmpp_port = {s2sPort}",
-        f'dialback_secret = "{secrets.token_hex(20)}"',
+        f'dialback_secret = "{secret or secrets.token_hex(20)}"',
         f'tls_certificate = "{cert}"',
         f'tls_private_key = "{key}"',
         f'tls_ca = "{ca}"',
@@ -67,7 +69,7 @@ def serverConfig(s2sPort, sipPort, prosody, certificate, ca, verify,
         f'outbound_proxy = "{outboundProxy}"',
         "",
         "[xmpp.s2s_peers]",
-        f'"{XMPP}" = "{LOCAL}:{prosody.s2sPort}"',
+        f'"{peerDomain}" = "{LOCAL}:{peerPort}"',
         "",
         "[sip]",
         f'listen = ["udp:{LOCAL}:{sipPort}", "tcp:{LOCAL}:{sipPort}"]',
@@ -110,7 +112,8 @@ class _S2SBase:
         cls.receiver = SIPReceiver("udp").start()
         cls.sipPort = freePort("both")
         cls.gateway = GatewayProcess(
-            serverConfig(cls.s2sPort, cls.sipPort, cls.prosody, gatewayCert,
+            serverConfig(cls.s2sPort, cls.sipPort, XMPP, cls.prosody.s2sPort,
+                         gatewayCert,
                          ca.caCert, cls.gatewayVerifies, cls.receiver.uri),
             workdir=os.path.join(workdir, "gateway"))
         os.makedirs(cls.gateway.workdir, exist_ok=True)

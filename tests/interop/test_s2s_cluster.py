@@ -37,21 +37,14 @@ from tests.interop.test_s2s import (
     ALICE, ALICE_VIA_SIP, BOB_SIP, BOB_VIA_XMPP, GATEWAY, READY_LINE, XMPP,
     serverConfig)
 
-_SECRET_LINE = re.compile(r'^dialback_secret = ".*"$', re.MULTILINE)
-
-
 def clusterConfig(secret, s2sPort, sipPort, prosody, certificate, ca,
                   outboundProxy):
     """
     L{serverConfig} (certificates verified both ways) with the given
-    C{dialback_secret} instead of its random one.
+    C{dialback_secret}.
     """
-    text = serverConfig(s2sPort, sipPort, prosody, certificate, ca, True,
-                        outboundProxy)
-    text, count = _SECRET_LINE.subn(f'dialback_secret = "{secret}"', text)
-    if count != 1:
-        raise HarnessError(f"no dialback_secret line to replace in:\n{text}")
-    return text
+    return serverConfig(s2sPort, sipPort, XMPP, prosody.s2sPort, certificate,
+                        ca, True, outboundProxy, secret=secret)
 
 
 def _verifyAnswers(log, kind):

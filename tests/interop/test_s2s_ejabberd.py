@@ -21,7 +21,6 @@ No DNS query leaves the machine and the machine's files are not touched.
 """
 
 import os
-import secrets
 
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -30,6 +29,7 @@ from tests.interop.harness import (
     SIPUDPClient, XMPPClient, buildMessage, cleanupAll, freePort, inCI,
     makeWorkdir, newCallID, uniqueID)
 from tests.interop.prosody_s2s import makeTestCA
+from tests.interop.test_s2s import serverConfig
 from xmppgw.clusterpeers import PrivateEjabberd
 from xmppgw.localpeers import findProgram
 
@@ -83,42 +83,6 @@ def s2sListener(port):
     ])
 
 
-def serverConfig(s2sPort, sipPort, ejabberdS2SPort, certificate, ca,
-                 outboundProxy):
-    """
-    The TOML of a server-mode gateway federating with ejabberd.
-    """
-    cert, key = certificate
-    return "\n".join([
-        "[xmpp]",
-        'backend = "server"',
-        f'gateway_domain = "{GATEWAY}"',
-        f'xmpp_domain = "{GATEWAY}"',
-        f'xmpp_host = "{LOCAL}"',
-        f"xmpp_port = {s2sPort}",
-        f'dialback_secret = "{secrets.token_hex(20)}"',
-        f'tls_certificate = "{cert}"',
-        f'tls_private_key = "{key}"',
-        f'tls_ca = "{ca}"',
-        "tls_required = true",
-        "tls_verify = true",
-        f'outbound_proxy = "{outboundProxy}"',
-        "",
-        "[xmpp.s2s_peers]",
-        f'"{XMPP}" = "{LOCAL}:{ejabberdS2SPort}"',
-        "",
-        "[sip]",
-        f'listen = ["udp:{LOCAL}:{sipPort}", "tcp:{LOCAL}:{sipPort}"]',
-        "hold_timeout = 15",
-        "",
-        "[log]",
-        "messages = true",
-        "traffic_sip = true",
-        "traffic_xmpp = true",
-        "",
-    ])
-
-
 class EjabberdS2STests(TestCase):
     """
     One ejabberd, one server-mode gateway, one SIP receiver and Alice (on
@@ -155,8 +119,8 @@ class EjabberdS2STests(TestCase):
         cls.receiver = SIPReceiver("udp").start()
         cls.sipPort = freePort("both")
         cls.gateway = GatewayProcess(
-            serverConfig(cls.s2sPort, cls.sipPort, ejS2SPort, gatewayCert,
-                         ca.caCert, cls.receiver.uri),
+            serverConfig(cls.s2sPort, cls.sipPort, XMPP, ejS2SPort,
+                         gatewayCert, ca.caCert, True, cls.receiver.uri),
             workdir=os.path.join(workdir, "gateway"))
         os.makedirs(cls.gateway.workdir, exist_ok=True)
         cls.gateway.start(timeout=30, waitForLink=False)
