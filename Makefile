@@ -184,8 +184,12 @@ docs: venv
 # loopback, scale and memory; results in bench/results/*.json and on stdout.
 # See docs/performance.rst. Arguments go through BENCH_ARGS (for the end to
 # end run), e.g.  make bench BENCH_ARGS="--rates 1000,2000 --duration 2", and
-# SOAK_ARGS (for the soak; empty: 600 s at 500/s), e.g. SOAK_ARGS="--duration 120".
+# SOAK_ARGS (for the soak; empty: 600 s at 500/s), e.g. SOAK_ARGS="--duration 120",
+# and CRASH_ARGS (for the SIGKILL windows of each [xmpp] confirm_delivery mode,
+# bench/crash.py; empty: kernel,none,tcp, 5 kills each at 1,000/s), e.g.
+# CRASH_ARGS="--kills 20".
 SOAK_ARGS ?=
+CRASH_ARGS ?=
 .PHONY: bench
 bench: peers venv
 	@$(VPY) -c "import pyinstrument" 2>/dev/null \
@@ -199,3 +203,4 @@ bench: peers venv
 	$(VPY) -m bench.s2s --json bench/results/s2s.json
 	$(VPY) -m bench.endtoend --json bench/results/endtoend.json $(BENCH_ARGS)
 	$(VPY) -m bench.soak --json bench/results/soak.json $(SOAK_ARGS)
+	$(VPY) -m bench.crash --json bench/results/crash.json $(CRASH_ARGS)

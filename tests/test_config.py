@@ -212,16 +212,18 @@ class KeyTests(unittest.TestCase):
 
     def test_confirmDelivery(self):
         """
-        C{confirm_delivery} accepts "ping", "tcp" and "none", and the
-        booleans as aliases of "ping" and "none"; anything else is refused.
+        C{confirm_delivery} accepts "ping", "tcp", "kernel" and "none", and
+        the booleans as aliases of "ping" and "none"; anything else is
+        refused.
         """
         self.assertValid("xmpp", "confirm_delivery", "ping", "ping")
+        self.assertValid("xmpp", "confirm_delivery", "kernel", "kernel")
         self.assertValid("xmpp", "confirm_delivery", "none", "none")
         self.assertValid("xmpp", "confirm_delivery", True, "ping")
         self.assertValid("xmpp", "confirm_delivery", False, "none")
         self.assertInvalidContains(
             "xmpp", "confirm_delivery", "yes",
-            'must be "ping", "tcp" or "none"')
+            'must be "ping", "tcp", "kernel" or "none"')
         self.assertInvalidContains("xmpp", "confirm_delivery", 1, "not 1")
 
     def test_confirmDeliveryTCP(self):

@@ -7,7 +7,8 @@ from twisted.trial import unittest
 from twisted.words.xish import domish
 
 from xmppgw.errors import NS_XML
-from xmppgw.fastxml import SimpleElement, escapeAttribute, escapeText
+from xmppgw.fastxml import (
+    SimpleElement, addTextElement, escapeAttribute, escapeText)
 
 _text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
@@ -150,3 +151,50 @@ class SimpleElementTests(unittest.TestCase):
             self.assertEqual(domish.escapeToXml(text), escapeText(text))
             self.assertEqual(domish.escapeToXml(text, 1),
                              escapeAttribute(text))
+
+
+class AddTextElementTests(unittest.TestCase):
+    """
+    L{addTextElement} adds what C{addElement(name, content=text)} adds.
+    """
+
+    def assertSameChild(self, plain, fast):
+        self.assertIs(type(plain), type(fast))
+        self.assertEqual(vars(plain).keys(), vars(fast).keys())
+        for key, value in vars(plain).items():
+            if key != "parent":
+                self.assertEqual(value, getattr(fast, key), key)
+
+    def test_likeAddElement(self):
+        """
+        In a parent with no namespace, with a default namespace, and with
+        empty text, the child and the parent's children are the same as
+        L{domish.Element.addElement} makes, and so is the XML.
+        """
+        for qname, text in [((None, "message"), "hi <&>"),
+                            (("jabber:client", "message"), "x"),
+                            ((None, "message"), "")]:
+            plain = domish.Element(qname)
+            fast = domish.Element(qname)
+            plainChild = plain.addElement("body", content=text)
+            fastChild = addTextElement(fast, "body", text)
+            self.assertSameChild(plainChild, fastChild)
+            self.assertIs(fast, fastChild.parent)
+            self.assertEqual([fastChild], fast.children)
+            self.assertEqual(plain.toXml(), fast.toXml())
+            self.assertEqual(text, str(fast.body))
+
+    def test_simpleElement(self):
+        """
+        A L{SimpleElement} with children added by L{addTextElement} writes
+        what domish writes.
+        """
+        plain = domish.Element((None, "message"))
+        fast = SimpleElement((None, "message"))
+        for m in (plain, fast):
+            m["to"] = "a@x.example"
+            m.addElement("body", content="1 < 2")
+        addTextElement(fast, "thread", "c")
+        plain.addElement("thread", content="c")
+        self.assertEqual(plain.toXml(), fast.toXml())
+        self.assertEqual(streamXML(plain), streamXML(fast))

@@ -962,3 +962,89 @@ class RoundTripTests(unittest.TestCase):
         self.assertEqual(
             (("Subject", "S & <s>"), ("Content-Language", "de")), message.headers
         )
+
+
+class StanzaIDForTests(unittest.TestCase):
+    """
+    Tests for L{messages.stanzaIDFor}: the stanza id of a SIP request.
+    """
+
+    def request(self, callID="c1@1.2.3.4", cseq="1 MESSAGE",
+                sender="<sip:juliet@sip.example>;tag=49583",
+                branch="z9hG4bK776sgdkse", uri="sip:romeo@gw.example",
+                maxForwards="70"):
+        headers = [("Via", f"SIP/2.0/UDP 1.2.3.4;branch={branch}"),
+                   ("Max-Forwards", maxForwards)]
+        if sender is not None:
+            headers.append(("From", sender))
+        headers.append(("To", "<sip:romeo@gw.example>"))
+        if callID is not None:
+            headers.append(("Call-ID", callID))
+        if cseq is not None:
+            headers.append(("CSeq", cseq))
+        headers.append(("Content-Type", "text/plain"))
+        return Request("MESSAGE", uri, Headers(headers), b"hello")
+
+    def test_format(self):
+        """
+        The id is C{sip-} and the 32 hex digits of a 128-bit BLAKE2b hash of
+        Call-ID, CSeq and From tag, one per line.
+        """
+        import hashlib
+        expected = "sip-" + hashlib.blake2b(
+            b"c1@1.2.3.4\n1 MESSAGE\n49583", digest_size=16).hexdigest()
+        self.assertEqual(expected, messages.stanzaIDFor(self.request()))
+        self.assertRegex(expected, r"\Asip-[0-9a-f]{32}\Z")
+
+    def test_failoverCopy(self):
+        """
+        A copy of the request as a proxy fails it over (a new Via branch, a
+        lower Max-Forwards, another Request-URI host, the From rewritten
+        with a display name and other spacing) gets the same id.
+        """
+        first = messages.stanzaIDFor(self.request())
+        copy = messages.stanzaIDFor(self.request(
+            branch="z9hG4bKother", maxForwards="69",
+            uri="sip:romeo@10.0.0.2:5062",
+            sender='"Juliet" <sip:juliet@sip.example> ; tag=49583',
+            cseq="1   MESSAGE"))
+        self.assertEqual(first, copy)
+
+    def test_differentRequests(self):
+        """
+        A different Call-ID, CSeq number, CSeq method or From tag gives a
+        different id.
+        """
+        ids = {
+            messages.stanzaIDFor(self.request()),
+            messages.stanzaIDFor(self.request(callID="c2@1.2.3.4")),
+            messages.stanzaIDFor(self.request(cseq="2 MESSAGE")),
+            messages.stanzaIDFor(self.request(cseq="1 SUBSCRIBE")),
+            messages.stanzaIDFor(self.request(
+                sender="<sip:juliet@sip.example>;tag=49584")),
+        }
+        self.assertEqual(5, len(ids))
+
+    def test_fieldsNotConfused(self):
+        """
+        Moving text from one field to the next changes the id (the fields
+        are separated).
+        """
+        self.assertNotEqual(
+            messages.stanzaIDFor(self.request(callID="c1", cseq="1 MESSAGE")),
+            messages.stanzaIDFor(self.request(callID="c11", cseq=" MESSAGE")))
+
+    def test_malformedHeaders(self):
+        """
+        A request with no Call-ID, CSeq or From, or a From that does not
+        parse, still gets an id, stable for the same text.
+        """
+        bare = self.request(callID=None, cseq=None, sender=None)
+        self.assertRegex(messages.stanzaIDFor(bare), r"\Asip-[0-9a-f]{32}\Z")
+        bad = self.request(sender="<sip:juliet@sip.example;tag=1")
+        self.assertEqual(messages.stanzaIDFor(bad), messages.stanzaIDFor(
+            self.request(sender="<sip:juliet@sip.example;tag=1")))
+        self.assertNotEqual(messages.stanzaIDFor(bad), messages.stanzaIDFor(
+            self.request(sender="<sip:juliet@sip.example;tag=2")))
+        self.assertNotEqual(messages.stanzaIDFor(bare), messages.stanzaIDFor(
+            self.request(callID=None, cseq=None)))

@@ -73,6 +73,20 @@ class AccessListTests(unittest.TestCase):
             self.assertFalse(acl.allows(host), host)
         self.assertIsNone(normalizeAddress("300.1.1.1"))
 
+    def test_verdictsRemembered(self):
+        """
+        Verdicts are remembered per source text (the same answers the
+        second time) and the memory is bounded by C{cacheLimit}.
+        """
+        acl = AccessList(["192.0.2.0/24"])
+        acl.cacheLimit = 3
+        hosts = ["192.0.2.%d" % (i,) for i in range(5)] + ["203.0.113.1"]
+        first = [acl.allows(h) for h in hosts]
+        self.assertEqual([True] * 5 + [False], first)
+        self.assertLessEqual(len(acl._verdicts), 3)
+        self.assertEqual(first, [acl.allows(h) for h in hosts])
+        self.assertFalse(acl.allows(["192.0.2.1"]))
+
     def test_badNetwork(self):
         """
         A bad entry is refused, naming it.

@@ -265,6 +265,35 @@ class PresenceTestsMixin:
         return result[0]
 
 
+class DialogCSeqTests(PresenceTestsMixin, unittest.TestCase):
+    """
+    The per-dialog memory of the CSeqs this instance sent.
+    """
+
+    def test_bounded(self):
+        """
+        The memory keeps at most 2 x C{subscriptionsMax} + 1000 dialogs
+        (least recently used forgotten first); a forgotten dialog falls back
+        to the CSeq stored in its record.
+        """
+        from xmppgw.store import Subscription
+        limit = 2 * self.settings.subscriptionsMax + 1000
+        records = [
+            Subscription(
+                direction="outbound", watcher="u@xmpp.example",
+                presentity=f"s{i}*sip.example@{GW}", state="active",
+                expires=0.0, callID=f"call-{i}", localTag="t",
+                remoteTag="r", localURI="sip:a@b", remoteURI="sip:c@d",
+                remoteTarget="sip:c@d", routeSet=(), localCSeq=7,
+                remoteCSeq=0, presence="{}")
+            for i in range(limit + 500)]
+        for record in records:
+            self.assertEqual(8, self.gateway._nextCSeq(record))
+        self.assertEqual(limit, len(self.gateway._cseq))
+        self.assertEqual(9, self.gateway._nextCSeq(records[-1]))
+        self.assertEqual(8, self.gateway._nextCSeq(records[0]))
+
+
 class InboundTests(PresenceTestsMixin, unittest.TestCase):
     """
     A SIP watcher subscribing to an XMPP user.

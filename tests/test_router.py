@@ -140,6 +140,28 @@ class SIPToXMPPTests(RouterTestsMixin, unittest.TestCase):
         self.assertEqual("héllo <&>", str(stanza.body))
         self.assertIsNone(stanza.getAttribute("type"))
 
+    def test_stableStanzaID(self):
+        """
+        The stanza id is L{messages.stanzaIDFor} the request: a copy failed
+        over by a proxy (a new branch) gets the same id, on another router
+        too, and another request (a new CSeq) another id.
+        """
+        from xmppgw import messages
+        first = sipMessage()
+        self.receive(first)
+        self.receive(sipMessage(branch="z9hG4bKfailover"))
+        other = MessageRouter(self.clock, self.mapper, FakeTransactionLayer(),
+                              self.link, self.settings)
+        other.sipRequestReceived(sipMessage(branch="z9hG4bK3"),
+                                 FakeServerTransaction())
+        [a, b, c] = self.link.sent
+        self.assertEqual(messages.stanzaIDFor(first), a["id"])
+        self.assertEqual([a["id"]] * 3, [a["id"], b["id"], c["id"]])
+        changed = first.headers.copy()
+        changed.set("CSeq", "2 MESSAGE")
+        self.receive(first.__class__("MESSAGE", first.uri, changed, first.body))
+        self.assertNotEqual(a["id"], self.link.sent[3]["id"])
+
     def test_successCode200(self):
         """
         The success code follows the configuration.
@@ -195,6 +217,69 @@ class SIPToXMPPTests(RouterTestsMixin, unittest.TestCase):
         txn = self.receive(sipMessage(method="OPTIONS", body=""))
         self.assertEqual([200], [r.code for r in txn.responses])
         self.assertEqual([], self.link.sent)
+
+    def test_optionsLinkDown(self):
+        """
+        While the XMPP link is not authenticated OPTIONS gets 503 XMPP Link
+        Down with Retry-After, and 200 again once the link is back.
+        """
+        self.link.isAuthenticated = False
+        txn = self.receive(sipMessage(method="OPTIONS", body=""))
+        [r] = txn.responses
+        self.assertEqual((503, "XMPP Link Down", "5"),
+                         (r.code, r.reason, r.headers.get("Retry-After")))
+        self.assertEqual("1 OPTIONS", r.headers.get("CSeq"))
+        self.link.isAuthenticated = True
+        txn = self.receive(sipMessage(method="OPTIONS", body="",
+                                      branch="z9hG4bK2"))
+        self.assertEqual([200], [r.code for r in txn.responses])
+        self.assertEqual([], self.link.sent)
+
+    def test_optionsClosing(self):
+        """
+        Once the gateway is shutting down OPTIONS gets 503 Gateway Shutting
+        Down with Retry-After, though the link is up.
+        """
+        self.router.shutdown()
+        txn = self.receive(sipMessage(method="OPTIONS", body=""))
+        [r] = txn.responses
+        self.assertEqual((503, "Gateway Shutting Down", "5"),
+                         (r.code, r.reason, r.headers.get("Retry-After")))
+
+    def test_optionsFollowLinkOff(self):
+        """
+        With optionsFollowLink false OPTIONS is answered 200 with Allow
+        while the link is down and while shutting down.
+        """
+        self.router.settings = RouterSettings(
+            xmppDomain=GW, logMessages=False, optionsFollowLink=False)
+        self.link.isAuthenticated = False
+        txn = self.receive(sipMessage(method="OPTIONS", body=""))
+        [r] = txn.responses
+        self.assertEqual(200, r.code)
+        self.assertIn("MESSAGE", r.headers.get("Allow"))
+        self.router.shutdown()
+        txn = self.receive(sipMessage(method="OPTIONS", body="",
+                                      branch="z9hG4bK2"))
+        self.assertEqual([200], [r.code for r in txn.responses])
+
+    def test_optionsRefusalFirst(self):
+        """
+        An OPTIONS the request policy refuses keeps that answer while the
+        link is down (the 503 replaces only the 200).
+        """
+        self.link.isAuthenticated = False
+        txn = self.receive(sipMessage(method="OPTIONS", body="",
+                                      uri="sips:alice*xmpp.example@gw.example"))
+        self.assertEqual([416], [r.code for r in txn.responses])
+
+    def test_optionsCounted(self):
+        """
+        The 503 answer to OPTIONS is counted like the 200 it replaces.
+        """
+        self.link.isAuthenticated = False
+        self.receive(sipMessage(method="OPTIONS", body=""))
+        self.assertEqual(1, self.router.stats.get("sip.refused"))
 
     def test_heldUntilLinkUp(self):
         """

@@ -731,6 +731,22 @@ class ViaTests(unittest.TestCase):
         self.assertRaises(SIPParseError, topVia,
                           Request("OPTIONS", "sip:a@b"))
 
+    def test_viaCacheBounded(self):
+        """
+        Parsed Via lines are remembered, at most C{_VIA_CACHE_MAX} of them;
+        a line that does not parse is not remembered and fails every time.
+        """
+        from xmppgw.sip import message
+        for i in range(message._VIA_CACHE_MAX + 100):
+            text = "SIP/2.0/UDP h%d;branch=z9hG4bK%d" % (i, i)
+            self.assertEqual(parseVia(text)[0].host, "h%d" % (i,))
+            self.assertLessEqual(len(message._viaCache),
+                                 message._VIA_CACHE_MAX)
+        self.assertIs(parseVia(text)[0], parseVia(text)[0])
+        for _ in range(2):
+            self.assertRaises(SIPParseError, parseVia, "SIP/2.0/UDP")
+        self.assertNotIn("SIP/2.0/UDP", message._viaCache)
+
 
 class MakeResponseTests(unittest.TestCase):
     """

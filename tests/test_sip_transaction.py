@@ -7,7 +7,16 @@ from twisted.internet.defer import CancelledError, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from xmppgw.sip.message import Headers, Request, Response, makeResponse, topVia
+from xmppgw.sip.message import (
+    Headers,
+    Request,
+    Response,
+    _parseVia,
+    _viaCache,
+    makeResponse,
+    parseVia,
+    topVia,
+)
 from xmppgw.sip.transaction import (
     Source,
     Target,
@@ -252,6 +261,27 @@ class ServerTransactionTests(unittest.TestCase):
         self.layer.receive(makeRequest(), UDP_SOURCE)
         self.assertEqual(len(self.calls), 2)
 
+    def test_completedLetsGo(self):
+        """
+        Once its final response is sent over UDP, the transaction keeps what
+        answering retransmissions and CANCEL needs, not the request.
+        """
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        request, txn = self.calls[0]
+        txn.respond(makeResponse(request, 200, toTag="tt"))
+        self.assertIsNone(txn.request)
+        self.assertEqual(txn.method, "MESSAGE")
+        self.assertIn("MESSAGE", repr(txn))
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        self.assertEqual([m.code for m, _ in self.transport.sent], [200, 200])
+        self.layer.receive(makeRequest(method="CANCEL"), UDP_SOURCE)
+        cancelled = self.transport.sent[-1][0]
+        self.assertEqual(cancelled.code, 200)
+        self.assertIn("tag=tt", cancelled.headers.get("To"))
+        txn.respond(makeResponse(request, 202))
+        self.assertEqual(len(self.transport.sent), 3)
+        self.assertEqual(len(self.calls), 1)
+
     def test_timerJReliable(self):
         """
         Over TCP Timer J is zero: the transaction ends with its final
@@ -495,6 +525,67 @@ class ClientTransactionTests(unittest.TestCase):
         self.assertNoResult(d)
         self.clock.advance(0.001)
         self.failureResultOf(d, TransactionTimeout)
+
+    def test_sentViaKnownParsed(self):
+        """
+        The parsed top Via of a sent request, which the layer hands over
+        with it rather than having it parsed again, is what parsing its
+        text gives, whatever the local address.
+        """
+        locals_ = [("192.0.2.1", 5060), ("0.0.0.0", 0), ("2001:DB8::1", 5070),
+                   ("[::1]", 5062), ("GW.Example.COM", 5060)]
+        for local in locals_:
+            self.transport.local = local
+            for target in (self.udp, self.tcp):
+                self.layer.sendRequest(makeOutgoing(), target)
+                sent = self.transport.sent[-1][0]
+                text = sent.headers.get("Via")
+                self.assertIn(text, _viaCache)
+                self.assertEqual(topVia(sent), _parseVia(text)[0], text)
+                self.assertEqual(parseVia(text), _parseVia(text), text)
+
+    def test_oneTimerAtATime(self):
+        """
+        A UDP client transaction has one pending timer at a time: Timer E
+        while it comes before Timer F, then Timer F.
+        """
+        d = self.layer.sendRequest(makeOutgoing(), self.udp)
+        d.addErrback(lambda f: None)
+        for _ in range(128):
+            self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+            self.clock.advance(0.25)
+        self.assertEqual(self.clock.seconds(), 32)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.layer._clients, {})
+
+    def test_timerFBeforeSimultaneousE(self):
+        """
+        When a retransmission would fall at the very time of Timer F (T2 =
+        T1), Timer F ends the transaction first: no retransmission then.
+        """
+        layer = TransactionLayer(self.clock, self.transport, t1=0.5, t2=0.5)
+        d = layer.sendRequest(makeOutgoing(), self.udp)
+        self.clock.pump([0.25] * 128)
+        self.assertEqual(self.transport.times, [0.5 * k for k in range(64)])
+        self.failureResultOf(d, TransactionTimeout)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_completedLetsGo(self):
+        """
+        Once a UDP client transaction has its final response it keeps only
+        what absorbing retransmissions needs (not the request, nor the fired
+        Deferred), and still absorbs them.
+        """
+        results = []
+        self.layer.sendRequest(makeOutgoing(), self.udp).addCallback(results.append)
+        [txn] = self.layer._clients.values()
+        self.layer.receive(responseTo(self.sentRequest(), 200), UDP_SOURCE)
+        self.assertEqual([r.code for r in results], [200])
+        self.assertIsNone(txn.request)
+        self.assertIsNone(txn.deferred)
+        self.layer.receive(responseTo(self.sentRequest(), 200), UDP_SOURCE)
+        self.assertEqual(len(results), 1)
+        self.assertEqual(txn.state, "completed")
 
     def test_t1Scales(self):
         """

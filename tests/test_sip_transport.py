@@ -5,6 +5,7 @@ L{FakeDatagramTransport}).
 """
 
 import os
+import socket
 
 import twisted.test
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -15,13 +16,25 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from xmppgw.sip.message import Headers, Request, makeResponse, parseMessage, serialize, topVia
+from xmppgw.sip.message import (
+    Headers,
+    Request,
+    _parseVia,
+    _viaCache,
+    makeResponse,
+    parseMessage,
+    parseVia,
+    serialize,
+    topVia,
+)
 from xmppgw.sip.transaction import TransactionLayer
 from xmppgw.sip.transport import (
+    _SOURCES_MAX,
     SIPTransport,
     Source,
     Target,
     TransportFailure,
+    _addReceived,
     parseListen,
 )
 
@@ -181,6 +194,52 @@ class ServiceTests(TransportTestMixin, unittest.TestCase):
             self.sip.localAddresses(),
             [("udp", "192.0.2.10", 5060), ("tcp", "192.0.2.10", 5060)],
         )
+
+    def test_receiveBuffer(self):
+        """
+        Each UDP socket asks for C{udpReceiveBufferSize} bytes of receive
+        buffer; what the kernel granted is kept, and a capped buffer is
+        logged with the sysctl that raises it. 0 leaves the socket alone.
+        """
+        class Socket:
+            def __init__(self, cap):
+                self.cap = cap
+                self.asked = []
+
+            def setsockopt(self, level, option, value):
+                self.asked.append((level, option, value))
+
+            def getsockopt(self, level, option):
+                return min(2 * self.asked[-1][2], self.cap)
+
+        sockets = [Socket(cap=1 << 30), Socket(cap=425984)]
+        original = self.reactor.listenUDP
+
+        def listenUDP(*args, **kwargs):
+            port = original(*args, **kwargs)
+            port.socket = sockets.pop(0)
+            return port
+
+        self.reactor.listenUDP = listenUDP
+        with capturedLogs() as events:
+            sip = self.makeTransport(
+                ["udp:127.0.0.1:5070", "udp:127.0.0.1:5071"],
+                udpReceiveBufferSize=1 << 20)
+        first, second = [l for l in sip._listeners
+                         if l.__class__.__name__ == "_UDPListener"]
+        self.assertEqual(
+            [(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)],
+            first.listeningPort.socket.asked)
+        self.assertEqual(2 << 20, first.receiveBufferSize)
+        self.assertEqual(425984, second.receiveBufferSize)
+        capped = [e for e in events
+                  if "net.core.rmem_max" in e.get("log_format", "")]
+        self.assertEqual(1, len(capped))
+        self.assertEqual(5071, capped[0]["port"])
+
+        sockets.append(Socket(cap=1 << 30))
+        sip = self.makeTransport(["udp:127.0.0.1:5072"], udpReceiveBufferSize=0)
+        self.assertEqual([], self.reactor.udpPorts[-1][4].socket.asked)
 
     def test_localAddress(self):
         """
@@ -356,6 +415,75 @@ class UDPReceiveTests(TransportTestMixin, unittest.TestCase):
             [n for n, _ in message.headers.items()],
             ["Via", "Max-Forwards", "From", "To", "Call-ID", "CSeq", "Via", "Content-Length"],
         )
+
+    def test_parsedViaMatchesText(self):
+        """
+        After C{received}/C{rport} are added, the top Via the layers read
+        (L{topVia}, remembered from the change rather than parsed again) is
+        what parsing the new Via text gives, for any shape of Via line.
+        """
+        vias = [
+            "SIP/2.0/UDP client.example.org:5060;branch=z9hG4bKx1",
+            "SIP/2.0/UDP 198.51.100.7;rport;branch=z9hG4bKx1",
+            "sip / 2.0 / udp  Client.Example.ORG : 05060 ; BRANCH = z9hG4bKx1 ; rport",
+            'SIP/2.0/UDP [2001:DB8::1]:5060;branch=z9hG4bKx1;x="a, b;c";maddr=[::1]',
+            "SIP/2.0/UDP h1;branch=z9hG4bKa;received=192.0.2.1;rport=1, SIP/2.0/TCP h2 ;branch=z9hG4bKb",
+            "SIP/2.0/UDP h1;branch=z9hG4bKa;rport;empty=;flag",
+        ]
+        for via in vias:
+            for addr in [CLIENT, ("203.0.113.9", 40000)]:
+                self.receiver.received = []
+                self.udpProtocol().datagramReceived(rawRequest(via=via), addr)
+                [(message, _)] = self.receiver.received
+                text = message.headers.get("Via")
+                self.assertIn(text, _viaCache)
+                self.assertEqual(topVia(message), _parseVia(text)[0], text)
+                self.assertEqual(parseVia(text), _parseVia(text), text)
+
+    def test_ipv6ReceivedNotRemembered(self):
+        """
+        A C{received} holding an IPv6 address (not a token) is written, and
+        the Via text read again is parsed as it is, not taken as known.
+        """
+        via = "SIP/2.0/UDP [2001:db8::9];branch=z9hG4bKx1;rport"
+        message = parseMessage(rawRequest(via=via))
+        source = self.udpProtocol().sourceOf(("2001:db8::7", 5062))
+        _addReceived(message, source)
+        text = message.headers.get("Via")
+        self.assertEqual(text, "SIP/2.0/UDP [2001:db8::9];branch=z9hG4bKx1;rport=5062;received=2001:db8::7")
+        self.assertNotIn(text, _viaCache)
+
+    def test_ipv6ReceivedParsed(self):
+        """
+        A request from an IPv6 source with C{rport} gets C{received} as a
+        bare IPv6 address (RFC 3261 C{via-received}) and still reaches the
+        receiver with a usable top Via.
+        """
+        via = "SIP/2.0/UDP [2001:db8::9]:5060;branch=z9hG4bKx1;rport"
+        self.udpProtocol().datagramReceived(
+            rawRequest(via=via), ("2001:db8::7", 5062))
+        [(message, _)] = self.receiver.received
+        parsed = topVia(message)
+        self.assertEqual(parsed.param("received"), "2001:db8::7")
+        self.assertEqual(parsed.param("rport"), "5062")
+        self.assertEqual(parsed.param("branch"), "z9hG4bKx1")
+
+    def test_sourceShared(self):
+        """
+        Datagrams from one peer share one L{Source}; another peer gets its
+        own; the cache of sources is bounded.
+        """
+        protocol = self.udpProtocol()
+        protocol.datagramReceived(rawRequest(), CLIENT)
+        protocol.datagramReceived(rawRequest(via="SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bKx2"), CLIENT)
+        protocol.datagramReceived(rawRequest(), ("198.51.100.8", 5060))
+        [(_, a), (_, b), (_, c)] = self.receiver.received
+        self.assertIs(a, b)
+        self.assertEqual((c.host, c.port), ("198.51.100.8", 5060))
+        self.assertIs(a.connection, protocol)
+        for port in range(1, 3000):
+            protocol.sourceOf(("192.0.2.1", port))
+        self.assertLessEqual(len(protocol._sources), _SOURCES_MAX)
 
     def test_responsePassedUp(self):
         """

@@ -195,6 +195,20 @@ class ParseURITests(unittest.TestCase):
         self.assertEqual(str(uri), "sip:Bob@biloxi.com:5060;transport=udp;lr"
                                    "?x=y")
 
+    def test_strKept(self):
+        """
+        The text of a URI is made once and kept; it takes no part in
+        equality, and a changed copy gets its own.
+        """
+        uri = parseURI("sip:a@b;x=1")
+        self.assertIs(str(uri), str(uri))
+        fresh = URI("sip", "a", None, "b", None, (("x", "1"),), None, None)
+        self.assertEqual(uri, fresh)
+        self.assertEqual(hash(uri), hash(fresh))
+        self.assertEqual(str(fresh), "sip:a@b;x=1")
+        self.assertEqual(str(uri.withParam("x", "2")), "sip:a@b;x=2")
+        self.assertEqual(str(uri), "sip:a@b;x=1")
+
     def test_withParam(self):
         """
         C{withParam} replaces or appends; C{withoutParam} removes.

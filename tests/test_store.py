@@ -3,13 +3,28 @@ Tests for L{xmppgw.store}: one contract, run against every store.
 """
 
 import os
+import sqlite3
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
 from xmppgw.store import (
-    INBOUND, OUTBOUND, MemoryStore, PostgreSQLStore, SQLiteStore, Subscription,
+    CALLID_MATCHES_MAX, INBOUND, OUTBOUND, MemoryStore, PostgreSQLStore, SQLiteStore, Subscription,
     VersionConflict, isPostgreSQLSpec, openStore, redactDSN, subscriptionKey)
+
+#: The SQLite schema before issue 9 (no owner, no lease), to test upgrades.
+_OLD_SCHEMA = """
+CREATE TABLE subscriptions (
+    key TEXT PRIMARY KEY, direction TEXT NOT NULL, watcher TEXT NOT NULL,
+    presentity TEXT NOT NULL, state TEXT NOT NULL, expires REAL NOT NULL,
+    callID TEXT NOT NULL, localTag TEXT NOT NULL, remoteTag TEXT NOT NULL,
+    localURI TEXT NOT NULL, remoteURI TEXT NOT NULL,
+    remoteTarget TEXT NOT NULL, routeSet TEXT NOT NULL,
+    localCSeq INTEGER NOT NULL, remoteCSeq INTEGER NOT NULL,
+    presence TEXT NOT NULL, version INTEGER NOT NULL
+);
+CREATE INDEX subscriptions_watcher ON subscriptions (watcher);
+"""
 
 
 def _record(watcher="romeo*sip.example@gw.example", presentity="juliet@x.example",
@@ -119,6 +134,65 @@ class StoreContractMixin:
         self.assertEqual((yield self.store.get(stored.key)).presenceMap(),
                          record.presenceMap())
 
+    @defer.inlineCallbacks
+    def test_ownerRoundTrip(self):
+        """
+        The owner and its lease are stored and read back.
+        """
+        stored = yield self.store.put(_record(owner="gw-1", leaseUntil=1234.5))
+        again = yield self.store.get(stored.key)
+        self.assertEqual((again.owner, again.leaseUntil), ("gw-1", 1234.5))
+        self.assertEqual(_record().owner, "")
+
+    @defer.inlineCallbacks
+    def test_findByCallID(self):
+        """
+        C{findByCallID} lists the records of one Call-ID, follows a record
+        to its new Call-ID, and forgets deleted records.
+        """
+        a = yield self.store.put(_record(presentity="a@x.example", callID="c1"))
+        b = yield self.store.put(_record(presentity="b@x.example", callID="c1"))
+        c = yield self.store.put(_record(presentity="c@x.example", callID="c2"))
+        self.assertEqual(
+            sorted((yield self.store.findByCallID("c1")), key=lambda r: r.key),
+            sorted([a, b], key=lambda r: r.key))
+        self.assertEqual((yield self.store.findByCallID("c2")), [c])
+        self.assertEqual((yield self.store.findByCallID("nope")), [])
+        moved = yield self.store.put(
+            c.__class__(**{**c.__dict__, "callID": "c3"}))
+        self.assertEqual((yield self.store.findByCallID("c2")), [])
+        self.assertEqual((yield self.store.findByCallID("c3")), [moved])
+        yield self.store.delete(a.key)
+        self.assertEqual((yield self.store.findByCallID("c1")), [b])
+
+    @defer.inlineCallbacks
+    def test_findByCallIDBounded(self):
+        """
+        At most L{CALLID_MATCHES_MAX} records come back for one Call-ID.
+        """
+        for i in range(CALLID_MATCHES_MAX + 3):
+            yield self.store.put(_record(presentity=f"p{i}@x.example", callID="same"))
+        self.assertEqual(len((yield self.store.findByCallID("same"))),
+                         CALLID_MATCHES_MAX)
+
+    @defer.inlineCallbacks
+    def test_expiredLeases(self):
+        """
+        C{expiredLeases} lists records whose lease ended at or before the
+        given time, oldest first, at most C{limit}.
+        """
+        yield self.store.put(_record(presentity="a@x.example", leaseUntil=30.0))
+        yield self.store.put(_record(presentity="b@x.example", leaseUntil=10.0))
+        yield self.store.put(_record(presentity="c@x.example", leaseUntil=20.0))
+        yield self.store.put(_record(presentity="d@x.example", leaseUntil=99.0))
+        expired = yield self.store.expiredLeases(30.0)
+        self.assertEqual([r.presentity for r in expired],
+                         ["b@x.example", "c@x.example", "a@x.example"])
+        expired = yield self.store.expiredLeases(30.0, limit=2)
+        self.assertEqual([r.presentity for r in expired],
+                         ["b@x.example", "c@x.example"])
+        self.assertEqual((yield self.store.expiredLeases(5.0)), [])
+
 
 class MemoryStoreTests(StoreContractMixin, unittest.TestCase):
     """
@@ -148,6 +222,50 @@ class SQLiteStoreTests(StoreContractMixin, unittest.TestCase):
         again = SQLiteStore(self.path)
         self.addCleanup(again.close)
         self.assertEqual((yield again.get(stored.key)), stored)
+
+    @defer.inlineCallbacks
+    def test_sharedFile(self):
+        """
+        Two stores on one file (two processes on one host) see each
+        other's writes, and a write based on a stale version fails.
+        """
+        other = SQLiteStore(self.path)
+        self.addCleanup(other.close)
+        stored = yield self.store.put(_record(callID="c1"))
+        seen = yield other.get(stored.key)
+        self.assertEqual(seen, stored)
+        self.assertEqual((yield other.findByCallID("c1")), [stored])
+        yield other.put(seen.__class__(**{**seen.__dict__, "owner": "gw-2"}))
+        yield self.assertFailure(self.store.put(stored), VersionConflict)
+
+    @defer.inlineCallbacks
+    def test_upgradesOldFile(self):
+        """
+        A file made before the C{owner} and C{leaseUntil} columns gets
+        them (empty owner, lease 0) and the Call-ID index when opened.
+        """
+        yield self.store.close()
+        path = self.mktemp() + ".sqlite"
+        db = sqlite3.connect(path)
+        db.executescript(_OLD_SCHEMA)
+        db.execute(
+            "INSERT INTO subscriptions VALUES ('in a@b c@d', 'in', 'a@b', "
+            "'c@d', 'active', 50.0, 'cid', 'lt', 'rt', 'sip:l', 'sip:r', "
+            "'sip:t', '[]', 1, 2, '{}', 3)")
+        db.commit()
+        db.close()
+        store = SQLiteStore(path)
+        self.addCleanup(store.close)
+        [record] = yield store.findByCallID("cid")
+        self.assertEqual((record.key, record.owner, record.leaseUntil,
+                          record.version), ("in a@b c@d", "", 0.0, 3))
+        updated = yield store.put(
+            record.__class__(**{**record.__dict__, "owner": "gw-1",
+                                "leaseUntil": 9.0}))
+        self.assertEqual((yield store.expiredLeases(10.0)), [updated])
+        indexes = {row[1] for row in store._db.execute(
+            "PRAGMA index_list(subscriptions)")}
+        self.assertIn("subscriptions_callID", indexes)
 
 
 class OpenStoreTests(unittest.TestCase):

@@ -205,11 +205,28 @@ def percentDecode(text):
         raise AddressError("percent-decoded %r is not UTF-8" % (text,))
 
 
-def _percentEncode(text, safe):
+def _unchangedBy(safe):
+    """
+    A regex matching the texts that C{quote(text, safe=safe)} returns
+    unchanged: only the characters C{quote} always keeps (ASCII
+    alphanumerics and C{_.-~}) and those in C{safe}.
+    """
+    return re.compile("[A-Za-z0-9_.\\-~%s]*" % (re.escape(safe),))
+
+
+def _percentEncode(text, safe, unchanged):
+    # quote() encodes and scans the text on every call; most user parts
+    # need no escape at all, which one regex match tells.
+    if unchanged.fullmatch(text) is not None:
+        return text
     try:
         return quote(text, safe=safe)
     except UnicodeEncodeError:
         raise AddressError("%r cannot be encoded as UTF-8" % (text,))
+
+
+_USER_UNCHANGED = _unchangedBy(_USER_SAFE)
+_PARAM_UNCHANGED = _unchangedBy(_PARAM_SAFE)
 
 
 def percentEncodeUser(text):
@@ -224,7 +241,7 @@ def percentEncodeUser(text):
     @raise AddressError: the text cannot be encoded as UTF-8 (lone
         surrogates).
     """
-    return _percentEncode(text, _USER_SAFE)
+    return _percentEncode(text, _USER_SAFE, _USER_UNCHANGED)
 
 
 def percentEncodeParam(text):
@@ -236,7 +253,7 @@ def percentEncodeParam(text):
     @rtype: L{str}
     @raise AddressError: the text cannot be encoded as UTF-8.
     """
-    return _percentEncode(text, _PARAM_SAFE)
+    return _percentEncode(text, _PARAM_SAFE, _PARAM_UNCHANGED)
 
 
 # JID parts -----------------------------------------------------------------
@@ -250,6 +267,11 @@ def percentEncodeParam(text):
 # unassigned or right-to-left. Other input goes through stringprep as before.
 _NODEPREP_ASCII_BAD = re.compile("[\x00-\x20\x7f\"&'/:<>@]")
 _RESOURCEPREP_ASCII_BAD = re.compile("[\x00-\x1f\x7f]")
+# The escaped localparts L{_checkLocalpart} accepts without looking
+# further: printable ASCII that nodeprep leaves unchanged (none of
+# _NODEPREP_ASCII_BAD, no upper case) and without a backslash (so no escaped
+# space at either end), at most MAX_PART_OCTETS long.
+_CHECKED_LOCALPART = re.compile(r"[!#-%%(-.0-9;=?\[\]-~]{1,%d}" % (MAX_PART_OCTETS,))
 
 
 def _nodeprepMap(text):
@@ -294,10 +316,19 @@ def _octets(text):
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def _checkLocalpart(local, what):
+def _checkLocalpart(local, whatFormat, whatArgument):
     """
     Check that an escaped localpart is one that XMPP servers accept as it is.
+
+    @param whatFormat: C{%}-format of what C{local} is, for the error text,
+        with one C{%r} for C{whatArgument} (formatted only on error).
     """
+    if _CHECKED_LOCALPART.fullmatch(local) is not None:
+        # Printable ASCII that nodeprep leaves unchanged, no escaped space
+        # at either end (so no "\\20" at all), shorter than the limit: the
+        # checks below would all pass.
+        return
+    what = whatFormat % (whatArgument,)
     if local.startswith("\\20") or local.endswith("\\20"):
         raise AddressError(
             "%s %r would begin or end with an escaped space (\\20), which "
@@ -330,7 +361,7 @@ def _localpartFromUser(user):
     if not mapped:
         raise AddressError("user part %r is empty after case mapping" % (user,))
     local = escapeLocalpart(mapped)
-    _checkLocalpart(local, "user part %r as a localpart" % (user,))
+    _checkLocalpart(local, "user part %r as a localpart", user)
     return local
 
 
@@ -582,6 +613,10 @@ def _checkSeparator(separator):
         )
 
 
+#: How many results of each mapping an L{AddressMapper} remembers.
+MEMO_SIZE = 2048
+
+
 class AddressMapper:
     """
     Maps addresses between SIP and XMPP under one of the three schemes (see
@@ -637,6 +672,14 @@ class AddressMapper:
                 )
             self.gwmap[sipForm] = jidForm
             self._reverse[jidForm] = sipForm
+        # The four mappings depend only on the address and on this
+        # (unchanging) configuration: remember the last results per mapper.
+        # A reload builds a new mapper, so it starts with empty memos.
+        # Errors are not remembered.
+        for name in ("sipTargetToJID", "sipSenderToJID", "jidTargetToSIP",
+                     "jidSenderToSIP"):
+            setattr(self, name, functools.lru_cache(maxsize=MEMO_SIZE)(
+                getattr(self, name)))
 
     @staticmethod
     def _configDomain(name, value):
@@ -714,7 +757,7 @@ class AddressMapper:
         if self.gwmap:
             return self._sipToJIDByMap(user, host, resource)
         local = "%s%s%s" % (_userToLocalpart(user), self.separator, escapeLocalpart(host))
-        _checkLocalpart(local, "sender %r as a localpart" % (user,))
+        _checkLocalpart(local, "sender %r as a localpart", user)
         return _joinJID(local, self.xmppDomain, resource)
 
     # XMPP -> SIP

@@ -194,10 +194,10 @@ def _confirmDelivery(value, context) -> str:
         return "ping"
     if value is False:
         return "none"
-    if value not in ("ping", "tcp", "none"):
+    if value not in ("ping", "tcp", "kernel", "none"):
         raise _Invalid(
-            f'must be "ping", "tcp" or "none" (true and false mean "ping" and '
-            f'"none"), not {_show(value)}'
+            f'must be "ping", "tcp", "kernel" or "none" (true and false mean '
+            f'"ping" and "none"), not {_show(value)}'
         )
     if value == "tcp" and not sys.platform.startswith("linux"):
         raise _Invalid(
@@ -866,7 +866,9 @@ SCHEMA = (
         'Component mode: when a SIP MESSAGE gets its 2xx. "ping": once the '
         "XMPP server has routed back a ping to our own domain written behind "
         'the stanza. "tcp" (Linux): once the server\'s TCP has acknowledged '
-        "the stanza's bytes (ioctl TIOCOUTQ); use it when several gateway "
+        "the stanza's bytes (ioctl TIOCOUTQ). \"kernel\": once the stanza's "
+        "bytes are in the kernel (handed over right after the write, the 2xx "
+        "right after that): the recommended mode when several gateway "
         "instances share one component domain (ejabberd load balancing), "
         'where the ping may be routed to another instance. "none": once '
         "written to the link (a gateway crash can lose it). true and false "
@@ -963,6 +965,17 @@ SCHEMA = (
         "PEM CA certificate(s); when set, tls sockets require a client "
         "certificate signed by them.",
         _readableFile),
+    Key("sip", "options_follow_link", "boolean", True,
+        "Answer OPTIONS 503 (Retry-After) while the XMPP component link is "
+        "down or the gateway is stopping, so OPTIONS probing (Kamailio "
+        "dispatcher) takes the instance out; false: always 200.",
+        _boolean),
+    Key("sip", "udp_receive_buffer_size", "integer", 4194304,
+        "Receive buffer (SO_RCVBUF) asked for on each UDP socket, in bytes: "
+        "datagrams arriving while the gateway is busy wait there instead of "
+        "being dropped. The kernel caps it at net.core.rmem_max (logged); 0 "
+        "keeps the system default.",
+        _integer(0, 1 << 30)),
     # [log]
     Key("log", "messages", "boolean", True,
         "Log one line per relayed message (addresses and result, no body).",
@@ -1056,6 +1069,17 @@ SCHEMA = (
         "Presence events one sender may send at once before rate_per_sender "
         "applies.",
         _integer(1, 1000000)),
+    Key("presence", "instance_id", "string", None,
+        "This instance's name in a presence store shared by several "
+        "instances (it runs the timers of the subscriptions it owns); "
+        "distinct per instance, the same across restarts. Unset: the host "
+        "name and this file's path.",
+        _nonEmptyString),
+    Key("presence", "lease_interval", "float", 60.0,
+        "Seconds an instance's claim on a subscription outlives the "
+        "subscription's next timer; then another instance sharing the "
+        "store takes it over. More than probe_timeout + 32.",
+        _seconds(10, 3600)),
     Key("presence", "iscomposing_to_sip", "boolean", True,
         "Map XEP-0085 chat states to RFC 3994 isComposing MESSAGEs.",
         _boolean),
@@ -1147,6 +1171,8 @@ class SIPConfig:
     connections_limit: int
     allow_from: tuple = ("127.0.0.0/8", "::1/128")
     tls_ca: Optional[str] = None
+    options_follow_link: bool = True
+    udp_receive_buffer_size: int = 4194304
 
 
 @dataclass(frozen=True)
@@ -1204,6 +1230,8 @@ class PresenceConfig:
     retry_interval: float = 300.0
     rate_per_sender: float = 2.0
     rate_per_sender_burst: int = 20
+    instance_id: Optional[str] = None
+    lease_interval: float = 60.0
     iscomposing_to_sip: bool = True
     iscomposing_to_xmpp: bool = True
     iscomposing_suppress_interval: float = 3600.0

@@ -19,7 +19,7 @@ C{tests.test_fastxml}).
 
 from twisted.words.xish import domish
 
-__all__ = ["SimpleElement", "escapeText", "escapeAttribute"]
+__all__ = ["SimpleElement", "addTextElement", "escapeText", "escapeAttribute"]
 
 
 def escapeText(text):
@@ -58,6 +58,32 @@ def _simpleAttributes(attributes, out):
             return False
         out.append(" %s='%s'" % (key, escapeAttribute(value)))
     return True
+
+
+def addTextElement(parent, name, text):
+    """
+    C{parent.addElement(name, content=text)}, without its generic work
+    (namespace lookups, an interface check per child): a plain
+    L{domish.Element} in C{parent}'s default namespace holding C{text}.
+
+    @param parent: a L{domish.Element}.
+    @param name: the child's (unqualified) name.
+    @param text: its text (nothing is added when empty).
+    @return: the new child.
+    """
+    child = _newElement(_Element)
+    child.localPrefixes = {}
+    child.uri = child.defaultUri = parent.defaultUri
+    child.name = name
+    child.attributes = {}
+    child.children = [text] if text else []
+    child.parent = parent
+    parent.children.append(child)
+    return child
+
+
+_Element = domish.Element
+_newElement = object.__new__
 
 
 class SimpleElement(domish.Element):

@@ -10,7 +10,9 @@ SIP -> XMPP (L{sipToStanza}), RFC 7572 section 5 Table 2:
   - C{to} = the mapped Request-URI, C{from} = the mapped From URI (a public
     GRUU C{;gr=} becomes the resource: that is the mapper's job);
   - no C{type} attribute (RFC 7572 section 5);
-  - C{id} = the gateway's transaction identifier (the C{messageID} argument);
+  - C{id} = the C{messageID} argument: the router passes L{stanzaIDFor}, a
+    hash of the request's identity (Call-ID, CSeq, From tag), the same on
+    every gateway instance and for every retransmission of the request;
   - C{<thread/>} = Call-ID, C{<subject/>} = Subject, C{xml:lang} = the first
     Content-Language tag, C{<body/>} = the body decoded per its charset.
 
@@ -72,14 +74,18 @@ layer.
 """
 
 import codecs
+import functools
+import hashlib
 import re
 from dataclasses import dataclass
 
 from twisted.words.protocols.jabber.jid import InvalidFormat
+from twisted.words.xish import domish
+from twisted.words.xish.domish import IElement
 
 from xmppgw.addressing import AddressError, jidHost
 from xmppgw.errors import NS_XML, isStanzaChild
-from xmppgw.fastxml import SimpleElement
+from xmppgw.fastxml import SimpleElement, addTextElement
 from xmppgw.sip.message import Headers, Request, serialize
 from xmppgw.sip.uri import URIError, parseNameAddr, parseURI
 
@@ -94,6 +100,7 @@ __all__ = [
     "MAX_SIP_SIZE",
     "SIPS_REFUSED",
     "sipToStanza",
+    "stanzaIDFor",
     "stanzaToSIP",
     "buildSIPRequest",
     "estimatedSize",
@@ -147,6 +154,9 @@ _HEADER_UNSAFE = re.compile("[\x00-\x1f\x7f\u2028\u2029]+")
 #: RFC 5646 in outline (and RFC 3261's language-tag): subtags of 1..8
 #: alphanumerics, the first alphabetic.
 _LANGUAGE_TAG = re.compile(r"\A[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*\Z")
+
+#: The children of a C{<message/>} that L{stanzaToSIP} maps.
+_MAPPED_CHILDREN = frozenset(["body", "subject"])
 
 _MEDIA_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -245,8 +255,19 @@ def parseMediaType(value):
     @param value: e.g. C{'text/plain; charset="ISO-8859-1"'}.
     @type value: L{str}
     @return: C{(type, params)}: the lower-cased C{type/subtype} and a dict
-        of lower-cased parameter names to (unquoted) values.
+        (the caller's own) of lower-cased parameter names to (unquoted)
+        values.
     @raise ValueError: if the value is not a media type.
+    """
+    mediaType, params = _parseMediaType(value)
+    return mediaType, dict(params)
+
+
+@functools.lru_cache(maxsize=256)
+def _parseMediaType(value):
+    """
+    L{parseMediaType}, with the parameters as a tuple of pairs; the results
+    are remembered (a few Content-Type values make up nearly all traffic).
     """
     text = value.strip()
     match = _MEDIA_TOKEN.match(text)
@@ -307,7 +328,7 @@ def parseMediaType(value):
             paramValue = token.group()
             pos = token.end()
         params[name.group().lower()] = paramValue
-    return mediaType, params
+    return mediaType, tuple(params.items())
 
 
 def decodeText(data, charset=None):
@@ -458,16 +479,29 @@ def _checkContentEncoding(headers):
                 )
 
 
-def _bodyText(request):
+def _firstValues(headers):
+    """
+    The first value of each header, by canonical name, in one pass (what
+    C{headers.get(name)} gives for each).
+    """
+    values = {}
+    for name, value in headers:
+        if name not in values:
+            values[name] = value
+    return values
+
+
+def _bodyText(request, values):
     """
     The text of a MESSAGE body, and the language it declares.
 
+    @param values: L{_firstValues} of the request's headers.
     @return: C{(text, innerLanguage)}.
     """
-    headers = request.headers
     body = request.body
-    _checkContentEncoding(headers)
-    contentType = headers.get("Content-Type")
+    if "Content-Encoding" in values:
+        _checkContentEncoding(request.headers)
+    contentType = values.get("Content-Type")
     if not body:
         raise MappingError(400, "Message body is empty")
     if contentType is None:
@@ -489,14 +523,51 @@ def _bodyText(request):
     return text, language
 
 
-def _parseHeaderAddress(headers, name):
-    value = headers.get(name)
+def _parseHeaderAddress(values, name):
+    value = values.get(name)
     if value is None:
         raise MappingError(400, f"Missing {name} header")
     try:
         return parseNameAddr(value)
     except URIError as e:
         raise MappingError(400, f"Malformed {name} header: {e}")
+
+
+#: The prefix of the stanza ids L{stanzaIDFor} makes.
+STANZA_ID_PREFIX = "sip-"
+
+
+def stanzaIDFor(request):
+    """
+    The stanza C{id} for a SIP request: C{sip-} and 32 hex digits, the
+    first 128 bits of a BLAKE2b hash of the request's Call-ID, CSeq (number
+    and method) and From tag.
+
+    These three identify a request across every copy of it (RFC 3261
+    section 17.2.3 without the branch): a retransmission, and a request a
+    proxy such as Kamailio's dispatcher fails over to another gateway
+    instance (a new Via branch, the same Call-ID, CSeq and From tag), get
+    the same id on every instance, so an XMPP receiver can discard the
+    duplicate. Two different requests get different ids unless their sender
+    reuses a Call-ID, CSeq and From tag, which RFC 3261 forbids.
+
+    Never raises: a missing or malformed header contributes its raw text.
+
+    @param request: the L{xmppgw.sip.message.Request}.
+    @rtype: L{str}
+    """
+    headers = request.headers
+    callID = (headers.get("Call-ID") or "").strip()
+    cseq = " ".join((headers.get("CSeq") or "").split())
+    sender = headers.get("From") or ""
+    try:
+        tag = parseNameAddr(sender).tag
+    except URIError:
+        tag = None
+    if tag is None:
+        tag = sender.strip()
+    identity = "\n".join((callID, cseq, tag)).encode("utf-8", "surrogatepass")
+    return STANZA_ID_PREFIX + hashlib.blake2b(identity, digest_size=16).hexdigest()
 
 
 def sipToStanza(request, mapper, messageID):
@@ -508,8 +579,8 @@ def sipToStanza(request, mapper, messageID):
     @param mapper: the address mapper (C{sipTargetToJID},
         C{sipSenderToJID}).
     @type mapper: L{xmppgw.addressing.AddressMapper}
-    @param messageID: the stanza C{id} (the gateway's transaction
-        identifier); converted to text.
+    @param messageID: the stanza C{id} (L{stanzaIDFor} the request, as the
+        router passes it); converted to text.
     @return: a C{<message/>} in no namespace (it takes the stream's default
         namespace when written) with C{to}, C{from}, C{id} and no C{type}.
     @rtype: L{domish.Element}
@@ -517,7 +588,6 @@ def sipToStanza(request, mapper, messageID):
         C{reason} and C{headers} give the SIP answer (see the module
         docstring).
     """
-    headers = request.headers
     try:
         requestURI = parseURI(request.uri)
     except URIError as e:
@@ -526,46 +596,70 @@ def sipToStanza(request, mapper, messageID):
         raise MappingError(416, SIPS_REFUSED)
     if requestURI.scheme not in _SIP_SCHEMES:
         raise MappingError(416, "Unsupported URI Scheme")
-    to = _parseHeaderAddress(headers, "To")
+    values = _firstValues(request.headers)
+    to = _parseHeaderAddress(values, "To")
     if to.uri.scheme == "sips":
         raise MappingError(416, SIPS_REFUSED)
     try:
         target = mapper.sipTargetToJID(request.uri)
     except AddressError as e:
         raise MappingError(404, str(e) or "Not Found")
-    sender = _parseHeaderAddress(headers, "From")
+    sender = _parseHeaderAddress(values, "From")
     try:
         source = mapper.sipSenderToJID(str(sender.uri))
     except AddressError as e:
         raise MappingError(403, str(e) or "Forbidden")
 
-    text, innerLanguage = _bodyText(request)
+    text, innerLanguage = _bodyText(request, values)
     language = _firstLanguage(innerLanguage) or _firstLanguage(
-        headers.get("Content-Language")
+        values.get("Content-Language")
     )
-    subject = headers.get("Subject")
+    subject = values.get("Subject")
     if subject is not None:
         subject = _checkXMLText(subject.strip(), "Subject")
-    callID = headers.get("Call-ID")
+    callID = values.get("Call-ID")
     if callID is not None:
         callID = _checkXMLText(callID.strip(), "Call-ID")
 
     message = SimpleElement((None, "message"))
-    message["to"] = target
-    message["from"] = source
-    message["id"] = str(messageID)
+    attributes = message.attributes
+    attributes["to"] = target
+    attributes["from"] = source
+    attributes["id"] = str(messageID)
     if language:
-        message[(NS_XML, "lang")] = language
+        attributes[(NS_XML, "lang")] = language
     if subject:
-        message.addElement("subject", content=subject)
-    message.addElement("body", content=text)
+        addTextElement(message, "subject", subject)
+    addTextElement(message, "body", text)
     if callID:
-        message.addElement("thread", content=callID)
+        addTextElement(message, "thread", callID)
     return message
 
 
 def _text(element):
-    return "".join(child for child in element.children if isinstance(child, str))
+    children = element.children
+    if len(children) == 1 and type(children[0]) is str:
+        return children[0]
+    return "".join(child for child in children if isinstance(child, str))
+
+
+def _stanzaChildren(element, names):
+    """
+    The stanza's own (L{isStanzaChild}) child elements named in C{names},
+    by name and in order: C{{name: [element, ...]}}, in one pass.
+    """
+    found = {}
+    for child in element.children:
+        if type(child) is str or not (
+                isinstance(child, domish.Element) or IElement.providedBy(child)):
+            continue
+        name = child.name
+        if name in names and isStanzaChild(element, child):
+            if name in found:
+                found[name].append(child)
+            else:
+                found[name] = [child]
+    return found
 
 
 def _pickByLanguage(candidates, language):
@@ -630,11 +724,8 @@ def stanzaToSIP(element, mapper, maxSize=MAX_SIP_SIZE):
     if element.getAttribute("type") == "error":
         raise ErrorStanza("error stanzas are not relayed")
     language = element.getAttribute((NS_XML, "lang"))
-    bodies = [
-        child
-        for child in element.elements()
-        if child.name == "body" and isStanzaChild(element, child)
-    ]
+    children = _stanzaChildren(element, _MAPPED_CHILDREN)
+    bodies = children.get("body")
     if not bodies:
         raise NoBody("no body")
     body = _pickByLanguage(bodies, language)
@@ -655,11 +746,7 @@ def stanzaToSIP(element, mapper, maxSize=MAX_SIP_SIZE):
         raise StanzaMappingError("forbidden", str(e) or None)
 
     headers = []
-    subjects = [
-        child
-        for child in element.elements()
-        if child.name == "subject" and isStanzaChild(element, child)
-    ]
+    subjects = children.get("subject")
     if subjects:
         subject = _headerText(_text(_pickByLanguage(subjects, bodyLanguage)))
         if subject:
@@ -716,13 +803,13 @@ def buildSIPRequest(outgoing, callID, fromTag, cseq=1, maxForwards=70):
         70).
     @rtype: L{xmppgw.sip.message.Request}
     """
-    headers = Headers()
-    headers.add("Max-Forwards", str(maxForwards))
-    headers.add("To", f"<{outgoing.toURI}>")
-    headers.add("From", f"<{outgoing.fromURI}>;tag={fromTag}")
-    headers.add("Call-ID", callID)
-    headers.add("CSeq", f"{cseq} MESSAGE")
-    for name, value in outgoing.headers:
-        headers.add(name, value)
-    headers.add("Content-Type", outgoing.contentType)
-    return Request("MESSAGE", outgoing.requestURI, headers, outgoing.body)
+    items = [
+        ("Max-Forwards", str(maxForwards)),
+        ("To", f"<{outgoing.toURI}>"),
+        ("From", f"<{outgoing.fromURI}>;tag={fromTag}"),
+        ("Call-ID", callID),
+        ("CSeq", f"{cseq} MESSAGE"),
+    ]
+    items.extend(outgoing.headers)
+    items.append(("Content-Type", outgoing.contentType))
+    return Request("MESSAGE", outgoing.requestURI, Headers(items), outgoing.body)

@@ -69,7 +69,10 @@ class AccessList:
     A list of source networks.
 
     @ivar networks: the parsed networks, a tuple of L{ipaddress} networks.
+    @ivar cacheLimit: the most source addresses whose verdict is remembered.
     """
+
+    cacheLimit = 4096
 
     def __init__(self, networks):
         """
@@ -87,6 +90,10 @@ class AccessList:
         self.networks = tuple(parsed)
         self._v4 = tuple(n for n in parsed if n.version == 4)
         self._v6 = tuple(n for n in parsed if n.version == 6)
+        # host text -> verdict: parsing an address costs more than the rest
+        # of the check, and a gateway sees few distinct sources (its
+        # proxies) per second; bounded, emptied when full.
+        self._verdicts = {}
 
     def __repr__(self):
         return "AccessList([%s])" % ", ".join(repr(str(n)) for n in self.networks)
@@ -99,11 +106,21 @@ class AccessList:
             address is refused.
         @rtype: L{bool}
         """
+        if isinstance(host, str):
+            verdict = self._verdicts.get(host)
+            if verdict is not None:
+                return verdict
         address = normalizeAddress(host)
         if address is None:
-            return False
-        candidates = self._v4 if address.version == 4 else self._v6
-        return any(address in network for network in candidates)
+            verdict = False
+        else:
+            candidates = self._v4 if address.version == 4 else self._v6
+            verdict = any(address in network for network in candidates)
+        if isinstance(host, str):
+            if len(self._verdicts) >= self.cacheLimit:
+                self._verdicts.clear()
+            self._verdicts[host] = verdict
+        return verdict
 
 
 class SenderPolicy:

@@ -61,13 +61,16 @@ tuple id C{ID-resource}.
 """
 
 import math
+import os
 import re
 import secrets
+import socket
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from xml.sax.saxutils import escape, quoteattr
 
 from twisted.internet import defer
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from twisted.words.xish import domish
@@ -94,6 +97,7 @@ __all__ = [
     "acceptsPIDF",
     "RateLimiter",
     "PIDF_TYPE",
+    "defaultInstanceID",
 ]
 
 PIDF_TYPE = "application/pidf+xml"
@@ -110,6 +114,15 @@ SUBSCRIBE_FATAL = frozenset([403, 404, 410, 489, 603, 604])
 #: Subscription-State reasons after which re-subscribing is pointless
 #: (RFC 6665 section 4.1.3).
 TERMINAL_REASONS = frozenset(["rejected", "noresource", "invariant"])
+
+#: The lease of a record that has no timer (a dormant outbound
+#: subscription): no instance needs to take it over.
+LEASE_FOREVER = 1e15
+#: How often a write that lost a compare-and-set race is retried (re-read,
+#: re-applied) before giving up.
+CONFLICT_RETRIES = 5
+#: Most records one take-over scan claims.
+SCAN_LIMIT = 100
 
 _SHOWS = frozenset(["away", "chat", "dnd", "xa"])
 _NCNAME_BAD = re.compile(r"[^A-Za-z0-9._-]")
@@ -423,6 +436,20 @@ class RateLimiter:
 # -- The gateway ---------------------------------------------------------------
 
 
+def defaultInstanceID(configPath):
+    """
+    The instance id used when C{[presence] instance_id} is unset: the host
+    name and the configuration file's absolute path. Distinct for
+    instances on distinct hosts or with distinct files, and the same when
+    an instance restarts.
+
+    @param configPath: the configuration file (or L{None}).
+    @rtype: L{str}
+    """
+    path = os.path.abspath(configPath) if configPath else ""
+    return f"{socket.gethostname()}:{path}"
+
+
 @dataclass(frozen=True)
 class PresenceSettings:
     """
@@ -442,6 +469,14 @@ class PresenceSettings:
     @ivar ratePerSender: presence events per second per sender (0: no
         limit).
     @ivar ratePerSenderBurst: the bucket size.
+    @ivar instanceID: this gateway instance's name in the store's C{owner}
+        field; instances sharing a store need distinct ones, and a
+        restarted instance should keep its own (it then re-arms its
+        timers at once, as with one instance).
+    @ivar leaseInterval: seconds an owner's claim on a record outlives the
+        record's next timer; another instance takes the record over after
+        that (and checks every C{leaseInterval / 2}). Should exceed
+        C{probeTimeout} plus a SIP transaction (32 s).
     """
 
     xmppDomain: str
@@ -455,6 +490,8 @@ class PresenceSettings:
     retryInterval: float = 300.0
     ratePerSender: float = 2.0
     ratePerSenderBurst: int = 20
+    instanceID: str = "xmppgw"
+    leaseInterval: float = 60.0
 
 
 class PresenceGateway:
@@ -486,12 +523,20 @@ class PresenceGateway:
         self.limiter = RateLimiter(
             clock, settings.ratePerSender, settings.ratePerSenderBurst)
         self.stats = {}
+        self.instanceID = settings.instanceID
         self._timers = {}
         self._probing = {}
-        self._byCallID = {}
+        self._scanner = None
+        self._scanning = False
         self._notifyBusy = set()
         self._notifyNext = {}
-        self._cseq = {}
+        #: The last CSeq this instance sent per dialog (Call-ID), for the
+        #: requests whose CSeq the store does not hold yet (a SUBSCRIBE in
+        #: flight, the final NOTIFY of a deleted record). Least recently
+        #: used first and bounded: entries of outbound dialogs, and of
+        #: inbound ones another instance ended, are never popped otherwise.
+        self._cseq = OrderedDict()
+        self._cseqMax = 2 * settings.subscriptionsMax + 1000
 
     def _count(self, name):
         self.stats[name] = self.stats.get(name, 0) + 1
@@ -501,30 +546,196 @@ class PresenceGateway:
     @defer.inlineCallbacks
     def start(self):
         """
-        Re-arm timers for every stored subscription (after a restart).
+        Re-arm timers for the stored subscriptions this instance owns
+        (after a restart), those of no owner (written before issue 9) and
+        those whose owner's lease has ended (taken over); then look for
+        expired leases every C{leaseInterval / 2}.
         """
         records = yield self.store.all()
         now = self.clock.seconds()
+        armed = 0
         for record in records:
-            self._byCallID[record.callID] = record.key
-            if record.direction == INBOUND:
-                if record.expires <= now:
-                    yield self.store.delete(record.key)
+            mine = record.owner in ("", self.instanceID)
+            if not mine and record.leaseUntil > now:
+                continue
+            if mine and record.direction == INBOUND and record.expires <= now:
+                yield self.store.delete(record.key)
+                continue
+            if record.owner != self.instanceID:
+                try:
+                    record = yield self.store.put(self._claim(record))
+                except VersionConflict:
                     continue
-                self._arm(record.key, record.expires - now, self._inboundExpired)
-            elif record.state != "dormant":
-                self._armRefresh(record)
-        self._log.info("Presence: {n} stored subscriptions loaded", n=len(records))
+                if not mine:
+                    self._count("lease.takenOver")
+            self._armFor(record, overdue=not mine)
+            armed += 1
+        self._log.info(
+            "Presence: {n} stored subscriptions, {armed} run by this instance "
+            "({id})", n=len(records), armed=armed, id=self.instanceID)
+        if self._scanner is None:
+            self._scanner = LoopingCall(self._scan)
+            self._scanner.clock = self.clock
+            self._scanner.start(max(1.0, self.settings.leaseInterval / 2),
+                                now=False)
 
     def stop(self):
         """
         Cancel every timer.
         """
+        if self._scanner is not None:
+            if self._scanner.running:
+                self._scanner.stop()
+            self._scanner = None
         for call in list(self._timers.values()) + list(self._probing.values()):
             if call.active():
                 call.cancel()
         self._timers.clear()
         self._probing.clear()
+
+    # -- ownership (several instances on one store)
+
+    def _claim(self, record, due=None):
+        """
+        C{record} owned by this instance, its lease lasting
+        C{leaseInterval} past C{due}: when its next timer fires (default:
+        the expiry of an inbound subscription, the refresh of an outbound
+        one; no timer for a dormant outbound subscription).
+        """
+        if due is None and record.direction == INBOUND:
+            due = record.expires
+        elif due is None and record.state != "dormant":
+            due = self._refreshTime(record)
+        if due is None:
+            leaseUntil = LEASE_FOREVER
+        else:
+            leaseUntil = max(due, self.clock.seconds()) + self.settings.leaseInterval
+        return replace(record, owner=self.instanceID, leaseUntil=leaseUntil)
+
+    @defer.inlineCallbacks
+    def _put(self, record, due=None):
+        """
+        Write C{record}, making this instance its owner (the instance that
+        last changed a subscription runs its timers; the previous owner's
+        timers stand down when they fire, L{_hold}). A record taken over
+        this way gets its usual timer here if it has none yet.
+
+        @return: a Deferred firing with the stored record, or failing with
+            L{VersionConflict}.
+        """
+        stored = yield self.store.put(self._claim(record, due))
+        key = stored.key
+        if (record.version and record.owner != self.instanceID
+                and key not in self._timers and key not in self._probing):
+            self._armFor(stored)
+        return stored
+
+    @defer.inlineCallbacks
+    def _update(self, record, change, due=None):
+        """
+        Read-modify-write with bounded retries: write C{change(record)};
+        if another writer got there first (L{VersionConflict}), re-read and
+        apply C{change} again, at most L{CONFLICT_RETRIES} times.
+
+        @param record: the record as last read.
+        @param change: C{change(record)} returning the record to write, or
+            L{None} to give up (the record no longer fits).
+        @return: a Deferred firing with the stored record, or L{None} if
+            the record is gone or C{change} gave up; failing with
+            L{VersionConflict} after the last attempt.
+        """
+        key = record.key
+        for attempt in range(CONFLICT_RETRIES):
+            if attempt:
+                self._count("store.conflictRetry")
+                record = yield self.store.get(key)
+                if record is None:
+                    return None
+            new = change(record)
+            if new is None:
+                return None
+            try:
+                stored = yield self._put(new, due)
+            except VersionConflict:
+                continue
+            return stored
+        self._count("store.conflict")
+        raise VersionConflict(key)
+
+    @defer.inlineCallbacks
+    def _hold(self, key):
+        """
+        Whether this instance should run a timer of C{key} now: it owns
+        the record, or the owner's lease has ended and this instance's
+        claim (a compare-and-set) won.
+        """
+        record = yield self.store.get(key)
+        if record is None or record.owner == self.instanceID:
+            return True
+        if record.leaseUntil > self.clock.seconds():
+            self._count("lease.yielded")
+            return False
+        try:
+            yield self.store.put(self._claim(record))
+        except VersionConflict:
+            self._count("lease.lost")
+            return False
+        self._count("lease.takenOver")
+        return True
+
+    def _scan(self):
+        """
+        Take over the subscriptions whose owner's lease has ended (an
+        instance that died or stopped); at most L{SCAN_LIMIT} per run, one
+        run at a time.
+        """
+        if self._scanning:
+            return None
+        self._scanning = True
+        d = self._takeOver()
+
+        def done(result):
+            self._scanning = False
+            return result
+
+        d.addBoth(done)
+        d.addErrback(lambda f: self._log.failure("Presence lease scan failed", f))
+        return d
+
+    @defer.inlineCallbacks
+    def _takeOver(self):
+        records = yield self.store.expiredLeases(self.clock.seconds(), SCAN_LIMIT)
+        for record in records:
+            key = record.key
+            if record.owner == self.instanceID and (
+                    key in self._timers or key in self._probing):
+                # Our own, with its timer running here: it renews the
+                # lease when it fires.
+                continue
+            try:
+                stored = yield self.store.put(self._claim(record))
+            except VersionConflict:
+                self._count("lease.lost")
+                continue
+            self._count("lease.takenOver")
+            self._armFor(stored, overdue=record.owner != "")
+
+    def _armFor(self, record, overdue=False):
+        """
+        Arm the usual timer of C{record}: expiry (inbound) or refresh
+        (outbound, not dormant); C{overdue}: the previous owner's next
+        timer has passed, so an outbound subscription is refreshed now.
+        """
+        if record.direction == INBOUND:
+            self._arm(record.key, record.expires - self.clock.seconds(),
+                      self._inboundExpired)
+        elif record.state != "dormant":
+            if overdue:
+                self._arm(record.key, 0, self._refreshDue)
+            else:
+                self._armRefresh(record)
+
+    # -- timers
 
     def _arm(self, key, delay, function):
         self._disarm(key)
@@ -532,7 +743,8 @@ class PresenceGateway:
 
     def _fire(self, key, function):
         self._timers.pop(key, None)
-        d = defer.maybeDeferred(function, key)
+        d = self._hold(key)
+        d.addCallback(lambda held: function(key) if held else None)
         d.addErrback(lambda f: self._log.failure("Presence timer failed", f))
 
     def _disarm(self, key):
@@ -540,10 +752,17 @@ class PresenceGateway:
         if call is not None and call.active():
             call.cancel()
 
-    def _armRefresh(self, record):
+    def _refreshTime(self, record):
+        """
+        When to refresh an outbound subscription: a minute before it
+        expires (half its remaining time if shorter).
+        """
         remaining = record.expires - self.clock.seconds()
-        margin = min(remaining / 2, 60.0)
-        self._arm(record.key, remaining - margin, self._refreshDue)
+        return record.expires - min(remaining / 2, 60.0)
+
+    def _armRefresh(self, record):
+        self._arm(record.key, self._refreshTime(record) - self.clock.seconds(),
+                  self._refreshDue)
 
     # -- sending
 
@@ -595,27 +814,41 @@ class PresenceGateway:
             h.add(name, value)
         return Request(method, record.remoteTarget, h, body)
 
-    def _nextCSeq(self, record):
-        cseq = max(record.localCSeq, self._cseq.get(record.callID, 0)) + 1
+    def _nextCSeq(self, record, reserved=None):
+        """
+        The CSeq of our next request in C{record}'s dialog: above the
+        stored C{localCSeq} and any this instance sent; C{reserved}: one
+        already written to the store as C{localCSeq} (so that instances
+        sharing the store do not reuse it).
+        """
+        if reserved is not None:
+            cseq = max(reserved, self._cseq.get(record.callID, 0) + 1)
+        else:
+            cseq = max(record.localCSeq, self._cseq.get(record.callID, 0)) + 1
         self._cseq[record.callID] = cseq
+        self._cseq.move_to_end(record.callID)
+        while len(self._cseq) > self._cseqMax:
+            self._cseq.popitem(last=False)
         return cseq
 
     # -- inbound: the gateway as notifier
 
-    def _notify(self, record, state, body=None, terminal=False):
+    def _notify(self, record, state, body=None, terminal=False, cseq=None):
         """
         Send (or queue) a NOTIFY for an inbound subscription; the latest
         queued one wins.
 
         @param state: the Subscription-State value.
         @param body: PIDF bytes or L{None}.
+        @param cseq: a CSeq reserved in the store (C{record.localCSeq}
+            after the write that preceded this NOTIFY), or L{None}.
         """
         key = record.key
         if key in self._notifyBusy:
-            self._notifyNext[key] = (record, state, body, terminal)
+            self._notifyNext[key] = (record, state, body, terminal, cseq)
             return
         self._notifyBusy.add(key)
-        cseq = self._nextCSeq(record)
+        cseq = self._nextCSeq(record, cseq)
         headers = [("Subscription-State", state)]
         if body is not None:
             headers.append(("Content-Type", PIDF_TYPE))
@@ -673,7 +906,6 @@ class PresenceGateway:
         if record is None or record.callID != callID:
             return
         yield self.store.delete(key)
-        self._byCallID.pop(callID, None)
         if notify:
             closed = record.withPresence({})
             self._notify(closed, f"terminated;reason={reason}",
@@ -737,6 +969,24 @@ class PresenceGateway:
             return self._refuse(request, transaction, 400, "Invalid Contact Header")
         if remoteTarget is None:
             return self._refuse(request, transaction, 400, "Missing Contact Header")
+        callID = headers.get("Call-ID")
+        cseq = int(headers.get("CSeq").split()[0])
+        toTag = toAddr.param("tag")
+        if toTag:
+            # A refresh or unsubscribe within an existing dialog: found by
+            # its Call-ID and tags (its Request-URI is our Contact), in the
+            # store, whichever instance created it.
+            fromTag = fromAddr.param("tag") or ""
+            records = yield self.store.findByCallID(callID)
+            for record in records:
+                if (record.direction == INBOUND and record.localTag == toTag
+                        and record.remoteTag == fromTag):
+                    break
+            else:
+                return self._refuse(request, transaction, 481)
+            result = yield self._refreshInbound(
+                request, transaction, record, cseq, expires, remoteTarget)
+            return result
         try:
             presentity = _bare(self.mapper.sipTargetToJID(request.uri))
         except (AddressError, InvalidFormat) as e:
@@ -751,36 +1001,7 @@ class PresenceGateway:
         if JID(presentity).host == settings.xmppDomain:
             return self._refuse(request, transaction, 482, "Loop Detected")
         key = subscriptionKey(INBOUND, watcher, presentity)
-        callID = headers.get("Call-ID")
-        cseq = int(headers.get("CSeq").split()[0])
-        toTag = toAddr.param("tag")
         record = yield self.store.get(key)
-
-        if toTag:
-            # A refresh or unsubscribe within an existing dialog.
-            if (record is None or record.callID != callID
-                    or record.localTag != toTag
-                    or record.remoteTag != (fromAddr.param("tag") or "")):
-                return self._refuse(request, transaction, 481)
-            if cseq <= record.remoteCSeq:
-                return self._refuse(request, transaction, 500, "CSeq Out of Order")
-            self._count("sip.subscribeRefresh")
-            transaction.respond(makeResponse(
-                request, 200, headers=[("Expires", str(expires)),
-                                       ("Contact", f"<{settings.contactURI}>")]))
-            if expires == 0:
-                record = replace(record, remoteCSeq=cseq)
-                yield self._endInbound(key, callID, reason="timeout")
-                return
-            record = replace(record, remoteCSeq=cseq, remoteTarget=remoteTarget,
-                             expires=self.clock.seconds() + expires)
-            record = yield self.store.put(record)
-            self._arm(key, expires, self._inboundExpired)
-            body = self._pidfFor(record) if record.presenceMap() else None
-            if record.state == "pending":
-                body = None
-            self._notify(record, self._stateHeader(record), body)
-            return
 
         if not self.limiter.allow(str(fromAddr.uri)):
             self._count("sip.rateLimited")
@@ -807,40 +1028,84 @@ class PresenceGateway:
                               watcher=watcher + "#fetch-" + fetched.localTag)
             self._notify(fetched, "terminated;reason=timeout", body, terminal=True)
             return
-        if record is not None:
-            # A new dialog replaces the old one (the watcher restarted).
-            self._byCallID.pop(record.callID, None)
+        localTag = secrets.token_hex(6)
+        for attempt in range(CONFLICT_RETRIES):
+            # A new dialog replaces an old one (the watcher restarted).
+            if record is None:
+                total = yield self.store.count()
+                if total >= settings.subscriptionsMax:
+                    return self._refuse(request, transaction, 503,
+                                        "Too Many Subscriptions",
+                                        headers=[("Retry-After", "600")])
+                mine = yield self.store.count(watcher)
+                if mine >= settings.subscriptionsPerUserMax:
+                    return self._refuse(request, transaction, 403,
+                                        "Subscription Limit Reached")
+            elif record.callID == callID and record.remoteCSeq >= cseq:
+                # Another instance handled this very request (or a later
+                # one in the dialog) meanwhile.
+                return self._refuse(request, transaction, 500, "CSeq Out of Order")
+            new = Subscription(
+                INBOUND, watcher, presentity, state="pending",
+                expires=self.clock.seconds() + expires, callID=callID,
+                localTag=localTag, remoteTag=fromAddr.param("tag") or "",
+                localURI=str(toAddr.uri), remoteURI=str(fromAddr.uri),
+                remoteTarget=remoteTarget, routeSet=self._routeSet(headers),
+                localCSeq=1, remoteCSeq=cseq,
+                presence=record.presence if record is not None else "{}",
+                owner=record.owner if record is not None else "",
+                version=record.version if record is not None else 0)
+            try:
+                new = yield self._put(new)
+                break
+            except VersionConflict:
+                self._count("store.conflictRetry")
+                record = yield self.store.get(key)
         else:
-            total = yield self.store.count()
-            if total >= settings.subscriptionsMax:
-                return self._refuse(request, transaction, 503, "Too Many Subscriptions",
-                                    headers=[("Retry-After", "600")])
-            mine = yield self.store.count(watcher)
-            if mine >= settings.subscriptionsPerUserMax:
-                return self._refuse(request, transaction, 403,
-                                    "Subscription Limit Reached")
-        new = Subscription(
-            INBOUND, watcher, presentity, state="pending",
-            expires=self.clock.seconds() + expires, callID=callID,
-            localTag=secrets.token_hex(6), remoteTag=fromAddr.param("tag") or "",
-            localURI=str(toAddr.uri), remoteURI=str(fromAddr.uri),
-            remoteTarget=remoteTarget, routeSet=self._routeSet(headers),
-            localCSeq=0, remoteCSeq=cseq,
-            presence=record.presence if record is not None else "{}",
-            version=record.version if record is not None else 0)
-        try:
-            new = yield self.store.put(new)
-        except VersionConflict:
+            self._count("store.conflict")
             return self._refuse(request, transaction, 500, "Try Again",
                                 headers=[("Retry-After", "1")])
         self._count("sip.subscribeNew")
-        self._byCallID[callID] = key
         transaction.respond(makeResponse(
             request, 200, toTag=new.localTag,
             headers=[("Expires", str(expires)), ("Contact", f"<{settings.contactURI}>")]))
         self._arm(key, expires, self._inboundExpired)
-        self._notify(new, self._stateHeader(new))
+        self._notify(new, self._stateHeader(new), cseq=new.localCSeq)
         self._presence(watcher, presentity, "subscribe")
+
+    @defer.inlineCallbacks
+    def _refreshInbound(self, request, transaction, record, cseq, expires,
+                        remoteTarget):
+        """
+        A SUBSCRIBE refreshing (or, with C{expires} 0, ending) the inbound
+        subscription C{record}, received in its dialog.
+        """
+        key, callID = record.key, record.callID
+        if cseq <= record.remoteCSeq:
+            return self._refuse(request, transaction, 500, "CSeq Out of Order")
+        self._count("sip.subscribeRefresh")
+        transaction.respond(makeResponse(
+            request, 200, headers=[("Expires", str(expires)),
+                                   ("Contact", f"<{self.settings.contactURI}>")]))
+        if expires == 0:
+            yield self._endInbound(key, callID, reason="timeout")
+            return
+
+        def refreshed(current):
+            if current.callID != callID or current.remoteCSeq >= cseq:
+                return None
+            return replace(current, remoteCSeq=cseq, remoteTarget=remoteTarget,
+                           expires=self.clock.seconds() + expires,
+                           localCSeq=current.localCSeq + 1)
+
+        record = yield self._update(record, refreshed)
+        if record is None:
+            return
+        self._arm(key, expires, self._inboundExpired)
+        body = self._pidfFor(record) if record.presenceMap() else None
+        if record.state == "pending":
+            body = None
+        self._notify(record, self._stateHeader(record), body, cseq=record.localCSeq)
 
     def _routeSet(self, headers):
         routes = []
@@ -859,32 +1124,46 @@ class PresenceGateway:
         if record is None:
             return False
         if type == "subscribed":
-            if record.state == "pending":
-                record = yield self.store.put(replace(record, state="active"))
+            def approved(current):
+                if current.state != "pending":
+                    return None
+                return replace(current, state="active",
+                               localCSeq=current.localCSeq + 1)
+
+            record = yield self._update(record, approved)
+            if record is not None:
                 self._notify(record, self._stateHeader(record),
-                             self._pidfFor(record) if record.presenceMap() else None)
+                             self._pidfFor(record) if record.presenceMap() else None,
+                             cseq=record.localCSeq)
                 self._presence(record.watcher, record.presentity, "probe")
             return True
         if type == "unsubscribed":
             self._disarm(key)
             yield self.store.delete(key)
-            self._byCallID.pop(record.callID, None)
             self._notify(record, "terminated;reason=rejected", None, terminal=True)
             return True
         if type in (None, "unavailable"):
             resource = JID(sender).resource or ""
-            mapping = record.presenceMap()
             value = _presenceValue(stanza, type is None)
-            if type is None:
-                mapping = {r: v for r, v in mapping.items() if v.get("available")}
-                mapping[resource] = value
-            else:
-                mapping.pop(resource, None)
-                if not any(v.get("available") for v in mapping.values()):
-                    mapping = {resource: value}
-            record = yield self.store.put(record.withPresence(mapping))
-            if record.state == "active":
-                self._notify(record, self._stateHeader(record), self._pidfFor(record))
+
+            def changed(current):
+                mapping = current.presenceMap()
+                if type is None:
+                    mapping = {r: v for r, v in mapping.items() if v.get("available")}
+                    mapping[resource] = value
+                else:
+                    mapping.pop(resource, None)
+                    if not any(v.get("available") for v in mapping.values()):
+                        mapping = {resource: value}
+                current = current.withPresence(mapping)
+                if current.state == "active":
+                    current = replace(current, localCSeq=current.localCSeq + 1)
+                return current
+
+            record = yield self._update(record, changed)
+            if record is not None and record.state == "active":
+                self._notify(record, self._stateHeader(record), self._pidfFor(record),
+                             cseq=record.localCSeq)
             return True
         return False
 
@@ -920,8 +1199,6 @@ class PresenceGateway:
             fromURI, requestURI = self._mapOutbound(watcher, presentity)
         except AddressError:
             return "item-not-found"
-        if previous is not None:
-            self._byCallID.pop(previous.callID, None)
         expires = expires or settings.expiresInterval
         record = Subscription(
             OUTBOUND, watcher, presentity, state="pending",
@@ -930,9 +1207,9 @@ class PresenceGateway:
             localURI=fromURI, remoteURI=requestURI, remoteTarget=requestURI,
             localCSeq=0,
             presence=previous.presence if previous is not None else "{}",
+            owner=previous.owner if previous is not None else "",
             version=previous.version if previous is not None else 0)
-        record = yield self.store.put(record)
-        self._byCallID[record.callID] = record.key
+        record = yield self._put(record)
         self._subscribe(record, expires)
         return None
 
@@ -956,14 +1233,22 @@ class PresenceGateway:
         record = yield self.store.get(key)
         if record is None or record.callID != callID:
             return
-        record = replace(record, localCSeq=max(record.localCSeq, cseq))
+
+        def answered(current, **changes):
+            # Re-applied to a fresh read after a lost compare-and-set.
+            if current.callID != callID:
+                return None
+            return replace(current, localCSeq=max(current.localCSeq, cseq), **changes)
+
+        retryDue = self.clock.seconds() + self.settings.retryInterval
         code = getattr(result, "code", None)
         if code is None:
             # A timeout or transport failure: transient.
             self._count("sip.subscribeFailed")
             if expires:
-                record = yield self.store.put(record)
-                self._arm(key, self.settings.retryInterval, self._retry)
+                record = yield self._update(record, answered, due=retryDue)
+                if record is not None:
+                    self._arm(key, self.settings.retryInterval, self._retry)
             return
         if expires == 0:
             return
@@ -975,20 +1260,24 @@ class PresenceGateway:
                 granted = None
             granted = expires if granted is None else min(granted, expires)
             changes = {"expires": self.clock.seconds() + granted}
-            if not record.remoteTag:
-                changes["remoteTag"] = _tagOf(headers.get("To", ""))
-            if record.localCSeq <= 1 or not record.routeSet:
-                routes = list(reversed(self._routeSet(headers)))
-                if routes:
-                    changes["routeSet"] = tuple(routes)
             contact = headers.get("Contact")
             if contact:
                 try:
                     changes["remoteTarget"] = str(parseNameAddr(_splitList(contact)[0]).uri)
                 except (URIError, IndexError):
                     pass
-            record = yield self.store.put(replace(record, **changes))
-            if granted:
+            routes = tuple(reversed(self._routeSet(headers)))
+
+            def accepted(current):
+                more = dict(changes)
+                if not current.remoteTag:
+                    more["remoteTag"] = _tagOf(headers.get("To", ""))
+                if routes and (max(current.localCSeq, cseq) <= 1 or not current.routeSet):
+                    more["routeSet"] = routes
+                return answered(current, **more)
+
+            record = yield self._update(record, accepted)
+            if record is not None and granted:
                 self._armRefresh(record)
             return
         if code in SUBSCRIBE_FATAL:
@@ -1008,8 +1297,9 @@ class PresenceGateway:
             yield self._startOutbound(record.watcher, record.presentity, record)
             return
         self._count("sip.subscribeFailed")
-        record = yield self.store.put(record)
-        self._arm(key, self.settings.retryInterval, self._retry)
+        record = yield self._update(record, answered, due=retryDue)
+        if record is not None:
+            self._arm(key, self.settings.retryInterval, self._retry)
 
     @defer.inlineCallbacks
     def _retry(self, key):
@@ -1027,7 +1317,6 @@ class PresenceGateway:
         if record is None or record.callID != callID:
             return
         yield self.store.delete(key)
-        self._byCallID.pop(callID, None)
         self._presence(record.presentity, record.watcher, "unsubscribed")
 
     def _refreshDue(self, key):
@@ -1070,7 +1359,8 @@ class PresenceGateway:
     def _lapse(self, key):
         record = yield self.store.get(key)
         if record is not None:
-            yield self.store.put(replace(record, state="dormant", presence="{}"))
+            yield self._update(
+                record, lambda r: replace(r, state="dormant", presence="{}"))
 
     def _resubscribeLater(self, record, delay):
         self._arm(record.key, delay, self._retry)
@@ -1088,11 +1378,11 @@ class PresenceGateway:
                                 headers=[("Allow-Events", "presence")])
         callID = headers.get("Call-ID")
         fromTag = _tagOf(headers.get("From", ""))
-        key = self._byCallID.get(callID)
-        if key is None:
-            key = self._keyFromNotify(headers)
-        record = (yield self.store.get(key)) if key else None
-        if record is None or record.direction != OUTBOUND or record.callID != callID:
+        # Found by Call-ID in the store, whichever instance sent the
+        # SUBSCRIBE (our Call-IDs are random: one outbound record each).
+        records = yield self.store.findByCallID(callID)
+        record = next((r for r in records if r.direction == OUTBOUND), None)
+        if record is None:
             if state == "terminated":
                 # The last NOTIFY of a subscription we already ended.
                 transaction.respond(makeResponse(request, 200))
@@ -1115,33 +1405,50 @@ class PresenceGateway:
                 return self._refuse(request, transaction, 400, str(e)[:100])
         transaction.respond(makeResponse(request, 200))
         self._count("sip.notifyReceived")
-        changes = {"remoteTag": record.remoteTag or fromTag, "remoteCSeq": cseq}
+        key = record.key
+        changes = {"remoteCSeq": cseq}
         contact = headers.get("Contact")
         if contact:
             try:
                 changes["remoteTarget"] = str(parseNameAddr(_splitList(contact)[0]).uri)
             except (URIError, IndexError):
                 pass
+        seen = {}
+
+        def notified(current, **more):
+            # Re-applied to a fresh read after a lost compare-and-set; a
+            # later NOTIFY handled meanwhile (by another instance) wins.
+            if (current.callID != callID or current.remoteCSeq >= cseq
+                    or (current.remoteTag and current.remoteTag != fromTag)):
+                return None
+            seen["wasPending"] = current.state == "pending"
+            seen["previous"] = current.presenceMap()
+            return replace(current, remoteTag=current.remoteTag or fromTag,
+                           **changes, **more)
+
         if state == "terminated":
             if reason in TERMINAL_REASONS:
                 yield self._outboundGone(key, callID)
                 return
-            record = yield self.store.put(replace(record, **changes))
             if reason in ("deactivated", "timeout"):
                 delay = 0
             else:
                 delay = retryAfter if retryAfter is not None else self.settings.retryInterval
-            self._resubscribeLater(record, delay)
+            record = yield self._update(record, notified,
+                                        due=self.clock.seconds() + delay)
+            if record is not None:
+                self._resubscribeLater(record, delay)
             return
         if expires is not None:
             changes["expires"] = self.clock.seconds() + expires
-        wasPending = record.state == "pending"
         if state == "active":
             changes["state"] = "active"
-        previous = record.presenceMap()
         if mapping is not None:
             changes["presence"] = record.withPresence(mapping).presence
-        record = yield self.store.put(replace(record, **changes))
+        record = yield self._update(record, notified)
+        if record is None:
+            return
+        wasPending, previous = seen["wasPending"], seen["previous"]
         if expires is not None and key not in self._probing:
             self._armRefresh(record)
         if state != "active":
@@ -1170,16 +1477,6 @@ class PresenceGateway:
             self._presence(f"{record.presentity}/{resource}", record.watcher,
                            None if value.get("available") else "unavailable", value)
 
-    def _keyFromNotify(self, headers):
-        try:
-            presentity = _bare(self.mapper.sipSenderToJID(
-                str(parseNameAddr(headers.get("From")).uri)))
-            watcher = _bare(self.mapper.sipTargetToJID(
-                str(parseNameAddr(headers.get("To")).uri)))
-        except (AddressError, URIError, InvalidFormat, TypeError):
-            return None
-        return subscriptionKey(OUTBOUND, watcher, presentity)
-
     @defer.inlineCallbacks
     def _xmppToOutbound(self, stanza, type, sender, recipient):
         """
@@ -1205,7 +1502,6 @@ class PresenceGateway:
             if record is not None:
                 self._disarm(key)
                 yield self.store.delete(key)
-                self._byCallID.pop(record.callID, None)
                 if record.remoteTag:
                     self._subscribe(record, 0)
             self._presence(recipient, watcher, "unsubscribed")

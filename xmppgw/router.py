@@ -18,9 +18,7 @@ error (L{xmppgw.errors}). Bodyless messages (chat states, receipts) and error
 stanzas produce no SIP request and no error reply.
 """
 
-import itertools
 import math
-import secrets
 from collections import deque
 from dataclasses import dataclass
 
@@ -56,6 +54,10 @@ class RouterSettings:
     @ivar sipMaxSize: the largest SIP MESSAGE built from a stanza (RFC 7572
         section 6).
     @ivar logMessages: log one line per relayed message.
+    @ivar optionsFollowLink: answer OPTIONS C{503} (with C{Retry-After})
+        while the gateway cannot relay (XMPP link not authenticated, or
+        shutting down), so a SIP proxy's OPTIONS probing (Kamailio
+        dispatcher) takes the instance out; L{False}: always C{200}.
     """
 
     xmppDomain: str
@@ -67,6 +69,7 @@ class RouterSettings:
     outboundProxy: Target | None = None
     sipMaxSize: int = 1300
     logMessages: bool = True
+    optionsFollowLink: bool = True
 
 
 def targetForURI(uri):
@@ -97,6 +100,10 @@ def targetForURI(uri):
         host = host[1:-1]
     return Target(transport, host, port)
 
+
+#: The C{Retry-After} (seconds) of the C{503} answer to OPTIONS while the
+#: gateway cannot relay (L{RouterSettings.optionsFollowLink}).
+OPTIONS_RETRY_AFTER = 5
 
 #: With C{hold_limit = 0}, the most MESSAGEs waiting for their stanza's
 #: confirmation (L{MessageRouter._deliver}).
@@ -178,9 +185,6 @@ class MessageRouter:
         self._held = deque()
         self._delivering = set()
         self._queues = {}
-        self._ids = (
-            f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1)
-        )
         self.stats = {}
         self.metrics = NullRecorder()
         #: An L{xmppgw.policy.Policy} (sender domains, rate limits), or
@@ -249,6 +253,9 @@ class MessageRouter:
         if response is uas.NO_RESPONSE:
             return
         if response is not None:
+            if (response.code == 200 and request.method == "OPTIONS"
+                    and settings.optionsFollowLink):
+                response = self._optionsResponse(request, response)
             self._count("sip.refused")
             self.metrics.sipResponse(response.code, "sent")
             transaction.respond(response)
@@ -306,13 +313,32 @@ class MessageRouter:
         )
         self._held.append(_Held(request, transaction, stanza, timer, now))
 
+    def _optionsResponse(self, request, ok):
+        """
+        The answer to an OPTIONS that passed the request policy: C{ok} (its
+        C{200}) while the gateway can relay, else C{503} with
+        C{Retry-After}, so that OPTIONS probing (Kamailio's dispatcher)
+        takes out an instance whose XMPP link is down or that is shutting
+        down. In server mode the link is "authenticated" while the S2S
+        service listens.
+        """
+        if self.closing:
+            return self._retryLater(request, OPTIONS_RETRY_AFTER,
+                                    "Gateway Shutting Down")
+        if not self.xmpp.isAuthenticated:
+            return self._retryLater(request, OPTIONS_RETRY_AFTER,
+                                    "XMPP Link Down")
+        return ok
+
     def _mapSIP(self, request):
         """
         Map a SIP MESSAGE: an extension's own mapping if one claims it
         (isComposing, IMDN), else L{messages.sipToStanza} decorated by the
-        extensions (a receipt request).
+        extensions (a receipt request). The stanza id is
+        L{messages.stanzaIDFor} the request: the same for every copy of it,
+        on every instance.
         """
-        messageID = next(self._ids)
+        messageID = messages.stanzaIDFor(request)
         for extension in self.extensions:
             stanza = extension.sipToStanza(request, self.mapper, messageID)
             if stanza is not None:
@@ -472,9 +498,12 @@ class MessageRouter:
             return
         self._count("sip.relayed")
         code = self.settings.successCode
+        # The 2xx first: with confirm_delivery "kernel" the stanza left the
+        # process just now, and a crash before the 2xx is a duplicate once
+        # the sender (or its proxy) retries elsewhere.
+        delivery.transaction.respond(makeResponse(delivery.request, code))
         self._logMessage("SIP->XMPP", delivery.request, delivery.stanza, code,
                          None, delivery.received)
-        delivery.transaction.respond(makeResponse(delivery.request, code))
 
     def _deliveryFailed(self, failure, delivery):
         if not self._finishDelivery(delivery):
@@ -720,8 +749,11 @@ class MessageRouter:
     def _sendNext(self, key, target):
         queue = self._queues[key]
         outgoing = queue[0]
+        # One read of the random pool for both: a 32-digit Call-ID and a
+        # 12-digit From tag (disjoint bytes).
+        randomDigits = randomHex(22)
         request = messages.buildSIPRequest(
-            outgoing.message, randomHex(16), randomHex(6)
+            outgoing.message, randomDigits[:32], randomDigits[32:]
         )
         outgoing.sent = self.clock.seconds()
         d = self.sip.sendRequest(request, target)

@@ -39,10 +39,18 @@ a C{version}:
   - C{delete(key)} removes the key (no error if absent);
   - C{count(watcher=None)} counts all records or those of one watcher (for
     the caps);
-  - C{all()} lists every record (at start-up, to re-arm timers). A shared
-    store would give each instance only the records it owns, or elect one
-    instance to run timers; that choice belongs to the shared store, not
-    to the presence module.
+  - C{all()} lists every record (at start-up, to re-arm timers);
+  - C{findByCallID(callID)} lists the records of one SIP Call-ID (usually
+    one; at most L{CALLID_MATCHES_MAX}), so that any instance sharing the
+    store can handle an in-dialog request;
+  - C{expiredLeases(now, limit)} lists records whose owner's lease ended
+    at or before C{now}, oldest lease first, at most C{limit}.
+
+Several gateway instances may share one store (issue 9): each record names
+the instance that runs its timers (C{owner}) and until when that claim
+holds (C{leaseUntil}). The presence module takes and renews these through
+C{put}'s version check; the store only keeps and indexes them (see
+C{docs/presence.rst}, "Several instances").
 
 Keys are text built by L{subscriptionKey} from the direction and the two
 bare JIDs, so any instance computes the same key for the same
@@ -74,7 +82,11 @@ __all__ = [
     "redactDSN",
     "subscriptionKey",
     "openStore",
+    "CALLID_MATCHES_MAX",
 ]
+
+#: Most records L{ISubscriptionStore.findByCallID} returns.
+CALLID_MATCHES_MAX = 16
 
 #: A SIP watcher subscribed to an XMPP user's presence; the gateway is the
 #: SIP notifier and an XMPP contact.
@@ -126,6 +138,11 @@ class Subscription:
     @ivar presence: the last known presence of the presentity, as a JSON
         object text: resource (or tuple id) -> C{{"available", "show",
         "status", "priority"}}; C{"{}"} when unknown.
+    @ivar owner: the id of the gateway instance running this
+        subscription's timers (C{""}: none yet, e.g. a record written
+        before issue 9).
+    @ivar leaseUntil: when the owner's claim ends, in clock seconds; after
+        it, another instance may take the record over.
     @ivar version: the store's version counter (see the module docstring).
     """
 
@@ -144,6 +161,8 @@ class Subscription:
     localCSeq: int = 0
     remoteCSeq: int = 0
     presence: str = "{}"
+    owner: str = ""
+    leaseUntil: float = 0.0
     version: int = 0
 
     @property
@@ -212,6 +231,18 @@ class ISubscriptionStore:
         @return: L{Deferred} firing with a list of every record.
         """
 
+    def findByCallID(self, callID):
+        """
+        @return: L{Deferred} firing with a list of the records whose
+            C{callID} is C{callID} (at most L{CALLID_MATCHES_MAX}).
+        """
+
+    def expiredLeases(self, now, limit=100):
+        """
+        @return: L{Deferred} firing with a list of at most C{limit} records
+            whose C{leaseUntil} is at or before C{now}, oldest first.
+        """
+
     def close(self):
         """
         Release resources.
@@ -227,9 +258,17 @@ class MemoryStore(ISubscriptionStore):
 
     def __init__(self):
         self._records = {}
+        self._callIDs = {}
 
     def get(self, key):
         return defer.succeed(self._records.get(key))
+
+    def _unindex(self, record):
+        keys = self._callIDs.get(record.callID)
+        if keys is not None:
+            keys.discard(record.key)
+            if not keys:
+                del self._callIDs[record.callID]
 
     def put(self, record):
         current = self._records.get(record.key)
@@ -237,11 +276,16 @@ class MemoryStore(ISubscriptionStore):
         if stored != record.version:
             return defer.fail(VersionConflict(record.key))
         new = replace(record, version=record.version + 1)
+        if current is not None:
+            self._unindex(current)
         self._records[record.key] = new
+        self._callIDs.setdefault(new.callID, set()).add(new.key)
         return defer.succeed(new)
 
     def delete(self, key):
-        self._records.pop(key, None)
+        current = self._records.pop(key, None)
+        if current is not None:
+            self._unindex(current)
         return defer.succeed(None)
 
     def count(self, watcher=None):
@@ -254,6 +298,15 @@ class MemoryStore(ISubscriptionStore):
     def all(self):
         return defer.succeed(list(self._records.values()))
 
+    def findByCallID(self, callID):
+        keys = sorted(self._callIDs.get(callID, ()))[:CALLID_MATCHES_MAX]
+        return defer.succeed([self._records[k] for k in keys])
+
+    def expiredLeases(self, now, limit=100):
+        expired = [r for r in self._records.values() if r.leaseUntil <= now]
+        expired.sort(key=lambda r: (r.leaseUntil, r.key))
+        return defer.succeed(expired[:limit])
+
     def close(self):
         return defer.succeed(None)
 
@@ -261,7 +314,15 @@ class MemoryStore(ISubscriptionStore):
 _COLUMNS = (
     "direction", "watcher", "presentity", "state", "expires", "callID",
     "localTag", "remoteTag", "localURI", "remoteURI", "remoteTarget",
-    "routeSet", "localCSeq", "remoteCSeq", "presence", "version",
+    "routeSet", "localCSeq", "remoteCSeq", "presence", "owner", "leaseUntil",
+    "version",
+)
+
+#: Columns added after the first schema (issue 9): name -> SQL definition,
+#: added to existing tables by the stores when missing.
+_ADDED_COLUMNS = (
+    ("owner", "TEXT NOT NULL DEFAULT ''"),
+    ("leaseUntil", "REAL NOT NULL DEFAULT 0"),
 )
 
 _SCHEMA = """
@@ -282,9 +343,16 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     localCSeq INTEGER NOT NULL,
     remoteCSeq INTEGER NOT NULL,
     presence TEXT NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
+    leaseUntil REAL NOT NULL DEFAULT 0,
     version INTEGER NOT NULL
-);
+)
+"""
+
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS subscriptions_watcher ON subscriptions (watcher);
+CREATE INDEX IF NOT EXISTS subscriptions_callID ON subscriptions (callID);
+CREATE INDEX IF NOT EXISTS subscriptions_leaseUntil ON subscriptions (leaseUntil);
 """
 
 
@@ -296,17 +364,47 @@ class SQLiteStore(ISubscriptionStore):
     write is a single small transaction. That is fine for presence
     subscription traffic (changes are rare compared to messages); a store
     for high rates would run the queries in a thread pool.
+
+    Several processes on one host may open the same file: each write is
+    one atomic statement (the version check is in its C{WHERE}), and a
+    writer waits at most C{busyTimeout} seconds for another's lock. A file
+    made before issue 9 gets the C{owner} and C{leaseUntil} columns and
+    the Call-ID and lease indexes when opened.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, busyTimeout=5.0):
         """
         @param path: the database file (created if missing), or
             C{":memory:"}.
+        @param busyTimeout: seconds to wait for another process's lock.
         @raise sqlite3.Error: if it cannot be opened.
         """
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite3.connect(path, isolation_level=None,
+                                   timeout=busyTimeout)
+        self._createSchema()
+
+    def _createSchema(self):
+        """
+        Create the table and indexes, adding the columns a file from an
+        older version lacks; in one write transaction, so that processes
+        opening the file together do not trip over each other.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(_SCHEMA)
+            present = {row[1].lower() for row in
+                       db.execute("PRAGMA table_info(subscriptions)")}
+            for name, definition in _ADDED_COLUMNS:
+                if name.lower() not in present:
+                    db.execute(f"ALTER TABLE subscriptions ADD COLUMN {name} {definition}")
+            for statement in _INDEXES.strip().splitlines():
+                db.execute(statement)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _record(self, row):
         values = dict(zip(_COLUMNS, row))
@@ -365,6 +463,15 @@ class SQLiteStore(ISubscriptionStore):
     def all(self):
         return defer.succeed(self._select())
 
+    def findByCallID(self, callID):
+        return defer.succeed(self._select(
+            "WHERE callID = ? ORDER BY key LIMIT ?", (callID, CALLID_MATCHES_MAX)))
+
+    def expiredLeases(self, now, limit=100):
+        return defer.succeed(self._select(
+            "WHERE leaseUntil <= ? ORDER BY leaseUntil, key LIMIT ?",
+            (now, limit)))
+
     def close(self):
         self._db.close()
         return defer.succeed(None)
@@ -403,11 +510,24 @@ _PG_SCHEMA = (
         localCSeq BIGINT NOT NULL,
         remoteCSeq BIGINT NOT NULL,
         presence TEXT NOT NULL,
+        owner TEXT NOT NULL DEFAULT '',
+        leaseUntil DOUBLE PRECISION NOT NULL DEFAULT 0,
         version BIGINT NOT NULL
     )
     """,
     "CREATE INDEX IF NOT EXISTS xmppgw_subscriptions_watcher "
     "ON xmppgw_subscriptions (watcher)",
+    "CREATE INDEX IF NOT EXISTS xmppgw_subscriptions_callid "
+    "ON xmppgw_subscriptions (callID)",
+    "CREATE INDEX IF NOT EXISTS xmppgw_subscriptions_leaseuntil "
+    "ON xmppgw_subscriptions (leaseUntil)",
+)
+
+#: Columns a table made before issue 9 lacks, added when missing (by
+#: name, lower case as PostgreSQL folds them).
+_PG_ADDED_COLUMNS = (
+    ("owner", "TEXT NOT NULL DEFAULT ''"),
+    ("leaseuntil", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
 )
 
 #: Key of the advisory lock that serialises schema creation between
@@ -574,7 +694,17 @@ class PostgreSQLStore(ISubscriptionStore):
         cursor.execute("BEGIN")
         try:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
-            for statement in _PG_SCHEMA:
+            cursor.execute(_PG_SCHEMA[0])
+            cursor.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() "
+                "AND table_name = 'xmppgw_subscriptions'")
+            present = {row[0] for row in cursor.fetchall()}
+            for name, definition in _PG_ADDED_COLUMNS:
+                if name not in present:
+                    cursor.execute(f"ALTER TABLE xmppgw_subscriptions "
+                                   f"ADD COLUMN {name} {definition}")
+            for statement in _PG_SCHEMA[1:]:
                 cursor.execute(statement)
             cursor.execute("COMMIT")
         except BaseException:
@@ -704,6 +834,20 @@ class PostgreSQLStore(ISubscriptionStore):
         cursor.execute(_PG_SELECT)
         return [cls._record(row) for row in cursor.fetchall()]
 
+    @classmethod
+    def _findByCallIDInThread(cls, connection, callID):
+        cursor = connection.cursor()
+        cursor.execute(_PG_SELECT + " WHERE callID = %s ORDER BY key LIMIT %s",
+                       (callID, CALLID_MATCHES_MAX))
+        return [cls._record(row) for row in cursor.fetchall()]
+
+    @classmethod
+    def _expiredLeasesInThread(cls, connection, now, limit):
+        cursor = connection.cursor()
+        cursor.execute(_PG_SELECT + " WHERE leaseUntil <= %s "
+                       "ORDER BY leaseUntil, key LIMIT %s", (now, limit))
+        return [cls._record(row) for row in cursor.fetchall()]
+
     # -- the interface
 
     def get(self, key):
@@ -724,6 +868,12 @@ class PostgreSQLStore(ISubscriptionStore):
 
     def all(self):
         return self._run(self._allInThread)
+
+    def findByCallID(self, callID):
+        return self._run(self._findByCallIDInThread, callID)
+
+    def expiredLeases(self, now, limit=100):
+        return self._run(self._expiredLeasesInThread, float(now), int(limit))
 
     def close(self):
         """

@@ -82,6 +82,7 @@ def buildGateway(config, reactor):
         maxConnections=sipConfig.connections_limit,
         allowFrom=policy,
         tlsCA=sipConfig.tls_ca,
+        udpReceiveBufferSize=sipConfig.udp_receive_buffer_size,
     )
     sip.setName("sip")
     t1 = sipConfig.t1_interval
@@ -123,6 +124,7 @@ def buildGateway(config, reactor):
         queueLimit=sipConfig.queue_limit,
         outboundProxy=proxy,
         logMessages=config.log.messages,
+        optionsFollowLink=sipConfig.options_follow_link,
     )
     router = MessageRouter(reactor, mapper, transactions, link, settings)
     router.policy = policy
@@ -225,7 +227,7 @@ def _wirePresence(config, router, reactor, top):
     the gateway. Exposed as C{top.presence} (or L{None}).
     """
     from xmppgw.chatstates import ChatStates
-    from xmppgw.presence import PresenceGateway, PresenceSettings
+    from xmppgw.presence import PresenceGateway, PresenceSettings, defaultInstanceID
     from xmppgw.receipts import Receipts
     from xmppgw.store import openStore
 
@@ -252,6 +254,8 @@ def _wirePresence(config, router, reactor, top):
         retryInterval=pc.retry_interval,
         ratePerSender=pc.rate_per_sender,
         ratePerSenderBurst=pc.rate_per_sender_burst,
+        instanceID=pc.instance_id or defaultInstanceID(config.path),
+        leaseInterval=pc.lease_interval,
     )
     presence = PresenceGateway(
         reactor, router.mapper, router.sip, router.xmpp,

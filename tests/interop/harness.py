@@ -1299,7 +1299,9 @@ class GatewayProcess:
         """
         Write the config, start twistd, and wait until the SIP port answers
         OPTIONS with 200 and (unless C{waitForLink} is false) the log says
-        the component link is authenticated.
+        the component link is authenticated. With C{waitForLink} false an
+        OPTIONS answer of 503 (the gateway's answer while its XMPP link is
+        down, C{[sip] options_follow_link}) also counts as up.
 
         @raise HarnessError: with the logs, if it did not come up in time.
         """
@@ -1310,7 +1312,7 @@ class GatewayProcess:
         self.process = spawn(argv, logPath=self.consolePath, cwd=self.workdir)
         deadline = time.monotonic() + timeout
         try:
-            self._waitOptions(deadline)
+            self._waitOptions(deadline, (200,) if waitForLink else (200, 503))
             if waitForLink:
                 self.waitForLog(AUTHENTICATED_LINE,
                                 max(0.1, deadline - time.monotonic()))
@@ -1319,7 +1321,7 @@ class GatewayProcess:
             raise
         return self
 
-    def _waitOptions(self, deadline):
+    def _waitOptions(self, deadline, codes=(200,)):
         last = None
         while True:
             if self.process.poll() is not None:
@@ -1345,7 +1347,7 @@ class GatewayProcess:
                 last = str(e).splitlines()[0]
                 time.sleep(0.05)
                 continue
-            if response.code == 200:
+            if response.code in codes:
                 return response
             last = response.startLine
             time.sleep(0.25)

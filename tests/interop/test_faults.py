@@ -14,7 +14,7 @@ import time
 
 from tests.interop.harness import (
     LOCAL, GatewayProcess, HarnessError, PrivateProsody, SIPUDPClient,
-    XMPPClient, buildMessage, cleanupAll, freePort, gatewayConfig,
+    XMPPClient, buildMessage, buildOptions, cleanupAll, freePort, gatewayConfig,
     makeWorkdir, readText, requirePeers, sipSendTCP, spawn, twistdPath,
     uniqueID, waitUntil)
 from tests.interop import test_gateway
@@ -152,16 +152,31 @@ class ProsodyKilledLongTests(_TrafficMixin, GatewayTestCase):
     count = 10
     rate = 20
 
+    def options(self):
+        """
+        Send one OPTIONS to the gateway over UDP; return the response.
+        """
+        with SIPUDPClient() as client:
+            request = buildOptions(f"sip:{LOCAL}:{self.sipPort}",
+                                   viaPort=client.port)
+            return client.request(LOCAL, self.sipPort, request, 5.0)
+
     def test_heldMessagesGet503(self):
         """
         With Prosody dead for longer than hold_timeout, every MESSAGE gets
         503 with Retry-After within hold_timeout (plus slack), none is
-        delivered later, and traffic resumes once Prosody is back.
+        delivered later, and traffic resumes once Prosody is back. OPTIONS
+        (a dispatcher's probe) is answered 503 while the link is down and
+        200 once it is back.
         """
         marker = uniqueID("dead")
         self.prosody.kill()
         try:
             self.gateway.waitForLog("retrying in", timeout=10)
+            probe = self.options()
+            self.assertEqual((503, "XMPP Link Down"),
+                             (probe.code, probe.reason), self.context())
+            self.assertTrue(probe.header("Retry-After"), str(probe))
             bodies, sender, outcome = self.traffic(marker)
             sender.join(40)
             codes = [r.code if r is not None else None for r in outcome.get("results", [])]
@@ -172,6 +187,9 @@ class ProsodyKilledLongTests(_TrafficMixin, GatewayTestCase):
             aliceReady = self.alice.readyCount()
             self.prosody.start()
         self.alice.waitReady(timeout=20, count=aliceReady + 1)
+        waitUntil(lambda: self.options().code == 200, 15,
+                  message=lambda: "OPTIONS not 200 after the link came back"
+                  f"\n{self.context()}")
         deadline = time.monotonic() + 15
         while True:
             _, response = self.sendMessage(body=f"{marker} back")

@@ -232,12 +232,15 @@ class ClusterTests(TestCase):
             extraSIP={"queue_limit": QUEUE_LIMIT},
             # three connections share the component domain and ejabberd
             # routes each stanza (a confirmation ping too) to a random one,
-            # so "ping" cannot work here. "none", not "tcp": waiting for the
-            # TCP acknowledgement (about 15 ms here) widens the window in
-            # which a killed instance has written a stanza but not sent its
-            # 2xx, and Kamailio's failover then delivers it twice (seen once
-            # in this test); docs/scaling.rst explains the trade-off
-            extraXMPP={"confirm_delivery": "\"none\""})
+            # so "ping" cannot work here. "kernel": the 2xx follows the
+            # stanza's hand-over to the kernel by microseconds. Not "none"
+            # (the 2xx leaves a reactor turn before the stanza, so a kill
+            # can lose an acknowledged message) nor "tcp" (waiting ~15 ms
+            # for the TCP acknowledgement widens the window in which a
+            # killed instance has written a stanza but not sent its 2xx,
+            # and Kamailio's failover then delivers it twice);
+            # docs/scaling.rst explains the trade-off
+            extraXMPP={"confirm_delivery": "\"kernel\""})
         # the XMPP traffic log tells which instance read which stanza; the
         # SIP one is not needed and costs CPU
         text = text.replace("traffic_sip = true", "traffic_sip = false")
@@ -481,11 +484,11 @@ class ClusterTests(TestCase):
         stay within its in-flight window; failover time is measured; the
         instance comes back into rotation after a restart.
 
-        Known gap (docs/scaling.rst, "What a crash costs"): the 2xx leaves
-        one reactor turn before the stanza reaches the kernel, so a kill
-        landing in that sub-millisecond window can lose an acknowledged
-        message; at 100 MESSAGEs/s over three instances that is rare, and
-        this test then fails, as it should.
+        With C{confirm_delivery = "kernel"} the 2xx is sent microseconds
+        after the stanza is in the kernel: a kill between the two (a
+        duplicate after Kamailio's failover) is possible in principle, and
+        this test then fails, as it should (docs/scaling.rst, "What a crash
+        costs").
         """
         run = uuid.uuid4().hex[:6]
         victim = 1

@@ -278,6 +278,38 @@ class PostgreSQLStoreTests(ServerMixin, TestCase):
         self.assertEqual((yield third.all()), [stored])
 
     @defer.inlineCallbacks
+    def test_upgradesOldTable(self):
+        """
+        A table made before the C{owner} and C{leaseUntil} columns gets
+        them (empty owner, lease 0) and the Call-ID and lease indexes.
+        """
+        self.server.execute(
+            "CREATE TABLE xmppgw_subscriptions (key TEXT PRIMARY KEY, "
+            "direction TEXT NOT NULL, watcher TEXT NOT NULL, "
+            "presentity TEXT NOT NULL, state TEXT NOT NULL, "
+            "expires DOUBLE PRECISION NOT NULL, callID TEXT NOT NULL, "
+            "localTag TEXT NOT NULL, remoteTag TEXT NOT NULL, "
+            "localURI TEXT NOT NULL, remoteURI TEXT NOT NULL, "
+            "remoteTarget TEXT NOT NULL, routeSet TEXT NOT NULL, "
+            "localCSeq BIGINT NOT NULL, remoteCSeq BIGINT NOT NULL, "
+            "presence TEXT NOT NULL, version BIGINT NOT NULL)")
+        self.server.execute(
+            "INSERT INTO xmppgw_subscriptions VALUES ('in a@b c@d', 'in', "
+            "'a@b', 'c@d', 'active', 50, 'cid', 'lt', 'rt', 'sip:l', "
+            "'sip:r', 'sip:t', '[]', 1, 2, '{}', 3)")
+        store = self.open()
+        [record] = yield store.findByCallID("cid")
+        self.assertEqual((record.key, record.owner, record.leaseUntil,
+                          record.version), ("in a@b c@d", "", 0.0, 3))
+        updated = yield store.put(
+            record.__class__(**{**record.__dict__, "owner": "gw-1",
+                                "leaseUntil": 9.0}))
+        self.assertEqual((yield store.expiredLeases(10.0)), [updated])
+        # A second store (instance) finds the columns there already.
+        again = self.open()
+        self.assertEqual((yield again.get(record.key)), updated)
+
+    @defer.inlineCallbacks
     def test_createRace(self):
         """
         Two instances creating the same subscription at once: exactly one
@@ -387,6 +419,9 @@ class BlockedConnection:
 
     def fetchone(self):
         return (0,)
+
+    def fetchall(self):
+        return []
 
     def close(self):
         pass

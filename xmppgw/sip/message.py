@@ -15,8 +15,7 @@ Pure code: no I/O, no reactor, no clock.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple, Union
 
 from xmppgw.randomid import randomHex
@@ -123,6 +122,10 @@ class Headers:
     An ordered multi-map of SIP headers, one entry per header line.  Names
     are canonicalised on entry (L{canonicalName}); lookups are
     case-insensitive and accept compact forms.
+
+    Internally C{_items} is a list of C{(canonicalName, value)} pairs; the
+    code of this package that builds one (parser, L{makeResponse}, the
+    transaction layer) appends canonical names to it directly.
     """
 
     __slots__ = ("_items",)
@@ -134,21 +137,28 @@ class Headers:
         if isinstance(items, Headers):
             self._items = list(items._items)
         else:
-            self._items = [(canonicalName(n), v) for n, v in items]
+            known = _canonCache.get
+            self._items = [(known(n) or canonicalName(n), v)
+                           for n, v in items]
 
     def add(self, name: str, value: str) -> None:
         """
         Append a header line.
         """
-        self._items.append((canonicalName(name), value))
+        canon = _canonCache.get(name)
+        if canon is None:
+            canon = canonicalName(name)
+        self._items.append((canon, value))
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """
         The first value of C{name}, or C{default}.
         """
-        name = canonicalName(name)
+        canon = _canonCache.get(name)
+        if canon is None:
+            canon = canonicalName(name)
         for n, v in self._items:
-            if n == name:
+            if n == canon:
                 return v
         return default
 
@@ -217,6 +227,16 @@ class Headers:
 
     def __repr__(self) -> str:
         return "Headers(%r)" % (self._items,)
+
+
+def _headersOf(items: list) -> Headers:
+    """
+    A L{Headers} that takes over C{items}, a list of C{(name, value)} pairs
+    whose names are already canonical.
+    """
+    headers = Headers.__new__(Headers)
+    headers._items = items
+    return headers
 
 
 def _toHeaders(headers) -> Headers:
@@ -308,12 +328,9 @@ def serialize(message: Message) -> bytes:
     """
     body = message.body
     lines = [message.startLine()]
-    for name, value in message.headers._items:
-        if name != "Content-Length":
-            lines.append("%s: %s" % (name, value))
-    lines.append("Content-Length: %d" % (len(body),))
-    lines.append("")
-    lines.append("")
+    lines += ["%s: %s" % item for item in message.headers._items
+              if item[0] != "Content-Length"]
+    lines.append("Content-Length: %d\r\n\r\n" % (len(body),))
     return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
 
 
@@ -360,7 +377,7 @@ class Via:
         """
         A copy with parameter C{name} set (replaced in place, or appended).
         """
-        return replace(self, params=_setParam(self.params, name, value))
+        return _replaceVia(self, params=_setParam(self.params, name, value))
 
     @property
     def branch(self) -> Optional[str]:
@@ -383,6 +400,18 @@ class Via:
                                _formatParams(self.params))
 
 
+def _replaceVia(via: Via, **changes) -> Via:
+    """
+    A copy of C{via} with some fields replaced (as C{dataclasses.replace},
+    without its cost).
+    """
+    obj = object.__new__(Via)
+    fields = obj.__dict__
+    fields.update(via.__dict__)
+    fields.update(changes)
+    return obj
+
+
 def parseVia(value: str) -> List[Via]:
     """
     Parse one Via header line, which may hold several comma-separated
@@ -395,13 +424,40 @@ def parseVia(value: str) -> List[Via]:
     @raise SIPParseError: on any malformed or empty element.
     """
     if type(value) is str:
-        return list(_parseViaCached(value))
+        return list(_parsedVias(value))
     return _parseVia(value)
 
 
-@lru_cache(maxsize=256)
-def _parseViaCached(value: str) -> Tuple[Via, ...]:
-    return tuple(_parseVia(value))
+#: Parsed Via lines: C{{text: (Via, ...)}}, emptied when full.  The parsed
+#: line is kept here rather than on the message: a message lives on in a
+#: completed transaction (32 s for Timer J) and every object it holds is
+#: walked by the garbage collector; this cache holds a bounded number.
+_viaCache = {}
+_VIA_CACHE_MAX = 1024
+
+
+def _parsedVias(value: str) -> Tuple[Via, ...]:
+    """
+    The L{Via} values of the Via line C{value} (a C{str}), parsed once.
+
+    @raise SIPParseError: when it does not parse.
+    """
+    vias = _viaCache.get(value)
+    if vias is None:
+        vias = tuple(_parseVia(value))
+        _keepVias(value, vias)
+    return vias
+
+
+def _keepVias(value: str, vias: Tuple[Via, ...]) -> None:
+    """
+    Remember C{vias} as the parsed form of the Via line C{value}: only for
+    a line known to parse to exactly C{vias} (one the caller formatted from
+    parsed values, see L{xmppgw.sip.transport}).
+    """
+    if len(_viaCache) >= _VIA_CACHE_MAX:
+        _viaCache.clear()
+    _viaCache[value] = vias
 
 
 def _parseVia(value: str) -> List[Via]:
@@ -441,7 +497,12 @@ def topVia(message: Message) -> Via:
     value = message.headers.get("Via")
     if value is None:
         raise SIPParseError("Missing Via Header")
-    return parseVia(value)[0]
+    if type(value) is not str:
+        return _parseVia(value)[0]
+    vias = _viaCache.get(value)
+    if vias is None:
+        vias = _parsedVias(value)
+    return vias[0]
 
 
 # Responses ----------------------------------------------------------------
@@ -546,23 +607,30 @@ def makeResponse(request: Request, code: int, reason: Optional[str] = None,
         ones.
     @param reason: the reason phrase; defaults to L{reasonPhrase}.
     """
-    out = Headers()
-    items = out._items
-    for name, value in request.headers._items:
-        if name in ("Via", "From", "Call-ID", "CSeq"):
-            items.append((name, value))
+    items = []
+    append = items.append
+    for item in request.headers._items:
+        name = item[0]
+        if name in _COPIED:
+            append(item)
         elif name == "To":
+            value = item[1]
             if code != 100 and not _hasTag(value):
                 tag = toTag if toTag is not None else randomHex(8)
-                value = "%s;tag=%s" % (value, tag)
-            items.append((name, value))
+                item = (name, "%s;tag=%s" % (value, tag))
+            append(item)
         elif name == "Timestamp" and code == 100:
-            items.append((name, value))
-    for name, value in (headers.items() if isinstance(headers, Headers)
-                        else headers):
-        out.add(name, value)
+            append(item)
+    out = _headersOf(items)
+    if headers:
+        for name, value in (headers.items() if isinstance(headers, Headers)
+                            else headers):
+            out.add(name, value)
     return Response(code, reason if reason is not None
                     else reasonPhrase(code), out)
+
+
+_COPIED = frozenset(["Via", "From", "Call-ID", "CSeq"])
 
 
 # Parser -------------------------------------------------------------------
@@ -678,7 +746,7 @@ def parseMessage(data: bytes) -> Message:
         if versionError is not None:
             raise versionError
         message = Response(int(codeText), parts[2] if len(parts) == 3
-                           else "")
+                           else "", _headersOf([]))
     else:
         parts = first.split(" ")
         if len(parts) != 3:
@@ -693,10 +761,12 @@ def parseMessage(data: bytes) -> Message:
                 startError = SIPParseError("Invalid Request-URI")
             else:
                 startError = _checkVersion(version)
-        message = Request(method, uri)
+        message = Request(method, uri, _headersOf([]))
 
     # Headers.
     items = message.headers._items
+    append = items.append
+    names = _nameCache
     contentLength = None
     for line in lines[1:]:
         if not line:
@@ -714,11 +784,15 @@ def parseMessage(data: bytes) -> Message:
         if not colon:
             error = error or SIPParseError("Malformed Header Line")
             continue
-        canon = _headerName(name.rstrip(" \t"))
+        # The usual name has no blank before the colon: it is its own key
+        # in the cache of _headerName.
+        canon = names.get(name)
         if canon is None:
-            error = error or SIPParseError("Malformed Header Name")
-            continue
-        items.append((canon, value.strip(" \t")))
+            canon = _headerName(name.rstrip(" \t"))
+            if canon is None:
+                error = error or SIPParseError("Malformed Header Name")
+                continue
+        append((canon, value.strip(" \t")))
 
     if startError is not None:
         startError.request = message

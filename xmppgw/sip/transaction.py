@@ -71,7 +71,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from xmppgw.randomid import randomHex
-from xmppgw.sip.message import Request, Response, Headers, makeResponse, topVia
+from xmppgw.sip.message import (
+    Request,
+    Response,
+    SIPParseError,
+    _headersOf,
+    _keepVias,
+    _replaceVia,
+    makeResponse,
+    parseVia,
+    topVia,
+)
 
 __all__ = [
     "Source",
@@ -97,6 +107,10 @@ DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 #: The RFC 3261 branch prefix (RFC 3261 8.1.1.7).
 MAGIC_COOKIE = "z9hG4bK"
+
+#: The top Via of the requests the layer sends: transport, sent-by host and
+#: port, branch.
+_VIA_FORMAT = "SIP/2.0/%s %s:%d;branch=%s;rport"
 
 
 def _checkTransport(name):
@@ -279,11 +293,14 @@ class _ExpiryQueue:
         """
         Start the wait of C{txn}, C{delay} seconds (the same for every
         transaction of this queue); C{txn._expired()} is called when it ends.
+        The end time is kept on C{txn} (C{_waitEnd}), not in a tuple: one
+        object less per waiting transaction for the garbage collector.
         """
         queue = self._queue
         while len(queue) >= self.limit:
-            queue.popleft()[1]._expired()
-        queue.append((self.clock.seconds() + delay, txn))
+            queue.popleft()._expired()
+        txn._waitEnd = self.clock.seconds() + delay
+        queue.append(txn)
         if self._timer is None:
             self._timer = self.clock.callLater(delay, self._sweep)
 
@@ -293,11 +310,11 @@ class _ExpiryQueue:
         now = self.clock.seconds()
         # The head is due (its timer fired); float sums may put its end a
         # hair after "now".
-        while queue and queue[0][0] <= now + 1e-6:
-            queue.popleft()[1]._expired()
+        while queue and queue[0]._waitEnd <= now + 1e-6:
+            queue.popleft()._expired()
         if queue and self._timer is None:
             self._timer = self.clock.callLater(
-                max(0.0, queue[0][0] - now), self._sweep)
+                max(0.0, queue[0]._waitEnd - now), self._sweep)
 
     def clear(self):
         """
@@ -307,7 +324,7 @@ class _ExpiryQueue:
             self._timer.cancel()
         self._timer = None
         queue, self._queue = self._queue, deque()
-        for _end, txn in queue:
+        for txn in queue:
             txn._expired()
 
 
@@ -315,7 +332,11 @@ class ServerTransaction:
     """
     A non-INVITE server transaction (RFC 3261 17.2.2).
 
-    @ivar request: the request that created the transaction.
+    @ivar request: the request that created the transaction; L{None} once
+        the final response has been sent over UDP (the completed
+        transaction then only answers retransmissions for Timer J, 32 s,
+        and keeps as little as it can for the garbage collector to walk).
+    @ivar method: the method of that request.
     @ivar source: the L{Source} it came from; responses go back there.
     @ivar state: C{"trying"}, C{"proceeding"}, C{"completed"} or
         C{"terminated"}.
@@ -328,13 +349,15 @@ class ServerTransaction:
         self.key = key
         self.ident = ident
         self.request = request
+        self.method = request.method
         self.source = source
         self.state = "trying"
         self.lastResponse = None
         self._timer = None
+        self._waitEnd = None
 
     def __repr__(self):
-        return "<ServerTransaction %s %s>" % (self.request.method, self.state)
+        return "<ServerTransaction %s %s>" % (self.method, self.state)
 
     @property
     def reliable(self):
@@ -361,7 +384,7 @@ class ServerTransaction:
             log.warn(
                 "Discarding {code} for a {method} transaction already {state}",
                 code=code,
-                method=self.request.method,
+                method=self.method,
                 state=self.state,
             )
             return
@@ -376,17 +399,19 @@ class ServerTransaction:
         if self.reliable:
             self._terminate()
         else:
+            self.request = None
             self._layer._timerJ.add(self, 64 * self._layer.t1)
 
     def _send(self, response):
         d = self._layer._sendMessage(response, self.source)
-        d.addErrback(self._sendFailed, response.code)
+        if not _succeeded(d):
+            d.addErrback(self._sendFailed, response.code)
 
     def _sendFailed(self, failure, code):
         log.warn(
             "Could not send {code} for {method} to {source}: {reason}",
             code=code,
-            method=self.request.method,
+            method=self.method,
             source=self.source,
             reason=failure.getErrorMessage(),
         )
@@ -405,7 +430,7 @@ class ServerTransaction:
         self._timer = None
         log.warn(
             "The transaction user never answered {method} from {source}; forgetting it",
-            method=self.request.method,
+            method=self.method,
             source=self.source,
         )
         self._terminate()
@@ -433,14 +458,17 @@ class ClientTransaction:
     """
     A non-INVITE client transaction (RFC 3261 17.1.2).
 
-    @ivar request: the request as sent (with the top Via added).
+    @ivar request: the request as sent (with the top Via added); L{None}
+        once a final response has arrived.
     @ivar target: the L{Target}.
     @ivar branch: the branch of the top Via.
     @ivar method: the request method (CSeq method of matching responses).
     @ivar state: C{"trying"}, C{"proceeding"}, C{"completed"} or
         C{"terminated"}.
     @ivar deferred: fires with the final L{Response}, or fails with
-        L{TransactionTimeout} or L{TransportFailure}.
+        L{TransactionTimeout} or L{TransportFailure} (what
+        L{TransactionLayer.sendRequest} returns); L{None} once it has fired
+        with the final response.
     """
 
     def __init__(self, layer, request, target, branch):
@@ -452,35 +480,48 @@ class ClientTransaction:
         self.state = "trying"
         self.deferred = Deferred(self._cancel)
         self._interval = layer.t1
-        self._timerE = None
-        self._timerF = None
-        self._timerK = None
+        # One timer at a time: the next Timer E (UDP retransmission) while
+        # it comes before Timer F, then Timer F, which fires at _deadline.
+        self._timer = None
+        self._deadline = None
+        self._waitEnd = None
 
     def __repr__(self):
         return "<ClientTransaction %s %s %s>" % (self.method, self.branch, self.state)
 
     def _start(self):
         clock = self._layer.clock
-        self._timerF = clock.callLater(64 * self._layer.t1, self._onTimerF)
-        if not self.target.reliable:
-            self._timerE = clock.callLater(self._interval, self._onTimerE)
+        timeout = 64 * self._layer.t1
+        self._deadline = clock.seconds() + timeout
+        if self.target.reliable:
+            self._timer = clock.callLater(timeout, self._onTimerF)
+        else:
+            self._timer = clock.callLater(self._interval, self._onTimerE)
         self._send()
 
     def _send(self):
         d = self._layer._sendMessage(self.request, self.target)
-        d.addErrback(self._transportFailed)
+        if not _succeeded(d):
+            d.addErrback(self._transportFailed)
 
     def _onTimerE(self):
-        self._timerE = None
+        self._timer = None
+        clock = self._layer.clock
         if self.state == "trying":
             self._interval = min(2 * self._interval, self._layer.t2)
         else:
             self._interval = self._layer.t2
-        self._timerE = self._layer.clock.callLater(self._interval, self._onTimerE)
+        now = clock.seconds()
+        if now + self._interval < self._deadline:
+            self._timer = clock.callLater(self._interval, self._onTimerE)
+        else:
+            # Timer F comes first (or at the same time: it wins, as it
+            # was set first).
+            self._timer = clock.callLater(max(0.0, self._deadline - now), self._onTimerF)
         self._send()
 
     def _onTimerF(self):
-        self._timerF = None
+        self._timer = None
         if self.state not in ("trying", "proceeding"):
             return
         self._terminate()
@@ -518,20 +559,24 @@ class ClientTransaction:
             self.state = "proceeding"
             return
         self.state = "completed"
-        self._cancelTimer("_timerE")
-        self._cancelTimer("_timerF")
+        self._cancelTimer()
         if self.target.reliable:
             self._terminate()
         else:
             self._layer._timerK.add(self, self._layer.t4)
-        self.deferred.callback(response)
+        # From now on the transaction only absorbs retransmitted responses
+        # (Timer K, 5 s): it lets go of what it no longer needs, so that
+        # the many completed transactions hold little for the garbage
+        # collector to walk.
+        d, self.deferred = self.deferred, None
+        self.request = None
+        d.callback(response)
 
     def _expired(self):
         if self.state == "completed":
             self._onTimerK()
 
     def _onTimerK(self):
-        self._timerK = None
         self._terminate()
 
     def _cancel(self, deferred):
@@ -539,15 +584,15 @@ class ClientTransaction:
         # then fails with CancelledError.
         self._terminate()
 
-    def _cancelTimer(self, name):
-        timer = getattr(self, name)
-        if timer is not None and timer.active():
-            timer.cancel()
-        setattr(self, name, None)
+    def _cancelTimer(self):
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            if timer.active():
+                timer.cancel()
 
     def _terminate(self):
-        for name in ("_timerE", "_timerF", "_timerK"):
-            self._cancelTimer(name)
+        self._cancelTimer()
         self.state = "terminated"
         self._layer._removeClient(self)
 
@@ -606,6 +651,7 @@ class TransactionLayer:
         self._servers = {}
         self._serverByIdent = {}
         self._clients = {}
+        self._viaTemplates = {}
         self._timerJ = _ExpiryQueue(clock, maxCompleted)
         self._timerK = _ExpiryQueue(clock, maxCompleted)
 
@@ -762,24 +808,39 @@ class TransactionLayer:
         while branch in self._clients:
             branch = self._newBranch()
         host, port = self.transport.localAddress(target.transport)
-        via = "SIP/2.0/%s %s:%d;branch=%s;rport" % (
-            target.transport.upper(),
-            _formatHost(host),
-            port,
-            branch,
-        )
-        headers = Headers()
-        headers.add("Via", via)
-        for name, value in request.headers.items():
-            headers.add(name, value)
+        via = _VIA_FORMAT % (target.transport.upper(), _formatHost(host), port, branch)
+        self._rememberVia(target.transport, host, port, via, branch)
+        headers = _headersOf([("Via", via)] + request.headers._items)
         outgoing = Request(request.method, request.uri, headers, request.body)
         txn = ClientTransaction(self, outgoing, target, branch)
         self._clients[branch] = txn
+        d = txn.deferred
         txn._start()
-        return txn.deferred
+        return d
 
     def _newBranch(self):
         return MAGIC_COOKIE + randomHex(12)
+
+    def _rememberVia(self, transport, host, port, via, branch):
+        """
+        Spare the transport the parsing of the Via just written (C{via},
+        L{_VIA_FORMAT} with C{branch}): the same Via with the branch
+        C{MAGIC_COOKIE} is parsed once per local address, and C{via} parses
+        to that with C{branch} instead (a branch is a token, which the
+        parser keeps as it is).
+        """
+        key = (transport, host, port)
+        template = self._viaTemplates.get(key)
+        if template is None:
+            if len(self._viaTemplates) >= 64:
+                self._viaTemplates.clear()
+            try:
+                [template] = parseVia(_VIA_FORMAT % (transport.upper(), _formatHost(host), port, MAGIC_COOKIE))
+            except (SIPParseError, ValueError):
+                template = False
+            self._viaTemplates[key] = template
+        if template is not False:
+            _keepVias(via, (_replaceVia(template, params=(("branch", branch), ("rport", None))),))
 
     def _receiveResponse(self, response, source, via):
         txn = self._clients.get(via.branch)
@@ -798,6 +859,14 @@ class TransactionLayer:
     def _removeClient(self, txn):
         if self._clients.get(txn.branch) is txn:
             del self._clients[txn.branch]
+
+
+def _succeeded(d):
+    """
+    Whether the Deferred C{d} has already fired with a success (as a UDP
+    send does at once): an errback added to it would never run.
+    """
+    return d.called and not d.paused and not isinstance(d.result, Failure)
 
 
 def _failed(failure):

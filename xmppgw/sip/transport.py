@@ -56,11 +56,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from xmppgw.sip.message import (
+    _TOKEN_RE,
     FramingError,
     Headers,
     Request,
     SIPParseError,
     StreamFramer,
+    _keepVias,
+    _parsedVias,
+    _replaceVia,
     makeResponse,
     parseMessage,
     parseVia,
@@ -89,6 +93,9 @@ log = Logger()
 
 #: The largest payload of a UDP datagram.
 MAX_DATAGRAM = 65507
+
+#: The most UDP peers whose L{Source} a listening socket keeps.
+_SOURCES_MAX = 1024
 
 _WILDCARDS = ("0.0.0.0", "::", "")
 
@@ -149,6 +156,8 @@ def _bare(host):
 
 def _sameAddress(a, b):
     a, b = _bare(a), _bare(b)
+    if a == b:
+        return True
     try:
         return ipaddress.ip_address(a) == ipaddress.ip_address(b)
     except ValueError:
@@ -205,6 +214,9 @@ def _addReceived(request, source):
     RFC 3261 18.2.1 and RFC 3581 section 4: add C{received} when the sent-by
     host is not the source address (or when C{rport} is present), and fill an
     empty C{rport}.
+
+    C{request} is changed in place (it is the transport's own, just
+    parsed) and returned.
     """
     via = topVia(request)
     params = list(via.params)
@@ -225,9 +237,41 @@ def _addReceived(request, source):
         if params[i][1] is None:
             params[i] = ("rport", str(source.port))
             changed = True
-    if not changed:
-        return request
-    return _replaceTopVia(request, _formatVia(via, params=params))
+    if changed:
+        _setTopVia(request, _replaceVia(via, params=tuple(params)),
+                   _TOKEN_RE.fullmatch(source.host) is not None)
+    return request
+
+
+def _setTopVia(message, newTop, known):
+    """
+    Replace, in place, the first Via value of C{message} by the L{Via}
+    C{newTop}; the other values of that line are written again as L{Via}
+    formats them, the other headers are untouched.
+
+    @param known: whether the new line is known to parse back to C{newTop}
+        and the other values (every part of C{newTop} comes from parsing,
+        or is a token); then it is remembered as parsed, else the next
+        reader (L{topVia}) parses the text.
+    """
+    items = message.headers._items
+    for i, (name, value) in enumerate(items):
+        if name == "Via":
+            rest = _parsedVias(value)[1:]
+            text = ", ".join([str(newTop)] + [str(v) for v in rest])
+            items[i] = (name, text)
+            if known:
+                _keepVias(text, (newTop,) + rest)
+            return
+    raise SIPParseError("Missing Via Header")
+
+
+def _needsSentBy(via):
+    """
+    Whether the sent-by of C{via} has a wildcard host or no port, to be
+    filled by L{_fillSentBy}.
+    """
+    return _bare(via.host) in _WILDCARDS or not via.port
 
 
 def _fillSentBy(request, host, port):
@@ -253,9 +297,24 @@ class SIPDatagramProtocol(DatagramProtocol):
     def __init__(self, sipTransport, host):
         self.sipTransport = sipTransport
         self.host = host
+        self._sources = {}
 
     def datagramReceived(self, data, addr):
         self.sipTransport._datagramReceived(self, data, addr)
+
+    def sourceOf(self, addr):
+        """
+        The L{Source} for a datagram from C{addr}. A L{Source} is immutable,
+        so one serves every datagram from the same peer (a bounded cache):
+        fewer objects for the transactions to hold.
+        """
+        key = (addr[0], addr[1])
+        source = self._sources.get(key)
+        if source is None:
+            if len(self._sources) >= _SOURCES_MAX:
+                self._sources.clear()
+            source = self._sources[key] = Source("udp", _bare(addr[0]), addr[1], self)
+        return source
 
     def family(self):
         """
@@ -542,6 +601,8 @@ class _UDPListener(Service):
         self.host = host
         self.port = port
         self.listeningPort = None
+        #: The receive buffer the kernel granted, or L{None} if not set.
+        self.receiveBufferSize = None
         self.protocol = SIPDatagramProtocol(sipTransport, host)
 
     def privilegedStartService(self):
@@ -558,6 +619,36 @@ class _UDPListener(Service):
             self.port, self.protocol, interface=self.host, maxPacketSize=65536
         )
         self.sipTransport._udp.append(self.protocol)
+        self._setReceiveBuffer()
+
+    def _setReceiveBuffer(self):
+        """
+        Ask for a larger socket receive buffer
+        (L{SIPTransport.udpReceiveBufferSize}): datagrams arriving while the
+        process is busy (a burst, a garbage collection) wait there instead
+        of being dropped by the kernel. The kernel caps the size at
+        C{net.core.rmem_max}; a capped size is logged once.
+        """
+        wanted = self.sipTransport.udpReceiveBufferSize
+        sock = getattr(self.listeningPort, "socket", None)
+        if not wanted or sock is None:
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
+            # Linux reports twice the size asked for (bookkeeping overhead).
+            granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        except OSError as e:
+            log.warn("Cannot set the receive buffer of SIP UDP socket "
+                     "{host}:{port}: {why}", host=self.host, port=self.port, why=e)
+            return
+        self.receiveBufferSize = granted
+        if granted < wanted:
+            log.info(
+                "SIP UDP socket {host}:{port}: receive buffer {granted} bytes, "
+                "not the {wanted} asked for (udp_receive_buffer_size): the "
+                "kernel caps it at net.core.rmem_max; raise that (sysctl -w "
+                "net.core.rmem_max={wanted}) to absorb longer bursts",
+                host=self.host, port=self.port, granted=granted, wanted=wanted)
 
     def stopService(self):
         Service.stopService(self)
@@ -619,6 +710,8 @@ class SIPTransport(MultiService):
     @ivar maxQueuedMessages: messages queued per connection while it opens.
     @ivar closeTimeout: seconds L{stopService} waits for a connection to
         close before aborting it.
+    @ivar udpReceiveBufferSize: the receive buffer (bytes, C{SO_RCVBUF})
+        asked for on each UDP socket; 0 or L{None} keeps the system default.
     """
 
     def __init__(
@@ -640,6 +733,7 @@ class SIPTransport(MultiService):
         closeTimeout=5,
         allowFrom=None,
         tlsCA=None,
+        udpReceiveBufferSize=None,
     ):
         """
         @param listen: C{(proto, host, port)} triples (proto C{udp}, C{tcp}
@@ -671,6 +765,7 @@ class SIPTransport(MultiService):
         self.closeTimeout = closeTimeout
         self.allowFrom = allowFrom
         self.tlsCA = tlsCA
+        self.udpReceiveBufferSize = udpReceiveBufferSize
         self.refusedSources = 0
         self.tlsContextFactory = tlsContextFactory
         self.tlsCertificate = tlsCertificate
@@ -807,10 +902,11 @@ class SIPTransport(MultiService):
             )
 
     def _datagramReceived(self, protocol, data, addr):
-        host, port = _bare(addr[0]), addr[1]
-        if not data.strip(b"\r\n\t "):
+        # (A datagram that starts with a letter is no keep-alive: no copy.)
+        if data[:1] in b"\r\n\t " and not data.strip(b"\r\n\t "):
             return  # keep-alive
-        source = Source("udp", host, port, protocol)
+        source = protocol.sourceOf(addr)
+        host, port = source.host, source.port
         if not self.sourceAllowed(host):
             self._refuseSource(data, source)
             return
@@ -1041,9 +1137,7 @@ class SIPTransport(MultiService):
     def _sendDatagram(self, message, ip, port, protocol=None):
         if protocol is None or protocol.transport is None:
             protocol = self._datagramProtocolFor(ip)
-        if message.isRequest and (
-            _bare(topVia(message).host) in _WILDCARDS or not topVia(message).port
-        ):
+        if message.isRequest and _needsSentBy(topVia(message)):
             listenHost = protocol.host
             if listenHost in _WILDCARDS:
                 listenHost = self._localHostFor(ip)

@@ -52,7 +52,7 @@ from __future__ import annotations
 from typing import Union
 
 from xmppgw.sip.message import (
-    Request, Response, SIPParseError, makeResponse, parseVia)
+    Request, Response, SIPParseError, _parsedVias, makeResponse)
 from xmppgw.sip.uri import URIError, parseNameAddr, parseURI
 
 
@@ -97,7 +97,8 @@ KNOWN_METHODS = frozenset([
 MANDATORY_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 
 _MAX_CSEQ = 2 ** 32 - 1
-_WATCHED = frozenset(MANDATORY_HEADERS + ("Max-Forwards",))
+#: The headers L{_checkHeaders} collects in its one pass.
+_WATCHED = frozenset(MANDATORY_HEADERS + ("Max-Forwards", "Require"))
 
 
 def _badRequest(request: Request, reason: str) -> Response:
@@ -106,61 +107,71 @@ def _badRequest(request: Request, reason: str) -> Response:
 
 def _checkHeaders(request: Request):
     """
-    The 400 checks on the mandatory headers and Max-Forwards.
+    The 400 checks on the mandatory headers and Max-Forwards, in one pass
+    over the headers.
 
-    @return: C{(response, to)}: the 400 L{Response} or L{None}, and the
-        parsed To header when it was reached.
+    @return: C{(response, to, found)}: the 400 L{Response} or L{None}, the
+        parsed To header when it was reached, and the values (a tuple) of
+        the mandatory headers, Max-Forwards and Require by name.
     """
     to = None
     found = {}
-    for name, value in request.headers._items:
+    for item in request.headers._items:
+        name = item[0]
         if name in _WATCHED:
             if name in found:
-                found[name].append(value)
+                found[name] += (item[1],)
             else:
-                found[name] = [value]
+                found[name] = (item[1],)
     for name in MANDATORY_HEADERS:
         values = found.get(name)
         if not values:
-            return _badRequest(request, "Missing %s Header" % (name,)), None
+            return (_badRequest(request, "Missing %s Header" % (name,)), None,
+                    found)
         if len(values) > 1 and name != "Via":
-            return _badRequest(request, "Multiple %s Headers" % (name,)), None
+            return (_badRequest(request, "Multiple %s Headers" % (name,)),
+                    None, found)
         if name == "Via":
             try:
                 for value in values:
-                    parseVia(value)
+                    _parsedVias(value)
             except SIPParseError:
-                return _badRequest(request, "Invalid Via Header"), None
-        elif name in ("From", "To"):
+                return _badRequest(request, "Invalid Via Header"), None, found
+        elif name == "From" or name == "To":
             try:
                 address = parseNameAddr(values[0])
             except URIError:
                 return (_badRequest(request, "Invalid %s Header" % (name,)),
-                        None)
+                        None, found)
             if name == "To":
                 to = address
         elif name == "Call-ID":
             callID = values[0]
-            if not callID or any(c in callID for c in " \t"):
-                return _badRequest(request, "Invalid Call-ID Header"), None
+            if not callID or " " in callID or "\t" in callID:
+                return (_badRequest(request, "Invalid Call-ID Header"), None,
+                        found)
         else:
             parts = values[0].split()
             if (len(parts) != 2 or not parts[0].isdigit()
                     or not parts[0].isascii()
                     or len(parts[0]) > 10 or int(parts[0]) > _MAX_CSEQ):
-                return _badRequest(request, "Invalid CSeq Header"), None
+                return (_badRequest(request, "Invalid CSeq Header"), None,
+                        found)
             if parts[1] != request.method:
-                return _badRequest(request,
-                                   "CSeq Method Does Not Match Request"), None
+                return (_badRequest(request,
+                                    "CSeq Method Does Not Match Request"),
+                        None, found)
     maxForwards = found.get("Max-Forwards", ())
     if len(maxForwards) > 1:
-        return _badRequest(request, "Multiple Max-Forwards Headers"), None
+        return (_badRequest(request, "Multiple Max-Forwards Headers"), None,
+                found)
     if maxForwards:
         value = maxForwards[0]
         if (not value.isdigit() or not value.isascii() or len(value) > 10
                 or int(value) > 255):
-            return _badRequest(request, "Invalid Max-Forwards Header"), None
-    return None, to
+            return (_badRequest(request, "Invalid Max-Forwards Header"), None,
+                    found)
+    return None, to, found
 
 
 def checkRequest(request: Request, maxMessageSize: int,
@@ -187,7 +198,7 @@ def checkRequest(request: Request, maxMessageSize: int,
     if method == "ACK":
         return NO_RESPONSE
 
-    response, to = _checkHeaders(request)
+    response, to, found = _checkHeaders(request)
     if response is not None:
         return response
 
@@ -200,8 +211,8 @@ def checkRequest(request: Request, maxMessageSize: int,
         return makeResponse(request, 501, headers=[("Allow", allow)])
 
     if method != "OPTIONS":
-        maxForwards = request.headers.get("Max-Forwards")
-        if maxForwards is not None and int(maxForwards) == 0:
+        maxForwards = found.get("Max-Forwards")
+        if maxForwards is not None and int(maxForwards[0]) == 0:
             return makeResponse(request, 483)
 
     try:
@@ -218,7 +229,7 @@ def checkRequest(request: Request, maxMessageSize: int,
         return makeResponse(request, 416, "SIPS Not Relayed to XMPP")
 
     require = []
-    for value in request.headers.getAll("Require"):
+    for value in found.get("Require", ()):
         require.extend(tag.strip() for tag in value.split(",")
                        if tag.strip())
     if require:

@@ -74,8 +74,12 @@ _HEADERS_RE = _escapable(_UNRESERVED + r"\[\]/?:+$&=", "*")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # Possessive white space: adjacent optional runs would otherwise backtrack
 # quadratically on long runs of blanks (found by fuzzing).
+#: A header parameter: name, and a value that is a token, a quoted string,
+#: a bracketed IPv6 reference or a bare IPv6 address (RFC 3261's
+#: C{via-received} allows one: C{received=2001:db8::1}).
 _HEADER_PARAM_RE = re.compile(
     r"[ \t]*+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*+(?:(=)[ \t]*+("
+    r"[0-9A-Fa-f.]*+:[0-9A-Fa-f:.]*+|"
     r"[A-Za-z0-9\-.!%*_+`'~]+|\"(?:[^\"\\]|\\.)*\"|\[[0-9A-Fa-f:.]+\]"
     r")?[ \t]*+)?")
 _OPAQUE_BAD_RE = re.compile(r"[\x00-\x20\x7f<>\"]")
@@ -208,6 +212,15 @@ class URI:
         return "%s:%d" % (self.host, self.port)
 
     def __str__(self) -> str:
+        # A URI is immutable and the parsed ones are shared (the cache of
+        # parseURI): the text is made once and kept on the instance.
+        text = self.__dict__.get("_text")
+        if text is None:
+            text = self._format()
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def _format(self) -> str:
         if self.host is None:
             return "%s:%s" % (self.scheme, self.opaque or "")
         parts = [self.scheme, ":"]

@@ -82,8 +82,24 @@ Confirmation modes (C{confirmDelivery}, C{[xmpp] confirm_delivery}):
    no socket or the ioctl fails, a warning is logged once per connection
    and only Twisted's buffer is counted (confirmed when handed to the
    kernel).
+ - C{"kernel"}: confirmation once the stanza's bytes are in the kernel,
+   for several instances sharing one component domain. Right after
+   writing a stanza, the link hands Twisted's buffer to the kernel itself
+   (L{pushToKernel}: the write the reactor would do on its next turn) and
+   confirms it; the router's 2xx follows in the same call. A gateway
+   killed after that cannot lose the stanza (the kernel still sends it:
+   the link sets C{TCP_NODELAY}, so Nagle does not hold it back), and the
+   window in which it dies with the stanza sent but the 2xx not (a
+   duplicate once the SIP side fails over) is the tens of microseconds
+   between the two writes, instead of the peer's delayed ACK (tens of
+   milliseconds) in C{"tcp"} mode. What remains buffered (the socket's send buffer is full)
+   is checked again every C{tcpPollInterval}, with the same
+   C{confirmTimeout}, I{unconfirmed} and L{LinkLost} rules as C{"tcp"}.
+   It proves less than C{"tcp"}: a peer host crash can still lose bytes
+   its TCP had not acknowledged.
  - C{"none"}: L{ComponentLink.deliver} fires as soon as the stanza is
-   written to the transport.
+   written to the transport (Twisted buffers it until the next reactor
+   turn, so a gateway killed in between loses an acknowledged stanza).
 """
 
 import itertools
@@ -144,7 +160,7 @@ NS_PING = "urn:xmpp:ping"
 
 #: The values of C{confirmDelivery} (L{True} and L{False} are aliases of
 #: C{"ping"} and C{"none"}).
-CONFIRM_MODES = ("ping", "tcp", "none")
+CONFIRM_MODES = ("ping", "tcp", "kernel", "none")
 
 #: The ioctl giving a TCP socket's bytes not yet acknowledged by the peer
 #: (C{TIOCOUTQ} == C{SIOCOUTQ}), or L{None} where it is not known to work on
@@ -258,8 +274,8 @@ def confirmMode(value):
     if isinstance(value, str) and value in CONFIRM_MODES:
         return value
     raise ValueError(
-        'confirmDelivery must be "ping", "tcp", "none", true or false, not %r'
-        % (value,))
+        'confirmDelivery must be "ping", "tcp", "kernel", "none", true or '
+        'false, not %r' % (value,))
 
 
 def transportBuffered(transport):
@@ -274,6 +290,27 @@ def transportBuffered(transport):
         return 0
     return (len(dataBuffer) - getattr(transport, "offset", 0)
             + getattr(transport, "_tempDataLen", 0))
+
+
+def pushToKernel(transport):
+    """
+    Hand what Twisted has buffered for C{transport} to the kernel now, as the
+    reactor would on its next turn (C{"kernel"} mode: the 2xx follows at
+    once, so a gateway crash between the two is a short window).
+
+    Only a L{twisted.internet.abstract.FileDescriptor} that is connected,
+    not closing and without a producer is pushed; for anything else this
+    does nothing and the reactor writes as usual. A write error is left for
+    the reactor to find (the descriptor stays registered for writing).
+    """
+    if (not isinstance(getattr(transport, "dataBuffer", None), bytes)
+            or not getattr(transport, "connected", False)
+            or getattr(transport, "disconnecting", True)
+            or getattr(transport, "_writeDisconnecting", True)
+            or getattr(transport, "producer", None) is not None
+            or not transportBuffered(transport)):
+        return
+    transport.doWrite()
 
 
 def kernelUnacked(transport):
@@ -456,8 +493,8 @@ class ComponentLink(StreamManager, service.Service):
     @ivar windowLimit: the most stanzas written and not yet confirmed.
     @ivar unconfirmed: L{True} while a confirmation timed out and no ping
         came back since: L{deliver} queues and writes nothing.
-    @ivar confirmDelivery: the confirmation mode: C{"ping"}, C{"tcp"} or
-        C{"none"} (module docstring, "Confirmation modes").
+    @ivar confirmDelivery: the confirmation mode: C{"ping"}, C{"tcp"},
+        C{"kernel"} or C{"none"} (module docstring, "Confirmation modes").
     @ivar confirmStats: counters: C{written}, C{confirmed}, C{pings},
         C{timedOut}, C{lost}, C{cancelled}, C{refused}.
     """
@@ -523,9 +560,11 @@ class ComponentLink(StreamManager, service.Service):
         @param confirmDelivery: C{"ping"} (or L{True}, the default):
             confirm each batch with a ping routed back through the server;
             C{"tcp"}: confirm each stanza once the server's TCP has
-            acknowledged its last byte; C{"none"} (or L{False}): L{deliver}
-            fires as soon as the stanza is written. C{"tcp"} and C{"none"}
-            are for several instances sharing one component domain, where
+            acknowledged its last byte; C{"kernel"}: once its bytes are in
+            the kernel (pushed right after the write); C{"none"}
+            (or L{False}): L{deliver} fires as soon as the stanza is
+            written. C{"tcp"}, C{"kernel"} and C{"none"} are for several
+            instances sharing one component domain, where
             the server may route the ping to another instance (module
             docstring, "Confirmation modes").
         @param unackedBytes: for C{"tcp"}: a callable taking the transport
@@ -545,6 +584,8 @@ class ComponentLink(StreamManager, service.Service):
                     "sockets (Linux); this platform (%s) does not have it"
                     % (sys.platform,))
             unackedBytes = socketUnackedBytes
+        if confirmDelivery == "kernel" and unackedBytes is None:
+            unackedBytes = transportBuffered
         if not isinstance(host, str) or not host:
             raise ValueError("xmpp_host must be a non-empty string")
         if (
@@ -826,10 +867,26 @@ class ComponentLink(StreamManager, service.Service):
         # Every byte written through the stream is counted ("tcp" mode).
         xs.rawDataOutFn = self._dataOut
         self.xmlstream = xs
+        # Our returning confirmation pings are consumed before the
+        # dispatcher (which would try every observer's XPath on each):
+        # before wokkel's FallbackHandler and any handler, never answered.
+        xs.onElement = self._elementReceived
+        if getattr(xs, "stream", None) is not None:
+            xs.stream.ElementEvent = self._elementReceived
         hardenXmlStream(xs, self.maxStanzaSize)
         if self.state != STOPPED:
             self._setState(HANDSHAKING)
         self._setUserTimeout(xs)
+        # Each stanza goes out at once: Nagle would hold a small write in
+        # the kernel behind unacknowledged data, delaying the stanza, and
+        # a gateway killed meanwhile with unread input resets the
+        # connection and discards it.
+        setNoDelay = getattr(xs.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            try:
+                setNoDelay(True)
+            except (OSError, AttributeError) as e:
+                _log.debug("Cannot set TCP_NODELAY: {why}", why=e)
         for handler in list(self):
             handler.makeConnection(xs)
 
@@ -927,9 +984,6 @@ class ComponentLink(StreamManager, service.Service):
         """
         xs.addObserver('/iq[@type="result"]', self._onIQResponse)
         xs.addObserver('/iq[@type="error"]', self._onIQResponse)
-        # Before wokkel's FallbackHandler (priority -1) and any handler
-        # (priority 0): our returning ping is consumed, not answered.
-        xs.addObserver("/iq", self._onConfirmation, 100)
         self._initialized = True
         self._authTime = self._reactor.seconds()
         self._delayBeforeAuth = self.factory.delay
@@ -1101,12 +1155,20 @@ class ComponentLink(StreamManager, service.Service):
             self.confirmStats["written"] += 1
             entry.deferred.callback(None)
             return
-        if self.confirmDelivery == "tcp":
+        if self.confirmDelivery in ("tcp", "kernel"):
             entry.end = self._bytesOut
             entry.deadline = self._reactor.seconds() + self.confirmTimeout
             self._tcpEntries.append(entry)
             self._inFlight += 1
             self.confirmStats["written"] += 1
+            if self.confirmDelivery == "kernel":
+                # Hand the stanza to the kernel now and confirm it at once:
+                # the 2xx follows within this call. (Pushing a whole batch
+                # at the end of the turn would save writes, but its 2xx
+                # would then trail the stanzas by the time it takes to
+                # answer them all: a window for duplicates.)
+                self._confirmPushed()
+                return
             self._scheduleTCPPoll(self.tcpPollInterval)
             return
         self._batch.append(entry)
@@ -1149,6 +1211,20 @@ class ComponentLink(StreamManager, service.Service):
             _, old = self._pings.popitem(last=False)
             if old.timer is not None and old.timer.active():
                 old.timer.cancel()
+
+    def _elementReceived(self, element):
+        """
+        A top-level element from the server: one of our confirmation pings
+        is handled here; everything else goes to the stream's dispatcher.
+        """
+        if (self._pings and element.name == "iq"
+                and element.getAttribute("id") in self._pings):
+            self._onConfirmation(element)
+            if element.handled:
+                return
+        xs = self.xmlstream
+        if xs is not None:
+            xs.dispatch(element)
 
     def _onConfirmation(self, iq):
         """
@@ -1220,6 +1296,26 @@ class ComponentLink(StreamManager, service.Service):
         if self.unconfirmed and self.isAuthenticated:
             self._sendPing([])
 
+    def _confirmPushed(self):
+        """
+        "kernel" mode: push what Twisted buffered to the kernel and confirm
+        every stanza whose bytes left the process; poll for the rest (the
+        socket's send buffer is full).
+        """
+        pushToKernel(self.xmlstream.transport)
+        if not self.isAuthenticated or self.xmlstream.transport is None:
+            return
+        acked = self._ackedBytes()
+        entries = self._tcpEntries
+        while entries and entries[0].end <= acked:
+            entry = entries.popleft()
+            self._inFlight -= 1
+            self.confirmStats["confirmed"] += 1
+            if not entry.deferred.called:
+                entry.deferred.callback(None)
+        if entries:
+            self._scheduleTCPPoll(self.tcpPollInterval)
+
     def _scheduleTCPPoll(self, delay):
         if self._tcpPoll is None:
             self._tcpPoll = self._reactor.callLater(delay, self._pollTCP)
@@ -1252,6 +1348,10 @@ class ComponentLink(StreamManager, service.Service):
         self._tcpPoll = None
         if not self.isAuthenticated or self.xmlstream.transport is None:
             return
+        if self.confirmDelivery == "kernel":
+            pushToKernel(self.xmlstream.transport)
+            if not self.isAuthenticated or self.xmlstream.transport is None:
+                return
         acked = self._ackedBytes()
         entries = self._tcpEntries
         confirmed = 0
