@@ -56,10 +56,11 @@ import tracemalloc
 
 from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogBeginner, textFileLogObserver
+from twisted.logger import globalLogBeginner
 
 from bench.common import emit, gitRevision, machine, percentile
 from xmppgw.gctune import freezeStartupObjects
+from xmppgw.logs import textObserver
 from xmppgw.addressing import AddressMapper
 from xmppgw.metrics import MetricsRecorder
 from xmppgw.router import GatewayHandler, MessageRouter, RouterSettings
@@ -519,8 +520,9 @@ def main(argv=None):
         parser.error("--count, --runs, --rate and --batch must be positive "
                      "(--batch at most --count)")
     logFile = open(os.devnull, "w")
+    # The observer twistd xmppgw installs for [log] format = "text".
     globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(logFile)], discardBuffer=True,
+        [textObserver(logFile)], discardBuffer=True,
         redirectStandardIO=False)
     results = {
         "benchmark": "inprocess",

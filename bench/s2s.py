@@ -38,12 +38,13 @@ import time
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactor, StringTransport
-from twisted.logger import globalLogBeginner, textFileLogObserver
+from twisted.logger import globalLogBeginner
 
 from bench.common import emit, gitRevision, machine, percentile
 from bench.inprocess import BenchClock, okFor, wireFakeSIP
 from xmppgw.addressing import AddressMapper
 from xmppgw.gctune import freezeStartupObjects
+from xmppgw.logs import textObserver
 from xmppgw.router import MessageRouter, RouterSettings
 from xmppgw.sip.transaction import Target
 from xmppgw.xmpp.dialback import generateKey
@@ -346,7 +347,7 @@ def main(argv=None):
         parser.error("--count, --runs, --rate must be positive, --peers in "
                      "1..10000")
     globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(open(os.devnull, "w"))], discardBuffer=True,
+        [textObserver(open(os.devnull, "w"))], discardBuffer=True,
         redirectStandardIO=False)
     results = {
         "benchmark": "s2s",

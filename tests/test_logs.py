@@ -1,6 +1,6 @@
 """
-Tests for L{xmppgw.logs} (JSON log lines) and the per-message log line of
-the router.
+Tests for L{xmppgw.logs} (text and JSON log lines) and the per-message log
+line of the router.
 """
 
 import io
@@ -9,15 +9,17 @@ import signal
 import sys
 
 from twisted.application import service
-from twisted.logger import ILogObserver, LogLevel, capturedLogs
+from twisted.logger import (
+    ILogObserver, LogLevel, capturedLogs, formatEventAsClassicLogText,
+    formatTime, timeFormatRFC3339)
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from xmppgw import tap
 from xmppgw.config import parseConfig
 from xmppgw.logs import (
-    JSONLineObserver, JSONLoggingService, _twistdLogFile, eventAsJSONLine,
-    jsonObserver)
+    JSONLineObserver, JSONLoggingService, TextLoggingService, _twistdLogFile,
+    eventAsJSONLine, jsonObserver, textLineFormatter, textObserver)
 
 from tests.test_router import FakeServerTransaction, RouterTestsMixin, sipMessage
 
@@ -150,7 +152,8 @@ class JSONLoggingServiceTests(unittest.TestCase):
 
     def test_makeService(self):
         """
-        L{tap.makeService} wraps the gateway for C{format = "json"} only.
+        L{tap.makeService} wraps the gateway in the text or the JSON
+        logging service, as C{format} says.
         """
         from tests.test_tap import UDPMemoryReactor
 
@@ -158,10 +161,12 @@ class JSONLoggingServiceTests(unittest.TestCase):
         text = parseConfig({"sip": listen}, "x.toml")
         json_ = parseConfig({"sip": listen, "log": {"format": "json"}}, "x.toml")
         plain = tap.makeService({"gateway": text}, reactor=UDPMemoryReactor())
-        self.assertNotIsInstance(plain, JSONLoggingService)
-        self.assertEqual("sip", plain.getServiceNamed("sip").name)
+        self.assertIsInstance(plain, TextLoggingService)
+        self.assertIs(textObserver, plain.makeObserver)
+        self.assertEqual("sip", plain.gateway.getServiceNamed("sip").name)
         wrapped = tap.makeService({"gateway": json_}, reactor=UDPMemoryReactor())
         self.assertIsInstance(wrapped, JSONLoggingService)
+        self.assertIs(JSONLineObserver, wrapped.makeObserver)
         self.assertEqual("sip", wrapped.gateway.getServiceNamed("sip").name)
 
 
@@ -208,3 +213,67 @@ class MessageLineTests(RouterTestsMixin, unittest.TestCase):
         with capturedLogs() as events:
             self.receive(sipMessage())
         self.assertEqual([], [e for e in events if e.get("direction")])
+
+
+class TextLineFormatterTests(unittest.TestCase):
+    """
+    L{textLineFormatter} writes exactly what twistd's text observer writes.
+    """
+
+    def reference(self, event):
+        return formatEventAsClassicLogText(
+            event, formatTime=lambda when: formatTime(when, timeFormatRFC3339))
+
+    def test_sameLines(self):
+        """
+        For preformatted events (the fast path) and every other kind (a
+        format string, a failure, a system, several lines, no time, a
+        second boundary), the line is the one twistd writes.
+        """
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            failure = Failure()
+        base = {"log_namespace": "xmppgw.router.MessageRouter",
+                "log_level": LogLevel.info, "log_time": 1764160000.25}
+        events = [
+            dict(base, log_format="{text}", text="SIP->XMPP a -> b: 202"),
+            dict(base, log_format="{text}", text="two\nlines {braces}"),
+            dict(base, log_format="{text}", text=""),
+            dict(base, log_format="{text}", text=42),
+            dict(base, log_format="{text}", text="boundary",
+                 log_time=1764160000.9999996),
+            dict(base, log_format="{text}", text="no level",
+                 log_level=None),
+            dict(base, log_format="{text}", text="no namespace",
+                 log_namespace=None),
+            dict(base, log_format="{text}", text="system", log_system="x"),
+            dict(base, log_format="{text}", text="oops",
+                 log_failure=failure),
+            dict(base, log_format="{text}", text="no time", log_time=None),
+            dict(base, log_format="{a} and {b}", a=1, b="two"),
+            dict(base, log_format="plain"),
+        ]
+        for event in events:
+            event = {k: v for k, v in event.items() if v is not None
+                     or k == "log_time"}
+            self.assertEqual(self.reference(event),
+                             textLineFormatter()(event), event)
+        # Within one second the cached stamp is reused, and a new second
+        # gets its own.
+        format = textLineFormatter()
+        for when in (1764160000.1, 1764160000.9, 1764160001.0, 1764160061.5):
+            event = dict(base, log_format="{text}", text="t", log_time=when)
+            self.assertEqual(self.reference(event), format(event))
+
+    def test_observer(self):
+        """
+        L{textObserver} writes the formatted lines to its file.
+        """
+        out = io.StringIO()
+        observer = textObserver(out)
+        event = {"log_namespace": "n", "log_level": LogLevel.warn,
+                 "log_time": 1764160000.0, "log_format": "{text}",
+                 "text": "hello"}
+        observer(event)
+        self.assertEqual(self.reference(event), out.getvalue())

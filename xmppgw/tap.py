@@ -20,7 +20,7 @@ from xmppgw.addressing import AddressMapper
 from xmppgw.config import ConfigError, loadConfig
 from xmppgw.lifecycle import GatewayService
 from xmppgw.policy import Policy
-from xmppgw.logs import JSONLoggingService
+from xmppgw.logs import JSONLoggingService, TextLoggingService
 from xmppgw.metrics import buildOperations
 from xmppgw.reload import ReloadService, gatewayReloader
 from xmppgw.router import GatewayHandler, MessageRouter, RouterSettings, targetForURI
@@ -314,4 +314,4 @@ def makeService(options, reactor=None):
     FrozenStartupService().setServiceParent(top)
     if config.log.format == "json":
         return JSONLoggingService(top, getattr(options, "parent", None))
-    return top
+    return TextLoggingService(top, getattr(options, "parent", None))
