@@ -55,17 +55,17 @@ import re
 import secrets
 import time
 
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.interop.harness import (
     LOCAL, GatewayProcess, HarnessError, SharedFixture, XMPPClient,
-    buildRequest, cleanupAll, freePort, gatewayConfig, inCI, makeWorkdir,
+    buildRequest, cleanupAll, freePort, gatewayConfig, makeWorkdir,
     newCallID, waitUntil)
 from tests.interop.test_presence import SIPPeer
+from tests.interop.test_s2s_ejabberd import requireEjabberd
 from tests.interop.test_store_postgresql import (
     PrivatePostgreSQL, requirePostgreSQL)
 from xmppgw.clusterpeers import PrivateEjabberd
-from xmppgw.localpeers import findProgram
 from xmppgw.presence import buildPIDF, parsePIDF
 
 DOMAIN = "ej.test"
@@ -77,19 +77,6 @@ INSTANCES = ("gw-a", "gw-b")
 LEASE = 10.0
 #: [presence] probe_timeout: the wait for the probe answer before a refresh
 PROBE_TIMEOUT = 2.0
-
-
-def requireEjabberd():
-    """
-    ejabberd installed, else skip (outside CI) or fail (CI).
-    """
-    if findProgram("ejabberdctl") is not None:
-        return
-    message = ("interop peer not installed: ejabberdctl (Debian: apt-get "
-               "install ejabberd; 'make test' does it as root)")
-    if inCI():
-        raise HarnessError("CI: " + message)
-    raise SkipTest(message)
 
 
 def report(name, data):
