@@ -133,13 +133,28 @@ class JSONLoggingServiceTests(unittest.TestCase):
                            ).setServiceParent(application)
         self.assertIsNone(application.getComponent(ILogObserver, None))
 
+    def test_daemonToStdoutLeftToTwistd(self):
+        """
+        A daemon asked to log to stdout (C{--logfile -} without C{-n}) gets
+        no observer from the wrapper: twistd then refuses to start, as it
+        always did, instead of logging to nowhere.
+        """
+        application = service.Application("xmppgw")
+        TextLoggingService(service.MultiService(),
+                           {"logfile": "-", "nodaemon": False}
+                           ).setServiceParent(application)
+        self.assertIsNone(application.getComponent(ILogObserver, None))
+
     def test_logFile(self):
         """
         The JSON lines go where twistd's text lines would: stdout with
         C{-n} or C{--logfile -}, else the log file (rotated on SIGUSR1).
         """
         self.assertIs(sys.stdout, _twistdLogFile(None))
-        self.assertIs(sys.stdout, _twistdLogFile({"logfile": "-"}))
+        self.assertIs(sys.stdout, _twistdLogFile({"logfile": "-",
+                                                  "nodaemon": True}))
+        # A daemon logging to stdout: left to twistd, which refuses it.
+        self.assertIsNone(_twistdLogFile({"logfile": "-", "nodaemon": False}))
         self.assertIs(sys.stdout, _twistdLogFile({"logfile": None,
                                                   "nodaemon": True}))
         previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)

@@ -988,11 +988,11 @@ class StanzaIDForTests(unittest.TestCase):
     def test_format(self):
         """
         The id is C{sip-} and the 32 hex digits of a 128-bit BLAKE2b hash of
-        Call-ID, CSeq and From tag, one per line.
+        Call-ID, CSeq, From tag and Request-URI user, one per line.
         """
         import hashlib
         expected = "sip-" + hashlib.blake2b(
-            b"c1@1.2.3.4\n1 MESSAGE\n49583", digest_size=16).hexdigest()
+            b"c1@1.2.3.4\n1 MESSAGE\n49583\nromeo", digest_size=16).hexdigest()
         self.assertEqual(expected, messages.stanzaIDFor(self.request()))
         self.assertRegex(expected, r"\Asip-[0-9a-f]{32}\Z")
 
@@ -1012,8 +1012,9 @@ class StanzaIDForTests(unittest.TestCase):
 
     def test_differentRequests(self):
         """
-        A different Call-ID, CSeq number, CSeq method or From tag gives a
-        different id.
+        A different Call-ID, CSeq number, CSeq method, From tag or
+        Request-URI user (a forking proxy's copies to two gateway users)
+        gives a different id.
         """
         ids = {
             messages.stanzaIDFor(self.request()),
@@ -1022,8 +1023,9 @@ class StanzaIDForTests(unittest.TestCase):
             messages.stanzaIDFor(self.request(cseq="1 SUBSCRIBE")),
             messages.stanzaIDFor(self.request(
                 sender="<sip:juliet@sip.example>;tag=49584")),
+            messages.stanzaIDFor(self.request(uri="sip:mercutio@gw.example")),
         }
-        self.assertEqual(5, len(ids))
+        self.assertEqual(6, len(ids))
 
     def test_fieldsNotConfused(self):
         """

@@ -17,11 +17,17 @@ from tests.test_router import GW, FakeLink, FakeServerTransaction, FakeTransacti
 from xmppgw.addressing import AddressMapper
 from xmppgw.presence import PresenceGateway, PresenceSettings, defaultInstanceID, parsePIDF
 from xmppgw.router import targetForURI
-from xmppgw.store import INBOUND, OUTBOUND, MemoryStore, SQLiteStore, subscriptionKey
+from xmppgw.store import (
+    INBOUND, OUTBOUND, MemoryStore, SQLiteStore, Subscription, subscriptionKey)
 
 #: Start of the shared clock: like wall-clock time, the same on every
 #: instance.
 T0 = 1000.0
+
+#: How long before its expiry an outbound subscription is refreshed with
+#: the settings of L{ClusterTestsMixin}: 2 x lease_interval (60) +
+#: probe_timeout (5) + a SIP transaction (32).
+REFRESH_MARGIN = 2 * 60 + 5 + 32
 
 
 class Instance:
@@ -160,7 +166,8 @@ class ClusterTestsMixin:
         self.a.receive(notify(request))
         self.b.gateway.start()
         self.assertEqual(self.record(OUTBOUND, ALICE, BOB).owner, "gw-a")
-        self.advance(3600 - 60 + 5)
+        # The refresh: REFRESH_MARGIN before the expiry, after the probe.
+        self.advance(3600 - REFRESH_MARGIN + 5)
         self.assertEqual(self.a.methods(), ["SUBSCRIBE", "SUBSCRIBE"])
         self.assertEqual(self.b.methods(), [])
         self.assertNotIn((BOB, ALICE, "probe"), self.b.stanzas())
@@ -211,18 +218,22 @@ class ClusterTestsMixin:
         """
         When the owner stops renewing (it died), the other instance takes
         the subscription over once the lease has ended (the refresh time
-        plus C{leaseInterval}, here the expiry) and refreshes it in the same
-        dialog.
+        plus C{leaseInterval}) and refreshes it in the same dialog, early
+        enough for the refresh to be answered before the subscription
+        expires at the notifier (a SIP transaction, 32 s).
         """
         self.a.gateway.start()
         self.b.gateway.start()
         request = self.outboundAt(self.a)
         self.a.receive(notify(request))
         self.a.gateway.stop()  # The instance dies: no more timers.
-        self.advance(3600 - 1, step=10)
+        leaseEnd = 3600 - REFRESH_MARGIN + 60
+        self.assertEqual(self.record(OUTBOUND, ALICE, BOB).leaseUntil, T0 + leaseEnd)
+        self.advance(leaseEnd - 1, step=10)
         self.assertEqual(self.b.methods(), [])
         self.assertNotIn((BOB, ALICE, "probe"), self.b.stanzas())
-        self.advance(30 + 2)
+        # B's next scan (every 30 s) claims it.
+        self.advance(30 + 1)
         self.assertEqual(self.b.gateway.stats.get("lease.takenOver"), 1)
         self.assertEqual(self.record(OUTBOUND, ALICE, BOB).owner, "gw-b")
         self.assertEqual(self.b.stanzas()[-1], (BOB, ALICE, "probe"))
@@ -231,6 +242,7 @@ class ClusterTestsMixin:
         self.assertEqual(refresh.method, "SUBSCRIBE")
         self.assertEqual(refresh.headers.get("Call-ID"), request.headers.get("Call-ID"))
         self.assertEqual(refresh.headers.get("CSeq"), "2 SUBSCRIBE")
+        self.assertLessEqual(self.b.clock.seconds() + 32, T0 + 3600)
 
     def test_takeOverInboundExpiry(self):
         """
@@ -421,6 +433,252 @@ class ConflictTests(unittest.TestCase):
         record = self.stored(subscriptionKey(INBOUND, BOB, ALICE))
         self.assertEqual(record.callID, "sub-2")
         self.assertEqual(sorted(record.presenceMap()), ["one"])
+
+
+class HeldStore:
+    """
+    A store whose C{get}, C{put}, C{delete} and C{all} calls wait in a
+    queue while their name is in L{hold}, until L{releaseOne}: an instance
+    between reading and writing while another instance acts.
+    """
+
+    def __init__(self, store):
+        self._store = store
+        self.hold = set()
+        self.queue = []
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def _call(self, name, *args):
+        if name not in self.hold:
+            return getattr(self._store, name)(*args)
+        d = defer.Deferred()
+        self.queue.append((name, args, d))
+        return d
+
+    def get(self, key):
+        return self._call("get", key)
+
+    def put(self, record):
+        return self._call("put", record)
+
+    def delete(self, key, version=None):
+        return self._call("delete", key, version)
+
+    def all(self):
+        return self._call("all")
+
+    def releaseOne(self, name):
+        """
+        Run the oldest held call of C{name}.
+        """
+        [index] = [i for i, (n, _, _) in enumerate(self.queue) if n == name][:1]
+        name, args, d = self.queue.pop(index)
+        getattr(self._store, name)(*args).chainDeferred(d)
+
+
+class RaceTests(unittest.TestCase):
+    """
+    An instance's timer or scan that read the store before another
+    instance (or L{PresenceGateway.stop}) acted.
+    """
+
+    def setUp(self):
+        self.settings = PresenceSettings(
+            xmppDomain=GW, contactURI=CONTACT, probeTimeout=5.0,
+            retryInterval=60.0, ratePerSender=0, leaseInterval=60.0)
+        self.shared = MemoryStore()
+        self.held = HeldStore(self.shared)
+        self.a = Instance("gw-a", self.held, self.settings)
+        self.b = Instance("gw-b", self.shared, self.settings)
+        self.addCleanup(self.a.gateway.stop)
+        self.addCleanup(self.b.gateway.stop)
+        self.key = subscriptionKey(INBOUND, BOB, ALICE)
+
+    def stored(self, key=None):
+        result = []
+        self.shared.get(key or self.key).addCallback(result.append)
+        return result[0]
+
+    def advance(self, seconds):
+        self.a.clock.advance(seconds)
+        self.b.clock.advance(seconds)
+
+    def inboundAtA(self):
+        txn = self.a.receive(subscribe())
+        request, _, d = self.a.sip.sent[-1]
+        d.callback(ok(request))
+        return txn.responses[0].headers.get("To").split("tag=")[1]
+
+    def refreshAtB(self, toTag):
+        txn = self.b.receive(subscribe(uri=CONTACT, toTag=toTag, cseq=2,
+                                       expires="3600", branch="z9hG4bKr2"))
+        self.assertEqual([r.code for r in txn.responses], [200])
+        self.assertEqual(self.stored().owner, "gw-b")
+
+    def assertNotExpired(self):
+        record = self.stored()
+        self.assertIsNotNone(record)
+        self.assertEqual(record.expires, T0 + 3599 + 3600)
+        self.assertEqual(
+            [r.headers.get("Subscription-State") for r, _, _ in self.a.sip.sent],
+            ["pending;expires=3600"])
+        self.assertNotIn((BOB, ALICE, "unavailable"), self.a.stanzas())
+
+    def test_expiryAfterRefresh(self):
+        """
+        An expiry timer that fired (and found its instance the owner) just
+        before another instance handled a re-SUBSCRIBE leaves the refreshed
+        subscription alone: no delete, no terminated NOTIFY.
+        """
+        toTag = self.inboundAtA()
+        self.advance(3599)
+        self.held.hold = {"get"}
+        self.a.clock.advance(1)           # The expiry timer: _hold reads.
+        self.held.releaseOne("get")       # Owner gw-a: go on and read again.
+        self.refreshAtB(toTag)
+        for _ in range(5):
+            if not self.held.queue:
+                break
+            self.held.releaseOne("get")
+        self.assertEqual(self.held.queue, [])
+        self.assertNotExpired()
+
+    def test_expiryDeleteAfterRefresh(self):
+        """
+        An expiry that read the expired record and is about to delete it
+        when another instance refreshes the subscription deletes nothing
+        (the delete is conditional on the version read).
+        """
+        toTag = self.inboundAtA()
+        self.advance(3599)
+        self.held.hold = {"delete"}
+        self.a.clock.advance(1)
+        [(name, args, _)] = self.held.queue
+        self.assertEqual((name, args[0]), ("delete", self.key))
+        self.refreshAtB(toTag)
+        self.held.hold = set()
+        self.held.releaseOne("delete")
+        self.assertNotExpired()
+        self.assertEqual(self.a.gateway.stats.get("store.conflictRetry"), 1)
+
+    def test_unsubscribedAfterNewDialog(self):
+        """
+        C{unsubscribed} from the XMPP user handled while another instance
+        replaces the watcher's dialog ends the dialog stored then: its
+        NOTIFY goes to the new dialog, and the record is gone.
+        """
+        self.inboundAtA()
+        self.held.hold = {"delete"}
+        self.a.gateway.xmppPresenceReceived(presence(ALICE, BOB, "unsubscribed"))
+        txn = self.b.receive(subscribe(callID="sub-2", branch="z9hG4bKn2"))
+        self.assertEqual([r.code for r in txn.responses], [200])
+        self.held.hold = set()
+        self.held.releaseOne("delete")
+        self.assertIsNone(self.stored())
+        last = self.a.sip.sent[-1][0]
+        self.assertEqual(last.headers.get("Subscription-State"),
+                         "terminated;reason=rejected")
+        self.assertEqual(last.headers.get("Call-ID"), "sub-2")
+
+    def test_scanAfterStop(self):
+        """
+        A take-over scan whose claim is still waiting on the store when the
+        gateway stops arms no timer.
+        """
+        self.b.receive(subscribe())
+        self.b.sip.sent[-1][2].callback(ok(self.b.sip.sent[-1][0]))
+        self.a.gateway.start()
+        self.held.hold = {"put"}
+        self.a.clock.advance(3600 + 60 + 30)
+        self.assertEqual([name for name, _, _ in self.held.queue], ["put"])
+        self.a.gateway.stop()
+        self.held.hold = set()
+        self.held.releaseOne("put")
+        self.assertEqual(self.a.gateway._timers, {})
+        self.a.clock.advance(3600)
+        self.assertEqual(self.a.sip.sent, [])
+
+    def test_startAfterStop(self):
+        """
+        A start whose C{all()} answers after the gateway stopped arms no
+        timer and starts no scan.
+        """
+        self.b.receive(subscribe())
+        self.b.sip.sent[-1][2].callback(ok(self.b.sip.sent[-1][0]))
+        self.b.gateway.stop()  # B dies: its lease ends at T0 + 3660.
+        self.advance(3600 + 60 + 1)
+        self.held.hold = {"all"}
+        self.a.gateway.start()
+        self.a.gateway.stop()
+        self.held.hold = set()
+        self.held.releaseOne("all")
+        self.assertEqual(self.a.gateway._timers, {})
+        self.assertIsNone(self.a.gateway._scanner)
+        self.assertEqual(self.stored().owner, "gw-b")
+
+    def test_lapseChecksDialog(self):
+        """
+        The lapse timer of an away user's subscription leaves alone a new
+        dialog another instance started meanwhile (it stays pending, not
+        dormant).
+        """
+        key = subscriptionKey(OUTBOUND, ALICE, BOB)
+        self.a.gateway.xmppPresenceReceived(presence(ALICE + "/home", BOB, "subscribe"))
+        request, _, d = self.a.sip.sent[-1]
+        d.callback(ok(request, headers=[("Expires", "3600")]))
+        self.a.receive(notify(request))
+        for _ in range(3599):  # Until the refresh probe.
+            self.advance(1)
+            if self.a.stanzas()[-1] == (BOB, ALICE, "probe"):
+                break
+        self.a.gateway.xmppPresenceReceived(presence(ALICE, BOB, "unavailable"))
+        self.assertEqual(self.a.gateway.stats.get("sip.lapse"), 1)
+        self.advance(T0 + 3599 - self.a.clock.seconds())
+        self.held.hold = {"get"}
+        self.a.clock.advance(1)            # The lapse timer: _hold reads.
+        self.held.releaseOne("get")        # Owner gw-a: _lapse reads.
+        # Meanwhile the notifier ends the dialog at B, which re-subscribes.
+        self.b.clock.advance(1)
+        self.b.receive(notify(request, state="terminated;reason=deactivated", cseq=2))
+        self.b.clock.advance(0)
+        self.assertEqual(self.b.methods(), ["SUBSCRIBE"])
+        newCallID = self.b.sip.sent[-1][0].headers.get("Call-ID")
+        self.assertNotEqual(newCallID, request.headers.get("Call-ID"))
+        self.held.hold = set()
+        self.held.releaseOne("get")
+        record = self.stored(key)
+        self.assertEqual((record.callID, record.state), (newCallID, "pending"))
+
+
+class ScanTests(unittest.TestCase):
+    """
+    The take-over scan of many expired leases.
+    """
+
+    def test_manyInOneRun(self):
+        """
+        One scan takes over all of a dead instance's expired leases, page
+        after page, not one page per scan interval.
+        """
+        settings = PresenceSettings(xmppDomain=GW, contactURI=CONTACT,
+                                    ratePerSender=0, leaseInterval=60.0)
+        store = MemoryStore()
+        a = Instance("gw-a", store, settings)
+        for i in range(1000):
+            store.put(Subscription(
+                INBOUND, f"w{i}*sip.example@{GW}", ALICE, state="active",
+                expires=T0 + 100, callID=f"c{i}", localTag="t", remoteTag="r",
+                localURI="sip:a@x", remoteURI="sip:b@y",
+                remoteTarget="sip:b@192.0.2.1", owner="gw-dead",
+                leaseUntil=T0 + 160))
+        a.gateway.start()
+        self.addCleanup(a.gateway.stop)
+        a.clock.advance(150)
+        self.assertNotIn("lease.takenOver", a.gateway.stats)
+        a.clock.advance(30)  # The first scan after the lease ended.
+        self.assertEqual(a.gateway.stats.get("lease.takenOver"), 1000)
 
 
 class InstanceIDTests(unittest.TestCase):

@@ -235,6 +235,22 @@ class SIPToXMPPTests(RouterTestsMixin, unittest.TestCase):
         self.assertEqual([200], [r.code for r in txn.responses])
         self.assertEqual([], self.link.sent)
 
+    def test_optionsUnconfirmed(self):
+        """
+        While the link is authenticated but I{unconfirmed} (the XMPP server
+        stopped confirming stanzas: hung) OPTIONS gets 503 XMPP Server Not
+        Answering, and 200 again once it confirms.
+        """
+        self.link.unconfirmed = True
+        txn = self.receive(sipMessage(method="OPTIONS", body=""))
+        [r] = txn.responses
+        self.assertEqual((503, "XMPP Server Not Answering", "5"),
+                         (r.code, r.reason, r.headers.get("Retry-After")))
+        self.link.unconfirmed = False
+        txn = self.receive(sipMessage(method="OPTIONS", body="",
+                                      branch="z9hG4bK2"))
+        self.assertEqual([200], [r.code for r in txn.responses])
+
     def test_optionsClosing(self):
         """
         Once the gateway is shutting down OPTIONS gets 503 Gateway Shutting

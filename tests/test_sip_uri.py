@@ -394,6 +394,17 @@ class HelperTests(unittest.TestCase):
         self.assertEqual(parseParams(";received=[::1]"),
                          (("received", "[::1]"),))
 
+    def test_bareIPv6Value(self):
+        """
+        A bare value with colons is accepted only when it is an IPv6
+        address (RFC 3261 C{via-received}); other colons stay invalid.
+        """
+        self.assertEqual(parseParams(";received=2001:db8::1;rport=5060"),
+                         (("received", "2001:db8::1"), ("rport", "5060")))
+        for bad in (";received=:", ";tag=dead:beef", ";branch=ab:cd",
+                    ";received=1:2:3"):
+            self.assertRaises(URIError, parseParams, bad)
+
 
 class PathologicalInputTests(unittest.TestCase):
     """

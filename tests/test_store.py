@@ -94,9 +94,27 @@ class StoreContractMixin:
         C{delete} removes a record; deleting a missing key is not an error.
         """
         stored = yield self.store.put(_record())
-        self.assertIsNone((yield self.store.delete(stored.key)))
+        self.assertIs((yield self.store.delete(stored.key)), True)
         self.assertIsNone((yield self.store.get(stored.key)))
-        self.assertIsNone((yield self.store.delete(stored.key)))
+        self.assertIs((yield self.store.delete(stored.key)), False)
+
+    @defer.inlineCallbacks
+    def test_deleteVersion(self):
+        """
+        C{delete} with a version removes the record only if that version
+        is stored: a record changed since it was read survives (and the
+        Call-ID index still finds it), and C{False} says so.
+        """
+        first = yield self.store.put(_record(callID="c1"))
+        second = yield self.store.put(first.__class__(**{**first.__dict__,
+                                                          "state": "active"}))
+        self.assertIs((yield self.store.delete(first.key, first.version)), False)
+        self.assertEqual((yield self.store.get(first.key)), second)
+        self.assertEqual((yield self.store.findByCallID("c1")), [second])
+        self.assertIs((yield self.store.delete(second.key, second.version)), True)
+        self.assertIsNone((yield self.store.get(second.key)))
+        self.assertEqual((yield self.store.findByCallID("c1")), [])
+        self.assertIs((yield self.store.delete(second.key, second.version)), False)
 
     @defer.inlineCallbacks
     def test_count(self):

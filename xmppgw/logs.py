@@ -132,11 +132,13 @@ def textLineFormatter(timeFormat=timeFormatRFC3339):
     A formatter giving exactly the lines of twistd's text log
     (L{formatEventAsClassicLogText} with C{timeFormat}), faster for the
     common event: a C{"{text}"} format, no failure, no C{log_system}.
+    The time stamp is formatted once per second, so C{timeFormat} must not
+    show fractions of a second.
 
     @return: a callable taking an event and returning its text line (with
         the newline) or L{None}, for L{FileLogObserver}.
     """
-    cache = [None, None]  # the second formatted last, and its text
+    cache = [(None, None)]  # (the second formatted last, its text)
 
     def slowTime(when):
         return formatTime(when, timeFormat)
@@ -152,11 +154,13 @@ def textLineFormatter(timeFormat=timeFormatRFC3339):
             # datetime rounds to the microsecond: within a microsecond of
             # the next second, let formatTime decide which second it is.
             if 0 <= when - second < 0.999999:
-                if cache[0] != second:
-                    cache[:] = [second, formatTime(when, timeFormat)]
+                cachedSecond, stamp = cache[0]
+                if cachedSecond != second:
+                    stamp = formatTime(when, timeFormat)
+                    cache[0] = (second, stamp)
                 level = event.get("log_level")
                 line = "%s [%s#%s] %s" % (
-                    cache[1], event.get("log_namespace", "-"),
+                    stamp, event.get("log_namespace", "-"),
                     level.name if level is not None else "-", text)
                 return line.replace("\n", "\n\t") + "\n"
         return formatEventAsClassicLogText(event, formatTime=slowTime)
@@ -178,6 +182,10 @@ def _twistdLogFile(twistdOptions):
     """
     name = twistdOptions.get("logfile") if twistdOptions else None
     nodaemon = bool(twistdOptions.get("nodaemon")) if twistdOptions else True
+    if name == "-" and not nodaemon:
+        # twistd itself refuses this ("Daemons cannot log to stdout"):
+        # leave the log set-up to it.
+        return None
     if name == "-" or (not name and nodaemon):
         return sys.stdout
     from twisted.python import logfile
@@ -226,7 +234,10 @@ class JSONLoggingService(service.MultiService):
         if self.observerFactory is not None:
             observer = self.observerFactory()
         else:
-            observer = self.makeObserver(_twistdLogFile(self.twistdOptions))
+            logFile = _twistdLogFile(self.twistdOptions)
+            if logFile is None:
+                return
+            observer = self.makeObserver(logFile)
         parent.setComponent(ILogObserver, observer)
 
     #: Makes the observer for the file twistd would write to.

@@ -541,14 +541,17 @@ def stanzaIDFor(request):
     """
     The stanza C{id} for a SIP request: C{sip-} and 32 hex digits, the
     first 128 bits of a BLAKE2b hash of the request's Call-ID, CSeq (number
-    and method) and From tag.
+    and method), From tag and Request-URI user part.
 
-    These three identify a request across every copy of it (RFC 3261
-    section 17.2.3 without the branch): a retransmission, and a request a
-    proxy such as Kamailio's dispatcher fails over to another gateway
-    instance (a new Via branch, the same Call-ID, CSeq and From tag), get
-    the same id on every instance, so an XMPP receiver can discard the
-    duplicate. Two different requests get different ids unless their sender
+    Call-ID, CSeq and From tag identify a request across every copy of it
+    (RFC 3261 section 17.2.3 without the branch): a retransmission, and a
+    request a proxy such as Kamailio's dispatcher fails over to another
+    gateway instance (a new Via branch and destination, the same Call-ID,
+    CSeq, From tag and Request-URI user), get the same id on every
+    instance, so an XMPP receiver can discard the duplicate. The
+    Request-URI user tells apart the copies a forking proxy sends to
+    several gateway users (same Call-ID, CSeq and From tag, each its own
+    message). Two different requests get different ids unless their sender
     reuses a Call-ID, CSeq and From tag, which RFC 3261 forbids.
 
     Never raises: a missing or malformed header contributes its raw text.
@@ -566,7 +569,12 @@ def stanzaIDFor(request):
         tag = None
     if tag is None:
         tag = sender.strip()
-    identity = "\n".join((callID, cseq, tag)).encode("utf-8", "surrogatepass")
+    try:
+        user = parseURI(request.uri).user or ""
+    except URIError:
+        user = request.uri
+    identity = "\n".join((callID, cseq, tag, user)).encode(
+        "utf-8", "surrogatepass")
     return STANZA_ID_PREFIX + hashlib.blake2b(identity, digest_size=16).hexdigest()
 
 

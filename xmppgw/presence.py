@@ -121,8 +121,12 @@ LEASE_FOREVER = 1e15
 #: How often a write that lost a compare-and-set race is retried (re-read,
 #: re-applied) before giving up.
 CONFLICT_RETRIES = 5
-#: Most records one take-over scan claims.
+#: Records one C{expiredLeases} query of a take-over scan asks for (one
+#: page); a full page is followed by another, up to L{SCAN_PAGES}.
 SCAN_LIMIT = 100
+#: Most pages one take-over scan runs through (so at most
+#: C{SCAN_LIMIT * SCAN_PAGES} records per run; the rest wait for the next).
+SCAN_PAGES = 50
 
 _SHOWS = frozenset(["away", "chat", "dnd", "xa"])
 _NCNAME_BAD = re.compile(r"[^A-Za-z0-9._-]")
@@ -528,6 +532,9 @@ class PresenceGateway:
         self._probing = {}
         self._scanner = None
         self._scanning = False
+        #: Set by L{stop}: a start-up or take-over scan still waiting on the
+        #: store when the gateway stops claims nothing and arms no timer.
+        self._stopped = False
         self._notifyBusy = set()
         self._notifyNext = {}
         #: The last CSeq this instance sent per dialog (Call-ID), for the
@@ -551,7 +558,10 @@ class PresenceGateway:
         those whose owner's lease has ended (taken over); then look for
         expired leases every C{leaseInterval / 2}.
         """
+        self._stopped = False
         records = yield self.store.all()
+        if self._stopped:
+            return
         now = self.clock.seconds()
         armed = 0
         for record in records:
@@ -559,13 +569,21 @@ class PresenceGateway:
             if not mine and record.leaseUntil > now:
                 continue
             if mine and record.direction == INBOUND and record.expires <= now:
-                yield self.store.delete(record.key)
+                # Unless another instance refreshed it meanwhile (then it
+                # owns it and runs its timer).
+                yield self.store.delete(record.key, record.version)
+                if self._stopped:
+                    return
                 continue
             if record.owner != self.instanceID:
                 try:
                     record = yield self.store.put(self._claim(record))
                 except VersionConflict:
                     continue
+                finally:
+                    stopped = self._stopped
+                if stopped:
+                    return
                 if not mine:
                     self._count("lease.takenOver")
             self._armFor(record, overdue=not mine)
@@ -573,7 +591,7 @@ class PresenceGateway:
         self._log.info(
             "Presence: {n} stored subscriptions, {armed} run by this instance "
             "({id})", n=len(records), armed=armed, id=self.instanceID)
-        if self._scanner is None:
+        if self._scanner is None and not self._stopped:
             self._scanner = LoopingCall(self._scan)
             self._scanner.clock = self.clock
             self._scanner.start(max(1.0, self.settings.leaseInterval / 2),
@@ -581,8 +599,10 @@ class PresenceGateway:
 
     def stop(self):
         """
-        Cancel every timer.
+        Cancel every timer; a start-up or take-over scan still running
+        stops at its next store answer.
         """
+        self._stopped = True
         if self._scanner is not None:
             if self._scanner.running:
                 self._scanner.stop()
@@ -670,6 +690,8 @@ class PresenceGateway:
         claim (a compare-and-set) won.
         """
         record = yield self.store.get(key)
+        if self._stopped:
+            return False
         if record is None or record.owner == self.instanceID:
             return True
         if record.leaseUntil > self.clock.seconds():
@@ -680,14 +702,17 @@ class PresenceGateway:
         except VersionConflict:
             self._count("lease.lost")
             return False
+        if self._stopped:
+            return False
         self._count("lease.takenOver")
         return True
 
     def _scan(self):
         """
         Take over the subscriptions whose owner's lease has ended (an
-        instance that died or stopped); at most L{SCAN_LIMIT} per run, one
-        run at a time.
+        instance that died or stopped); page after page of L{SCAN_LIMIT}
+        while full pages come back, at most L{SCAN_PAGES} per run, one run
+        at a time.
         """
         if self._scanning:
             return None
@@ -704,21 +729,34 @@ class PresenceGateway:
 
     @defer.inlineCallbacks
     def _takeOver(self):
-        records = yield self.store.expiredLeases(self.clock.seconds(), SCAN_LIMIT)
-        for record in records:
-            key = record.key
-            if record.owner == self.instanceID and (
-                    key in self._timers or key in self._probing):
-                # Our own, with its timer running here: it renews the
-                # lease when it fires.
-                continue
-            try:
-                stored = yield self.store.put(self._claim(record))
-            except VersionConflict:
-                self._count("lease.lost")
-                continue
-            self._count("lease.takenOver")
-            self._armFor(stored, overdue=record.owner != "")
+        for page in range(SCAN_PAGES):
+            records = yield self.store.expiredLeases(self.clock.seconds(), SCAN_LIMIT)
+            if self._stopped:
+                return
+            progress = False
+            for record in records:
+                key = record.key
+                if record.owner == self.instanceID and (
+                        key in self._timers or key in self._probing):
+                    # Our own, with its timer running here: it renews the
+                    # lease when it fires.
+                    continue
+                progress = True
+                try:
+                    stored = yield self.store.put(self._claim(record))
+                except VersionConflict:
+                    self._count("lease.lost")
+                    continue
+                finally:
+                    stopped = self._stopped
+                if stopped:
+                    return
+                self._count("lease.takenOver")
+                self._armFor(stored, overdue=record.owner != "")
+            if len(records) < SCAN_LIMIT or not progress:
+                # The last page, or one of our own running timers only
+                # (the next query would return the same).
+                return
 
     def _armFor(self, record, overdue=False):
         """
@@ -754,11 +792,22 @@ class PresenceGateway:
 
     def _refreshTime(self, record):
         """
-        When to refresh an outbound subscription: a minute before it
-        expires (half its remaining time if shorter).
+        When to refresh an outbound subscription: L{_refreshMargin} before
+        it expires (half its remaining time if shorter).
         """
         remaining = record.expires - self.clock.seconds()
-        return record.expires - min(remaining / 2, 60.0)
+        return record.expires - min(remaining / 2, self._refreshMargin())
+
+    def _refreshMargin(self):
+        """
+        How long before the expiry an outbound subscription is refreshed:
+        at least a minute, and long enough for another instance to take
+        it over if this one dies (the lease, up to half a lease more until
+        the next scan), probe (C{probeTimeout}) and re-SUBSCRIBE (a SIP
+        transaction, 32 s) before it expires at the notifier.
+        """
+        settings = self.settings
+        return max(60.0, 2 * settings.leaseInterval + settings.probeTimeout + 32)
 
     def _armRefresh(self, record):
         self._arm(record.key, self._refreshTime(record) - self.clock.seconds(),
@@ -895,17 +944,71 @@ class PresenceGateway:
         return f"{record.state};expires={remaining}"
 
     @defer.inlineCallbacks
-    def _endInbound(self, key, callID, notify=True, reason="timeout"):
+    def _remove(self, record, keep=None):
+        """
+        Delete C{record} if the store still holds the version read (a
+        compare-and-delete); if another writer changed it meanwhile,
+        re-read and decide again, at most L{CONFLICT_RETRIES} times.
+
+        @param keep: C{keep(current)} true when the (re-read) record must
+            stay (it no longer fits the reason to delete it).
+        @return: a Deferred firing with the record deleted, or L{None} if
+            nothing was (gone, kept, or still conflicting).
+        """
+        key = record.key
+        for attempt in range(CONFLICT_RETRIES):
+            if attempt:
+                self._count("store.conflictRetry")
+                record = yield self.store.get(key)
+            if record is None or (keep is not None and keep(record)):
+                return None
+            deleted = yield self.store.delete(key, record.version)
+            if deleted:
+                return record
+        self._count("store.conflict")
+        return None
+
+    def _live(self, record):
+        """
+        Whether an inbound subscription must not be expired now: it has not
+        expired (a refresh came after the timer was armed), or another
+        instance owns it with a live lease (its timer ends it).
+        """
+        now = self.clock.seconds()
+        return record.expires > now or (
+            record.owner not in ("", self.instanceID) and record.leaseUntil > now)
+
+    @defer.inlineCallbacks
+    def _endInbound(self, key, callID, notify=True, reason="timeout",
+                    expiring=False):
         """
         End an inbound subscription (RFC 7248 option B).
+
+        @param expiring: its expiry timer fired: the record is left alone
+            if it is still live (L{_live}).
         """
-        self._disarm(key)
-        self._notifyBusy.discard(key)
-        self._notifyNext.pop(key, None)
+        if not expiring:
+            self._disarm(key)
+            self._notifyBusy.discard(key)
+            self._notifyNext.pop(key, None)
         record = yield self.store.get(key)
-        if record is None or record.callID != callID:
+        if record is None:
             return
-        yield self.store.delete(key)
+        if expiring and record.callID == callID and record.expires > self.clock.seconds():
+            if record.owner == self.instanceID and key not in self._timers:
+                self._armFor(record)
+            return
+
+        def keep(current):
+            return current.callID != callID or (expiring and self._live(current))
+
+        record = yield self._remove(record, keep)
+        if record is None:
+            return
+        if expiring:
+            self._disarm(key)
+            self._notifyBusy.discard(key)
+            self._notifyNext.pop(key, None)
         if notify:
             closed = record.withPresence({})
             self._notify(closed, f"terminated;reason={reason}",
@@ -914,7 +1017,7 @@ class PresenceGateway:
 
     def _inboundExpired(self, key):
         d = self.store.get(key)
-        d.addCallback(lambda r: r and self._endInbound(key, r.callID))
+        d.addCallback(lambda r: r and self._endInbound(key, r.callID, expiring=True))
         return d
 
     def _refuse(self, request, transaction, code, reason=None, headers=()):
@@ -1139,8 +1242,10 @@ class PresenceGateway:
             return True
         if type == "unsubscribed":
             self._disarm(key)
-            yield self.store.delete(key)
-            self._notify(record, "terminated;reason=rejected", None, terminal=True)
+            # The subscription stored now, whichever dialog it is.
+            record = yield self._remove(record)
+            if record is not None:
+                self._notify(record, "terminated;reason=rejected", None, terminal=True)
             return True
         if type in (None, "unavailable"):
             resource = JID(sender).resource or ""
@@ -1314,10 +1419,11 @@ class PresenceGateway:
         """
         self._disarm(key)
         record = yield self.store.get(key)
-        if record is None or record.callID != callID:
+        if record is None:
             return
-        yield self.store.delete(key)
-        self._presence(record.presentity, record.watcher, "unsubscribed")
+        record = yield self._remove(record, lambda r: r.callID != callID)
+        if record is not None:
+            self._presence(record.presentity, record.watcher, "unsubscribed")
 
     def _refreshDue(self, key):
         """
@@ -1353,14 +1459,21 @@ class PresenceGateway:
                 yield self._startOutbound(record.watcher, record.presentity, record)
         else:
             self._count("sip.lapse")
-            self._arm(key, record.expires - self.clock.seconds(), self._lapse)
+            callID = record.callID
+            self._arm(key, record.expires - self.clock.seconds(),
+                      lambda key: self._lapse(key, callID))
 
     @defer.inlineCallbacks
-    def _lapse(self, key):
+    def _lapse(self, key, callID):
+        """
+        The subscription of an away user expires: dormant, unless its
+        dialog (C{callID}) has been replaced meanwhile.
+        """
         record = yield self.store.get(key)
         if record is not None:
             yield self._update(
-                record, lambda r: replace(r, state="dormant", presence="{}"))
+                record, lambda r: replace(r, state="dormant", presence="{}")
+                if r.callID == callID else None)
 
     def _resubscribeLater(self, record, delay):
         self._arm(record.key, delay, self._retry)
@@ -1501,8 +1614,8 @@ class PresenceGateway:
         if type == "unsubscribe":
             if record is not None:
                 self._disarm(key)
-                yield self.store.delete(key)
-                if record.remoteTag:
+                record = yield self._remove(record)
+                if record is not None and record.remoteTag:
                     self._subscribe(record, 0)
             self._presence(recipient, watcher, "unsubscribed")
             return True

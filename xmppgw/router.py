@@ -318,8 +318,9 @@ class MessageRouter:
         The answer to an OPTIONS that passed the request policy: C{ok} (its
         C{200}) while the gateway can relay, else C{503} with
         C{Retry-After}, so that OPTIONS probing (Kamailio's dispatcher)
-        takes out an instance whose XMPP link is down or that is shutting
-        down. In server mode the link is "authenticated" while the S2S
+        takes out an instance whose XMPP link is down, whose XMPP server has
+        stopped confirming stanzas (the link is I{unconfirmed}) or that is
+        shutting down. In server mode the link is "authenticated" while the S2S
         service listens.
         """
         if self.closing:
@@ -328,6 +329,11 @@ class MessageRouter:
         if not self.xmpp.isAuthenticated:
             return self._retryLater(request, OPTIONS_RETRY_AFTER,
                                     "XMPP Link Down")
+        if getattr(self.xmpp, "unconfirmed", False):
+            # Authenticated but the server stopped confirming (hung):
+            # MESSAGEs would only wait and fail.
+            return self._retryLater(request, OPTIONS_RETRY_AFTER,
+                                    "XMPP Server Not Answering")
         return ok
 
     def _mapSIP(self, request):

@@ -36,7 +36,12 @@ a C{version}:
     otherwise it fails with L{VersionConflict} (another writer changed it:
     re-read and retry). This is optimistic concurrency, which a shared
     store can implement with a compare-and-set;
-  - C{delete(key)} removes the key (no error if absent);
+  - C{delete(key, version=None)} removes the key (no error if absent);
+    given a C{version}, only if the stored record still has that version
+    (a compare-and-delete: C{DELETE ... WHERE key = ? AND version = ?}),
+    so that a record another writer changed since it was read survives.
+    It fires with whether a record was deleted (C{False}: absent, or, with
+    a C{version}, changed meanwhile: re-read and decide again);
   - C{count(watcher=None)} counts all records or those of one watcher (for
     the caps);
   - C{all()} lists every record (at start-up, to re-arm timers);
@@ -215,9 +220,14 @@ class ISubscriptionStore:
             or failing with L{VersionConflict}.
         """
 
-    def delete(self, key):
+    def delete(self, key, version=None):
         """
-        @return: L{Deferred} firing with L{None}.
+        Remove C{key}; given C{version}, only if the stored record has that
+        version (it was not changed since it was read).
+
+        @return: L{Deferred} firing with L{True} if a record was deleted,
+            L{False} if none was (absent, or another version stored); never
+            L{VersionConflict}.
         """
 
     def count(self, watcher=None):
@@ -282,11 +292,13 @@ class MemoryStore(ISubscriptionStore):
         self._callIDs.setdefault(new.callID, set()).add(new.key)
         return defer.succeed(new)
 
-    def delete(self, key):
-        current = self._records.pop(key, None)
-        if current is not None:
-            self._unindex(current)
-        return defer.succeed(None)
+    def delete(self, key, version=None):
+        current = self._records.get(key)
+        if current is None or (version is not None and current.version != version):
+            return defer.succeed(False)
+        del self._records[key]
+        self._unindex(current)
+        return defer.succeed(True)
 
     def count(self, watcher=None):
         if watcher is None:
@@ -367,7 +379,10 @@ class SQLiteStore(ISubscriptionStore):
 
     Several processes on one host may open the same file: each write is
     one atomic statement (the version check is in its C{WHERE}), and a
-    writer waits at most C{busyTimeout} seconds for another's lock. A file
+    writer waits at most C{busyTimeout} seconds for another's lock, and
+    since the store is synchronous that wait blocks the reactor (the
+    rollback journal is kept: no WAL; for instances that write often, use
+    PostgreSQL). A file
     made before issue 9 gets the C{owner} and C{leaseUntil} columns and
     the Call-ID and lease indexes when opened.
     """
@@ -447,9 +462,14 @@ class SQLiteStore(ISubscriptionStore):
             return defer.fail(VersionConflict(record.key))
         return defer.succeed(new)
 
-    def delete(self, key):
-        self._db.execute("DELETE FROM subscriptions WHERE key = ?", (key,))
-        return defer.succeed(None)
+    def delete(self, key, version=None):
+        if version is None:
+            cursor = self._db.execute("DELETE FROM subscriptions WHERE key = ?", (key,))
+        else:
+            cursor = self._db.execute(
+                "DELETE FROM subscriptions WHERE key = ? AND version = ?",
+                (key, version))
+        return defer.succeed(cursor.rowcount == 1)
 
     def count(self, watcher=None):
         if watcher is None:
@@ -813,9 +833,16 @@ class PostgreSQLStore(ISubscriptionStore):
         return new
 
     @staticmethod
-    def _deleteInThread(connection, key):
-        connection.cursor().execute(
-            "DELETE FROM xmppgw_subscriptions WHERE key = %s", (key,))
+    def _deleteInThread(connection, key, version):
+        cursor = connection.cursor()
+        if version is None:
+            cursor.execute(
+                "DELETE FROM xmppgw_subscriptions WHERE key = %s", (key,))
+        else:
+            cursor.execute(
+                "DELETE FROM xmppgw_subscriptions WHERE key = %s AND version = %s",
+                (key, version))
+        return cursor.rowcount == 1
 
     @staticmethod
     def _countInThread(connection, watcher):
@@ -860,8 +887,9 @@ class PostgreSQLStore(ISubscriptionStore):
         args = [values[c] for c in _COLUMNS]
         return self._run(self._putInThread, record, new, args)
 
-    def delete(self, key):
-        return self._run(self._deleteInThread, key)
+    def delete(self, key, version=None):
+        return self._run(self._deleteInThread, key,
+                         None if version is None else int(version))
 
     def count(self, watcher=None):
         return self._run(self._countInThread, watcher)

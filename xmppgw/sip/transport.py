@@ -46,6 +46,7 @@ re-exported here, as is L{TransportFailure}.
 import dataclasses
 import ipaddress
 import socket
+import sys
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
@@ -635,12 +636,14 @@ class _UDPListener(Service):
             return
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
-            # Linux reports twice the size asked for (bookkeeping overhead).
             granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         except OSError as e:
             log.warn("Cannot set the receive buffer of SIP UDP socket "
                      "{host}:{port}: {why}", host=self.host, port=self.port, why=e)
             return
+        if sys.platform.startswith("linux"):
+            # Linux reports twice the size it granted (bookkeeping overhead).
+            granted //= 2
         self.receiveBufferSize = granted
         if granted < wanted:
             log.info(

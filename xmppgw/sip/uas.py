@@ -120,9 +120,9 @@ def _checkHeaders(request: Request):
         name = item[0]
         if name in _WATCHED:
             if name in found:
-                found[name] += (item[1],)
+                found[name].append(item[1])
             else:
-                found[name] = (item[1],)
+                found[name] = [item[1]]
     for name in MANDATORY_HEADERS:
         values = found.get(name)
         if not values:

@@ -101,6 +101,18 @@ def _fastNew(cls, **fields):
     return obj
 
 
+def _isIPv6(text: str) -> bool:
+    """
+    Whether C{text} is an IPv6 address (the only bare value with colons a
+    header parameter may have: RFC 3261 C{via-received}).
+    """
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _paramValue(params: Params, name: str) -> Optional[str]:
     name = name.lower()
     for key, value in params:
@@ -348,6 +360,9 @@ def parseParams(text: str, uriParams: bool = False) -> Params:
             if match is None:
                 raise URIError("invalid parameter %r" % (piece.strip(),))
             name, eq, value = match.groups()
+            if (value and ":" in value and value[0] not in "\"["
+                    and not _isIPv6(value)):
+                raise URIError("invalid parameter %r" % (piece.strip(),))
             out.append((name.lower(), (value or "") if eq else None))
         return tuple(out)
     for piece in pieces[1:]:

@@ -112,7 +112,7 @@ import sys
 from collections import OrderedDict, deque
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import abstract, defer
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -303,7 +303,8 @@ def pushToKernel(transport):
     does nothing and the reactor writes as usual. A write error is left for
     the reactor to find (the descriptor stays registered for writing).
     """
-    if (not isinstance(getattr(transport, "dataBuffer", None), bytes)
+    if (not isinstance(transport, abstract.FileDescriptor)
+            or not isinstance(getattr(transport, "dataBuffer", None), bytes)
             or not getattr(transport, "connected", False)
             or getattr(transport, "disconnecting", True)
             or getattr(transport, "_writeDisconnecting", True)
