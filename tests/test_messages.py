@@ -868,6 +868,46 @@ class StanzaToSIPTests(unittest.TestCase):
         self.assertLessEqual(len(serialize(request)), messages.estimatedSize(outgoing))
 
 
+class EstimatedSizeTests(unittest.TestCase):
+    """
+    Tests for L{messages.estimatedSize}: counted without building a request,
+    it is exactly the built and serialised request with the largest
+    Call-ID and tag, plus the Via allowance.
+    """
+
+    def built(self, outgoing):
+        request = buildSIPRequest(
+            outgoing, "x" * messages.CALL_ID_ALLOWANCE,
+            "x" * messages.TAG_ALLOWANCE)
+        return len(serialize(request)) + messages.VIA_ALLOWANCE
+
+    def test_matchesBuiltRequest(self):
+        """
+        For plain, non-ASCII, decorated and odd messages (lower-case and
+        compact header names, a stray Content-Length, another content
+        type, an escaped byte) the estimate equals the built request's size.
+        """
+        cases = [
+            OutgoingMessage("sip:juliet@sip.example",
+                            "sip:romeo*xmpp.example@gw.example",
+                            "sip:juliet@sip.example", (), b"hello"),
+            OutgoingMessage("sip:j%C3%BCliet@sip.example",
+                            "sip:römeo*xmpp.example@gw.example",
+                            "sip:j%C3%BCliet@sip.example",
+                            (("Subject", "grüße 😀"),
+                             ("Content-Language", "de")),
+                            "été".encode("utf-8")),
+            OutgoingMessage("sip:a@b", "sip:c@d", "sip:a@b",
+                            (("subject", "x"), ("s", "y"), ("l", "99"),
+                             ("Content-Length", "7"), ("x-odd", "\udcff")),
+                            b"", contentType="message/cpim",
+                            notification=True),
+        ]
+        for outgoing in cases:
+            self.assertEqual(self.built(outgoing),
+                             messages.estimatedSize(outgoing), outgoing)
+
+
 class BuildSIPRequestTests(unittest.TestCase):
     """
     Tests for L{buildSIPRequest}.
@@ -1050,3 +1090,19 @@ class StanzaIDForTests(unittest.TestCase):
             self.request(sender="<sip:juliet@sip.example;tag=2")))
         self.assertNotEqual(messages.stanzaIDFor(bare), messages.stanzaIDFor(
             self.request(callID=None, cseq=None)))
+
+    def test_sharedValues(self):
+        """
+        Given the request's first header values (as the router shares them
+        with L{messages.sipToStanza}), the id is the same as without, the
+        first of repeated headers counting.
+        """
+        request = self.request()
+        request.headers.add("Call-ID", "second@1.2.3.4")
+        request.headers.add("From", "<sip:other@sip.example>;tag=2")
+        values = messages._firstValues(request.headers)
+        self.assertEqual(messages.stanzaIDFor(request),
+                         messages.stanzaIDFor(request, values))
+        self.assertEqual(
+            messages.stanzaIDFor(self.request()),
+            messages.stanzaIDFor(request, values))

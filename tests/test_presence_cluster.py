@@ -244,6 +244,72 @@ class ClusterTestsMixin:
         self.assertEqual(refresh.headers.get("CSeq"), "2 SUBSCRIBE")
         self.assertLessEqual(self.b.clock.seconds() + 32, T0 + 3600)
 
+    def test_refreshRaceAfterRestart(self):
+        """
+        An owner restarting late, whose refresh timer fires as the other
+        instance's scan claims the record, stands down after its probe:
+        one refresh SUBSCRIBE is sent, by the new owner, with the next
+        CSeq reserved in the store (not one from each with the same CSeq).
+        """
+        request = self.outboundAt(self.a)
+        self.a.receive(notify(request))
+        self.assertEqual(self.record(OUTBOUND, ALICE, BOB).leaseUntil,
+                         T0 + 3600 - REFRESH_MARGIN + 60)
+        self.a.gateway.stop()
+        # A restarts at T0 + 3460 (its lease ends at T0 + 3503): the
+        # refresh, half the remaining 140 s away, is due at T0 + 3530.
+        self.advance(3460, step=10)
+        self.a.gateway.start()
+        # B starts before the lease ends: its scans run at T0 + 3530, ...
+        self.advance(40, step=10)
+        self.b.gateway.start()
+        self.assertEqual(self.b.gateway.stats.get("lease.takenOver"), None)
+        # At T0 + 3530 A's timer fires (A still owns the record: it probes)
+        # and then B's scan claims the record and probes too.
+        self.a.clock.advance(30)
+        self.b.clock.advance(30)
+        self.assertEqual(self.b.gateway.stats.get("lease.takenOver"), 1)
+        self.assertEqual(self.a.stanzas()[-1], (BOB, ALICE, "probe"))
+        self.assertEqual(self.b.stanzas()[-1], (BOB, ALICE, "probe"))
+        self.advance(5)
+        self.assertEqual(self.a.methods(), ["SUBSCRIBE"])
+        [refresh] = [r for r, _, _ in self.b.sip.sent]
+        self.assertEqual(refresh.headers.get("Call-ID"), request.headers.get("Call-ID"))
+        self.assertEqual(refresh.headers.get("CSeq"), "2 SUBSCRIBE")
+        stored = self.record(OUTBOUND, ALICE, BOB)
+        self.assertEqual((stored.owner, stored.localCSeq), ("gw-b", 2))
+        self.assertEqual(self.a.gateway.stats.get("lease.yielded"), 1)
+
+    def test_takeOverAfterRefreshSent(self):
+        """
+        An owner that dies with its refresh SUBSCRIBE in flight has
+        reserved that CSeq in the store: the instance taking over refreshes
+        with the next one (not the same number again).
+        """
+        self.b.gateway.start()
+        request = self.outboundAt(self.a)
+        self.a.receive(notify(request))
+        self.advance(3600 - REFRESH_MARGIN, step=10)
+        self.assertEqual(self.a.stanzas()[-1], (BOB, ALICE, "probe"))
+        self.advance(5)
+        sent = self.a.sip.sent[-1][0]
+        self.assertEqual(sent.headers.get("CSeq"), "2 SUBSCRIBE")
+        self.a.gateway.stop()  # Dies before the answer is stored.
+        self.assertEqual(self.record(OUTBOUND, ALICE, BOB).localCSeq, 2)
+        self.assertEqual(self.b.methods(), [])
+        # B's scan at T0 + 3510 claims it (the lease ended at T0 + 3508),
+        # probes, and refreshes after probe_timeout.
+        self.advance(3516 - (3600 - REFRESH_MARGIN + 5))
+        self.assertEqual(self.b.gateway.stats.get("lease.takenOver"), 1)
+        [refresh] = [r for r, _, _ in self.b.sip.sent]
+        self.assertEqual(refresh.headers.get("Call-ID"), request.headers.get("Call-ID"))
+        self.assertEqual(refresh.headers.get("CSeq"), "3 SUBSCRIBE")
+        self.assertLessEqual(self.b.clock.seconds() + 32, T0 + 3600)
+        self.b.sip.sent[-1][2].callback(ok(refresh, headers=[("Expires", "3600")]))
+        stored = self.record(OUTBOUND, ALICE, BOB)
+        self.assertEqual((stored.owner, stored.localCSeq, stored.expires),
+                         ("gw-b", 3, self.b.clock.seconds() + 3600))
+
     def test_takeOverInboundExpiry(self):
         """
         An inbound subscription whose owner died is ended by the other
@@ -617,6 +683,38 @@ class RaceTests(unittest.TestCase):
         self.assertEqual(self.a.gateway._timers, {})
         self.assertIsNone(self.a.gateway._scanner)
         self.assertEqual(self.stored().owner, "gw-b")
+
+    def test_refreshReservationLost(self):
+        """
+        A probe answered (here: timed out) while another instance writes
+        the record (a NOTIFY it handled) loses the compare-and-set that
+        reserves the refresh's CSeq and stands down: no refresh from it;
+        the new owner refreshes later with that CSeq.
+        """
+        self.a.gateway.xmppPresenceReceived(presence(ALICE + "/home", BOB, "subscribe"))
+        request, _, d = self.a.sip.sent[-1]
+        d.callback(ok(request, headers=[("Expires", "3600")]))
+        self.a.receive(notify(request))
+        self.advance(3600 - (2 * 60 + 5 + 32))
+        self.assertEqual(self.a.stanzas()[-1], (BOB, ALICE, "probe"))
+        self.held.hold = {"put"}
+        self.advance(5)                    # The probe times out.
+        self.assertEqual([name for name, _, _ in self.held.queue], ["put"])
+        txn = self.b.receive(notify(request, cseq=2, state="active;expires=3000"))
+        self.assertEqual([r.code for r in txn.responses], [200])
+        self.held.hold = set()
+        self.held.releaseOne("put")
+        self.assertEqual(self.a.methods(), ["SUBSCRIBE"])
+        self.assertEqual(self.a.gateway.stats.get("lease.lost"), 1)
+        key = subscriptionKey(OUTBOUND, ALICE, BOB)
+        stored = self.stored(key)
+        self.assertEqual((stored.owner, stored.localCSeq), ("gw-b", 1))
+        self.advance(3000 - (2 * 60 + 5 + 32))
+        self.assertEqual(self.b.stanzas()[-1], (BOB, ALICE, "probe"))
+        self.advance(5)
+        self.assertEqual(self.a.methods(), ["SUBSCRIBE"])
+        [refresh] = [r for r, _, _ in self.b.sip.sent]
+        self.assertEqual(refresh.headers.get("CSeq"), "2 SUBSCRIBE")
 
     def test_lapseChecksDialog(self):
         """

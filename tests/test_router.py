@@ -523,6 +523,153 @@ class GatewayHandlerTests(RouterTestsMixin, unittest.TestCase):
         self.assertEqual(1, len(self.sip.sent))
 
 
+class DeliveringLink(FakeLink):
+    """
+    An XMPP side with C{deliver}: each call gets a Deferred the test fires;
+    cancelling it is recorded.
+    """
+
+    def __init__(self):
+        FakeLink.__init__(self)
+        self.delivered = []
+        self.cancelled = []
+
+    def deliver(self, stanza):
+        d = defer.Deferred(lambda d: self.cancelled.append(stanza))
+        self.delivered.append(d)
+        return d
+
+
+class DeliveryExpiryTests(unittest.TestCase):
+    """
+    The hold timeout of MESSAGEs waiting for C{deliver}: one reactor timer
+    for the oldest, each MESSAGE answered 503 exactly C{holdTimeout} after
+    it arrived.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.sip = FakeTransactionLayer()
+        self.link = DeliveringLink()
+        mapper = AddressMapper(separator="*", gatewayDomain=GW, xmppDomain=GW,
+                               gwmap={})
+        settings = RouterSettings(xmppDomain=GW, holdTimeout=8.3, holdLimit=10,
+                                  logMessages=False)
+        self.router = MessageRouter(self.clock, mapper, self.sip, self.link,
+                                    settings)
+
+    def receive(self, n):
+        txn = FakeServerTransaction()
+        self.sip.requestHandler(
+            sipMessage(body=f"hello {n}", branch=f"z9hG4bK{n}"), txn)
+        return txn
+
+    def codes(self, txn):
+        return [r.code for r in txn.responses]
+
+    def test_eachExpiresOnTime(self):
+        """
+        Staggered MESSAGEs each get 503 when their own holdTimeout is up (not
+        before), one timer is pending at a time, and none once all are
+        answered. (Binary fractions: the clock arithmetic is exact.)
+        """
+        tick = 2 ** -10
+        self.router.settings = RouterSettings(
+            xmppDomain=GW, holdTimeout=8.25, holdLimit=10, logMessages=False)
+        a = self.receive(1)
+        self.clock.advance(0.125)
+        b = self.receive(2)
+        self.clock.advance(0.625)
+        c = self.receive(3)
+        self.assertEqual(1, len(self.clock.getDelayedCalls()))
+        self.clock.advance(8.25 - 0.75 - tick)
+        self.assertEqual(([], [], []), (self.codes(a), self.codes(b),
+                                        self.codes(c)))
+        self.clock.advance(tick)
+        self.assertEqual(8.25, self.clock.seconds())
+        self.assertEqual([503], self.codes(a))
+        self.assertEqual([], self.codes(b))
+        self.link.delivered[1].callback(None)
+        self.assertEqual([202], self.codes(b))
+        [timer] = self.clock.getDelayedCalls()
+        self.assertLessEqual(timer.getTime(), 9.0)
+        self.clock.advance(0.75 - tick)
+        self.assertEqual([], self.codes(c))
+        self.clock.advance(tick)
+        self.assertEqual([503], self.codes(c))
+        self.assertEqual(2, len(self.link.cancelled))
+        self.assertEqual([], self.clock.getDelayedCalls())
+        self.assertEqual(2, self.router.stats["sip.holdExpired"])
+
+    def test_neverLate(self):
+        """
+        With times that floats cannot hold exactly, the timer is never set
+        after the oldest waiting MESSAGE's expiry, and each MESSAGE is
+        answered by the time the clock reaches arrival + holdTimeout.
+        """
+        txns = []
+        arrivals = []
+        for n in range(6):
+            arrivals.append(self.clock.seconds())
+            txns.append(self.receive(n))
+            self.clock.advance(0.1 * (n + 1))
+        self.link.delivered[0].callback(None)
+        self.link.delivered[3].callback(None)
+        for n in (1, 2, 4, 5):
+            expires = arrivals[n] + 8.3
+            [timer] = self.clock.getDelayedCalls()
+            self.assertLessEqual(timer.getTime(), expires)
+            self.clock.advance(expires - self.clock.seconds())
+            if self.clock.seconds() < expires:
+                self.clock.advance(expires - self.clock.seconds())
+            self.assertEqual([503], self.codes(txns[n]))
+            self.assertTrue(all(not self.codes(txns[later])
+                                for later in (1, 2, 4, 5) if later > n))
+        self.assertEqual([], self.clock.getDelayedCalls())
+
+    def test_answeredOutOfOrder(self):
+        """
+        MESSAGEs confirmed out of arrival order are answered once each; the
+        timer goes away only when the last is answered, and a late timer
+        refuses nothing.
+        """
+        txns = [self.receive(n) for n in range(3)]
+        self.link.delivered[2].callback(None)
+        self.link.delivered[1].callback(None)
+        self.assertEqual(1, len(self.clock.getDelayedCalls()))
+        self.link.delivered[0].callback(None)
+        self.assertEqual([], self.clock.getDelayedCalls())
+        self.clock.advance(10)
+        self.assertEqual([[202]] * 3, [self.codes(t) for t in txns])
+        self.assertEqual([], self.link.cancelled)
+
+    def test_oldestAnsweredFirst(self):
+        """
+        When the oldest MESSAGE is answered, the next one still expires
+        holdTimeout after its own arrival.
+        """
+        a = self.receive(1)
+        self.clock.advance(2)
+        b = self.receive(2)
+        self.link.delivered[0].callback(None)
+        self.clock.advance(8.3 - 2)
+        self.assertEqual([], self.codes(b))
+        self.clock.advance(2 - 1e-6)
+        self.assertEqual([], self.codes(b))
+        self.clock.advance(1e-6)
+        self.assertEqual(([202], [503]), (self.codes(a), self.codes(b)))
+        self.assertEqual([], self.clock.getDelayedCalls())
+
+    def test_shutdownClearsTimer(self):
+        """
+        Shutdown answers the waiting MESSAGEs and leaves no timer.
+        """
+        txns = [self.receive(n) for n in range(3)]
+        self.router.shutdown()
+        self.assertEqual([[503]] * 3, [self.codes(t) for t in txns])
+        self.assertEqual([], self.clock.getDelayedCalls())
+
+
 def _condition(error):
     for child in error.elements():
         if child.name == "error":

@@ -65,6 +65,25 @@ class HeadersTests(unittest.TestCase):
         self.assertEqual(canonicalName("WWW-authenticate"),
                          "WWW-Authenticate")
 
+    def test_canonicalNamesBounded(self):
+        """
+        Canonical names are remembered, at most C{_CANON_CACHE_MAX} of them;
+        past that, names are still canonicalised, by C{Headers} too.
+        """
+        from xmppgw.sip import message
+        for i in range(message._CANON_CACHE_MAX + 100):
+            self.assertEqual(canonicalName("x-n%d-h" % (i,)), "X-N%d-H" % (i,))
+            self.assertLessEqual(len(message._canonCache),
+                                 message._CANON_CACHE_MAX)
+        name = "x-unkept-%d" % (message._CANON_CACHE_MAX,)
+        h = Headers([(name, "1")])
+        h.add(name, "2")
+        self.assertNotIn(name, message._canonCache)
+        canon = "X-Unkept-%d" % (message._CANON_CACHE_MAX,)
+        self.assertEqual(h.items(), [(canon, "1"), (canon, "2")])
+        self.assertEqual(h.getAll(name.upper()), ["1", "2"])
+        self.assertEqual(h.get(name), "1")
+
     def test_multiMap(self):
         """
         C{add}, C{get}, C{getAll}, C{__contains__} and C{items} work on an

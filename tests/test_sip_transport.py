@@ -373,6 +373,22 @@ class UDPReceiveTests(TransportTestMixin, unittest.TestCase):
         self.assertIs(message.source, source)
         self.assertEqual(topVia(message).params, (("branch", "z9hG4bKx1"),))
 
+    def test_sourceCheckedOnce(self):
+        """
+        The source of a UDP request is checked against C{allowFrom} once.
+        """
+        asked = []
+
+        class Counting:
+            def allows(self, host):
+                asked.append(host)
+                return True
+
+        self.sip.allowFrom = Counting()
+        self.udpProtocol().datagramReceived(rawRequest(), CLIENT)
+        self.assertEqual(len(self.receiver.received), 1)
+        self.assertEqual(asked, ["198.51.100.7"])
+
     def test_receivedAdded(self):
         """
         When the sent-by host is not the source address, C{received} is
@@ -724,6 +740,33 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
         self.assertEqual(
             parseMessage(data).headers.get("Via"), "SIP/2.0/UDP 192.0.2.99:5090;branch=z9hG4bKw;rport"
         )
+
+    def test_wildcardSentByOnACopy(self):
+        """
+        Filling the sent-by leaves the caller's request as it was: it may
+        be sent again, from another socket.
+        """
+        sip = self.makeTransport([("udp", "0.0.0.0", 5090)])
+        sip._localHostFor = lambda ip: "192.0.2.99"
+        via = "SIP/2.0/UDP 0.0.0.0:5090;branch=z9hG4bKw;rport"
+        request = outgoingRequest(via=via)
+        self.successResultOf(sip.send(request, Target("udp", "203.0.113.5")))
+        self.assertEqual(request.headers.get("Via"), via)
+        self.assertEqual(topVia(request).host, "0.0.0.0")
+
+    def test_completeSentByNoLocalLookup(self):
+        """
+        A request whose sent-by has a host and a port is sent as it is,
+        without looking up the local address.
+        """
+        sip = self.makeTransport([("udp", "0.0.0.0", 5090)])
+        looked = []
+        sip._localHostFor = looked.append
+        via = "SIP/2.0/UDP 192.0.2.10:5090;branch=z9hG4bKw;rport"
+        self.successResultOf(sip.send(outgoingRequest(via=via), Target("udp", "203.0.113.5")))
+        data = self.udpWritten()[0][0]
+        self.assertEqual(parseMessage(data).headers.get("Via"), via)
+        self.assertEqual(looked, [])
 
     def test_wrongDestinationKind(self):
         """

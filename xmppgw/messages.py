@@ -86,7 +86,7 @@ from twisted.words.xish.domish import IElement
 from xmppgw.addressing import AddressError, jidHost
 from xmppgw.errors import NS_XML, isStanzaChild
 from xmppgw.fastxml import SimpleElement, addTextElement
-from xmppgw.sip.message import Headers, Request, serialize
+from xmppgw.sip.message import Headers, Request, canonicalName
 from xmppgw.sip.uri import URIError, parseNameAddr, parseURI
 
 __all__ = [
@@ -537,7 +537,7 @@ def _parseHeaderAddress(values, name):
 STANZA_ID_PREFIX = "sip-"
 
 
-def stanzaIDFor(request):
+def stanzaIDFor(request, values=None):
     """
     The stanza C{id} for a SIP request: C{sip-} and 32 hex digits, the
     first 128 bits of a BLAKE2b hash of the request's Call-ID, CSeq (number
@@ -557,12 +557,16 @@ def stanzaIDFor(request):
     Never raises: a missing or malformed header contributes its raw text.
 
     @param request: the L{xmppgw.sip.message.Request}.
+    @param values: L{_firstValues} of the request's headers if the caller
+        has them (the router shares them with L{sipToStanza}), else
+        L{None}.
     @rtype: L{str}
     """
-    headers = request.headers
-    callID = (headers.get("Call-ID") or "").strip()
-    cseq = " ".join((headers.get("CSeq") or "").split())
-    sender = headers.get("From") or ""
+    if values is None:
+        values = _firstValues(request.headers)
+    callID = (values.get("Call-ID") or "").strip()
+    cseq = " ".join((values.get("CSeq") or "").split())
+    sender = values.get("From") or ""
     try:
         tag = parseNameAddr(sender).tag
     except URIError:
@@ -578,7 +582,7 @@ def stanzaIDFor(request):
     return STANZA_ID_PREFIX + hashlib.blake2b(identity, digest_size=16).hexdigest()
 
 
-def sipToStanza(request, mapper, messageID):
+def sipToStanza(request, mapper, messageID, values=None):
     """
     Map a SIP MESSAGE to an XMPP C{<message/>}.
 
@@ -589,6 +593,8 @@ def sipToStanza(request, mapper, messageID):
     @type mapper: L{xmppgw.addressing.AddressMapper}
     @param messageID: the stanza C{id} (L{stanzaIDFor} the request, as the
         router passes it); converted to text.
+    @param values: L{_firstValues} of the request's headers if the caller
+        has them, else L{None}.
     @return: a C{<message/>} in no namespace (it takes the stream's default
         namespace when written) with C{to}, C{from}, C{id} and no C{type}.
     @rtype: L{domish.Element}
@@ -604,7 +610,8 @@ def sipToStanza(request, mapper, messageID):
         raise MappingError(416, SIPS_REFUSED)
     if requestURI.scheme not in _SIP_SCHEMES:
         raise MappingError(416, "Unsupported URI Scheme")
-    values = _firstValues(request.headers)
+    if values is None:
+        values = _firstValues(request.headers)
     to = _parseHeaderAddress(values, "To")
     if to.uri.scheme == "sips":
         raise MappingError(416, SIPS_REFUSED)
@@ -785,13 +792,34 @@ def estimatedSize(outgoing):
     most: L{buildSIPRequest} serialised with the largest Call-ID and tag we
     allow for, plus the Via the transaction layer adds.
 
+    Counted from the same lines L{buildSIPRequest} and
+    L{xmppgw.sip.message.serialize} write, without building the request
+    (the router builds the real one when it sends the message).
+
     @type outgoing: L{OutgoingMessage}
     @rtype: L{int}
     """
-    request = buildSIPRequest(
-        outgoing, "x" * CALL_ID_ALLOWANCE, "x" * TAG_ALLOWANCE
-    )
-    return len(serialize(request)) + VIA_ALLOWANCE
+    lines = [
+        f"MESSAGE {outgoing.requestURI} SIP/2.0",
+        "Max-Forwards: 70",
+        f"To: <{outgoing.toURI}>",
+        f"From: <{outgoing.fromURI}>;tag={_TAG_PLACEHOLDER}",
+        f"Call-ID: {_CALL_ID_PLACEHOLDER}",
+        "CSeq: 1 MESSAGE",
+    ]
+    for name, value in outgoing.headers:
+        name = canonicalName(name)
+        if name != "Content-Length":
+            lines.append(f"{name}: {value}")
+    body = outgoing.body
+    lines.append(f"Content-Type: {outgoing.contentType}")
+    lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+    head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+    return len(head) + len(body) + VIA_ALLOWANCE
+
+
+_CALL_ID_PLACEHOLDER = "x" * CALL_ID_ALLOWANCE
+_TAG_PLACEHOLDER = "x" * TAG_ALLOWANCE
 
 
 def buildSIPRequest(outgoing, callID, fromTag, cseq=1, maxForwards=70):

@@ -1318,8 +1318,14 @@ class PresenceGateway:
         self._subscribe(record, expires)
         return None
 
-    def _subscribe(self, record, expires):
-        cseq = self._nextCSeq(record)
+    def _subscribe(self, record, expires, reserved=None):
+        """
+        Send a SUBSCRIBE in C{record}'s dialog.
+
+        @param reserved: its CSeq, already written to the store as
+            C{localCSeq} (a refresh, L{_probeAnswered}), or L{None}.
+        """
+        cseq = self._nextCSeq(record, reserved)
         request = self._dialogRequest(
             record, "SUBSCRIBE", cseq,
             [("Accept", PIDF_TYPE), ("Expires", str(expires))])
@@ -1451,11 +1457,30 @@ class PresenceGateway:
         record = yield self.store.get(key)
         if record is None:
             return
+        now = self.clock.seconds()
+        if record.owner not in ("", self.instanceID) and record.leaseUntil > now:
+            # Another instance took the record over while we probed: its
+            # timers run it now.
+            self._count("lease.yielded")
+            return
         if refresh:
-            self._count("sip.refresh")
             if record.remoteTag:
-                self._subscribe(record, self.settings.expiresInterval)
+                # Reserve the refresh's CSeq in the store first (one
+                # compare-and-set, also claiming the record): an instance
+                # racing us for it, or taking over after we die with the
+                # SUBSCRIBE in flight, never sends the same number. The
+                # loser stands down.
+                try:
+                    record = yield self.store.put(self._claim(
+                        replace(record, localCSeq=record.localCSeq + 1), due=now))
+                except VersionConflict:
+                    self._count("lease.lost")
+                    return
+                self._count("sip.refresh")
+                self._subscribe(record, self.settings.expiresInterval,
+                                reserved=record.localCSeq)
             else:
+                self._count("sip.refresh")
                 yield self._startOutbound(record.watcher, record.presentity, record)
         else:
             self._count("sip.lapse")

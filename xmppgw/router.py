@@ -112,18 +112,22 @@ CONFIRM_LIMIT = 1000
 
 class _Delivery:
     """
-    Server mode: a SIP MESSAGE waiting for the S2S side to write its stanza.
+    A SIP MESSAGE waiting for the XMPP side (S2S or the component link) to
+    write or confirm its stanza.
+
+    @ivar expires: the clock time at which it is answered 503 if still
+        waiting (see L{MessageRouter._expireDeliveries}).
     """
 
-    __slots__ = ("request", "transaction", "stanza", "received", "timer",
+    __slots__ = ("request", "transaction", "stanza", "received", "expires",
                  "deferred", "answered")
 
-    def __init__(self, request, transaction, stanza, received):
+    def __init__(self, request, transaction, stanza, received, expires):
         self.request = request
         self.transaction = transaction
         self.stanza = stanza
         self.received = received
-        self.timer = None
+        self.expires = expires
         self.deferred = None
         self.answered = False
 
@@ -184,6 +188,11 @@ class MessageRouter:
         self.settings = settings
         self._held = deque()
         self._delivering = set()
+        # The deliveries in arrival order (answered ones are dropped from
+        # the head lazily) and the one timer for the oldest: every delivery
+        # waits the same holdTimeout, so arrival order is expiry order.
+        self._deliveryOrder = deque()
+        self._deliveryTimer = None
         self._queues = {}
         self.stats = {}
         self.metrics = NullRecorder()
@@ -344,12 +353,15 @@ class MessageRouter:
         L{messages.stanzaIDFor} the request: the same for every copy of it,
         on every instance.
         """
-        messageID = messages.stanzaIDFor(request)
+        # The first header values, read once for both (extensions read
+        # the request themselves and do not change it).
+        values = messages._firstValues(request.headers)
+        messageID = messages.stanzaIDFor(request, values)
         for extension in self.extensions:
             stanza = extension.sipToStanza(request, self.mapper, messageID)
             if stanza is not None:
                 return stanza
-        stanza = messages.sipToStanza(request, self.mapper, messageID)
+        stanza = messages.sipToStanza(request, self.mapper, messageID, values)
         for extension in self.extensions:
             extension.decorateStanza(request, stanza)
         return stanza
@@ -472,11 +484,20 @@ class MessageRouter:
                 request, transaction, stanza, "Too many messages waiting", received
             )
             return
-        delivery = _Delivery(request, transaction, stanza, received)
+        holdTimeout = self.settings.holdTimeout
+        delivery = _Delivery(request, transaction, stanza, received,
+                             received + holdTimeout)
         self._delivering.add(delivery)
-        delivery.timer = self.clock.callLater(
-            self.settings.holdTimeout, self._deliveryExpired, delivery
-        )
+        order = self._deliveryOrder
+        order.append(delivery)
+        if self._deliveryTimer is None:
+            if len(order) == 1:
+                # received is the clock's time now: the timer's time is
+                # exactly delivery.expires.
+                self._deliveryTimer = self.clock.callLater(
+                    holdTimeout, self._expireDeliveries)
+            else:
+                self._armDeliveryTimer()
         d = self.xmpp.deliver(stanza)
         delivery.deferred = d
         d.addCallbacks(
@@ -494,10 +515,51 @@ class MessageRouter:
             return False
         delivery.answered = True
         self._delivering.discard(delivery)
-        if delivery.timer is not None and delivery.timer.active():
-            delivery.timer.cancel()
-        delivery.timer = None
+        order = self._deliveryOrder
+        while order and order[0].answered:
+            order.popleft()
+        if not order and self._deliveryTimer is not None:
+            self._deliveryTimer.cancel()
+            self._deliveryTimer = None
         return True
+
+    def _armDeliveryTimer(self):
+        """
+        Arm the delivery timer for the oldest waiting delivery, never later
+        than its C{expires}.
+        """
+        expires = self._deliveryOrder[0].expires
+        now = self.clock.seconds()
+        delay = max(0.0, expires - now)
+        # The reactor computes now + delay, which float rounding may put
+        # one step past expires: step the delay down (early is harmless,
+        # L{_expireDeliveries} then re-arms; late is not). Bounded.
+        for _ in range(8):
+            if delay <= 0.0 or now + delay <= expires:
+                break
+            delay = math.nextafter(delay, 0.0)
+        self._deliveryTimer = self.clock.callLater(delay, self._expireDeliveries)
+
+    def _expireDeliveries(self):
+        """
+        The delivery timer fired: answer every delivery whose C{expires} has
+        come (L{_deliveryExpired}), in arrival order, and re-arm for the
+        oldest one left.
+        """
+        self._deliveryTimer = None
+        order = self._deliveryOrder
+        now = self.clock.seconds()
+        while order:
+            delivery = order[0]
+            if not delivery.answered:
+                if delivery.expires > now:
+                    break
+                order.popleft()
+                self._deliveryExpired(delivery)
+            else:
+                order.popleft()
+        if order and self._deliveryTimer is None:
+            self._armDeliveryTimer()
 
     def _delivered(self, result, delivery):
         if not self._finishDelivery(delivery):
@@ -532,7 +594,6 @@ class MessageRouter:
         return None
 
     def _deliveryExpired(self, delivery):
-        delivery.timer = None
         if not self._finishDelivery(delivery):
             return
         self._count("sip.holdExpired")

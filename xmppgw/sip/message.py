@@ -20,8 +20,8 @@ from typing import Iterable, List, Optional, Tuple, Union
 
 from xmppgw.randomid import randomHex
 from xmppgw.sip.uri import (
-    URIError, Params, _fastNew, _paramValue, _hasParam, _setParam,
-    _formatParams, parseParams, parseNameAddr, splitQuoted)
+    URIError, Params, _fastNew, _fastReplace, _paramValue, _hasParam,
+    _setParam, _formatParams, parseParams, parseNameAddr, splitQuoted)
 
 
 __all__ = [
@@ -90,9 +90,34 @@ _SPECIAL = {
     "p-preferred-identity": "P-Preferred-Identity",
 }
 
-_canonCache = {}
 _CANON_CACHE_MAX = 2048
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+
+
+class _CanonicalNames(dict):
+    """
+    C{{name as written: canonical name}}: looking up a name not yet kept
+    computes its canonical form (the rule of L{canonicalName}) and keeps it
+    while there are fewer than C{_CANON_CACHE_MAX}.  Hot callers subscript
+    this directly: one lookup when known, no second one when not.
+    """
+
+    __slots__ = ()
+
+    def __missing__(self, name: str) -> str:
+        lower = name.strip().lower()
+        if lower in _COMPACT:
+            canon = _COMPACT[lower]
+        elif lower in _SPECIAL:
+            canon = _SPECIAL[lower]
+        else:
+            canon = "-".join(w[:1].upper() + w[1:] for w in lower.split("-"))
+        if len(self) < _CANON_CACHE_MAX:
+            self[name] = canon
+        return canon
+
+
+_canonCache = _CanonicalNames()
 
 
 def canonicalName(name: str) -> str:
@@ -101,20 +126,7 @@ def canonicalName(name: str) -> str:
     (C{v} -> C{Via}), known names spelt as in the RFCs (C{Call-ID},
     C{CSeq}), others capitalised per dash-separated word.
     """
-    try:
-        return _canonCache[name]
-    except KeyError:
-        pass
-    lower = name.strip().lower()
-    if lower in _COMPACT:
-        canon = _COMPACT[lower]
-    elif lower in _SPECIAL:
-        canon = _SPECIAL[lower]
-    else:
-        canon = "-".join(w[:1].upper() + w[1:] for w in lower.split("-"))
-    if len(_canonCache) < _CANON_CACHE_MAX:
-        _canonCache[name] = canon
-    return canon
+    return _canonCache[name]
 
 
 class Headers:
@@ -137,26 +149,20 @@ class Headers:
         if isinstance(items, Headers):
             self._items = list(items._items)
         else:
-            known = _canonCache.get
-            self._items = [(known(n) or canonicalName(n), v)
-                           for n, v in items]
+            canon = _canonCache
+            self._items = [(canon[n], v) for n, v in items]
 
     def add(self, name: str, value: str) -> None:
         """
         Append a header line.
         """
-        canon = _canonCache.get(name)
-        if canon is None:
-            canon = canonicalName(name)
-        self._items.append((canon, value))
+        self._items.append((_canonCache[name], value))
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """
         The first value of C{name}, or C{default}.
         """
-        canon = _canonCache.get(name)
-        if canon is None:
-            canon = canonicalName(name)
+        canon = _canonCache[name]
         for n, v in self._items:
             if n == canon:
                 return v
@@ -377,7 +383,7 @@ class Via:
         """
         A copy with parameter C{name} set (replaced in place, or appended).
         """
-        return _replaceVia(self, params=_setParam(self.params, name, value))
+        return _fastReplace(self, params=_setParam(self.params, name, value))
 
     @property
     def branch(self) -> Optional[str]:
@@ -400,18 +406,6 @@ class Via:
                                _formatParams(self.params))
 
 
-def _replaceVia(via: Via, **changes) -> Via:
-    """
-    A copy of C{via} with some fields replaced (as C{dataclasses.replace},
-    without its cost).
-    """
-    obj = object.__new__(Via)
-    fields = obj.__dict__
-    fields.update(via.__dict__)
-    fields.update(changes)
-    return obj
-
-
 def parseVia(value: str) -> List[Via]:
     """
     Parse one Via header line, which may hold several comma-separated
@@ -428,11 +422,26 @@ def parseVia(value: str) -> List[Via]:
     return _parseVia(value)
 
 
-#: Parsed Via lines: C{{text: (Via, ...)}}, emptied when full.  The parsed
-#: line is kept here rather than on the message: a message lives on in a
-#: completed transaction (32 s for Timer J) and every object it holds is
-#: walked by the garbage collector; this cache holds a bounded number.
-_viaCache = {}
+class _ParsedVias(dict):
+    """
+    C{{text: (Via, ...)}}: looking up a line not yet kept parses it
+    (raising L{SIPParseError} when it does not parse) and keeps it
+    (L{_keepVias}).
+    """
+
+    __slots__ = ()
+
+    def __missing__(self, value: str) -> Tuple[Via, ...]:
+        vias = tuple(_parseVia(value))
+        _keepVias(value, vias)
+        return vias
+
+
+#: Parsed Via lines, emptied when full.  The parsed line is kept here
+#: rather than on the message: a message lives on in a completed
+#: transaction (32 s for Timer J) and every object it holds is walked by
+#: the garbage collector; this cache holds a bounded number.
+_viaCache = _ParsedVias()
 _VIA_CACHE_MAX = 1024
 
 
@@ -442,11 +451,7 @@ def _parsedVias(value: str) -> Tuple[Via, ...]:
 
     @raise SIPParseError: when it does not parse.
     """
-    vias = _viaCache.get(value)
-    if vias is None:
-        vias = tuple(_parseVia(value))
-        _keepVias(value, vias)
-    return vias
+    return _viaCache[value]
 
 
 def _keepVias(value: str, vias: Tuple[Via, ...]) -> None:
@@ -499,10 +504,7 @@ def topVia(message: Message) -> Via:
         raise SIPParseError("Missing Via Header")
     if type(value) is not str:
         return _parseVia(value)[0]
-    vias = _viaCache.get(value)
-    if vias is None:
-        vias = _parsedVias(value)
-    return vias[0]
+    return _viaCache[value][0]
 
 
 # Responses ----------------------------------------------------------------

@@ -77,11 +77,11 @@ from xmppgw.sip.message import (
     SIPParseError,
     _headersOf,
     _keepVias,
-    _replaceVia,
     makeResponse,
     parseVia,
     topVia,
 )
+from xmppgw.sip.uri import _fastReplace
 
 __all__ = [
     "Source",
@@ -840,7 +840,7 @@ class TransactionLayer:
                 template = False
             self._viaTemplates[key] = template
         if template is not False:
-            _keepVias(via, (_replaceVia(template, params=(("branch", branch), ("rport", None))),))
+            _keepVias(via, (_fastReplace(template, params=(("branch", branch), ("rport", None))),))
 
     def _receiveResponse(self, response, source, via):
         txn = self._clients.get(via.branch)

@@ -43,7 +43,6 @@ L{Source} and L{Target} live in L{xmppgw.sip.transaction} and are
 re-exported here, as is L{TransportFailure}.
 """
 
-import dataclasses
 import ipaddress
 import socket
 import sys
@@ -59,19 +58,18 @@ from twisted.python.failure import Failure
 from xmppgw.sip.message import (
     _TOKEN_RE,
     FramingError,
-    Headers,
     Request,
     SIPParseError,
     StreamFramer,
+    _headersOf,
     _keepVias,
     _parsedVias,
-    _replaceVia,
     makeResponse,
     parseMessage,
-    parseVia,
     serialize,
     topVia,
 )
+from xmppgw.sip.uri import _fastReplace
 from xmppgw.sip.transaction import (
     DEFAULT_PORTS,
     TRANSPORTS,
@@ -175,39 +173,37 @@ def _formatHost(host):
     return host
 
 
-def _formatVia(via, host=None, port=None, params=None):
+def _topViaLine(message):
     """
-    The text of one Via value with some parts replaced.
+    Where the first Via line of C{message} is: C{(index, vias)}, its
+    position in C{message.headers._items} and its parsed values.
+
+    @raise SIPParseError: when there is no Via or it does not parse.
     """
-    changes = {}
-    if host is not None:
-        changes["host"] = _formatHost(host)
-    if port is not None:
-        changes["port"] = port
-    if params is not None:
-        changes["params"] = tuple(params)
-    return str(dataclasses.replace(via, **changes))
+    for i, (name, value) in enumerate(message.headers._items):
+        if name == "Via":
+            return i, _parsedVias(value)
+    raise SIPParseError("Missing Via Header")
 
 
-def _replaceTopVia(message, newTop):
+def _setTopVia(message, index, vias, newTop, known):
     """
-    A copy of C{message} whose first Via value is C{newTop}; the other
-    headers keep their order.
+    Replace, in place, the first Via value of C{message} by the L{Via}
+    C{newTop}; the other values of that line are written again as L{Via}
+    formats them, the other headers are untouched.
+
+    @param index: the position of the first Via line (L{_topViaLine}).
+    @param vias: the parsed values of that line (L{_topViaLine}).
+    @param known: whether the new line is known to parse back to C{newTop}
+        and the other values (every part of C{newTop} comes from parsing,
+        or is a token); then it is remembered as parsed, else the next
+        reader (L{topVia}) parses the text.
     """
-    headers = Headers()
-    done = False
-    for name, value in message.headers.items():
-        if not done and name.lower() == "via":
-            rest = parseVia(value)[1:]
-            value = ", ".join([newTop] + [str(v) for v in rest])
-            done = True
-        headers.add(name, value)
-    if message.isRequest:
-        copy = Request(message.method, message.uri, headers, message.body)
-    else:
-        copy = type(message)(message.code, message.reason, headers, message.body)
-    copy.source = getattr(message, "source", None)
-    return copy
+    rest = vias[1:]
+    text = ", ".join([str(newTop)] + [str(v) for v in rest])
+    message.headers._items[index] = ("Via", text)
+    if known:
+        _keepVias(text, (newTop,) + rest)
 
 
 def _addReceived(request, source):
@@ -219,7 +215,8 @@ def _addReceived(request, source):
     C{request} is changed in place (it is the transport's own, just
     parsed) and returned.
     """
-    via = topVia(request)
+    index, vias = _topViaLine(request)
+    via = vias[0]
     params = list(via.params)
     names = [name.lower() for name, _value in params]
     hasRport = "rport" in names
@@ -239,53 +236,44 @@ def _addReceived(request, source):
             params[i] = ("rport", str(source.port))
             changed = True
     if changed:
-        _setTopVia(request, _replaceVia(via, params=tuple(params)),
+        _setTopVia(request, index, vias, _fastReplace(via, params=tuple(params)),
                    _TOKEN_RE.fullmatch(source.host) is not None)
     return request
 
 
-def _setTopVia(message, newTop, known):
-    """
-    Replace, in place, the first Via value of C{message} by the L{Via}
-    C{newTop}; the other values of that line are written again as L{Via}
-    formats them, the other headers are untouched.
-
-    @param known: whether the new line is known to parse back to C{newTop}
-        and the other values (every part of C{newTop} comes from parsing,
-        or is a token); then it is remembered as parsed, else the next
-        reader (L{topVia}) parses the text.
-    """
-    items = message.headers._items
-    for i, (name, value) in enumerate(items):
-        if name == "Via":
-            rest = _parsedVias(value)[1:]
-            text = ", ".join([str(newTop)] + [str(v) for v in rest])
-            items[i] = (name, text)
-            if known:
-                _keepVias(text, (newTop,) + rest)
-            return
-    raise SIPParseError("Missing Via Header")
-
-
-def _needsSentBy(via):
-    """
-    Whether the sent-by of C{via} has a wildcard host or no port, to be
-    filled by L{_fillSentBy}.
-    """
-    return _bare(via.host) in _WILDCARDS or not via.port
-
-
-def _fillSentBy(request, host, port):
+def _fillSentBy(request, localAddress, *args):
     """
     Replace a wildcard host or a 0 port in the top Via sent-by with the real
     local address the request leaves from.
+
+    @param localAddress: called with C{args}, only when the sent-by needs
+        it: the local C{(host, port)} the request leaves from.
+    @return: C{request} when nothing is to fill, else a copy (the caller's
+        request may be sent again, from another socket).
     """
-    via = topVia(request)
-    newHost = host if _bare(via.host) in _WILDCARDS else via.host
+    index, vias = _topViaLine(request)
+    via = vias[0]
+    wildcard = _bare(via.host) in _WILDCARDS
+    if not wildcard and via.port:
+        return request
+    host, port = localAddress(*args)
+    newHost = host if wildcard else via.host
     newPort = port if not via.port else via.port
     if newHost == via.host and newPort == via.port:
         return request
-    return _replaceTopVia(request, _formatVia(via, host=newHost, port=newPort))
+    changes = {}
+    if newHost is not None:
+        changes["host"] = _formatHost(newHost)
+    if newPort is not None:
+        changes["port"] = newPort
+    headers = _headersOf(list(request.headers._items))
+    if request.isRequest:
+        copy = Request(request.method, request.uri, headers, request.body)
+    else:
+        copy = type(request)(request.code, request.reason, headers, request.body)
+    copy.source = getattr(request, "source", None)
+    _setTopVia(copy, index, vias, _fastReplace(via, **changes), False)
+    return copy
 
 
 class SIPDatagramProtocol(DatagramProtocol):
@@ -402,8 +390,7 @@ class SIPStreamProtocol(Protocol):
     def _write(self, message, d):
         try:
             if message.isRequest:
-                local = self.transport.getHost()
-                message = _fillSentBy(message, _bare(local.host), local.port)
+                message = _fillSentBy(message, self._localAddress)
             data = serialize(message)
             self.sipTransport._logTraffic("sent", self.proto, self.peerHost, self.peerPort, data)
             self.transport.write(data)
@@ -412,6 +399,10 @@ class SIPStreamProtocol(Protocol):
             return
         self._resetIdle()
         d.callback(None)
+
+    def _localAddress(self):
+        local = self.transport.getHost()
+        return _bare(local.host), local.port
 
     def dataReceived(self, data):
         self._resetIdle()
@@ -919,16 +910,22 @@ class SIPTransport(MultiService):
             if end >= 0:
                 self._answerUnparseable(data[: end + 4], source, 513, "Message Too Large")
             return
-        self._messageReceived(data, source, protocol)
+        self._messageReceived(data, source, protocol, True)
 
-    def _messageReceived(self, data, source, protocol):
+    def _messageReceived(self, data, source, protocol, sourceChecked=False):
+        """
+        Parse and hand on one message from C{source}.
+
+        @param sourceChecked: whether C{source} was already checked against
+            C{allowFrom} (a datagram's, just before).
+        """
         self._logTraffic("received", source.transport, source.host, source.port, data)
         try:
             message = parseMessage(data)
         except SIPParseError as e:
             self._parseFailed(e, source)
             return
-        if message.isRequest and not self.sourceAllowed(source.host):
+        if message.isRequest and not sourceChecked and not self.sourceAllowed(source.host):
             # A request on a connection the gateway opened to a peer outside
             # allow_from (inbound ones were refused at accept time).
             self.refusedSources += 1
@@ -1140,12 +1137,8 @@ class SIPTransport(MultiService):
     def _sendDatagram(self, message, ip, port, protocol=None):
         if protocol is None or protocol.transport is None:
             protocol = self._datagramProtocolFor(ip)
-        if message.isRequest and _needsSentBy(topVia(message)):
-            listenHost = protocol.host
-            if listenHost in _WILDCARDS:
-                listenHost = self._localHostFor(ip)
-            listenPort = self._udpBoundPort(protocol)
-            message = _fillSentBy(message, listenHost, listenPort)
+        if message.isRequest:
+            message = _fillSentBy(message, self._udpLocalAddress, protocol, ip)
         data = serialize(message)
         if len(data) > MAX_DATAGRAM:
             raise TransportFailure("message of %d bytes is too large for UDP" % (len(data),))
@@ -1155,6 +1148,16 @@ class SIPTransport(MultiService):
         except Exception as e:
             raise TransportFailure("cannot send to %s:%s over UDP: %s" % (ip, port, e))
         return succeed(None)
+
+    def _udpLocalAddress(self, protocol, ip):
+        """
+        The local C{(host, port)} a datagram to C{ip} leaves C{protocol}
+        from.
+        """
+        listenHost = protocol.host
+        if listenHost in _WILDCARDS:
+            listenHost = self._localHostFor(ip)
+        return listenHost, self._udpBoundPort(protocol)
 
     def _udpBoundPort(self, protocol):
         for l in self._listeners:
