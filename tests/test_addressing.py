@@ -1349,3 +1349,37 @@ class JIDHostTests(unittest.TestCase):
         from xmppgw.addressing import jidHost
 
         self.assertRaises(InvalidFormat, jidHost, "a@b@c")
+
+
+class MemoTests(unittest.TestCase):
+    """
+    The memos of L{AddressMapper}'s four mappings.
+    """
+
+    def test_sameResultsAndFreed(self):
+        """
+        A remembered mapping gives the same result (errors are raised each
+        time), and a mapper no longer referenced is freed at once, without
+        the cyclic garbage collector (a reload replaces it).
+        """
+        import gc
+        import weakref
+
+        mapper = AddressMapper("*", "gw.example", "gw.example", {})
+        uri = "sip:alice*xmpp.example@gw.example"
+        self.assertEqual("alice@xmpp.example", mapper.sipTargetToJID(uri))
+        self.assertEqual("alice@xmpp.example", mapper.sipTargetToJID(uri))
+        self.assertEqual("sip:bob@sip.example",
+                         mapper.jidTargetToSIP("bob*sip.example@gw.example"))
+        for _ in range(2):
+            self.assertRaises(AddressError, mapper.sipTargetToJID,
+                              "sip:nobody@gw.example")
+        ref = weakref.ref(mapper)
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            del mapper
+            self.assertIsNone(ref())
+        finally:
+            if enabled:
+                gc.enable()

@@ -69,6 +69,7 @@ import functools
 import ipaddress
 import re
 import unicodedata
+import weakref
 from urllib.parse import quote, unquote_to_bytes
 
 import idna
@@ -675,11 +676,15 @@ class AddressMapper:
         # The four mappings depend only on the address and on this
         # (unchanging) configuration: remember the last results per mapper.
         # A reload builds a new mapper, so it starts with empty memos.
-        # Errors are not remembered.
+        # Errors are not remembered. The memos reach the mapper through a
+        # weak proxy: no reference cycle, so a mapper replaced by a reload
+        # is freed at once (a cycle would keep it, memos included, for
+        # good once gctune has frozen it out of the collector's walks).
+        proxy = weakref.proxy(self)
         for name in ("sipTargetToJID", "sipSenderToJID", "jidTargetToSIP",
                      "jidSenderToSIP"):
             setattr(self, name, functools.lru_cache(maxsize=MEMO_SIZE)(
-                getattr(self, name)))
+                functools.partial(getattr(AddressMapper, name), proxy)))
 
     @staticmethod
     def _configDomain(name, value):
