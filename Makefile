@@ -1,7 +1,8 @@
 # xmppgw developer targets.
 #
 #   make test    Debian peers (prosody, sipp) if missing, the venv, then every
-#                test: unit and interop (python -m twisted.trial tests)
+#                test: unit and interop (python -m twisted.trial tests), then
+#                the unit tier again on PyPy (.venv-pypy, make test-pypy)
 #   make check   pyflakes over xmppgw, tests and twisted
 #   make clean   remove test and build leftovers (keeps .venv)
 #   make distclean   clean, and remove .venv too
@@ -36,8 +37,9 @@ DEBS := prosody sip-tester python3-venv lua-sec openssl ejabberd kamailio postgr
 
 .PHONY: test check clean distclean peers venv
 
-test: peers venv
+test: peers venv pypy-venv
 	$(TRIAL) $(TESTS)
+	$(PYPY_TRIAL) $(UNIT_TESTS)
 
 check: venv
 	$(VPY) -m pyflakes xmppgw tests twisted
@@ -142,6 +144,34 @@ $(STAMP): $(VPY) setup.cfg pyproject.toml
 	  --config-settings editable_mode=compat
 	@touch $@
 
+# --- PyPy: a supported deployment (docs/performance.rst, "PyPy") ---------------
+# Debian 12's pypy3 (PyPy 7.3.11, Python 3.9) in .venv-pypy, with the same
+# editable install; setup.cfg's markers pick the dependencies that have PyPy
+# 3.9 builds. `make test` runs the unit tier on it too (the interop tier
+# runs on CPython; tests/interop/test_pypy.py runs the gateway itself on
+# PyPy's twistd against the real peers).
+PYPY ?= pypy3
+PYPY_VENV ?= .venv-pypy
+PYPY_VPY := $(PYPY_VENV)/bin/python
+PYPY_STAMP := $(PYPY_VENV)/.stamp-install
+PYPY_TRIAL := $(PYPY_VPY) -m twisted.trial --temp-directory=_trial_temp-pypy
+UNIT_TESTS := $(patsubst %.py,%,$(subst /,.,$(wildcard tests/test_*.py)))
+
+.PHONY: pypy-venv test-pypy
+pypy-venv: $(PYPY_STAMP)
+
+$(PYPY_VPY):
+	@$(MAKE) --no-print-directory peers DEBS="pypy3 pypy3-venv"
+	$(PYPY) -m venv $(PYPY_VENV)
+
+$(PYPY_STAMP): $(PYPY_VPY) setup.cfg pyproject.toml
+	$(PYPY_VPY) -m pip install --disable-pip-version-check -q -e '.[test]' \
+	  --config-settings editable_mode=compat
+	@touch $@
+
+test-pypy: pypy-venv
+	$(PYPY_TRIAL) $(UNIT_TESTS)
+
 # --- cleaning ----------------------------------------------------------------
 
 clean:
@@ -150,7 +180,7 @@ clean:
 	find xmppgw tests twisted -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) xmppgw.egg-info
+	rm -rf $(VENV) $(PYPY_VENV) xmppgw.egg-info
 
 # --- make run: the self-contained demo ------------------------------------------
 # A private Prosody and the gateway on 127.0.0.1 (xmppgw demo, files in

@@ -123,7 +123,8 @@ class Bench:
                 f"messages = {'true' if self.args.log else 'false'}\n")
         self.logPath = os.path.join(self.workdir, "twistd.log")
         self.gateway = subprocess.Popen(
-            [twistd(), "-n", "--pidfile=", "--logfile", self.logPath,
+            [self.args.twistd or twistd(), "-n", "--pidfile=", "--logfile",
+             self.logPath,
              "xmppgw", "--config", config],
             cwd=self.workdir, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -237,10 +238,20 @@ def main(argv=None):
                         "in the default configuration)")
     parser.add_argument("--keep-going", action="store_true",
                         help="do not stop a sweep at the first lossy step")
+    parser.add_argument("--twistd",
+                        help="the twistd that runs the gateway (default: "
+                        "the one next to this Python); e.g. "
+                        ".venv-pypy/bin/twistd to run it on PyPy")
+    parser.add_argument("--warmup", type=float, default=0.0,
+                        help="seconds of untimed load (UDP, the first "
+                        "rate) before the sweep, for PyPy's JIT "
+                        "(default 0)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
-    if not 0 < args.duration <= 60 or not 0 < args.max_count <= 10**6:
-        parser.error("--duration must be in (0, 60], --max-count in (0, 1e6]")
+    if (not 0 < args.duration <= 60 or not 0 < args.max_count <= 10**6
+            or not 0 <= args.warmup <= 60):
+        parser.error("--duration must be in (0, 60], --max-count in "
+                     "(0, 1e6], --warmup in [0, 60]")
     bench = Bench(args)
     results = {
         "benchmark": "endtoend",
@@ -250,12 +261,19 @@ def main(argv=None):
                              "bench.endtoend"] + (argv or sys.argv[1:])),
         "duration": args.duration,
         "log_messages": args.log,
+        "gateway_twistd": args.twistd or twistd(),
+        "warmup_seconds": args.warmup,
         "steps": [],
     }
     try:
         bench.start()
         rss, hwm = memoryKB(bench.gateway.pid)
         results["gateway_idle_rss_mb"] = round(rss / 1024, 1)
+        warmupRate = int(args.rates.split(",")[0])
+        warmupEnd = time.monotonic() + args.warmup
+        # Bounded: --warmup is at most 60 s, one step of --duration at a time.
+        while time.monotonic() < warmupEnd:
+            bench.step("udp", warmupRate)
         for direction in args.directions.split(","):
             for rate in [int(r) for r in args.rates.split(",")]:
                 row = bench.step(direction, rate)

@@ -50,9 +50,14 @@ import argparse
 import gc
 import os
 import re
+import platform
 import sys
 import time
-import tracemalloc
+
+try:
+    import tracemalloc
+except ImportError:  # PyPy has no tracemalloc: --no-memory is implied
+    tracemalloc = None
 
 from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.testing import StringTransport
@@ -154,12 +159,13 @@ class Gateway:
     A gateway wired as C{xmppgw.tap.buildGateway} wires it, on fakes.
     """
 
-    def __init__(self, logMessages, freeze=True, metrics=False):
+    def __init__(self, logMessages, freeze=True, metrics=False,
+                 confirm="ping"):
         self.clock = BenchClock()
         wireFakeSIP(self)
         self.link = ComponentLink(
             "127.0.0.1", 5347, XMPP_DOMAIN, "secret", reactor=self.clock,
-            keepAliveInterval=0)
+            keepAliveInterval=0, confirmDelivery=confirm)
         mapper = AddressMapper("*", GATEWAY_DOMAIN, XMPP_DOMAIN, {})
         settings = RouterSettings(
             xmppDomain=XMPP_DOMAIN, outboundProxy=Target("udp", *PROXY),
@@ -371,11 +377,12 @@ class Runner:
 
 def measureTime(direction, distinct, args, metrics=False):
     gateway = Gateway(logMessages=args.log, freeze=args.freeze,
-                      metrics=metrics)
+                      metrics=metrics, confirm=args.confirm)
     runner = Runner(gateway, 1.0 / args.rate, args.batch)
     run = getattr(runner, direction)
-    # Warm up: imports, caches for the 1 and 100 cases, the timer heap.
-    for _ in range(3):
+    # Warm up: imports, caches for the 1 and 100 cases, the timer heap
+    # (and PyPy's JIT).
+    for _ in range(args.warmup):
         run(args.count, distinct)
     means, cpus, singles = [], [], []
     for _ in range(args.runs):
@@ -433,10 +440,10 @@ def measureMetrics(direction, distinct, args):
     """
     variants = [False, True]
     gateways = [Gateway(logMessages=args.log, freeze=args.freeze,
-                        metrics=m) for m in variants]
+                        metrics=m, confirm=args.confirm) for m in variants]
     runners = [Runner(g, 1.0 / args.rate) for g in gateways]
     runs = [getattr(r, direction) for r in runners]
-    for _ in range(3):
+    for _ in range(args.warmup):
         for run in runs:
             run(args.count, distinct)
     samples = [([], [], []) for _ in variants]
@@ -458,7 +465,7 @@ def measureMetrics(direction, distinct, args):
 
 def measureMemory(direction, distinct, args, metrics=False):
     gateway = Gateway(logMessages=args.log, freeze=args.freeze,
-                      metrics=metrics)
+                      metrics=metrics, confirm=args.confirm)
     runner = Runner(gateway, 1.0 / args.rate)
     run = getattr(runner, direction)
     run(args.count, distinct)
@@ -513,8 +520,22 @@ def main(argv=None):
                         "message alone, the worst case for the per-turn "
                         "work such as the confirmation ping; under load "
                         "one turn reads many datagrams)")
+    parser.add_argument("--confirm", choices=("ping", "none"),
+                        default="ping",
+                        help='[xmpp] confirm_delivery: "ping" (the default: '
+                        "a ping round trip through the server, answered at "
+                        'once by the fake server) or "none" (the 2xx once '
+                        "the stanza is written, as the C module does)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed runs before the timed ones (default "
+                        "3; 30 on PyPy, whose JIT compiles the hot paths "
+                        "after some thousands of messages)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
+    if args.warmup is None:
+        args.warmup = 30 if platform.python_implementation() == "PyPy" else 3
+    if tracemalloc is None:
+        args.memory = False
     if (args.count < 1 or args.runs < 1 or not 0 < args.rate <= 1e6
             or not 1 <= args.batch <= args.count):
         parser.error("--count, --runs, --rate and --batch must be positive "
@@ -534,6 +555,8 @@ def main(argv=None):
         "runs": args.runs,
         "simulated_rate": args.rate,
         "batch": args.batch,
+        "warmup_runs": args.warmup,
+        "confirm_delivery": args.confirm,
         "log_messages": args.log,
         "gc_freeze": args.freeze,
         "metrics": args.metrics,

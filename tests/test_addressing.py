@@ -1363,6 +1363,7 @@ class MemoTests(unittest.TestCase):
         the cyclic garbage collector (a reload replaces it).
         """
         import gc
+        import platform
         import weakref
 
         mapper = AddressMapper("*", "gw.example", "gw.example", {})
@@ -1375,6 +1376,12 @@ class MemoTests(unittest.TestCase):
             self.assertRaises(AddressError, mapper.sipTargetToJID,
                               "sip:nobody@gw.example")
         ref = weakref.ref(mapper)
+        if platform.python_implementation() == "PyPy":
+            # No reference counting: PyPy's collector frees it when it runs.
+            del mapper
+            gc.collect()
+            self.assertIsNone(ref())
+            return
         enabled = gc.isenabled()
         gc.disable()
         try:

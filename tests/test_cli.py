@@ -10,7 +10,7 @@ import io
 import socket
 import subprocess
 import sys
-import tomllib
+from xmppgw.compat import tomllib
 from argparse import Namespace
 
 from twisted.python.filepath import FilePath

@@ -6,7 +6,7 @@ import dataclasses
 import os
 import re
 import sys
-import tomllib
+from xmppgw.compat import tomllib
 
 from twisted.python.filepath import FilePath
 from twisted.trial import unittest

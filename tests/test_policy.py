@@ -598,6 +598,31 @@ class SafeXMLTests(unittest.TestCase):
         stream.parse(b"<s><m>")
         self.assertRaises(domish.ParserError, stream.parse, b"x" * 200)
 
+    def test_stanzaSizeResets(self):
+        """
+        The byte count starts again with each stanza: stanzas each under
+        the limit pass however many there are.
+        """
+        stream = hardenParser(domish.elementStream(), 100)
+        stanzas = []
+        stream.DocumentStartEvent = lambda e: None
+        stream.ElementEvent = stanzas.append
+        stream.parse(b"<s>")
+        for _ in range(5):
+            stream.parse(b"<m>" + b"x" * 60 + b"</m>")
+        self.assertEqual(5, len(stanzas))
+
+    def test_elementCount(self):
+        """
+        A stanza with more elements than C{maxElementCount} is an error;
+        the count starts again with each stanza.
+        """
+        stream = hardenParser(domish.elementStream(), 10000)
+        stream.maxElementCount = 3
+        stream.DocumentStartEvent = stream.ElementEvent = lambda e: None
+        stream.parse(b"<s><m><a/><b/></m><m><a/><b/></m>")
+        self.assertRaises(domish.ParserError, stream.parse, b"<m><a/><b/><c/></m>")
+
     def test_xmlStreamDropsConnection(self):
         """
         A hardened L{XmlStream} drops the connection at a DOCTYPE, also

@@ -27,9 +27,10 @@ import math
 import os
 import re
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
+
+from xmppgw.compat import tomllib
 
 
 DEFAULT_COMPONENT_PORT = 5347

@@ -35,10 +35,10 @@ import signal
 import socket
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from typing import Optional
 
+from xmppgw.compat import tomllib
 from xmppgw import localpeers
 from xmppgw.config import ConfigError, loadConfig, parseConfig
 from xmppgw.sip.uri import URIError, parseURI

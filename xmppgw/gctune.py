@@ -45,6 +45,10 @@ def freezeStartupObjects(collector=gc):
     @return: the number of objects frozen.
     @rtype: L{int}
     """
+    if not hasattr(collector, "freeze"):
+        # PyPy: its tracing collector has no generations to tune and no
+        # permanent generation; nothing to do.
+        return 0
     young, middle, _old = collector.get_threshold()
     collector.set_threshold(young, middle, FULL_COLLECTION_THRESHOLD)
     collector.collect()

@@ -18,6 +18,8 @@ error (L{xmppgw.errors}). Bodyless messages (chat states, receipts) and error
 stanzas produce no SIP request and no error reply.
 """
 
+from __future__ import annotations
+
 import math
 from collections import deque
 from dataclasses import dataclass

@@ -49,9 +49,12 @@ def hardenParser(stream, maxStanzaSize=None):
         Twisted's limit.
     @return: C{stream}.
     """
+    parser = getattr(stream, "parser", None)
+    if (parser is not None and not hasattr(stream, "maxStanzaSize")
+            and not getattr(stream, "_xmppgwCapped", False)):
+        _addStanzaCaps(stream, parser)
     if maxStanzaSize is not None and hasattr(stream, "maxStanzaSize"):
         stream.maxStanzaSize = maxStanzaSize
-    parser = getattr(stream, "parser", None)
     if parser is None:  # not expat: nothing more to set
         return stream
     import pyexpat
@@ -66,6 +69,58 @@ def hardenParser(stream, maxStanzaSize=None):
     parser.ProcessingInstructionHandler = _refuse("a processing instruction")
     parser.CommentHandler = _refuse("a comment")
     return stream
+
+
+#: The most elements in one stanza (Twisted 26's C{maxElementCount}).
+MAX_ELEMENT_COUNT = 100000
+
+#: Twisted's default byte cap for one stanza (Twisted 26's
+#: C{maxStanzaSize}), used where the caller sets none.
+DEFAULT_MAX_STANZA_SIZE = 10 * 1024 * 1024
+
+
+def _addStanzaCaps(stream, parser):
+    """
+    Give an L{domish.ExpatElementStream} of a Twisted older than 26 (the
+    one Python 3.9 gets, see L{xmppgw.compat}) the per-stanza caps Twisted
+    26 has: C{maxStanzaSize} bytes, counted as they are given to C{parse}
+    (so expat's own buffering is bounded too), and C{maxElementCount}
+    elements, both reset when a stanza is complete; past either,
+    L{domish.ParserError}.
+    """
+    stream._xmppgwCapped = True
+    stream.maxStanzaSize = DEFAULT_MAX_STANZA_SIZE
+    stream.maxElementCount = MAX_ELEMENT_COUNT
+    stream.stanzaSize = 0
+    stream.elementCount = 0
+    parse = stream.parse
+    start = parser.StartElementHandler
+    end = parser.EndElementHandler
+
+    def cappedParse(buffer):
+        stream.stanzaSize += len(buffer)
+        parse(buffer)
+        if stream.stanzaSize > stream.maxStanzaSize:
+            raise domish.ParserError("Maximum stanza size exceeded")
+
+    def countedStart(name, attrs):
+        if stream.documentStarted == 1:
+            stream.elementCount += 1
+            if stream.elementCount > stream.maxElementCount:
+                raise domish.ParserError("Maximum element count exceeded")
+        start(name, attrs)
+
+    def resettingEnd(name):
+        current = stream.currElem
+        end(name)
+        if current is not None and current.parent is None:
+            # A stanza (a child of the stream's root) is complete.
+            stream.elementCount = 0
+            stream.stanzaSize = 0
+
+    stream.parse = cappedParse
+    parser.StartElementHandler = countedStart
+    parser.EndElementHandler = resettingEnd
 
 
 def hardenXmlStream(xs, maxStanzaSize=None):

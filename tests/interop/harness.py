@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
+from xmppgw.compat import tomllib
 import uuid
 from dataclasses import dataclass
 
@@ -1272,10 +1272,13 @@ class GatewayProcess:
 
     @ivar sipPort: the SIP port read from the config's first C{udp:} (else
         C{tcp:}) listen entry, used for the readiness probe.
+    @ivar twistd: the C{twistd} program to run (another interpreter's, e.g.
+        PyPy's), or L{None} for L{twistdPath}.
     """
 
-    def __init__(self, configText, workdir=None, name="gateway"):
+    def __init__(self, configText, workdir=None, name="gateway", twistd=None):
         self.configText = configText
+        self.twistd = twistd
         self.workdir = workdir or makeWorkdir(name)
         self.configPath = os.path.join(self.workdir, "xmppgw.toml")
         self.logPath = os.path.join(self.workdir, "twistd.log")
@@ -1307,7 +1310,8 @@ class GatewayProcess:
         """
         with open(self.configPath, "w", encoding="utf-8") as f:
             f.write(self.configText)
-        argv = [twistdPath(), "-n", "--pidfile=", "--logfile", self.logPath,
+        argv = [self.twistd or twistdPath(), "-n", "--pidfile=",
+                "--logfile", self.logPath,
                 "xmppgw", "--config", self.configPath]
         self.process = spawn(argv, logPath=self.consolePath, cwd=self.workdir)
         deadline = time.monotonic() + timeout

@@ -7,7 +7,7 @@ can judge the gateway. None of these tests needs the gateway to work.
 import os
 import re
 import time
-import tomllib
+from xmppgw.compat import tomllib
 
 from twisted.trial.unittest import SkipTest, TestCase
 

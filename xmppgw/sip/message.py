@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple, Union
 
+from xmppgw.compat import compilePossessive
 from xmppgw.randomid import randomHex
 from xmppgw.sip.uri import (
     URIError, Params, _fastNew, _fastReplace, _paramValue, _hasParam,
@@ -342,11 +343,12 @@ def serialize(message: Message) -> bytes:
 
 # Via ----------------------------------------------------------------------
 
-_VIA_RE = re.compile(
-    r"\s*+([A-Za-z0-9\-.!%*_+`'~]+)\s*+/\s*+([A-Za-z0-9\-.!%*_+`'~]+)\s*+/\s*+"
-    r"([A-Za-z0-9\-.!%*_+`'~]+)\s++"
-    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_.])?)"
-    r"(?:\s*+:\s*+([0-9]{1,5}))?\s*+")
+_VIA_RE = compilePossessive(
+    r"\s*+(?P<name>[A-Za-z0-9\-.!%*_+`'~]+)\s*+/\s*+"
+    r"(?P<version>[A-Za-z0-9\-.!%*_+`'~]+)\s*+/\s*+"
+    r"(?P<transport>[A-Za-z0-9\-.!%*_+`'~]+)\s++"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_.])?)"
+    r"(?:\s*+:\s*+(?P<port>[0-9]{1,5}))?\s*+")
 
 
 @dataclass(frozen=True)
@@ -479,7 +481,8 @@ def _parseVia(value: str) -> List[Via]:
             match = _VIA_RE.fullmatch(head)
             if match is None:
                 raise URIError("malformed Via value %r" % (part.strip(),))
-            name, version, transport, host, port = match.groups()
+            name, version, transport, host, port = match.group(
+                "name", "version", "transport", "host", "port")
             if port is not None:
                 port = int(port)
                 if port > 65535:

@@ -30,6 +30,8 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Optional, Tuple
 
+from xmppgw.compat import compilePossessive
+
 
 __all__ = [
     "URIError",
@@ -77,8 +79,8 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 #: A header parameter: name, and a value that is a token, a quoted string,
 #: a bracketed IPv6 reference or a bare IPv6 address (RFC 3261's
 #: C{via-received} allows one: C{received=2001:db8::1}).
-_HEADER_PARAM_RE = re.compile(
-    r"[ \t]*+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*+(?:(=)[ \t]*+("
+_HEADER_PARAM_RE = compilePossessive(
+    r"[ \t]*+(?P<name>[A-Za-z0-9\-.!%*_+`'~]+)[ \t]*+(?:(?P<eq>=)[ \t]*+(?P<value>"
     r"[0-9A-Fa-f.]*+:[0-9A-Fa-f:.]*+|"
     r"[A-Za-z0-9\-.!%*_+`'~]+|\"(?:[^\"\\]|\\.)*\"|\[[0-9A-Fa-f:.]+\]"
     r")?[ \t]*+)?")
@@ -371,7 +373,7 @@ def parseParams(text: str, uriParams: bool = False) -> Params:
             match = _HEADER_PARAM_RE.fullmatch(piece)
             if match is None:
                 raise URIError("invalid parameter %r" % (piece.strip(),))
-            name, eq, value = match.groups()
+            name, eq, value = match.group("name", "eq", "value")
             if (value and ":" in value and value[0] not in "\"["
                     and not _isIPv6(value)):
                 raise URIError("invalid parameter %r" % (piece.strip(),))

@@ -39,6 +39,8 @@ where we asked nothing gets C{<undefined-condition/>} and the stream is
 closed (XEP-0220 security considerations).
 """
 
+from __future__ import annotations
+
 import re
 import secrets
 from collections import deque
