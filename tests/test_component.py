@@ -1082,6 +1082,19 @@ class ConfirmedDeliveryTests(LinkTestMixin, unittest.TestCase):
             rb"^<iq type='get' id='xmppgw-confirm-[0-9a-f]+-1' from='gw.example' "
             rb"to='gw.example'><ping xmlns='urn:xmpp:ping'/></iq>$")
 
+    def test_pingIDs(self):
+        """
+        A link's ping ids share one random prefix and count up; another
+        link (another instance on the same component domain) has another
+        prefix.
+        """
+        ids = [next(self.link._pingIDs) for _ in range(3)]
+        prefix = ids[0][:-1]
+        self.assertEqual([prefix + "1", prefix + "2", prefix + "3"], ids)
+        other = ComponentLink("127.0.0.1", 5347, "gw.example", "secret",
+                              reactor=self.reactor)
+        self.assertNotEqual(prefix, next(other._pingIDs)[:-1])
+
     def test_oneReactorTurnOnePing(self):
         """
         The writes of one reactor turn share one ping, written after them.

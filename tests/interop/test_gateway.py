@@ -87,6 +87,8 @@ class GatewayTestCase(TestCase):
     #: more C{[sip]} keys, C{{key: TOML text}}
     extraSIP = None
     peers = ("prosody", "prosodyctl")
+    #: the C{twistd} to run the gateway with, L{None} for the test venv's
+    twistd = None
 
     prosody = None
     gateway = None
@@ -111,7 +113,8 @@ class GatewayTestCase(TestCase):
                 outboundProxy=cls.receiver.uri if cls.receiver else None,
                 t1=cls.t1, holdTimeout=cls.holdTimeout,
                 extraSIP=cls.extraSIP),
-            workdir=makeWorkdir(f"gateway-{cls.__name__}"))
+            workdir=makeWorkdir(f"gateway-{cls.__name__}"),
+            twistd=cls.twistd)
         cls.gateway.start(timeout=30)
         cls.alice = XMPPClient(ALICE, "alice-pw", cls.prosody.c2sPort).start()
 
