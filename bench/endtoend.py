@@ -248,6 +248,8 @@ def main(argv=None):
                         "(default 0)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
+    if args.twistd:
+        args.twistd = os.path.abspath(args.twistd)  # the gateway runs elsewhere
     if (not 0 < args.duration <= 60 or not 0 < args.max_count <= 10**6
             or not 0 <= args.warmup <= 60):
         parser.error("--duration must be in (0, 60], --max-count in "
