@@ -217,11 +217,12 @@ docs: venv
 # SOAK_ARGS (for the soak; empty: 600 s at 500/s), e.g. SOAK_ARGS="--duration 120",
 # and CRASH_ARGS (for the SIGKILL windows of each [xmpp] confirm_delivery mode,
 # bench/crash.py; empty: kernel,none,tcp, 5 kills each at 1,000/s), e.g.
-# CRASH_ARGS="--kills 20".
+# CRASH_ARGS="--kills 20". Then benchmarks 1-3 again on PyPy (.venv-pypy) and
+# the UDP sweep on both interpreters, for the comparison.
 SOAK_ARGS ?=
 CRASH_ARGS ?=
 .PHONY: bench
-bench: peers venv
+bench: peers venv pypy-venv
 	@$(VPY) -c "import pyinstrument" 2>/dev/null \
 	  || $(VPY) -m pip install --disable-pip-version-check -q -e '.[test,bench]' \
 	       --config-settings editable_mode=compat
@@ -234,3 +235,16 @@ bench: peers venv
 	$(VPY) -m bench.endtoend --json bench/results/endtoend.json $(BENCH_ARGS)
 	$(VPY) -m bench.soak --json bench/results/soak.json $(SOAK_ARGS)
 	$(VPY) -m bench.crash --json bench/results/crash.json $(CRASH_ARGS)
+	# Both interpreters (docs/performance.rst, "PyPy").
+	$(PYPY_VPY) -m bench.inprocess --json bench/results/inprocess-pypy.json
+	$(VPY) -m bench.inprocess --no-memory --confirm none \
+	  --json bench/results/inprocess-none.json
+	$(PYPY_VPY) -m bench.inprocess --no-memory --confirm none \
+	  --json bench/results/inprocess-pypy-none.json
+	$(PYPY_VPY) -m bench.scale --json bench/results/scale-pypy.json
+	$(VPY) -m bench.endtoend --directions udp \
+	  --rates 1000,1000,1000,2000,4000,6000,8000 --duration 5 --keep-going \
+	  --json bench/results/endtoend-udp-cpython.json
+	$(VPY) -m bench.endtoend --twistd $(PYPY_VENV)/bin/twistd --directions udp \
+	  --rates 1000,1000,1000,2000,4000,6000,8000 --duration 5 --keep-going \
+	  --json bench/results/endtoend-udp-pypy.json

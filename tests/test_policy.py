@@ -20,7 +20,8 @@ from twisted.words.xish.xmlstream import XmlStream
 from xmppgw.config import ConfigError, Config, parseConfig
 from xmppgw.lifecycle import GatewayService, LogReopener, findLogFile
 from xmppgw.policy import AccessList, Policy, RateLimiter, SenderPolicy, normalizeAddress
-from xmppgw.safexml import RestrictedXML, hardenParser, hardenXmlStream
+from xmppgw.safexml import (
+    INTERN_LIMIT, RestrictedXML, hardenParser, hardenXmlStream)
 from xmppgw.sip.message import parseMessage
 from xmppgw.sip.transaction import Source, TransactionTimeout
 
@@ -622,6 +623,28 @@ class SafeXMLTests(unittest.TestCase):
         stream.DocumentStartEvent = stream.ElementEvent = lambda e: None
         stream.parse(b"<s><m><a/><b/></m><m><a/><b/></m>")
         self.assertRaises(domish.ParserError, stream.parse, b"<m><a/><b/><c/></m>")
+
+    def test_internBounded(self):
+        """
+        A long-lived stream's parser does not keep every attribute value it
+        has seen (PyPy's expat interns them): its C{intern} dictionary stays
+        bounded, and the stanzas still parse whole.
+        """
+        stream = hardenParser(domish.elementStream(), 10000)
+        stanzas = []
+        stream.DocumentStartEvent = lambda e: None
+        stream.ElementEvent = stanzas.append
+        stream.parse(b"<s xmlns='jabber:component:accept'>")
+        count = INTERN_LIMIT * 3
+        for n in range(count):
+            stream.parse(b"<message id='m%d' to='u%d@x'><body>%d</body></message>"
+                         % (n, n, n))
+        self.assertLessEqual(len(stream.parser.intern), INTERN_LIMIT + 10)
+        self.assertEqual(count, len(stanzas))
+        last = stanzas[-1]
+        self.assertEqual(("m%d" % (count - 1,), "u%d@x" % (count - 1,),
+                          str(count - 1)),
+                         (last["id"], last["to"], str(last.body)))
 
     def test_xmlStreamDropsConnection(self):
         """

@@ -567,6 +567,19 @@ class DeliveryExpiryTests(unittest.TestCase):
     def codes(self, txn):
         return [r.code for r in txn.responses]
 
+    def test_queueDepths(self):
+        """
+        MESSAGEs given to C{deliver} and not yet answered count as held
+        (C{sipHeld}) until their outcome.
+        """
+        self.receive(1)
+        self.receive(2)
+        self.assertEqual(2, self.router.queueDepths()["sipHeld"])
+        self.link.delivered[0].callback(None)
+        self.assertEqual(1, self.router.queueDepths()["sipHeld"])
+        self.clock.advance(8.3)
+        self.assertEqual(0, self.router.queueDepths()["sipHeld"])
+
     def test_eachExpiresOnTime(self):
         """
         Staggered MESSAGEs each get 503 when their own holdTimeout is up (not

@@ -301,7 +301,8 @@ class _LiveCollector:
             depths = router.queueDepths()
             queued = GaugeMetricFamily(
                 "xmppgw_queued_messages", "Messages waiting in the gateway: "
-                "sip_held (SIP MESSAGEs waiting for the XMPP link), "
+                "sip_held (SIP MESSAGEs waiting for the XMPP side: held "
+                "while the link is down, or not yet confirmed), "
                 "xmpp_to_sip (stanzas waiting for their turn to a SIP "
                 "destination, in flight included).", labels=["queue"])
             queued.add_metric(["sip_held"], depths["sipHeld"])

@@ -223,12 +223,15 @@ class MessageRouter:
         """
         How many messages wait, for metrics.
 
-        @return: C{{"sipHeld": SIP MESSAGEs waiting for the XMPP link,
+        @return: C{{"sipHeld": SIP MESSAGEs waiting for the XMPP side (held
+            while the link is down, or given to C{deliver} and not yet
+            answered: queued by the link or the S2S service, or written and
+            awaiting confirmation),
             "xmppToSIP": stanzas queued for SIP (in flight included),
             "destinations": SIP destinations with a queue}}.
         """
         return {
-            "sipHeld": len(self._held),
+            "sipHeld": len(self._held) + len(self._delivering),
             "xmppToSIP": sum(len(q) for q in self._queues.values()),
             "destinations": len(self._queues),
         }

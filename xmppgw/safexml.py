@@ -53,6 +53,9 @@ def hardenParser(stream, maxStanzaSize=None):
     if (parser is not None and not hasattr(stream, "maxStanzaSize")
             and not getattr(stream, "_xmppgwCapped", False)):
         _addStanzaCaps(stream, parser)
+    if (parser is not None and INTERNS_VALUES
+            and not getattr(stream, "_xmppgwInternBounded", False)):
+        _boundIntern(stream, parser)
     if maxStanzaSize is not None and hasattr(stream, "maxStanzaSize"):
         stream.maxStanzaSize = maxStanzaSize
     if parser is None:  # not expat: nothing more to set
@@ -121,6 +124,49 @@ def _addStanzaCaps(stream, parser):
     stream.parse = cappedParse
     parser.StartElementHandler = countedStart
     parser.EndElementHandler = resettingEnd
+
+
+def _internsValues():
+    """
+    Whether this Python's expat parsers keep attribute values in their
+    C{intern} dictionary. CPython's keep only names (a few dozen on an XMPP
+    stream); PyPy's keep every attribute value too, so on a stream that
+    lives for days (the component link) the dictionary, and the memory,
+    would grow with every stanza's C{id}, C{to} and C{from}.
+    """
+    import pyexpat
+
+    parser = pyexpat.ParserCreate("UTF-8", " ")
+    # Strings are made (and interned) for the handlers only.
+    parser.StartElementHandler = lambda name, attributes: None
+    parser.Parse(b"<a b='xmppgw-intern-probe'/>", True)
+    return "xmppgw-intern-probe" in (getattr(parser, "intern", None) or {})
+
+
+#: Whether L{_boundIntern} is needed (PyPy).
+INTERNS_VALUES = _internsValues()
+
+#: The most entries kept in an expat parser's C{intern} dictionary between
+#: stanzas (L{_boundIntern}).
+INTERN_LIMIT = 1000
+
+
+def _boundIntern(stream, parser):
+    """
+    Empty C{parser}'s C{intern} dictionary whenever an element ends with
+    more than L{INTERN_LIMIT} entries in it: it is only a cache of strings
+    (expat hands out equal strings either way).
+    """
+    stream._xmppgwInternBounded = True
+    intern = parser.intern
+    end = parser.EndElementHandler
+
+    def boundedEnd(name):
+        end(name)
+        if len(intern) > INTERN_LIMIT:
+            intern.clear()
+
+    parser.EndElementHandler = boundedEnd
 
 
 def hardenXmlStream(xs, maxStanzaSize=None):
