@@ -173,6 +173,18 @@ class OutgoingTests(ServiceMixin, unittest.TestCase):
         self.assertIn(b"from='bob*sip.test@gw.test'", written)
         self.assertIn(b"<body>hi</body></message>", written)
 
+    def test_hardened(self):
+        """
+        An outgoing stream is hardened as the component link's is: a
+        processing instruction (RFC 6120 section 11.1) drops the connection.
+        """
+        self.deliver(message(frm=f"a@{OURS}", to=f"b@{PEER}"))
+        xs, transport = self.outgoingConnection()
+        self.peerHeader(xs)
+        self.assertFalse(transport.disconnecting)
+        xs.dataReceived(b"<?evil processing instruction?>")
+        self.assertTrue(transport.disconnecting)
+
     def test_streamReused(self):
         """
         Once verified, later stanzas are written at once on the same stream.
@@ -379,6 +391,29 @@ class IncomingTests(ServiceMixin, unittest.TestCase):
         self.assertIn(b"from='gw.test'", data)
         self.assertIn(b"id='", data)
         self.assertIn(b"<dialback xmlns='urn:xmpp:features:dialback'><errors/>", data)
+
+    def test_restrictedXML(self):
+        """
+        An incoming stream is hardened as the component link's is: a
+        comment (forbidden by RFC 6120 section 11.1) drops the connection.
+        """
+        xs, transport = self.incoming()
+        xs.dataReceived(b"<!-- hello -->")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.received, [])
+
+    def test_stanzaSize(self):
+        """
+        A stanza from a peer larger than C{maxStanzaSize} drops the
+        connection; the limit set on the service applies to streams opened
+        after it.
+        """
+        self.s2s.maxStanzaSize = 10000
+        xs, transport = self.incoming()
+        self.assertFalse(transport.disconnecting)
+        xs.dataReceived(b"<message to='a@gw.test' from='b@peer.test'><body>"
+                        + b"x" * 10001)
+        self.assertTrue(transport.disconnecting)
 
     def test_hostUnknownHeader(self):
         """

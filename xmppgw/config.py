@@ -1021,8 +1021,9 @@ SCHEMA = (
         "Messages one sender may send at once before rate_per_sender applies.",
         _integer(1, 10000000)),
     Key("policy", "stanza_max_size", "integer", 65536,
-        "Largest XML stanza accepted from the XMPP server, bytes (RFC 6120: "
-        "at least 10000); larger closes the stream.",
+        "Largest XML stanza accepted from the XMPP server (component mode) "
+        "or from an S2S peer (server mode), bytes (RFC 6120: at least "
+        "10000); larger closes the stream.",
         _integer(10000, 10485760)),
     # [presence]
     Key("presence", "enabled", "boolean", False,

@@ -56,6 +56,7 @@ from twisted.words.xish import domish
 from zope.interface import implementer
 
 from xmppgw.addressing import jidHost
+from xmppgw.safexml import hardenXmlStream
 from xmppgw.xmpp.dialback import (
     NS_DIALBACK, NS_DIALBACK_FEATURES, generateKey, keysEqual)
 from xmppgw.xmpp.srv import S2SResolver, ServiceNotAvailable
@@ -618,6 +619,7 @@ class _OutgoingFactory(protocol.ClientFactory):
     def buildProtocol(self, addr):
         xs = xmlstream.XmlStream(OutgoingAuthenticator(self.link))
         xs.factory = self
+        hardenXmlStream(xs, self.link.s2s.maxStanzaSize)
         return xs
 
     def clientConnectionFailed(self, connector, reason):
@@ -1222,6 +1224,7 @@ class _IncomingFactory(protocol.ServerFactory):
             return None
         xs = xmlstream.XmlStream(IncomingAuthenticator(self.s2s))
         xs.factory = self
+        hardenXmlStream(xs, self.s2s.maxStanzaSize)
         return xs
 
 
@@ -1243,6 +1246,12 @@ class S2SService(service.Service):
 
     closeTimeout = 5.0
     connectTimeout = 30.0
+    #: The most bytes of one stanza from a peer (C{[policy]
+    #: stanza_max_size}; a change applies to streams opened after it):
+    #: every S2S stream is hardened as the component link's is
+    #: (L{xmppgw.safexml}: no DOCTYPE, entities, comments or processing
+    #: instructions, bounded stanzas).
+    maxStanzaSize = 65536
 
     def __init__(self, domain, secret=None, reactor=None, resolver=None,
                  peers=None, listenHost="0.0.0.0", listenPort=5269, tls=None,
