@@ -81,6 +81,7 @@ import tempfile
 import time
 
 from bench.common import emit, gitRevision, machine, percentile
+from bench.peers import completeMessages
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -388,12 +389,9 @@ def xmppReceiver(host, port, user, domain, password, tag, timeout, idle,
             break
         at = _now()
         last = time.monotonic()
-        data = tail + data
-        end = data.rfind(b"</message>")
-        if end < 0:
-            tail = data[-65536:]
+        chunk, tail = completeMessages(tail, data)
+        if chunk is None:
             continue
-        chunk, tail = data[:end], data[end:]
         errors += chunk.count(b"type='error'") + chunk.count(b'type="error"')
         for m in pattern.finditer(chunk):
             i = int(m.group(1))

@@ -60,6 +60,20 @@ def _stats(latencies):
 # SIP ------------------------------------------------------------------------
 
 
+def completeMessages(tail, data):
+    """
+    Split what an XMPP stream gave so far (C{tail}, the rest of the last
+    read, and C{data}, this read) into the complete C{<message/>}s and the
+    rest: C{(chunk, tail)}; C{chunk} is L{None} while no message ended (the
+    rest is then kept to its last 64 KiB).
+    """
+    data = tail + data
+    end = data.rfind(b"</message>")
+    if end < 0:
+        return None, data[-65536:]
+    return data[:end], data[end:]
+
+
 def sipMessage(i, target, transport, localPort, users):
     body = b"bench i=%d t=%d" % (i, _now())
     n = i % users
@@ -284,12 +298,9 @@ def xmppRecv(host, port, user, domain, password, expect, timeout, idle,
             break
         now = _now()
         last = time.monotonic()
-        data = tail + data
-        end = data.rfind(b"</message>")
-        if end < 0:
-            tail = data[-65536:]
+        chunk, tail = completeMessages(tail, data)
+        if chunk is None:
             continue
-        chunk, tail = data[:end], data[end:]
         errors += chunk.count(b"type='error'")
         for m in MARK.finditer(chunk):
             i = int(m.group(1))
