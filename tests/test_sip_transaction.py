@@ -5,6 +5,8 @@ L{Clock} with a list-backed fake transport.
 
 from twisted.internet.defer import CancelledError, fail, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from xmppgw.sip.message import (
@@ -18,6 +20,7 @@ from xmppgw.sip.message import (
     topVia,
 )
 from xmppgw.sip.transaction import (
+    _COMPACT_MIN,
     Source,
     Target,
     TransactionLayer,
@@ -99,6 +102,41 @@ def responseTo(request, code, method=None):
     return response
 
 
+#: The shared queues of a L{TransactionLayer}, each with one timer at most.
+QUEUES = ("_timerJ", "_timerK", "_abandonQueue", "_firstTimerE", "_firstTimerF")
+
+
+def timersOf(layer, clock):
+    """
+    The pending timers of C{clock}: the name of the queue of C{layer} whose
+    sweep it is (see L{QUEUES}), or C{"own"} for the timer of a single
+    transaction. Sorted by name.
+    """
+    queues = {id(getattr(layer, name)): name for name in QUEUES}
+    return sorted(queues.get(id(getattr(c.func, "__self__", None)), "own")
+                  for c in clock.getDelayedCalls())
+
+
+class TimerAssertions:
+    """
+    A mixin for L{unittest.TestCase}: checks on the timers left behind.
+    """
+
+    def assertNoTimersLeft(self, layer, clock):
+        """
+        Once every transaction has ended, no timer of its own is left; a
+        queue that waited for it (L{_DeadlineQueue}, which drops ended
+        transactions lazily) may still have its timer pending, but that
+        timer calls nothing and is not set again.
+        """
+        for name in timersOf(layer, clock):
+            self.assertIn(name, ("_abandonQueue", "_firstTimerE", "_firstTimerF"))
+        sent = len(layer.transport.sent)
+        clock.advance(64 * layer.t1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(len(layer.transport.sent), sent)
+
+
 class SourceTargetTests(unittest.TestCase):
     """
     Tests for L{Source} and L{Target}.
@@ -144,7 +182,7 @@ class SourceTargetTests(unittest.TestCase):
         self.assertRaises(Exception, setattr, t, "port", 1)
 
 
-class ServerTransactionTests(unittest.TestCase):
+class ServerTransactionTests(TimerAssertions, unittest.TestCase):
     """
     Tests for server transactions (RFC 3261 17.2.2, 17.2.3).
     """
@@ -293,7 +331,7 @@ class ServerTransactionTests(unittest.TestCase):
         self.assertEqual(txn.state, "terminated")
         self.assertEqual(self.layer._servers, {})
         self.assertEqual(self.layer._serverByIdent, {})
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertNoTimersLeft(self.layer, self.clock)
         self.assertEqual(self.transport.sent[0][1], TCP_SOURCE)
 
     def test_secondFinalDiscarded(self):
@@ -443,7 +481,7 @@ class ServerTransactionTests(unittest.TestCase):
         self.assertEqual(txn.state, "completed")
 
 
-class ClientTransactionTests(unittest.TestCase):
+class ClientTransactionTests(TimerAssertions, unittest.TestCase):
     """
     Tests for client transactions (RFC 3261 17.1.2).
     """
@@ -657,7 +695,7 @@ class ClientTransactionTests(unittest.TestCase):
         self.layer.receive(responseTo(self.sentRequest(), 404), TCP_SOURCE)
         self.assertEqual(self.successResultOf(d).code, 404)
         self.assertEqual(self.layer._clients, {})
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertNoTimersLeft(self.layer, self.clock)
 
     def test_transportFailure(self):
         """
@@ -668,7 +706,7 @@ class ClientTransactionTests(unittest.TestCase):
         f = self.failureResultOf(d, TransportFailure)
         self.assertIn("refused", str(f.value))
         self.assertEqual(self.layer._clients, {})
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertNoTimersLeft(self.layer, self.clock)
 
     def test_otherSendErrorWrapped(self):
         """
@@ -713,7 +751,7 @@ class ClientTransactionTests(unittest.TestCase):
         d.cancel()
         self.failureResultOf(d, CancelledError)
         self.assertEqual(self.layer._clients, {})
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertNoTimersLeft(self.layer, self.clock)
 
     def test_limit(self):
         """
@@ -818,7 +856,7 @@ class CleanupTests(unittest.TestCase):
         self.assertEqual(len(results), 1200)
 
 
-class CompletedTransactionTests(unittest.TestCase):
+class CompletedTransactionTests(TimerAssertions, unittest.TestCase):
     """
     Transactions that only wait out Timer J or K share one timer per kind,
     are bounded by C{maxCompleted}, and do not count against
@@ -846,7 +884,7 @@ class CompletedTransactionTests(unittest.TestCase):
         self.answerAll(5)
         self.clock.advance(1)
         self.answerAll(5, start=5)
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(timersOf(self.layer, self.clock), ['_abandonQueue', '_timerJ'])
         self.assertEqual(len(self.layer._servers), 10)
         self.clock.advance(31)
         self.assertEqual(len(self.layer._servers), 5)
@@ -891,7 +929,410 @@ class CompletedTransactionTests(unittest.TestCase):
             self.layer.receive(responseTo(request, 200), UDP_SOURCE)
             self.assertEqual(self.successResultOf(d).code, 200)
         self.assertEqual(len(self.layer._clients), 3)
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(timersOf(self.layer, self.clock), ['_firstTimerE', '_timerK'])
         self.clock.advance(5)
         self.assertEqual(self.layer._clients, {})
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class AbandonQueueTests(TimerAssertions, unittest.TestCase):
+    """
+    Server transactions wait for the transaction user's answer in one
+    shared FIFO with one timer, from which answered transactions are
+    dropped lazily; an unanswered one is abandoned at exactly
+    C{serverTimeout}.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.transport = FakeTransport(self.clock)
+        self.layer = TransactionLayer(self.clock, self.transport)
+        self.txns = []
+        self.layer.requestHandler = lambda request, txn: self.txns.append(txn)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.n = 0
+
+    def receive(self, source=UDP_SOURCE):
+        """
+        A new request from C{source}; its server transaction.
+        """
+        self.n += 1
+        self.layer.receive(makeRequest(branch="z9hG4bKq%d" % (self.n,)), source)
+        return self.txns[-1]
+
+    def answer(self, txn, code=200):
+        txn.respond(makeResponse(makeRequest(branch="z9hG4bKq0"), code))
+
+    def abandoned(self):
+        """
+        The transactions logged as never answered, as C{(method, source)}.
+        """
+        return [(e["method"], e["source"]) for e in self.events
+                if "never answered" in e.get("log_format", "")]
+
+    def test_abandonedAtServerTimeout(self):
+        """
+        Unanswered transactions started at different times are each
+        abandoned at exactly C{serverTimeout} after their request, with the
+        warning, in a provisional state too; the queue has one timer.
+        """
+        starts = [0.0, 0.25, 0.375, 1.0]
+        txns = []
+        for start in starts:
+            self.clock.advance(start - self.clock.seconds())
+            txns.append(self.receive())
+            self.answer(self.receive())
+        self.answer(txns[1], 100)
+        self.assertEqual(timersOf(self.layer, self.clock), ["_abandonQueue", "_timerJ"])
+        ended = {}
+        while self.clock.seconds() < 40:
+            self.clock.advance(0.0625)
+            for txn in txns:
+                if txn.state == "terminated":
+                    ended.setdefault(id(txn), self.clock.seconds())
+        self.assertEqual([ended[id(txn)] for txn in txns], [s + 32 for s in starts])
+        self.assertEqual(self.abandoned(), [("MESSAGE", UDP_SOURCE)] * 4)
+        self.assertEqual(self.layer._servers, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_exactBoundary(self):
+        """
+        With a custom C{serverTimeout}, the transaction is still trying a
+        hair before it and abandoned at it.
+        """
+        layer = TransactionLayer(self.clock, self.transport, serverTimeout=10)
+        layer.requestHandler = lambda request, txn: self.txns.append(txn)
+        layer.receive(makeRequest(), UDP_SOURCE)
+        [txn] = self.txns
+        self.clock.advance(9.999)
+        self.assertEqual(txn.state, "trying")
+        self.assertEqual(self.abandoned(), [])
+        self.clock.advance(0.001)
+        self.assertEqual(txn.state, "terminated")
+        self.assertEqual(len(self.abandoned()), 1)
+
+    def test_answeredNeverAbandoned(self):
+        """
+        Transactions answered before C{serverTimeout}, over UDP or TCP and
+        however late, are never abandoned: no warning, and no effect on
+        the transaction (a UDP one still answers retransmissions for Timer
+        J after C{serverTimeout}).
+        """
+        udp = self.receive()
+        tcp = self.receive(TCP_SOURCE)
+        self.clock.advance(31.9)
+        self.answer(udp)
+        self.answer(tcp)
+        self.assertEqual(tcp.state, "terminated")
+        self.clock.advance(1)
+        self.assertEqual(udp.state, "completed")
+        self.layer.receive(makeRequest(branch="z9hG4bKq1"), UDP_SOURCE)
+        self.assertEqual([m.code for m, _ in self.transport.sent], [200, 200, 200])
+        self.clock.pump([1] * 40)
+        self.assertEqual(self.abandoned(), [])
+        self.assertEqual(udp.state, "terminated")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_inOrderAnswersKeepQueueShort(self):
+        """
+        When each transaction is answered before the next request, the
+        FIFO never holds more than the one just added, and one timer
+        serves them all.
+        """
+        for _ in range(100):
+            self.answer(self.receive())
+            self.assertEqual(len(self.layer._abandonQueue), 1)
+            self.clock.advance(0.01)
+        self.assertEqual(timersOf(self.layer, self.clock), ["_abandonQueue", "_timerJ"])
+        self.clock.advance(32)
+        self.assertEqual(len(self.layer._abandonQueue), 0)
+        self.assertEqual(self.abandoned(), [])
+        self.assertNoTimersLeft(self.layer, self.clock)
+
+    def test_outOfOrderAnswers(self):
+        """
+        Answers in the reverse order leave the answered transactions in
+        the FIFO until the oldest is answered: they are then all dropped
+        at the next request, and none is abandoned.
+        """
+        txns = [self.receive() for _ in range(10)]
+        for txn in reversed(txns[1:]):
+            self.answer(txn)
+        self.assertEqual(len(self.layer._abandonQueue), 10)
+        self.answer(txns[0])
+        last = self.receive()
+        self.assertEqual(list(self.layer._abandonQueue._queue), [last])
+        self.answer(last)
+        self.clock.pump([1] * 40)
+        self.assertEqual(self.abandoned(), [])
+        self.assertEqual(self.layer._servers, {})
+
+    def test_boundedBehindUnanswered(self):
+        """
+        Behind a transaction that is never answered, thousands of answered
+        ones do not pile up: the FIFO is compacted, and never holds more
+        than L{_COMPACT_MIN} entries or twice the transactions waiting.
+        """
+        queue = self.layer._abandonQueue
+        stuck = self.receive()
+        longest = 0
+        for i in range(3 * _COMPACT_MIN):
+            txn = self.receive()
+            if i % 2000:
+                self.answer(txn)
+            longest = max(longest, len(queue))
+        self.assertLessEqual(longest, _COMPACT_MIN)
+        self.assertEqual(stuck.state, "trying")
+        # Many waiting at once: the bound is twice their number.
+        waiting = [self.receive() for _ in range(2 * _COMPACT_MIN)]
+        for _ in range(4 * _COMPACT_MIN):
+            self.answer(self.receive())
+            longest = max(longest, len(queue))
+        pending = sum(1 for txn in queue._queue if txn._waiting())
+        self.assertEqual(pending, 1 + len(range(0, 3 * _COMPACT_MIN, 2000)) + 2 * _COMPACT_MIN)
+        self.assertLessEqual(longest, 2 * pending)
+        self.assertLessEqual(len(self.layer._servers) - len(self.layer._timerJ), pending)
+        self.clock.advance(32)
+        self.assertEqual([txn.state for txn in waiting], ["terminated"] * len(waiting))
+        self.assertEqual(len(self.abandoned()), pending)
+        self.assertEqual(len(queue), 0)
+
+    def test_onlyRecentTransactions(self):
+        """
+        Whatever the answers, the FIFO holds only transactions started
+        within the last C{serverTimeout}.
+        """
+        queue = self.layer._abandonQueue
+        starts = []
+        for i in range(100):
+            starts.append(self.clock.seconds())
+            txn = self.receive()
+            if i % 7:
+                self.answer(txn)
+            self.clock.advance(1)
+            now = self.clock.seconds()
+            recent = sum(1 for s in starts if s > now - 32)
+            self.assertLessEqual(len(queue), recent)
+            for txn in queue._queue:
+                self.assertGreater(txn._dueAt, now)
+        # Those started at least 32 s before the end (t = 100).
+        self.assertEqual(len(self.abandoned()), len(range(0, 69, 7)))
+
+    def test_maxTransactionsStillApplies(self):
+        """
+        C{maxTransactions} still bounds the transactions waiting for an
+        answer: beyond it requests get 503 and join no queue.
+        """
+        self.layer.maxTransactions = 3
+        for _ in range(5):
+            self.receive()
+        self.assertEqual(len(self.txns), 3)
+        self.assertEqual(len(self.layer._abandonQueue), 3)
+        self.assertEqual([m.code for m, _ in self.transport.sent], [503, 503])
+
+    def test_stop(self):
+        """
+        L{TransactionLayer.stop} empties the queue and cancels its timer.
+        """
+        self.receive()
+        self.layer.stop()
+        self.assertEqual(len(self.layer._abandonQueue), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.abandoned(), [])
+
+
+class FirstClientTimerTests(TimerAssertions, unittest.TestCase):
+    """
+    The first timer of a client transaction (Timer E at T1 over UDP, Timer
+    F at 64*T1 over TCP/TLS) is a wait in a shared FIFO with one timer;
+    the timers keep the times of RFC 3261 17.1.2.2.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.transport = FakeTransport(self.clock)
+        self.layer = TransactionLayer(self.clock, self.transport)
+        self.udp = Target("udp", "203.0.113.5", 5060)
+        self.tcp = Target("tcp", "203.0.113.5", 5060)
+
+    def start(self, target):
+        """
+        Start a client transaction to C{target}: its request as sent, and
+        a list that gets C{(clock time, result)} when its Deferred fires.
+        """
+        before = len(self.transport.sent)
+        d = self.layer.sendRequest(makeOutgoing(), target)
+        fired = []
+        d.addBoth(lambda r: fired.append((self.clock.seconds(), r)))
+        return self.transport.sent[before][0], fired
+
+    def sendTimes(self, request):
+        return [t for (m, _), t in zip(self.transport.sent, self.transport.times) if m is request]
+
+    def test_oneTimerForFirstWaits(self):
+        """
+        Many client transactions in flight share one timer per transport
+        kind until their first timer.
+        """
+        for _ in range(50):
+            self.start(self.udp)
+            self.start(self.tcp)
+        self.assertEqual(timersOf(self.layer, self.clock), ["_firstTimerE", "_firstTimerF"])
+        self.clock.advance(0.5)
+        # Each unanswered UDP transaction now has its own retransmission
+        # schedule.
+        self.assertEqual(timersOf(self.layer, self.clock), ["_firstTimerF"] + ["own"] * 50)
+
+    def test_timerEFTimesStaggered(self):
+        """
+        UDP transactions started at different times, some answered (out of
+        order, some after a provisional response), retransmit at exactly
+        T1, 2*T1, 4*T1, then every T2 after their own start, and fail at
+        exactly 64*T1; the answered ones stop at their answer.
+        """
+        starts = [0.0, 0.125, 0.25, 0.375, 0.5, 1.0]
+        txns = []
+        answered = {1: 0.4375, 3: 1.75, 4: 2.5}
+        provisional = {5: 1.25}
+        while self.clock.seconds() < 40:
+            now = self.clock.seconds()
+            if now in starts:
+                txns.append(self.start(self.udp))
+            for i, when in answered.items():
+                if when == now:
+                    self.layer.receive(responseTo(txns[i][0], 200), UDP_SOURCE)
+            for i, when in provisional.items():
+                if when == now:
+                    self.layer.receive(responseTo(txns[i][0], 100), UDP_SOURCE)
+            self.clock.advance(0.0625)
+        full = [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+        for i, (start, (request, fired)) in enumerate(zip(starts, txns)):
+            times = self.sendTimes(request)
+            if i in answered:
+                self.assertEqual(times, [start + t for t in full if start + t <= answered[i]])
+                self.assertEqual(fired[0][0], answered[i])
+                self.assertEqual(fired[0][1].code, 200)
+            elif i in provisional:
+                # E at T1, then every T2 (RFC 3261 17.1.2.2, Proceeding).
+                self.assertEqual(times, [1.0, 1.5, 5.5, 9.5, 13.5, 17.5, 21.5, 25.5, 29.5])
+                self.assertEqual(fired[0][0], start + 32)
+                fired[0][1].trap(TransactionTimeout)
+            else:
+                self.assertEqual(times, [start + t for t in full], i)
+                self.assertEqual(fired[0][0], start + 32)
+                fired[0][1].trap(TransactionTimeout)
+        self.assertEqual(self.layer._clients, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timerFReliableStaggered(self):
+        """
+        TCP transactions started at different times, some answered out of
+        order, fail at exactly 64*T1 after their own start; the answered
+        ones never fire Timer F.
+        """
+        starts = [0.0, 0.25, 0.5, 3.0]
+        txns = []
+        for start in starts:
+            self.clock.advance(start - self.clock.seconds())
+            txns.append(self.start(self.tcp))
+        self.layer.receive(responseTo(txns[2][0], 200), TCP_SOURCE)
+        self.layer.receive(responseTo(txns[1][0], 404), TCP_SOURCE)
+        self.clock.advance(31.9375 - self.clock.seconds())
+        self.assertEqual([len(f) for _, f in txns], [0, 1, 1, 0])
+        self.clock.pump([0.0625] * 60)
+        for i in (0, 3):
+            request, fired = txns[i]
+            self.assertEqual(fired[0][0], starts[i] + 32)
+            fired[0][1].trap(TransactionTimeout)
+            self.assertEqual(self.sendTimes(request), [starts[i]])
+        self.assertEqual([r.code for _, [(_, r)] in (txns[1], txns[2])], [404, 200])
+        self.assertEqual(self.layer._clients, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_addedDuringSweep(self):
+        """
+        A transaction started by a callback while the queue's timer runs
+        (here: when a retransmission fails) gets its first timer at its
+        own T1, and one due before it is not delayed.
+        """
+        started = []
+
+        def restart(failure):
+            failure.trap(TransportFailure)
+            self.transport.failWith = None
+            started.append(self.start(self.udp))
+
+        self.layer.sendRequest(makeOutgoing(), self.udp).addErrback(restart)
+        first = self.transport.sent[-1][0]
+        self.clock.advance(0.25)
+        second, _ = self.start(self.udp)
+        self.transport.failWith = TransportFailure("no route")
+        # The first transaction's Timer E, at 0.5: its retransmission
+        # fails, and the callback starts a third transaction.
+        self.clock.advance(0.25)
+        self.assertEqual(self.sendTimes(first), [0.0, 0.5])
+        [(third, _)] = started
+        self.assertEqual(timersOf(self.layer, self.clock), ["_firstTimerE"])
+        self.clock.advance(0.25)
+        self.assertEqual(self.sendTimes(second), [0.25, 0.75])
+        self.clock.advance(0.25)
+        self.assertEqual(self.sendTimes(third), [0.5, 1.0])
+        self.assertEqual(timersOf(self.layer, self.clock), ["own", "own"])
+
+    def test_stopDuringSweep(self):
+        """
+        When a callback run by the queue's timer stops the layer and
+        starts a new transaction, the queue keeps exactly one timer, due
+        at the new transaction's T1.
+        """
+
+        def restart(failure):
+            failure.trap(TransportFailure)
+            self.layer.stop()
+            self.transport.failWith = None
+            self.start(self.udp)
+
+        self.layer.sendRequest(makeOutgoing(), self.udp).addErrback(restart)
+        self.start(self.udp)
+        self.transport.failWith = TransportFailure("no route")
+        self.clock.advance(0.5)
+        self.assertEqual(timersOf(self.layer, self.clock), ["_firstTimerE"])
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), 1.0)
+        self.clock.advance(0.5)
+        self.assertEqual(self.transport.times, [0.0, 0.0, 0.5, 0.5, 1.0])
+
+    def test_answeredLeavesNoOwnTimer(self):
+        """
+        An answered transaction never gets a timer of its own, and the
+        queue's timer then ends without sending anything.
+        """
+        request, fired = self.start(self.udp)
+        self.layer.receive(responseTo(request, 200), UDP_SOURCE)
+        request, fired = self.start(self.tcp)
+        self.layer.receive(responseTo(request, 200), TCP_SOURCE)
+        self.assertEqual(timersOf(self.layer, self.clock), ["_firstTimerE", "_firstTimerF", "_timerK"])
+        self.clock.advance(self.layer.t4)
+        self.assertEqual(self.layer._clients, {})
+        self.assertNoTimersLeft(self.layer, self.clock)
+
+    def test_sendReturningNone(self):
+        """
+        A transport may return L{None} from C{send} (sent at once): the
+        transactions then go on as with a fired Deferred.
+        """
+        self.transport.send = lambda message, destination: (
+            self.transport.sent.append((message, destination)),
+            self.transport.times.append(self.clock.seconds()))[-1] and None
+        request, fired = self.start(self.udp)
+        self.clock.advance(0.5)
+        self.assertEqual(self.sendTimes(request), [0.0, 0.5])
+        self.layer.receive(responseTo(request, 200), UDP_SOURCE)
+        self.assertEqual(fired[0][1].code, 200)
+        calls = []
+        self.layer.requestHandler = lambda request, txn: calls.append(txn)
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        calls[0].respond(makeResponse(makeRequest(), 200))
+        self.layer.maxTransactions = 0
+        self.layer.receive(makeRequest(branch="z9hG4bKother"), UDP_SOURCE)
+        self.assertEqual([m.code for m, _ in self.transport.sent[-2:]], [200, 503])

@@ -27,6 +27,8 @@ fake):
     once the bytes are handed to the operating system, or fails with
     L{TransportFailure} (connection refused or closed, unresolvable host, no
     socket for that transport, message too large for the transport).
+    C{send} may instead return L{None} when the bytes were handed over at
+    once (a UDP datagram): that spares a Deferred per message.
   - C{localAddress(transport) -> (host, port)}: the sent-by to put in the
     Via of requests sent over C{transport} (C{"udp"}, C{"tcp"} or
     C{"tls"}). The host may be a wildcard (C{0.0.0.0}, C{::}) and the port
@@ -328,6 +330,122 @@ class _ExpiryQueue:
             txn._expired()
 
 
+#: L{_DeadlineQueue} compacts itself when it holds this many transactions
+#: and at least twice as many as were still waiting at its last compaction.
+_COMPACT_MIN = 1024
+
+
+class _DeadlineQueue:
+    """
+    A wait that nearly always ends early: the abandonment of a server
+    transaction (C{serverTimeout} after its request, unless it is answered
+    first), or the first timer of a client transaction (Timer E at T1 over
+    UDP, Timer F at 64*T1 over TCP/TLS, unless a final response comes
+    first).
+
+    All the waits of one queue have the same length, so they end in the
+    order they started: one FIFO and one reactor timer serve them all,
+    instead of a timer each that is cancelled a few milliseconds later.
+    A transaction that no longer waits (L{_waiting} false: answered,
+    terminated, or no longer the one registered for its key) is not
+    removed from the middle of the FIFO; it is dropped when it reaches
+    the head, when a transaction is added and when the timer fires. When
+    it is due and still waits, C{txn._due()} is called, at the time its
+    own timer would have fired (within a microsecond).
+
+    The FIFO holds only transactions that started within the last wait
+    (the timer fires no later than the end of the head's wait). Answered
+    transactions behind one still waiting stay until it is due, so, to
+    bound memory when answers come out of order, the FIFO is compacted
+    (rebuilt with the transactions still waiting) whenever it reaches
+    L{_COMPACT_MIN} entries and twice the number left waiting at the last
+    compaction: it never holds more than C{max(_COMPACT_MIN, 2 * W)}
+    transactions, where C{W <= maxTransactions} is the most that were
+    waiting at once, at an amortised cost of one step per addition.
+
+    The end of each wait is kept on the transaction (C{_dueAt}): a
+    transaction is in at most one such queue.
+
+    @ivar clock: the L{IReactorTime} provider.
+    """
+
+    def __init__(self, clock):
+        self.clock = clock
+        self._queue = deque()
+        self._timer = None
+        self._compactAt = _COMPACT_MIN
+
+    def __len__(self):
+        return len(self._queue)
+
+    def add(self, txn, now, delay):
+        """
+        Start the wait of C{txn}: C{delay} seconds (the same for every
+        transaction of this queue) from C{now} (the clock's time).
+        """
+        queue = self._queue
+        # Drop the heads answered since (nearly always the one added last,
+        # when answers come in order): the FIFO stays a few entries long.
+        while queue and not queue[0]._waiting():
+            queue.popleft()
+        if len(queue) >= self._compactAt:
+            self._compact()
+        txn._dueAt = now + delay
+        queue.append(txn)
+        if self._timer is None:
+            self._timer = self.clock.callLater(delay, self._sweep)
+
+    def _compact(self):
+        """
+        Drop every transaction that no longer waits, wherever it is.
+        """
+        queue = self._queue
+        waiting = [txn for txn in queue if txn._waiting()]
+        # In place: a sweep in progress holds the same deque.
+        queue.clear()
+        queue.extend(waiting)
+        self._compactAt = max(_COMPACT_MIN, 2 * len(waiting))
+
+    def _sweep(self):
+        # self._timer stays set while the due transactions run, so that a
+        # transaction added meanwhile (by a callback of a failed client
+        # transaction, say) does not start a second timer. If a callback
+        # cleared the queue (L{TransactionLayer.stop}), the timer is no
+        # longer this one: it is not set again here.
+        fired = self._timer
+        queue = self._queue
+        now = self.clock.seconds()
+        while queue:
+            head = queue[0]
+            if head._waiting():
+                # Float sums may put the end of the head's wait, whose
+                # timer fired, a hair after "now".
+                if head._dueAt > now + 1e-6:
+                    break
+                queue.popleft()
+                head._due()
+            else:
+                queue.popleft()
+        if self._timer is fired:
+            self._timer = None
+            if queue:
+                self._timer = self.clock.callLater(
+                    max(0.0, queue[0]._dueAt - now), self._sweep)
+
+    def clear(self):
+        """
+        Forget every wait (at shutdown) and cancel the timer.
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._queue.clear()
+
+
+#: The states in which a transaction still waits for its final response.
+_OPEN = ("trying", "proceeding")
+
+
 class ServerTransaction:
     """
     A non-INVITE server transaction (RFC 3261 17.2.2).
@@ -353,8 +471,8 @@ class ServerTransaction:
         self.source = source
         self.state = "trying"
         self.lastResponse = None
-        self._timer = None
         self._waitEnd = None
+        self._dueAt = None
 
     def __repr__(self):
         return "<ServerTransaction %s %s>" % (self.method, self.state)
@@ -393,8 +511,9 @@ class ServerTransaction:
             self.state = "proceeding"
             self._send(response)
             return
+        # The abandonment wait is not cancelled: the shared queue drops
+        # this transaction lazily (see L{_DeadlineQueue}).
         self.state = "completed"
-        self._cancelTimer()
         self._send(response)
         if self.reliable:
             self._terminate()
@@ -423,11 +542,21 @@ class ServerTransaction:
         if self.lastResponse is not None:
             self._send(self.lastResponse)
 
-    def _startAbandonTimer(self):
-        self._timer = self._layer.clock.callLater(self._layer.serverTimeout, self._abandon)
+    def _waiting(self):
+        """
+        Whether the transaction still waits for the transaction user's
+        final response (for L{_DeadlineQueue}).
+        """
+        return self.state in _OPEN and self._layer._servers.get(self.key) is self
+
+    def _due(self):
+        """
+        C{serverTimeout} has passed and the transaction user has not
+        answered.
+        """
+        self._abandon()
 
     def _abandon(self):
-        self._timer = None
         log.warn(
             "The transaction user never answered {method} from {source}; forgetting it",
             method=self.method,
@@ -440,16 +569,9 @@ class ServerTransaction:
             self._timerJ()
 
     def _timerJ(self):
-        self._timer = None
         self._terminate()
 
-    def _cancelTimer(self):
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
     def _terminate(self):
-        self._cancelTimer()
         self.state = "terminated"
         self._layer._removeServer(self)
 
@@ -482,22 +604,45 @@ class ClientTransaction:
         self._interval = layer.t1
         # One timer at a time: the next Timer E (UDP retransmission) while
         # it comes before Timer F, then Timer F, which fires at _deadline.
+        # The first one (Timer E at T1 over UDP, Timer F over TCP/TLS) is
+        # a wait in a queue shared by all client transactions
+        # (L{_DeadlineQueue}, ending at _dueAt); only the rare transaction
+        # still unanswered then gets timers of its own (_timer).
         self._timer = None
         self._deadline = None
         self._waitEnd = None
+        self._dueAt = None
 
     def __repr__(self):
         return "<ClientTransaction %s %s %s>" % (self.method, self.branch, self.state)
 
     def _start(self):
-        clock = self._layer.clock
-        timeout = 64 * self._layer.t1
-        self._deadline = clock.seconds() + timeout
+        layer = self._layer
+        now = layer.clock.seconds()
+        timeout = 64 * layer.t1
+        self._deadline = now + timeout
         if self.target.reliable:
-            self._timer = clock.callLater(timeout, self._onTimerF)
+            layer._firstTimerF.add(self, now, timeout)
         else:
-            self._timer = clock.callLater(self._interval, self._onTimerE)
+            layer._firstTimerE.add(self, now, self._interval)
         self._send()
+
+    def _waiting(self):
+        """
+        Whether the transaction still waits for its final response (for
+        L{_DeadlineQueue}).
+        """
+        return self.state in _OPEN and self._layer._clients.get(self.branch) is self
+
+    def _due(self):
+        """
+        The first timer, from the shared queue: Timer E over UDP, Timer F
+        over TCP/TLS.
+        """
+        if self.target.reliable:
+            self._onTimerF()
+        else:
+            self._onTimerE()
 
     def _send(self):
         d = self._layer._sendMessage(self.request, self.target)
@@ -654,6 +799,10 @@ class TransactionLayer:
         self._viaTemplates = {}
         self._timerJ = _ExpiryQueue(clock, maxCompleted)
         self._timerK = _ExpiryQueue(clock, maxCompleted)
+        # The waits that nearly always end early, one timer per kind.
+        self._abandonQueue = _DeadlineQueue(clock)
+        self._firstTimerE = _DeadlineQueue(clock)
+        self._firstTimerF = _DeadlineQueue(clock)
 
     @property
     def maxCompleted(self):
@@ -671,6 +820,9 @@ class TransactionLayer:
         """
         self._timerJ.clear()
         self._timerK.clear()
+        self._abandonQueue.clear()
+        self._firstTimerE.clear()
+        self._firstTimerF.clear()
         for txn in list(self._servers.values()):
             txn._terminate()
         for txn in list(self._clients.values()):
@@ -699,16 +851,19 @@ class TransactionLayer:
             self._receiveResponse(message, source, via)
 
     def _sendMessage(self, message, destination):
+        """
+        Hand C{message} to the transport.
+
+        @return: what the transport's C{send} returned: L{None} when the
+            message went out at once, or a Deferred (see the module
+            docstring; L{_succeeded} tells whether it needs an errback).
+        """
         try:
-            d = self.transport.send(message, destination)
+            return self.transport.send(message, destination)
         except Exception:
             # A transport must not raise, but if it does, the transaction
             # must still end cleanly.
             return _failed(Failure())
-        if d is None:
-            d = Deferred()
-            d.callback(None)
-        return d
 
     # -- server transactions
 
@@ -741,7 +896,7 @@ class TransactionLayer:
             self._answerCancel(txn)
             return
         self._serverByIdent[ident] = txn
-        txn._startAbandonTimer()
+        self._abandonQueue.add(txn, self.clock.seconds(), self.serverTimeout)
         handler = self.requestHandler
         if handler is None:
             log.warn("No SIP request handler; answering {method} with 503", method=method)
@@ -766,6 +921,8 @@ class TransactionLayer:
 
     def _sendStateless(self, response, source):
         d = self._sendMessage(response, source)
+        if _succeeded(d):
+            return
         d.addErrback(
             lambda f: log.warn(
                 "Could not send {code} to {source}: {reason}",
@@ -863,10 +1020,12 @@ class TransactionLayer:
 
 def _succeeded(d):
     """
-    Whether the Deferred C{d} has already fired with a success (as a UDP
-    send does at once): an errback added to it would never run.
+    Whether the send that returned C{d} has already succeeded: L{None}
+    (the transport sent at once), or a Deferred that has already fired
+    with a success (as a UDP send does at once). An errback added to it
+    would never run.
     """
-    return d.called and not d.paused and not isinstance(d.result, Failure)
+    return d is None or (d.called and not d.paused and not isinstance(d.result, Failure))
 
 
 def _failed(failure):
