@@ -7,11 +7,13 @@ import io
 import json
 import signal
 import sys
+import time
 
 from twisted.application import service
 from twisted.logger import (
-    ILogObserver, LogLevel, capturedLogs, formatEventAsClassicLogText,
-    formatTime, timeFormatRFC3339)
+    FilteringLogObserver, ILogObserver, Logger, LogLevel,
+    LogLevelFilterPredicate, capturedLogs, formatEventAsClassicLogText,
+    formatTime, globalLogPublisher, timeFormatRFC3339)
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -19,7 +21,7 @@ from xmppgw import tap
 from xmppgw.config import parseConfig
 from xmppgw.logs import (
     JSONLineObserver, JSONLoggingService, TextLoggingService, _twistdLogFile,
-    eventAsJSONLine, jsonObserver, textLineFormatter, textObserver)
+    emitEvent, eventAsJSONLine, jsonObserver, textLineFormatter, textObserver)
 
 from tests.test_router import FakeServerTransaction, RouterTestsMixin, sipMessage
 
@@ -96,6 +98,145 @@ class JSONLineTests(unittest.TestCase):
         observer = jsonObserver()
         self.assertIsInstance(observer, JSONLineObserver)
         self.assertIs(sys.stdout, observer.outFile)
+
+
+def _fields():
+    """
+    The fields of a message line, as the router gives them.
+    """
+    return {"text": "SIP->XMPP a -> b as c -> d: 202 in 1.5 ms",
+            "direction": "SIP->XMPP", "sender": "a", "target": "b",
+            "mapped": "c -> d", "code": 202, "reason": "", "latency":
+            " in 1.5 ms", "latencyMs": 1.5}
+
+
+class _Source:
+    """
+    A class with a L{Logger} class attribute, as the router has.
+    """
+    log = Logger()
+
+
+class EmitEventTests(unittest.TestCase):
+    """
+    L{emitEvent} emits the event L{Logger.emit} would, to the same observer.
+    """
+
+    def emitBoth(self, level=LogLevel.info, observer=None):
+        """
+        The events of C{Logger.emit} and L{emitEvent} for the same fields,
+        through one logger bound to one source.
+        """
+        events = []
+        source = _Source()
+        logger = _Source.log.__get__(source, _Source)
+        logger.observer = events.append if observer is None else observer
+        logger.emit(level, "{text}", **_fields())
+        emitEvent(logger, level, "{text}", _fields(), now=lambda: 12.5)
+        return logger, source, events
+
+    def test_sameEvent(self):
+        """
+        Same keys in the same order, same values (the time: from the wall
+        clock, or C{now}), so the same text and JSON lines.
+        """
+        logger, source, [reference, event] = self.emitBoth()
+        self.assertEqual(list(reference), list(event))
+        self.assertEqual(
+            ["text", "direction", "sender", "target", "mapped", "code",
+             "reason", "latency", "latencyMs", "log_logger", "log_level",
+             "log_namespace", "log_source", "log_format", "log_time"],
+            list(event))
+        self.assertIs(logger, event["log_logger"])
+        self.assertIs(source, event["log_source"])
+        self.assertEqual("tests.test_logs._Source", event["log_namespace"])
+        self.assertEqual(12.5, event["log_time"])
+        reference["log_time"] = event["log_time"]
+        self.assertEqual(reference, event)
+        self.assertEqual(eventAsJSONLine(reference), eventAsJSONLine(event))
+        self.assertEqual(textLineFormatter()(reference),
+                         textLineFormatter()(event))
+        self.assertEqual(formatEventAsClassicLogText(reference),
+                         formatEventAsClassicLogText(event))
+
+    def test_wallClock(self):
+        """
+        By default C{log_time} is the wall clock's time, as Twisted's.
+        """
+        events = []
+        logger = Logger(namespace="n", observer=events.append)
+        before = time.time()
+        emitEvent(logger, LogLevel.warn, "x", {})
+        after = time.time()
+        [event] = events
+        self.assertTrue(before <= event["log_time"] <= after)
+        self.assertEqual(LogLevel.warn, event["log_level"])
+
+    def test_levels(self):
+        """
+        Every level gives the same event as C{Logger.emit}.
+        """
+        for level in LogLevel.iterconstants():
+            _, _, [reference, event] = self.emitBoth(level)
+            reference["log_time"] = event["log_time"]
+            self.assertEqual(reference, event)
+
+    def test_levelFiltering(self):
+        """
+        The observer's level filtering applies as to C{Logger.emit}: below
+        the level, neither event passes; at or above it, both do.
+        """
+        for level, count in [(LogLevel.debug, 0), (LogLevel.info, 0),
+                             (LogLevel.warn, 2), (LogLevel.error, 2)]:
+            passed = []
+            filtering = FilteringLogObserver(
+                passed.append,
+                [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)])
+            self.emitBoth(level, filtering)
+            self.assertEqual(count, len(passed), level)
+
+    def test_globalObservers(self):
+        """
+        Through a logger on the global publisher (the router's), the event
+        reaches the observers there: C{capturedLogs}, twistd's, a filtering
+        one.
+        """
+        passed = []
+        filtering = FilteringLogObserver(
+            passed.append,
+            [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)])
+        globalLogPublisher.addObserver(filtering)
+        self.addCleanup(globalLogPublisher.removeObserver, filtering)
+        logger = _Source().log
+        with capturedLogs() as events:
+            emitEvent(logger, LogLevel.info, "{text}", _fields())
+            emitEvent(logger, LogLevel.error, "{text}", _fields())
+        self.assertEqual([LogLevel.info, LogLevel.error],
+                         [e["log_level"] for e in events])
+        self.assertEqual([LogLevel.error], [e["log_level"] for e in passed])
+
+    def test_invalidLevel(self):
+        """
+        A level that is not a L{LogLevel} is reported as C{Logger.emit}
+        reports it, and the event is not emitted.
+        """
+        logger, _, events = self.emitBoth(level="info")
+        self.assertEqual(2, len(events))
+        for event in events:
+            self.assertEqual(LogLevel.critical, event["log_level"])
+            self.assertEqual("info", event["invalidLevel"])
+            self.assertIn("invalid log level", event["log_format"])
+
+    def test_trace(self):
+        """
+        A C{log_trace} gets the logger and its observer, as with
+        C{Logger.emit}.
+        """
+        events = []
+        logger = Logger(namespace="n", observer=events.append)
+        trace = []
+        emitEvent(logger, LogLevel.info, "x", {"log_trace": trace})
+        self.assertEqual([(logger, events.append)], trace)
 
 
 class JSONLoggingServiceTests(unittest.TestCase):
@@ -220,6 +361,49 @@ class MessageLineTests(RouterTestsMixin, unittest.TestCase):
             "sip:alice*xmpp.example@gw.example as bob*sip.example@gw.example "
             "-> alice@xmpp.example: 202 in 125.0 ms", record["text"])
         self.assertEqual(202, record["code"])
+
+    def test_event(self):
+        """
+        The line is the event C{self._log.info} gives, from a logger bound
+        once to the router (not rebuilt by the class attribute on each
+        access), through the global publisher to whatever observes it,
+        filtering included.
+        """
+        import dataclasses
+
+        self.router.settings = dataclasses.replace(self.settings,
+                                                   logMessages=True)
+        logger = self.router._log
+        self.assertIs(logger, self.router._log)
+        self.assertEqual("xmppgw.router.MessageRouter", logger.namespace)
+        self.assertIs(self.router, logger.source)
+        self.assertIs(globalLogPublisher, logger.observer)
+        passed = []
+        filtering = FilteringLogObserver(
+            passed.append,
+            [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)])
+        globalLogPublisher.addObserver(filtering)
+        self.addCleanup(globalLogPublisher.removeObserver, filtering)
+        with capturedLogs() as events:
+            before = time.time()
+            self.receive(sipMessage())
+            after = time.time()
+        [event] = [e for e in events if e.get("direction")]
+        self.assertEqual([], [e for e in passed if e.get("direction")])
+        # (Observers may add keys: trial's legacy one adds "format", ...)
+        fields = {k: event[k] for k in _fields()}
+        with capturedLogs() as reference:
+            logger.info("{text}", **fields)
+        [reference] = reference
+        self.assertEqual(list(reference), list(event))
+        self.assertTrue(before <= event["log_time"] <= after)
+        reference["log_time"] = event["log_time"]
+        emitted = list(_fields()) + [
+            "log_logger", "log_level", "log_namespace", "log_source",
+            "log_format", "log_time"]
+        self.assertEqual({k: reference[k] for k in emitted},
+                         {k: event[k] for k in emitted})
+        self.assertIs(logger, event["log_logger"])
 
     def test_off(self):
         """

@@ -25,12 +25,13 @@ from collections import deque
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from wokkel.subprotocols import XMPPHandler
 
 from xmppgw import errors, messages
 from xmppgw.addressing import AddressError, jidHost
+from xmppgw.logs import emitEvent
 from xmppgw.metrics import NullRecorder
 from xmppgw.randomid import randomHex
 from xmppgw.sip import uas
@@ -188,6 +189,9 @@ class MessageRouter:
         self.sip = sip
         self.xmpp = xmpp
         self.settings = settings
+        # Bound once: the class attribute (a descriptor) builds a new
+        # Logger on every access. Same namespace and source as it gives.
+        self._log = type(self)._log.__get__(self, type(self))
         self._held = deque()
         self._delivering = set()
         # The deliveries in arrival order (answered ones are dropped from
@@ -947,19 +951,19 @@ class MessageRouter:
         # format-string machinery (string.Formatter with call wrappers) cost
         # about 8 us per message in every observer. The fields stay in the
         # event for structured (JSON) observers; "text" is what they print.
-        self._log.info(
-            "{text}",
-            text=f"{direction} {sender} -> {target} as {mapped}: "
+        # emitEvent: the event self._log.info would emit, cheaper.
+        emitEvent(self._log, LogLevel.info, "{text}", {
+            "text": f"{direction} {sender} -> {target} as {mapped}: "
             f"{code}{reason}{latency}",
-            direction=direction,
-            sender=sender,
-            target=target,
-            mapped=mapped,
-            code=code,
-            reason=reason,
-            latency=latency,
-            latencyMs=latencyMs,
-        )
+            "direction": direction,
+            "sender": sender,
+            "target": target,
+            "mapped": mapped,
+            "code": code,
+            "reason": reason,
+            "latency": latency,
+            "latencyMs": latencyMs,
+        })
 
 
 class GatewayHandler(XMPPHandler):
