@@ -8,7 +8,9 @@ from twisted.words.xish import domish
 
 from xmppgw.errors import NS_XML
 from xmppgw.fastxml import (
-    SimpleElement, addTextElement, escapeAttribute, escapeText)
+    SimpleElement, addTextElement, escapeAttribute, escapeText,
+    speedUpElementStream)
+from xmppgw.safexml import hardenParser
 
 _text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
@@ -198,3 +200,136 @@ class AddTextElementTests(unittest.TestCase):
         plain.addElement("thread", content="c")
         self.assertEqual(plain.toXml(), fast.toXml())
         self.assertEqual(streamXML(plain), streamXML(fast))
+
+
+def describe(element):
+    """
+    Everything the parser sets on C{element} and its descendants, as nested
+    tuples (parents checked on the way).
+    """
+    children = []
+    for child in element.children:
+        if isinstance(child, str):
+            children.append(child)
+        else:
+            assert child.parent is element
+            children.append(describe(child))
+    return (type(element), element.uri, element.name, element.defaultUri,
+            sorted(element.attributes.items(), key=repr),
+            sorted(element.localPrefixes.items(), key=repr), children)
+
+
+_DOCUMENTS = [
+    "<message type='chat' to='bob@gw.example' from='a@x.example/r' id='m1'>"
+    "<body>Hello &amp; &lt;bye&gt; &#x263A;</body></message>",
+    "<iq type='get' id='p1' from='gw.example' to='gw.example'>"
+    "<ping xmlns='urn:xmpp:ping'/></iq>",
+    "<message xml:lang='en' to='b@c'><body xml:lang='fr'>Salut</body>"
+    "<x:data xmlns:x='urn:example:x' x:kind='k' plain='p'><x:item/>"
+    "text<![CDATA[<raw>]]>more</x:data></message>",
+    "<presence><status>away</status><c xmlns='http://jabber.org/protocol/caps'"
+    " node='n' ver='v' hash='sha-1'><inner xmlns=''><deep/></inner></c>"
+    "</presence>",
+    "<message><body>line one\nline two</body><thread>t</thread><empty/>"
+    "</message>",
+]
+
+_HEADER = (
+    b"<stream:stream xmlns='jabber:component:accept' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' id='s1'>")
+
+
+def parseAll(data, fast, chunk=None, prepare=None):
+    """
+    The root and stanzas a (sped-up when C{fast}) element stream builds
+    from C{data}, fed C{chunk} bytes at a time.
+    """
+    stream = domish.ExpatElementStream()
+    if fast:
+        speedUpElementStream(stream)
+    if prepare is not None:
+        prepare(stream)
+    roots, stanzas = [], []
+    stream.DocumentStartEvent = roots.append
+    stream.ElementEvent = stanzas.append
+    stream.DocumentEndEvent = lambda: None
+    if chunk is None:
+        stream.parse(data)
+    else:
+        for i in range(0, len(data), chunk):
+            stream.parse(data[i:i + chunk])
+    return roots, stanzas
+
+
+class SpeedUpElementStreamTests(unittest.TestCase):
+    """
+    L{speedUpElementStream} builds the elements Twisted's handlers build.
+    """
+
+    def assertSameParse(self, data, chunk=None):
+        plainRoots, plain = parseAll(data, False, chunk)
+        fastRoots, fast = parseAll(data, True, chunk)
+        self.assertEqual([describe(e) for e in plainRoots],
+                         [describe(e) for e in fastRoots])
+        self.assertEqual([describe(e) for e in plain],
+                         [describe(e) for e in fast])
+        return fast
+
+    def test_documents(self):
+        """
+        Stanzas with plain and qualified attributes, prefixes, default
+        namespaces (set and undeclared), entities, CDATA and text split by
+        elements come out the same, whole or fed in small chunks.
+        """
+        data = _HEADER + "".join(_DOCUMENTS).encode("utf-8")
+        fast = self.assertSameParse(data)
+        self.assertEqual(len(_DOCUMENTS), len(fast))
+        for chunk in (1, 3, 7, 64):
+            self.assertSameParse(data, chunk)
+
+    def test_noElementInit(self):
+        """
+        A start tag without qualified attributes is built without
+        L{domish.Element.__init__} (its generic checks); one with
+        C{xml:lang} goes to Twisted's handler.
+        """
+        calls = []
+        original = domish.Element.__init__
+
+        def counting(self, *args, **kwargs):
+            calls.append(args[0])
+            original(self, *args, **kwargs)
+
+        self.patch(domish.Element, "__init__", counting)
+        parseAll(_HEADER + _DOCUMENTS[0].encode("utf-8"), True)
+        self.assertEqual([], calls)
+        parseAll(_HEADER + b"<message xml:lang='en'/>", True)
+        self.assertEqual([["jabber:component:accept", "message"]], calls)
+
+    def test_elementCap(self):
+        """
+        The per-stanza element cap still applies (Twisted's, or the one
+        L{xmppgw.safexml} adds to an older Twisted), and resets per stanza.
+        """
+        def cap(stream):
+            hardenParser(stream)
+            stream.maxElementCount = 3
+
+        stanza = b"<message><a/><b/></message>"
+        for fast in (False, True):
+            roots, stanzas = parseAll(_HEADER + stanza * 2, fast, prepare=cap)
+            self.assertEqual(2, len(stanzas))
+            self.assertRaises(
+                domish.ParserError, parseAll,
+                _HEADER + b"<message><a/><b/><c/></message>", fast,
+                prepare=cap)
+
+    @given(st.lists(st.sampled_from(_DOCUMENTS), max_size=6),
+           st.integers(min_value=1, max_value=40))
+    @settings(max_examples=60, deadline=None)
+    def test_anyChunks(self, documents, chunk):
+        """
+        Any sequence of stanzas, cut anywhere, is built the same.
+        """
+        self.assertSameParse(
+            _HEADER + "".join(documents).encode("utf-8"), chunk)

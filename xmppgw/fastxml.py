@@ -15,11 +15,16 @@ has anything else: a namespace, namespace prefixes, a qualified attribute
 serialized XML. The output of the fast path is the output of
 L{domish.Element.toXml} for the same element, byte for byte (checked by
 C{tests.test_fastxml}).
+
+L{speedUpElementStream} is the other direction: it gives a
+L{domish.ExpatElementStream} faster handlers for the common start tag
+(unqualified attributes) and character data, building the same elements.
 """
 
 from twisted.words.xish import domish
 
-__all__ = ["SimpleElement", "addTextElement", "escapeText", "escapeAttribute"]
+__all__ = ["SimpleElement", "addTextElement", "escapeText", "escapeAttribute",
+           "speedUpElementStream"]
 
 
 def escapeText(text):
@@ -144,3 +149,91 @@ class SimpleElement(domish.Element):
             out.append("</%s>" % (child.name,))
         out.append("</%s>" % (name,))
         return "".join(out)
+
+
+#: Whether L{domish.ExpatElementStream} counts the elements of a stanza
+#: itself (Twisted 26 and later); older ones get the count from
+#: L{xmppgw.safexml}, which wraps the start handler.
+_COUNTS_ELEMENTS = hasattr(domish.ExpatElementStream, "maxElementCount")
+
+
+def speedUpElementStream(stream):
+    """
+    Give an L{domish.ExpatElementStream} faster start-tag and
+    character-data handlers.
+
+    For each start tag, L{domish.ExpatElementStream._onStartElement} splits
+    qualified attribute names, and L{domish.Element.__init__} makes fresh
+    dictionaries and checks namespaces; per text node,
+    L{domish.Element.addContent} checks types. The handlers installed here
+    build the same L{domish.Element} (same name, C{uri}, C{defaultUri},
+    attributes, prefixes, parent and children, and the same element count
+    and cap) directly, and hand any start tag with a qualified
+    attribute (C{xml:lang}) or without a default namespace to the original
+    handler.
+
+    Call it on a new stream, before anything wraps its parser's handlers
+    (L{xmppgw.safexml.hardenParser} wraps these as it wraps Twisted's).
+
+    @param stream: a L{domish.ExpatElementStream}.
+    @return: C{stream}.
+    """
+    slowStart = stream._onStartElement
+    new = _newElement
+    element = _Element
+    counts = _COUNTS_ELEMENTS
+    parserError = domish.ParserError
+
+    def onStartElement(name, attrs):
+        if type(attrs) is not dict:
+            return slowStart(name, attrs)
+        for key in attrs:
+            if " " in key:
+                return slowStart(name, attrs)
+        defaultUri = stream.defaultNsStack[-1]
+        if defaultUri is None:
+            return slowStart(name, attrs)
+        e = new(element)
+        if " " in name:
+            e.uri, e.name = name.rsplit(" ", 1)
+        else:
+            e.uri = ""
+            e.name = name
+        # Element.__init__ keeps a non-empty prefix dictionary and makes a
+        # new empty one otherwise; the stream starts a new one either way.
+        e.localPrefixes = stream.localPrefixes
+        stream.localPrefixes = {}
+        e.defaultUri = defaultUri
+        e.attributes = attrs
+        e.children = []
+        e.parent = None
+        if stream.documentStarted == 1:
+            if counts:
+                stream.elementCount += 1
+                if stream.elementCount > stream.maxElementCount:
+                    raise parserError("Maximum element count exceeded")
+            parent = stream.currElem
+            if parent is not None:
+                parent.children.append(e)
+                e.parent = parent
+            stream.currElem = e
+        else:
+            stream.documentStarted = 1
+            stream.DocumentStartEvent(e)
+
+    def onCdata(data):
+        e = stream.currElem
+        if e is not None:
+            if type(data) is not str:
+                e.addContent(data)
+                return
+            children = e.children
+            if children and isinstance(children[-1], str):
+                children[-1] = children[-1] + data
+            else:
+                children.append(data)
+
+    parser = stream.parser
+    parser.StartElementHandler = onStartElement
+    parser.CharacterDataHandler = onCdata
+    return stream
