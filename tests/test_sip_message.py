@@ -2,9 +2,12 @@
 Tests for L{xmppgw.sip.message}.
 """
 
+import re
+
 from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 
+from xmppgw.sip import message as messageModule
 from xmppgw.sip.message import (
     REASON_PHRASES, FramingError, Headers, Request, Response, SIPParseError,
     StreamFramer, Via, canonicalName, makeResponse, parseMessage, parseVia,
@@ -765,6 +768,101 @@ class ViaTests(unittest.TestCase):
         for _ in range(2):
             self.assertRaises(SIPParseError, parseVia, "SIP/2.0/UDP")
         self.assertNotIn("SIP/2.0/UDP", message._viaCache)
+
+
+def _viaOutcome(value):
+    """
+    What L{_parseVia} gives for C{value}, or L{SIPParseError}.
+    """
+    try:
+        return [(v, v.protocol) for v in messageModule._parseVia(value)]
+    except SIPParseError:
+        return SIPParseError
+
+
+_VIA_CASES = [
+    "SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-5-7f18d0cc7380;rport",
+    "SIP/2.0/udp PC33.Atlanta.com:5066;BRANCH=z9hG4bK776;rport;received=1.2.3.4",
+    "sip/2.0/UDP h", "SIP/3.0/TLS h:1", "X-P/v1.1/SCTP h.example.:0",
+    "SIP/2.0/UDP [2001:DB8::1]:5060;branch=z9hG4bKx",
+    "SIP/2.0/UDP [::1];received=[::2]", "SIP/2.0/UDP h;received=2001:db8::1",
+    "SIP/2.0/UDP h:65535", "SIP/2.0/UDP h:65536", "SIP/2.0/UDP h:05060",
+    "SIP/2.0/UDP h:123456", "SIP/2.0/UDP h;a=", "SIP/2.0/UDP h;;a",
+    "SIP/2.0/UDP h;a;", "SIP/2.0/UDP h; a", "SIP/2.0/UDP  h",
+    "SIP/2.0/UDP h ;a", "SIP / 2.0 / UDP h", "SIP/2.0/UDP h,SIP/2.0/TCP g",
+    "SIP/2.0/UDP h;x=\"a,b\"", "SIP/2.0/UDP -h", "SIP/2.0/UDP h-",
+    "SIP/2.0/UDP _h_", "SIP/2.0/UDP h:", "SIP/2.0/UDP h:x", "SIP/2.0 h",
+    "SIP/2.0/UDP h;a=b;a=c", "SIP/2.0/UDP h;a=b:c", "SIP/2.0/UDP h\t",
+]
+
+
+class ViaFastPathTests(unittest.TestCase):
+    """
+    L{_parseVia} reads a Via line of the usual shape (one value, no blanks
+    but the one before the sent-by, token parameters) without its general
+    rule; both read it alike.
+    """
+
+    def test_usualShapeDirect(self):
+        """
+        The usual shape is read without the general rule (which splits the
+        line at commas with L{splitQuoted}).
+        """
+        def general(text, sep):
+            raise AssertionError("general rule used")
+
+        self.patch(messageModule, "splitQuoted", general)
+        [via] = messageModule._parseVia(
+            "SIP/2.0/udp Host.Example:5070;branch=z9hG4bK1;rport;X=Y")
+        self.assertEqual(via, Via("UDP", "host.example", 5070,
+                                  (("branch", "z9hG4bK1"), ("rport", None),
+                                   ("x", "Y"))))
+        self.assertEqual(via.protocol, "SIP/2.0")
+
+    def assertSameAsGeneral(self, value):
+        fast = _viaOutcome(value)
+        self.patch(messageModule, "_SIMPLE_VIA_RE", re.compile(r"(?!)"))
+        try:
+            self.assertEqual(fast, _viaOutcome(value), value)
+        finally:
+            self.patch(messageModule, "_SIMPLE_VIA_RE",
+                       re.compile(messageModule._SIMPLE_VIA_RE.pattern))
+
+    def test_sameAsGeneral(self):
+        """
+        For a list of shapes, usual and not, the result (or the error) is
+        the general rule's.
+        """
+        for value in _VIA_CASES:
+            self.assertSameAsGeneral(value)
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(st.text(alphabet="SIPudp/2.0 :;=,[]\"\t-_9", max_size=40))
+    def test_sameAsGeneralAnyText(self, value):
+        """
+        For any text, the result (or the error) is the general rule's.
+        """
+        self.assertSameAsGeneral(value)
+
+    @settings(max_examples=200, derandomize=True, deadline=None)
+    @given(st.sampled_from(["SIP/2.0/UDP ", "sip/2.0/tcp ", "A/b/c "]),
+           st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,8}|\[[0-9a-f:.]{1,8}\]",
+                         fullmatch=True),
+           st.one_of(st.just(""), st.integers(0, 99999).map(":{}".format)),
+           st.lists(st.tuples(st.from_regex(r"[A-Za-z0-9.!%*_+`'~-]{1,6}",
+                                            fullmatch=True),
+                              st.one_of(st.none(), st.from_regex(
+                                  r"[A-Za-z0-9.!%*_+`'~-]{0,6}",
+                                  fullmatch=True))),
+                    max_size=4))
+    def test_sameAsGeneralUsualShapes(self, head, host, port, params):
+        """
+        For generated Via lines of the usual shape (and near it), the
+        result (or the error) is the general rule's.
+        """
+        value = head + host + port + "".join(
+            ";" + n if v is None else ";%s=%s" % (n, v) for n, v in params)
+        self.assertSameAsGeneral(value)
 
 
 class MakeResponseTests(unittest.TestCase):

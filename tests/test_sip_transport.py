@@ -36,8 +36,13 @@ from xmppgw.sip.transport import (
     Target,
     TransportFailure,
     _addReceived,
+    _ipHosts,
+    _isIP,
+    _udpReplies,
+    _udpReplyAddress,
     parseListen,
 )
+from xmppgw.sip import transport as transportModule
 
 
 class FakeUDPPort:
@@ -653,6 +658,110 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
         request, source = self.receivedRequest("SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKx1", CLIENT)
         self.successResultOf(self.sip.send(makeResponse(request, 200), source))
         self.assertEqual(self.udpWritten()[0][1], ("198.51.100.7", 5060))
+
+    def test_replyAddressWorkedOutOnArrival(self):
+        """
+        Where the responses to a UDP request go is worked out when it
+        arrives: sending a response reads it back without parsing the
+        response's Via again.
+        """
+        request, source = self.receivedRequest(
+            "SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bKarrival", ("203.0.113.9", 40123)
+        )
+        text = request.headers.get("Via")
+        self.assertEqual(_udpReplies[text], ("203.0.113.9", 40123, True))
+
+        def noParsing(message):
+            raise AssertionError("the response's Via was parsed again")
+
+        self.patch(transportModule, "topVia", noParsing)
+        self.successResultOf(self.sip.send(makeResponse(request, 200), source))
+        self.assertEqual(self.udpWritten()[0][1], ("203.0.113.9", 40123))
+
+    def test_replyAddressForgotten(self):
+        """
+        A response whose Via line is not (or no longer) remembered goes
+        where its top Via says.
+        """
+        request, source = self.receivedRequest(
+            "SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bKforgotten", ("203.0.113.9", 40123)
+        )
+        _udpReplies.clear()
+        self.successResultOf(self.sip.send(makeResponse(request, 200), source))
+        self.assertEqual(self.udpWritten()[0][1], ("203.0.113.9", 40123))
+
+    def test_replyAddressMatchesVia(self):
+        """
+        For any shape of top Via, the address remembered on arrival is the
+        one the response's Via gives (L{_udpReplyAddress} of the Via parsed
+        again), and the response is sent there.
+        """
+        vias = [
+            "SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bKx1",
+            "SIP/2.0/UDP 10.0.0.5:5060;rport=7000;branch=z9hG4bKx1",
+            "SIP/2.0/UDP 10.0.0.5;branch=z9hG4bKx1",
+            "SIP/2.0/UDP client.example.org:5070;branch=z9hG4bKx1",
+            "SIP/2.0/UDP 203.0.113.9:5070;branch=z9hG4bKx1",
+            "SIP/2.0/UDP 203.0.113.9;branch=z9hG4bKx1;received=192.0.2.99",
+            "SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKx1;maddr=192.0.2.77;rport",
+            "SIP/2.0/UDP 10.0.0.5;branch=z9hG4bKx1;maddr=;rport",
+            "SIP/2.0/UDP 10.0.0.5;rport;rport=9;branch=z9hG4bKx1;received=1.2.3.4",
+            "SIP/2.0/UDP h1;branch=z9hG4bKa;rport, SIP/2.0/UDP h2;branch=z9hG4bKb",
+            "sip / 2.0 / udp  Client.Example.ORG : 05060 ; BRANCH = z9hG4bKx1 ; rport",
+        ]
+        for i, via in enumerate(vias):
+            for addr in [CLIENT, ("203.0.113.9", 40000)]:
+                self.receiver.received = []
+                del self.udpWritten()[:]
+                request, source = self.receivedRequest(via, addr)
+                text = request.headers.get("Via")
+                expected = _udpReplyAddress(_parseVia(text)[0])
+                self.assertEqual(_udpReplies.get(text), expected, (via, addr))
+                self.successResultOf(self.sip.send(makeResponse(request, 200), source))
+                self.assertEqual(self.udpWritten()[0][1], expected[:2], (via, addr))
+
+    def test_replyAddressesBounded(self):
+        """
+        The remembered reply addresses are bounded.
+        """
+        for i in range(transportModule._UDP_REPLIES_MAX + 10):
+            self.receivedRequest("SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bK%d" % (i,), CLIENT)
+        self.assertLessEqual(len(_udpReplies), transportModule._UDP_REPLIES_MAX)
+
+    def test_replyToName(self):
+        """
+        A response whose reply address is a host name (a C{maddr}) is sent
+        after resolving it.
+        """
+        self.reactor.names["proxy.example.org"] = "203.0.113.50"
+        request, source = self.receivedRequest(
+            "SIP/2.0/UDP 10.0.0.5:5062;maddr=proxy.example.org;branch=z9hG4bKx1", CLIENT
+        )
+        self.assertEqual(_udpReplies[request.headers.get("Via")], ("proxy.example.org", 5062, False))
+        self.successResultOf(self.sip.send(makeResponse(request, 200), source))
+        self.assertEqual(self.reactor.resolved, ["proxy.example.org"])
+        self.assertEqual(self.udpWritten()[0][1], ("203.0.113.50", 5062))
+
+    def test_isIPRemembered(self):
+        """
+        L{_isIP} answers as L{isIPAddress}/L{isIPv6Address} and remembers
+        the answer, within a bound.
+        """
+        _ipHosts.clear()
+        self.addCleanup(_ipHosts.clear)
+        self.assertTrue(_isIP("192.0.2.1"))
+        self.assertTrue(_isIP("2001:db8::1"))
+        self.assertFalse(_isIP("example.org"))
+        self.assertFalse(_isIP("[2001:db8::1]"))
+        self.assertEqual(_ipHosts, {"192.0.2.1": True, "2001:db8::1": True, "example.org": False,
+                                    "[2001:db8::1]": False})
+        self.patch(transportModule, "isIPAddress", lambda host: 1 / 0)
+        self.assertTrue(_isIP("192.0.2.1"))
+        self.patch(transportModule, "_IP_HOSTS_MAX", 4)
+        self.patch(transportModule, "isIPAddress", lambda host: False)
+        self.patch(transportModule, "isIPv6Address", lambda host: False)
+        self.assertFalse(_isIP("192.0.2.2"))
+        self.assertEqual(_ipHosts, {"192.0.2.2": False})
 
     def test_responseFromArrivalSocket(self):
         """

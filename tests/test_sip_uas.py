@@ -289,6 +289,37 @@ class CheckRequestTests(unittest.TestCase):
         self.assertIsNone(self.check(build(replace={
             "Content-Type": "application/sdp"})))
 
+    def test_headerOrder(self):
+        """
+        The mandatory headers are checked in the order Via, From, To,
+        Call-ID, CSeq, each for being missing, then repeated, then
+        invalid; Max-Forwards comes last.
+        """
+        cases = [
+            (dict(remove=["To"], replace={"Via": "garbage"}),
+             "Invalid Via Header"),
+            (dict(remove=["Via"], replace={"From": "<sip:x"}),
+             "Missing Via Header"),
+            (dict(remove=["To"], replace={"From": "<sip:x"}),
+             "Invalid From Header"),
+            (dict(remove=["Call-ID"], extra=[("From", "<sip:x@y>;tag=2")]),
+             "Multiple From Headers"),
+            (dict(remove=["CSeq"], replace={"To": "<sip:x"}),
+             "Invalid To Header"),
+            (dict(replace={"Call-ID": "a b"}, extra=[("To", "<sip:x@y>")]),
+             "Multiple To Headers"),
+            (dict(replace={"CSeq": "x", "Call-ID": "a b"}),
+             "Invalid Call-ID Header"),
+            (dict(remove=["CSeq"], replace={"Max-Forwards": "x"}),
+             "Missing CSeq Header"),
+            (dict(replace={"CSeq": "1 OPTIONS", "Max-Forwards": "x"}),
+             "CSeq Method Does Not Match Request"),
+            (dict(extra=[("Max-Forwards", "x")]),
+             "Multiple Max-Forwards Headers"),
+        ]
+        for kwargs, reason in cases:
+            self.assertCode(build(**kwargs), 400, reason)
+
     def test_order(self):
         """
         Header errors come before size, size before method, method before

@@ -2,8 +2,12 @@
 Tests for L{xmppgw.sip.uri}.
 """
 
+import re
+
+from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 
+from xmppgw.sip import uri as uriModule
 from xmppgw.sip.uri import (
     URI, NameAddr, URIError, parseNameAddr, parseParams, parseURI,
     splitQuoted)
@@ -404,6 +408,75 @@ class HelperTests(unittest.TestCase):
         for bad in (";received=:", ";tag=dead:beef", ";branch=ab:cd",
                     ";received=1:2:3"):
             self.assertRaises(URIError, parseParams, bad)
+
+
+def _outcome(function, *args):
+    """
+    What C{function(*args)} returns, or the L{URIError} class it raises.
+    """
+    try:
+        return function(*args)
+    except URIError:
+        return URIError
+
+
+#: Never matches: with it, L{parseParams} takes its general rule only.
+_NEVER = re.compile(r"(?!)")
+
+_PARAM_CASES = [
+    ";a=1;b", ";branch=z9hG4bK-5-7f18d0cc7380;rport", ";tag=t5", ";A=B",
+    ";a=", ";a==b", ";;a", ";a;", ";a=b;", ";a b", "; a=b", ";a =b",
+    ";a= b", ";a=b ", ";a=\"q\"", ";a=[::1]", ";received=2001:db8::1",
+    ";a=b:c", ";a=%41", ";x-Y.z!%*_+`'~=v-W.x!%*_+`'~", "x;a", ";a\tb",
+    ";a=b,c", ";<a>", ";a=\u00e9", ";a=1;a=2",
+]
+
+
+class HeaderParamsFastPathTests(unittest.TestCase):
+    """
+    L{parseParams} reads header parameters of the usual shape (token names
+    and values, nothing else) without its general rule; both read them
+    alike.
+    """
+
+    def test_usualShapeDirect(self):
+        """
+        The usual shape is read without the general rule (which splits at
+        quotes with L{splitQuoted}).
+        """
+        def general(text, sep):
+            raise AssertionError("general rule used")
+
+        self.patch(uriModule, "splitQuoted", general)
+        self.assertEqual(parseParams(";branch=z9hG4bK1;rport;A=B"),
+                         (("branch", "z9hG4bK1"), ("rport", None),
+                          ("a", "B")))
+
+    def assertSameAsGeneral(self, text):
+        fast = _outcome(parseParams, text)
+        self.patch(uriModule, "_SIMPLE_HEADER_PARAMS_RE", _NEVER)
+        try:
+            self.assertEqual(fast, _outcome(parseParams, text), text)
+        finally:
+            self.patch(uriModule, "_SIMPLE_HEADER_PARAMS_RE",
+                       re.compile(uriModule._SIMPLE_HEADER_PARAMS_RE.pattern))
+
+    def test_sameAsGeneral(self):
+        """
+        For a list of shapes, usual and not, the result (or the error) is
+        the general rule's.
+        """
+        for text in _PARAM_CASES:
+            self.assertSameAsGeneral(text)
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(st.text(alphabet=";=ab9-.!%*_+`'~: \t\"[]<>,\u00e9",
+                   max_size=30))
+    def test_sameAsGeneralAnyText(self, text):
+        """
+        For any text, the result (or the error) is the general rule's.
+        """
+        self.assertSameAsGeneral(text)
 
 
 class PathologicalInputTests(unittest.TestCase):

@@ -22,7 +22,8 @@ from xmppgw.compat import compilePossessive
 from xmppgw.randomid import randomHex
 from xmppgw.sip.uri import (
     URIError, Params, _fastNew, _fastReplace, _paramValue, _hasParam,
-    _setParam, _formatParams, parseParams, parseNameAddr, splitQuoted)
+    _setParam, _formatParams, _splitSimpleParams, parseParams, parseNameAddr,
+    splitQuoted)
 
 
 __all__ = [
@@ -328,6 +329,35 @@ class Response:
 Message = Union[Request, Response]
 
 
+def _newRequest(method: str, uri: str, headers: Headers,
+                body: bytes = b"") -> Request:
+    """
+    A L{Request} made of checked parts (C{headers} a L{Headers}, C{body}
+    L{bytes}), without the checks of its constructor.
+    """
+    request = Request.__new__(Request)
+    request.method = method
+    request.uri = uri
+    request.headers = headers
+    request.body = body
+    request.source = None
+    return request
+
+
+def _newResponse(code: int, reason: str, headers: Headers,
+                 body: bytes = b"") -> Response:
+    """
+    A L{Response} made of checked parts, as L{_newRequest}.
+    """
+    response = Response.__new__(Response)
+    response.code = code
+    response.reason = reason
+    response.headers = headers
+    response.body = body
+    response.source = None
+    return response
+
+
 def serialize(message: Message) -> bytes:
     """
     The wire form of C{message}: start line, headers in order, a correct
@@ -335,9 +365,11 @@ def serialize(message: Message) -> bytes:
     """
     body = message.body
     lines = [message.startLine()]
-    lines += ["%s: %s" % item for item in message.headers._items
-              if item[0] != "Content-Length"]
-    lines.append("Content-Length: %d\r\n\r\n" % (len(body),))
+    append = lines.append
+    for name, value in message.headers._items:
+        if name != "Content-Length":
+            append(name + ": " + value)
+    append("Content-Length: %d\r\n\r\n" % (len(body),))
     return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
 
 
@@ -404,8 +436,11 @@ class Via:
         return "%s:%d" % (self.host, self.port)
 
     def __str__(self) -> str:
-        return "%s/%s %s%s" % (self.protocol, self.transport, self.sentBy,
-                               _formatParams(self.params))
+        port = self.port
+        return "%s/%s %s%s" % (
+            self.protocol, self.transport,
+            self.host if port is None else "%s:%d" % (self.host, port),
+            _formatParams(self.params))
 
 
 def parseVia(value: str) -> List[Via]:
@@ -467,7 +502,33 @@ def _keepVias(value: str, vias: Tuple[Via, ...]) -> None:
     _viaCache[value] = vias
 
 
+#: A Via line in its usual shape: one value, no blanks but the one before
+#: the sent-by, token parameters (L{_SIMPLE_HEADER_PARAMS_RE}). What it
+#: matches, L{_parseVia}'s general rule reads the same way.
+_SIMPLE_VIA_RE = re.compile(
+    r"([A-Za-z0-9\-.!%*_+`'~]+)/([A-Za-z0-9\-.!%*_+`'~]+)/"
+    r"([A-Za-z0-9\-.!%*_+`'~]+) "
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_.])?)"
+    r"(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~]+)?)*)")
+
+
 def _parseVia(value: str) -> List[Via]:
+    match = _SIMPLE_VIA_RE.fullmatch(value)
+    if match is not None:
+        name, version, transport, host, port, params = match.groups()
+        if port is not None:
+            port = int(port)
+        if port is None or port <= 65535:
+            if name == "SIP" and version == "2.0":
+                protocol = "SIP/2.0"
+            else:
+                protocol = "%s/%s" % (name.upper(), version)
+            return [_fastNew(Via, transport=transport.upper(),
+                             host=host.lower(), port=port,
+                             params=_splitSimpleParams(params) if params
+                             else (),
+                             protocol=protocol)]
     try:
         parts = splitQuoted(value, ",")
     except URIError as e:
@@ -631,8 +692,8 @@ def makeResponse(request: Request, code: int, reason: Optional[str] = None,
         for name, value in (headers.items() if isinstance(headers, Headers)
                             else headers):
             out.add(name, value)
-    return Response(code, reason if reason is not None
-                    else reasonPhrase(code), out)
+    return _newResponse(code, reason if reason is not None
+                        else reasonPhrase(code), out)
 
 
 _COPIED = frozenset(["Via", "From", "Call-ID", "CSeq"])
@@ -750,8 +811,8 @@ def parseMessage(data: bytes) -> Message:
         versionError = _checkVersion(parts[0])
         if versionError is not None:
             raise versionError
-        message = Response(int(codeText), parts[2] if len(parts) == 3
-                           else "", _headersOf([]))
+        message = _newResponse(int(codeText), parts[2] if len(parts) == 3
+                               else "", _headersOf([]))
     else:
         parts = first.split(" ")
         if len(parts) != 3:
@@ -766,7 +827,7 @@ def parseMessage(data: bytes) -> Message:
                 startError = SIPParseError("Invalid Request-URI")
             else:
                 startError = _checkVersion(version)
-        message = Request(method, uri, _headersOf([]))
+        message = _newRequest(method, uri, _headersOf([]))
 
     # Headers.
     items = message.headers._items
@@ -774,6 +835,14 @@ def parseMessage(data: bytes) -> Message:
     names = _nameCache
     contentLength = None
     for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            # The usual line: a name as read before (the cache of
+            # _headerName holds only tokens, so never a continuation).
+            canon = names.get(name)
+            if canon is not None:
+                append((canon, value.strip(" \t")))
+                continue
         if not line:
             continue
         c = line[0]
@@ -785,18 +854,13 @@ def parseMessage(data: bytes) -> Message:
             more = line.strip(" \t")
             items[-1] = (name, value + " " + more if value else more)
             continue
-        name, colon, value = line.partition(":")
         if not colon:
             error = error or SIPParseError("Malformed Header Line")
             continue
-        # The usual name has no blank before the colon: it is its own key
-        # in the cache of _headerName.
-        canon = names.get(name)
+        canon = _headerName(name.rstrip(" \t"))
         if canon is None:
-            canon = _headerName(name.rstrip(" \t"))
-            if canon is None:
-                error = error or SIPParseError("Malformed Header Name")
-                continue
+            error = error or SIPParseError("Malformed Header Name")
+            continue
         append((canon, value.strip(" \t")))
 
     if startError is not None:

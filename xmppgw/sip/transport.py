@@ -64,6 +64,8 @@ from xmppgw.sip.message import (
     _headersOf,
     _keepVias,
     _parsedVias,
+    _parseVia,
+    _viaCache,
     makeResponse,
     parseMessage,
     serialize,
@@ -163,8 +165,24 @@ def _sameAddress(a, b):
         return a == b
 
 
+#: C{{host: whether it is an IP address}} for the hosts messages were sent
+#: to (bounded: emptied when full).
+_ipHosts = {}
+_IP_HOSTS_MAX = 1024
+
+
 def _isIP(host):
-    return isIPAddress(host) or isIPv6Address(host)
+    """
+    Whether C{host} (bare, L{_bare}) is an IPv4 or IPv6 address; the answer
+    is remembered.
+    """
+    known = _ipHosts.get(host)
+    if known is None:
+        known = isIPAddress(host) or isIPv6Address(host)
+        if len(_ipHosts) >= _IP_HOSTS_MAX:
+            _ipHosts.clear()
+        _ipHosts[host] = known
+    return known
 
 
 def _formatHost(host):
@@ -198,12 +216,60 @@ def _setTopVia(message, index, vias, newTop, known):
         and the other values (every part of C{newTop} comes from parsing,
         or is a token); then it is remembered as parsed, else the next
         reader (L{topVia}) parses the text.
+    @return: the new Via line.
     """
     rest = vias[1:]
-    text = ", ".join([str(newTop)] + [str(v) for v in rest])
+    text = str(newTop)
+    if rest:
+        text = ", ".join([text] + [str(v) for v in rest])
     message.headers._items[index] = ("Via", text)
     if known:
         _keepVias(text, (newTop,) + rest)
+    return text
+
+
+#: C{{top Via line: (host, port, isIP)}}: where the responses to a request
+#: that came over UDP go (L{_udpReplyAddress} of its top Via), worked out
+#: when the request arrives (L{_addReceived}) and read when a response
+#: (which carries the same line) is sent. Bounded: emptied when full; a
+#: line not found is worked out again.
+_udpReplies = {}
+_UDP_REPLIES_MAX = 1024
+
+
+def _keepReply(text, reply):
+    if len(_udpReplies) >= _UDP_REPLIES_MAX:
+        _udpReplies.clear()
+    _udpReplies[text] = reply
+
+
+def _udpReplyAddress(via):
+    """
+    Where a response with the top Via C{via} goes over UDP (RFC 3261 18.2.2,
+    RFC 3581 section 4): C{maddr} and the sent-by port, else C{received} (or
+    the sent-by host) and C{rport} (or the sent-by port).
+
+    @return: C{(host, port, isIP)}, C{host} bare (L{_bare}).
+    """
+    maddr = rport = received = None
+    # Backwards: the first of repeated parameters wins, as in Via.param.
+    for name, value in reversed(via.params):
+        if name == "maddr":
+            maddr = value
+        elif name == "rport":
+            rport = value
+        elif name == "received":
+            received = value
+    if maddr:
+        host, port = maddr, via.port or DEFAULT_PORTS["udp"]
+    else:
+        host = received or via.host
+        if rport and rport.isdigit():
+            port = int(rport)
+        else:
+            port = via.port or DEFAULT_PORTS["udp"]
+    host = _bare(host)
+    return host, port, _isIP(host)
 
 
 def _addReceived(request, source):
@@ -213,31 +279,71 @@ def _addReceived(request, source):
     empty C{rport}.
 
     C{request} is changed in place (it is the transport's own, just
-    parsed) and returned.
+    parsed) and returned. For a request from UDP, where its responses go is
+    remembered (L{_udpReplies}).
+
+    @raise SIPParseError: when there is no Via or it does not parse.
     """
-    index, vias = _topViaLine(request)
+    items = request.headers._items
+    index = 0
+    for name, text in items:
+        if name == "Via":
+            break
+        index += 1
+    else:
+        raise SIPParseError("Missing Via Header")
+    vias = _viaCache.get(text)
+    if vias is None:
+        # Not kept yet: the line is usually written again just below.
+        vias = tuple(_parseVia(text))
+        fresh = True
+    else:
+        fresh = False
     via = vias[0]
-    params = list(via.params)
-    names = [name.lower() for name, _value in params]
-    hasRport = "rport" in names
-    changed = False
-    if hasRport or not _sameAddress(via.host, source.host):
-        if "received" in names:
-            i = names.index("received")
-            if params[i][1] != source.host:
-                params[i] = ("received", source.host)
-                changed = True
+    params = via.params
+    host = source.host
+    receivedAt = rportAt = None
+    maddr = False
+    i = 0
+    for name, value in params:
+        if name == "rport":
+            if rportAt is None:
+                rportAt = i
+        elif name == "received":
+            if receivedAt is None:
+                receivedAt = i
+        elif name == "maddr":
+            maddr = True
+        i += 1
+    newParams = None
+    if rportAt is not None or not _sameAddress(via.host, host):
+        if receivedAt is None:
+            newParams = list(params)
+            newParams.append(("received", host))
+        elif params[receivedAt][1] != host:
+            newParams = list(params)
+            newParams[receivedAt] = ("received", host)
+    filled = False
+    if rportAt is not None and params[rportAt][1] is None:
+        if newParams is None:
+            newParams = list(params)
+        newParams[rportAt] = ("rport", str(source.port))
+        filled = True
+    known = True
+    if newParams is not None:
+        via = _fastReplace(via, params=tuple(newParams))
+        known = _TOKEN_RE.fullmatch(host) is not None
+        text = _setTopVia(request, index, vias, via, known)
+    elif fresh:
+        _keepVias(text, vias)
+    if known and source.transport == "udp":
+        if filled and not maddr:
+            # The usual case: the responses go back to the source address
+            # (received and the rport just filled).
+            host = _bare(host)
+            _keepReply(text, (host, source.port, _isIP(host)))
         else:
-            params.append(("received", source.host))
-            changed = True
-    if hasRport:
-        i = names.index("rport")
-        if params[i][1] is None:
-            params[i] = ("rport", str(source.port))
-            changed = True
-    if changed:
-        _setTopVia(request, index, vias, _fastReplace(via, params=tuple(params)),
-                   _TOKEN_RE.fullmatch(source.host) is not None)
+            _keepReply(text, _udpReplyAddress(via))
     return request
 
 
@@ -919,7 +1025,8 @@ class SIPTransport(MultiService):
         @param sourceChecked: whether C{source} was already checked against
             C{allowFrom} (a datagram's, just before).
         """
-        self._logTraffic("received", source.transport, source.host, source.port, data)
+        if self.logTraffic:
+            self._logTraffic("received", source.transport, source.host, source.port, data)
         try:
             message = parseMessage(data)
         except SIPParseError as e:
@@ -1086,7 +1193,7 @@ class SIPTransport(MultiService):
             return fail(TransportFailure(str(e)))
 
     def _sendResponse(self, response, source):
-        if source.reliable:
+        if source.transport != "udp":  # source.reliable
             conn = source.connection
             if isinstance(conn, SIPStreamProtocol) and conn.isUsable:
                 return conn.sendMessage(response)
@@ -1096,18 +1203,13 @@ class SIPTransport(MultiService):
             host = via.param("received") or via.host
             port = via.port or DEFAULT_PORTS[source.transport]
             return self._sendTo(response, source.transport, host, port)
-        via = topVia(response)
-        maddr = via.param("maddr")
-        rport = via.param("rport")
-        if maddr:
-            host, port = maddr, via.port or DEFAULT_PORTS["udp"]
-        else:
-            host = via.param("received") or via.host
-            if rport and rport.isdigit():
-                port = int(rport)
-            else:
-                port = via.port or DEFAULT_PORTS["udp"]
+        reply = _udpReplies.get(response.headers.get("Via"))
+        if reply is None:
+            reply = _udpReplyAddress(topVia(response))
+        host, port, isIP = reply
         protocol = source.connection if isinstance(source.connection, SIPDatagramProtocol) else None
+        if isIP:
+            return self._sendDatagram(response, host, port, protocol)
         return self._sendTo(response, "udp", host, port, protocol)
 
     def _sendTo(self, message, proto, host, port, protocol=None):
@@ -1142,7 +1244,8 @@ class SIPTransport(MultiService):
         data = serialize(message)
         if len(data) > MAX_DATAGRAM:
             raise TransportFailure("message of %d bytes is too large for UDP" % (len(data),))
-        self._logTraffic("sent", "udp", ip, port, data)
+        if self.logTraffic:
+            self._logTraffic("sent", "udp", ip, port, data)
         try:
             protocol.transport.write(data, (ip, port))
         except Exception as e:

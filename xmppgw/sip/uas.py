@@ -110,68 +110,88 @@ def _checkHeaders(request: Request):
     The 400 checks on the mandatory headers and Max-Forwards, in one pass
     over the headers.
 
+    The mandatory headers are checked in the order of L{MANDATORY_HEADERS},
+    each for being missing, then repeated, then invalid: the first failure
+    is the answer.
+
     @return: C{(response, to, found)}: the 400 L{Response} or L{None}, the
-        parsed To header when it was reached, and the values (a tuple) of
+        parsed To header when it was reached, and the values (a list) of
         the mandatory headers, Max-Forwards and Require by name.
     """
-    to = None
     found = {}
-    for item in request.headers._items:
-        name = item[0]
-        if name in _WATCHED:
-            if name in found:
-                found[name].append(item[1])
+    watched = _WATCHED
+    for name, value in request.headers._items:
+        if name in watched:
+            values = found.get(name)
+            if values is None:
+                found[name] = [value]
             else:
-                found[name] = [item[1]]
-    for name in MANDATORY_HEADERS:
-        values = found.get(name)
-        if not values:
-            return (_badRequest(request, "Missing %s Header" % (name,)), None,
-                    found)
-        if len(values) > 1 and name != "Via":
-            return (_badRequest(request, "Multiple %s Headers" % (name,)),
+                values.append(value)
+    get = found.get
+
+    values = get("Via")
+    if values is None:
+        return _missing(request, "Via", found)
+    try:
+        for value in values:
+            _parsedVias(value)
+    except SIPParseError:
+        return _badRequest(request, "Invalid Via Header"), None, found
+
+    for name in ("From", "To"):
+        values = get(name)
+        if values is None:
+            return _missing(request, name, found)
+        if len(values) > 1:
+            return _multiple(request, name, found)
+        try:
+            to = parseNameAddr(values[0])
+        except URIError:
+            return (_badRequest(request, "Invalid %s Header" % (name,)),
                     None, found)
-        if name == "Via":
-            try:
-                for value in values:
-                    _parsedVias(value)
-            except SIPParseError:
-                return _badRequest(request, "Invalid Via Header"), None, found
-        elif name == "From" or name == "To":
-            try:
-                address = parseNameAddr(values[0])
-            except URIError:
-                return (_badRequest(request, "Invalid %s Header" % (name,)),
-                        None, found)
-            if name == "To":
-                to = address
-        elif name == "Call-ID":
-            callID = values[0]
-            if not callID or " " in callID or "\t" in callID:
-                return (_badRequest(request, "Invalid Call-ID Header"), None,
-                        found)
-        else:
-            parts = values[0].split()
-            if (len(parts) != 2 or not parts[0].isdigit()
-                    or not parts[0].isascii()
-                    or len(parts[0]) > 10 or int(parts[0]) > _MAX_CSEQ):
-                return (_badRequest(request, "Invalid CSeq Header"), None,
-                        found)
-            if parts[1] != request.method:
-                return (_badRequest(request,
-                                    "CSeq Method Does Not Match Request"),
-                        None, found)
-    maxForwards = found.get("Max-Forwards", ())
-    if len(maxForwards) > 1:
-        return (_badRequest(request, "Multiple Max-Forwards Headers"), None,
-                found)
-    if maxForwards:
+
+    values = get("Call-ID")
+    if values is None:
+        return _missing(request, "Call-ID", found)
+    if len(values) > 1:
+        return _multiple(request, "Call-ID", found)
+    callID = values[0]
+    if not callID or " " in callID or "\t" in callID:
+        return _badRequest(request, "Invalid Call-ID Header"), None, found
+
+    values = get("CSeq")
+    if values is None:
+        return _missing(request, "CSeq", found)
+    if len(values) > 1:
+        return _multiple(request, "CSeq", found)
+    parts = values[0].split()
+    if (len(parts) != 2 or not parts[0].isdigit()
+            or not parts[0].isascii()
+            or len(parts[0]) > 10 or int(parts[0]) > _MAX_CSEQ):
+        return _badRequest(request, "Invalid CSeq Header"), None, found
+    if parts[1] != request.method:
+        return (_badRequest(request, "CSeq Method Does Not Match Request"),
+                None, found)
+
+    maxForwards = get("Max-Forwards")
+    if maxForwards is not None:
+        if len(maxForwards) > 1:
+            return (_badRequest(request, "Multiple Max-Forwards Headers"),
+                    None, found)
         value = maxForwards[0]
         if (not value.isdigit() or not value.isascii() or len(value) > 10
                 or int(value) > 255):
-            return (_badRequest(request, "Invalid Max-Forwards Header"), None,
-                    found)
+            return (_badRequest(request, "Invalid Max-Forwards Header"),
+                    None, found)
     return None, to, found
+
+
+def _missing(request: Request, name: str, found):
+    return _badRequest(request, "Missing %s Header" % (name,)), None, found
+
+
+def _multiple(request: Request, name: str, found):
+    return _badRequest(request, "Multiple %s Headers" % (name,)), None, found
 
 
 def checkRequest(request: Request, maxMessageSize: int,

@@ -85,6 +85,11 @@ _HEADER_PARAM_RE = compilePossessive(
     r"[A-Za-z0-9\-.!%*_+`'~]+|\"(?:[^\"\\]|\\.)*\"|\[[0-9A-Fa-f:.]+\]"
     r")?[ \t]*+)?")
 _OPAQUE_BAD_RE = re.compile(r"[\x00-\x20\x7f<>\"]")
+#: Header parameters in their usual shape: token names and token values, no
+#: blanks, quotes or colons (C{;branch=z9hG4bK1;rport}). Each repetition
+#: starts at a C{;}, which no token holds: the match is linear.
+_SIMPLE_HEADER_PARAMS_RE = re.compile(
+    r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~]+)?)+")
 
 #: Schemes whose text is split into user, password, host, port, params.
 _STRUCTURED = frozenset(["sip", "sips", "im", "pres"])
@@ -160,10 +165,13 @@ def _setParam(params: Params, name: str, value: Optional[str]) -> Params:
 
 
 def _formatParams(params: Params) -> str:
-    return "".join(
-        ";" + name if value is None else ";%s=%s" % (name, value)
-        for name, value in params
-    )
+    text = ""
+    for name, value in params:
+        if value is None:
+            text += ";" + name
+        else:
+            text += ";%s=%s" % (name, value)
+    return text
 
 
 @dataclass(frozen=True)
@@ -348,6 +356,18 @@ def _parseHost(text: str, whole: str) -> Tuple[str, Optional[int]]:
     return host.lower(), port
 
 
+def _splitSimpleParams(text: str) -> Params:
+    """
+    The parameters of C{text}, which matches C{_SIMPLE_HEADER_PARAMS_RE}
+    (C{;name[=value]} pairs of tokens): split without further checks.
+    """
+    out = []
+    for piece in text[1:].split(";"):
+        name, eq, value = piece.partition("=")
+        out.append((name.lower(), value if eq else None))
+    return tuple(out)
+
+
 def parseParams(text: str, uriParams: bool = False) -> Params:
     """
     Parse C{;name[=value]} pairs (C{text} starts at the first C{;} or is
@@ -361,6 +381,9 @@ def parseParams(text: str, uriParams: bool = False) -> Params:
     """
     if not text:
         return ()
+    if not uriParams and _SIMPLE_HEADER_PARAMS_RE.fullmatch(text) is not None:
+        # The usual shape, which the general rule below reads the same way.
+        return _splitSimpleParams(text)
     if uriParams:
         pieces = text.split(";")
     else:
