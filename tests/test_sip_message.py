@@ -1207,6 +1207,138 @@ class FuzzTests(unittest.TestCase):
         self.assertLessEqual(len(framer._buffer), 200)
 
 
+def _parseOutcome(data):
+    """
+    Everything L{parseMessage} gives for C{data}: the message's parts, or
+    the error's reason, code and partial request's parts.
+    """
+    def parts(message):
+        if message is None:
+            return None
+        if message.isRequest:
+            start = (message.method, message.uri)
+        else:
+            start = (message.code, message.reason)
+        return (message.isRequest, start, message.headers.items(), message.body)
+    try:
+        return parts(parseMessage(data))
+    except SIPParseError as e:
+        return ("error", e.reason, e.code, parts(e.request))
+
+
+def _clearLineCaches():
+    messageModule._startLines.clear()
+    messageModule._headerLines.clear()
+
+
+_LINE_CASES = [
+    MESSAGE,
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 1 MESSAGE\r\n"
+    b"Content-Length: 0\r\n\r\n",
+    b"SIP/2.0 200 OK\r\nCSeq: 1 MESSAGE\r\n Folded\r\nContent-Length: 0\r\n\r\n",
+    b"MESSAGE sip:a@b SIP/2.0\r\nCSeq: 1 MESSAGE\r\n\tmore\r\nl: 0\r\n\r\n",
+    b"MESSAGE sip:a@b SIP/2.0\nCSeq: 1 MESSAGE\nMax-Forwards: 70\nl: 0\n\n",
+    b"MESSAGE sip:a@b SIP/2.0\r\nCSeq: 1 MESSAGE\nMax-Forwards: 70\r\n\r\n",
+    b"MESSAGE sip:a@b SIP/3.0\r\nCSeq: 1 MESSAGE\r\n\r\n",
+    b"MESSAGE sip:a@b SIP/2.0\r\nCSeq : 1 MESSAGE\r\nBad Name: x\r\n\r\n",
+    b"MESSAGE sip:a@b SIP/2.0\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: \xff\r\n\r\n",
+    b"sip/2.0 404 Not Here\r\nCSeq: 1 MESSAGE\r\nContent-Length: 2\r\n\r\nabc",
+    b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 9\r\n\r\nabc",
+    b"MESSAGE  sip:a@b SIP/2.0\r\nCSeq: 1 MESSAGE\r\n\r\n",
+]
+
+
+class LineCacheTests(unittest.TestCase):
+    """
+    L{parseMessage} keeps the start lines and usual header lines it has
+    read (bounded); a message read from them is the one read without them.
+    """
+
+    def setUp(self):
+        _clearLineCaches()
+        self.addCleanup(_clearLineCaches)
+
+    def assertSameAsFresh(self, data):
+        _clearLineCaches()
+        fresh = _parseOutcome(data)
+        self.assertEqual(_parseOutcome(data), fresh, data)
+        # And after other messages filled the caches.
+        for other in _LINE_CASES:
+            _parseOutcome(other)
+        self.assertEqual(_parseOutcome(data), fresh, data)
+
+    def test_sameAsFresh(self):
+        """
+        Messages of many shapes, valid or not, read again from the caches,
+        are read as the first time.
+        """
+        for data in _LINE_CASES:
+            self.assertSameAsFresh(data)
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(st.integers(0, len(MESSAGE) - 1), st.binary(min_size=1, max_size=8))
+    def test_sameAsFreshMutated(self, position, junk):
+        """
+        A valid message with bytes inserted anywhere is read the same from
+        the caches as without them.
+        """
+        self.assertSameAsFresh(MESSAGE[:position] + junk + MESSAGE[position:])
+
+    def test_linesKept(self):
+        """
+        The start line and the usual lines are kept, except those of Via,
+        Call-ID and From (nearly always new); a header line read from the
+        cache is the same object as the first time.
+        """
+        first = parseMessage(MESSAGE)
+        self.assertIn(MESSAGE.split(b"\r\n")[0].decode(), messageModule._startLines)
+        kept = {name for name, _ in messageModule._headerLines.values()}
+        self.assertNotIn("Via", kept)
+        self.assertNotIn("Call-ID", kept)
+        self.assertNotIn("From", kept)
+        self.assertIn("CSeq", kept)
+        second = parseMessage(MESSAGE)
+        for a, b in zip(first.headers._items, second.headers._items):
+            if a[0] in kept:
+                self.assertIs(a, b)
+
+    def test_errorStartLineNotKept(self):
+        """
+        A start line with an error is not kept: the error comes again.
+        """
+        data = b"MESSAGE sip:a@b SIP/3.0\r\nCSeq: 1 MESSAGE\r\n\r\n"
+        for _ in range(2):
+            self.assertRaises(SIPParseError, parseMessage, data)
+        self.assertEqual(messageModule._startLines, {})
+
+    def test_longLinesNotKept(self):
+        """
+        Lines longer than C{_LINE_KEPT_MAX} are not kept (the caches hold
+        a bounded number of bytes); the message is read the same.
+        """
+        long = "x" * messageModule._LINE_KEPT_MAX
+        data = (b"MESSAGE sip:%s@b SIP/2.0\r\nSubject: %s\r\nSubject: short\r\n"
+                b"Content-Length: 0\r\n\r\n" % (long.encode(), long.encode()))
+        self.assertSameAsFresh(data)
+        _clearLineCaches()
+        parseMessage(data)
+        self.assertEqual(list(messageModule._startLines), [])
+        self.assertEqual(sorted(messageModule._headerLines),
+                         ["Content-Length: 0", "Subject: short"])
+
+    def test_bounded(self):
+        """
+        Both caches are bounded.
+        """
+        self.patch(messageModule, "_START_LINES_MAX", 10)
+        self.patch(messageModule, "_HEADER_LINES_MAX", 10)
+        for i in range(40):
+            parseMessage(b"MESSAGE sip:u%d@b SIP/2.0\r\nCSeq: %d MESSAGE\r\n"
+                         b"Max-Forwards: %d\r\n\r\n" % (i, i, i))
+            self.assertLessEqual(len(messageModule._startLines), 10)
+            self.assertLessEqual(len(messageModule._headerLines), 10)
+
+
 class PathologicalViaTests(unittest.TestCase):
     """
     Via values that made a regular expression backtrack without bound

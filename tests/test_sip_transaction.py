@@ -9,6 +9,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from xmppgw.sip import transaction as transactionModule
 from xmppgw.sip.message import (
     Headers,
     Request,
@@ -581,6 +582,32 @@ class ClientTransactionTests(TimerAssertions, unittest.TestCase):
                 self.assertIn(text, _viaCache)
                 self.assertEqual(topVia(sent), _parseVia(text)[0], text)
                 self.assertEqual(parseVia(text), _parseVia(text), text)
+
+    def test_sentViaFormat(self):
+        """
+        The top Via of a sent request is L{_VIA_FORMAT} with its branch,
+        for any local address; the parts worked out per local address are
+        bounded.
+        """
+        locals_ = [("192.0.2.1", 5060), ("0.0.0.0", 0), ("2001:DB8::1", 5070),
+                   ("[::1]", 5062), ("GW.Example.COM", 5060), ("bad host", 5060)]
+        for local in locals_ * 2:
+            self.transport.local = local
+            for target in (self.udp, self.tcp):
+                self.layer.sendRequest(makeOutgoing(), target)
+                sent = self.transport.sent[-1][0]
+                via = sent.headers.get("Via")
+                branch = via.split(";branch=")[1].split(";")[0]
+                host = local[0]
+                if ":" in host and not host.startswith("["):
+                    host = "[%s]" % (host,)
+                self.assertEqual(via, transactionModule._VIA_FORMAT % (
+                    target.transport.upper(), host, local[1], branch))
+        self.assertEqual(len(self.layer._viaTemplates), 12)
+        for port in range(1, 100):
+            self.transport.local = ("192.0.2.1", port)
+            self.layer.sendRequest(makeOutgoing(), self.udp)
+            self.assertLessEqual(len(self.layer._viaTemplates), 64)
 
     def test_oneTimerAtATime(self):
         """

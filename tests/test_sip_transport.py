@@ -16,8 +16,10 @@ from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock, 
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial import unittest
+from hypothesis import given, settings, strategies as st
 
 from xmppgw.sip.message import (
+    SIPParseError,
     Headers,
     Request,
     _parseVia,
@@ -40,6 +42,7 @@ from xmppgw.sip.transport import (
     _isIP,
     _udpReplies,
     _udpReplyAddress,
+    _viaTemplates,
     parseListen,
 )
 from xmppgw.sip import transport as transportModule
@@ -266,6 +269,31 @@ class ServiceTests(TransportTestMixin, unittest.TestCase):
         """
         sip = self.makeTransport([("udp", "127.0.0.1", 0)])
         self.assertEqual(sip.localAddresses(), [("udp", "127.0.0.1", 43210)])
+
+    def test_boundPortAskedOnce(self):
+        """
+        The bound port is asked of the listening port once, and again only
+        of another listening port (after a restart).
+        """
+        sip = self.makeTransport([("udp", "127.0.0.1", 0)])
+        listener = sip._listeners[0]
+        port = listener.listeningPort
+        asked = []
+        getHost = port.getHost
+
+        def counted():
+            asked.append(1)
+            return getHost()
+
+        port.getHost = counted
+        for _ in range(3):
+            self.assertEqual(sip.localAddress("udp"), ("127.0.0.1", 43210))
+        self.assertEqual(len(asked), 1)
+        other = FakeUDPPort("127.0.0.1", 43211)
+        listener.listeningPort = other
+        self.assertEqual(sip.localAddress("udp"), ("127.0.0.1", 43211))
+        listener.listeningPort = None
+        self.assertEqual(sip.localAddress("udp"), ("127.0.0.1", 0))
 
     def test_listenStrings(self):
         """
@@ -618,6 +646,153 @@ class UDPReceiveTests(TransportTestMixin, unittest.TestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
+_TEMPLATE_SOURCES = [
+    Source("udp", "198.51.100.7", 5060),
+    Source("udp", "203.0.113.9", 40000),
+    Source("udp", "2001:db8::7", 5062),
+    Source("tcp", "203.0.113.9", 40001),
+]
+
+_TEMPLATE_VIAS = [
+    "SIP/2.0/UDP 198.51.100.7:5060;branch=%s;rport",
+    "SIP/2.0/UDP 198.51.100.7:5060;branch=%s",
+    "SIP/2.0/UDP 198.51.100.7;rport;branch=%s",
+    "SIP/2.0/UDP client.example.org:5070;branch=%s;rport=7000",
+    "SIP/2.0/UDP 10.0.0.5:5062;branch=%s;maddr=192.0.2.77;rport",
+    "SIP/2.0/UDP 10.0.0.5;rport;rport=9;branch=%s;received=1.2.3.4",
+    "SIP/2.0/UDP 10.0.0.5;BRANCH=up;branch=%s;rport",
+    "SIP/2.0/UDP 10.0.0.5;received=203.0.113.9;branch=%s",
+    "SIP/2.0/udp Client.Example.ORG:05060;Branch=x;branch=%s;RPORT",
+    "sip/2.0/UDP [2001:DB8::9]:5060;branch=%s;rport",
+    "SIP/2.0/TCP 203.0.113.9:40001;branch=%s;rport",
+    "SIP/2.0/UDP h1;branch=%s;rport, SIP/2.0/UDP h2;branch=z9hG4bKb",
+    "SIP/2.0/UDP h1 ;branch=%s;rport",
+    'SIP/2.0/UDP h1;x="a;b";branch=%s;rport',
+    "SIP/2.0/UDP h1:99999;branch=%s;rport",
+]
+
+
+class ViaTemplateTests(unittest.TestCase):
+    """
+    L{_addReceived} changes a Via line that differs from one seen before
+    (from the same source) only in its branch value by the template of
+    that one: the same as the general rule.
+    """
+
+    def setUp(self):
+        _viaTemplates.clear()
+        self.addCleanup(_viaTemplates.clear)
+
+    def receive(self, via, source):
+        """
+        C{_addReceived} on a request with the top Via C{via}.
+
+        @return: C{(Via text, parsed top Via, reply address remembered,
+            whether the text is remembered as parsed)}, or the class of the
+            error.
+        """
+        message = parseMessage(rawRequest(via=via))
+        try:
+            _addReceived(message, source)
+        except SIPParseError:
+            return SIPParseError
+        text = message.headers.get("Via")
+        return (text, topVia(message), _udpReplies.get(text), text in _viaCache)
+
+    def general(self, via, source):
+        """
+        What the general rule gives for C{via}, with no template.
+        """
+        saved = dict(_viaTemplates)
+        _viaTemplates.clear()
+        self.patch(transportModule, "_keepViaTemplate", lambda *a: None)
+        try:
+            return self.receive(via, source)
+        finally:
+            self.patch(transportModule, "_keepViaTemplate", _keepViaTemplateReal)
+            _viaTemplates.clear()
+            _viaTemplates.update(saved)
+
+    def assertSameAsGeneral(self, shape, first, second, source):
+        self.receive(shape % (first,), source)
+        expected = self.general(shape % (second,), source)
+        _udpReplies.clear()
+        _viaCache.clear()
+        self.assertEqual(self.receive(shape % (second,), source), expected, (shape, second, source))
+
+    def test_sameAsGeneral(self):
+        """
+        For usual and unusual Via lines, sources and branch values, the
+        line after a first one of the same shape is changed as the
+        general rule changes it.
+        """
+        for shape in _TEMPLATE_VIAS:
+            for source in _TEMPLATE_SOURCES:
+                for second in ["z9hG4bK-2", "z9hG4bK-1", "x", "a b", "", "A=b", "z9hG4bK\u00e9"]:
+                    self.assertSameAsGeneral(shape, "z9hG4bK-1", second, source)
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(
+        st.sampled_from(_TEMPLATE_VIAS),
+        st.sampled_from(_TEMPLATE_SOURCES),
+        st.text(alphabet="z9hG4bK-.!%*_+`'~ ;=,\"\u00e9", max_size=12),
+        st.text(alphabet="z9hG4bK-.!%*_+`'~ ;=,\"\u00e9", max_size=12),
+    )
+    def test_sameAsGeneralAnyBranch(self, shape, source, first, second):
+        """
+        For any first and second branch text, the second line is changed
+        as the general rule changes it.
+        """
+        self.assertSameAsGeneral(shape, first, second, source)
+
+    def test_templateUsed(self):
+        """
+        The second line of a shape from a source is not parsed.
+        """
+        shape = "SIP/2.0/UDP 198.51.100.7:5060;branch=%s;rport"
+        source = _TEMPLATE_SOURCES[1]
+        self.receive(shape % ("z9hG4bK1",), source)
+        self.patch(transportModule, "_addReceivedSlow", lambda *a: 1 / 0)
+        text, via, reply, known = self.receive(shape % ("z9hG4bK2",), source)
+        self.assertEqual(text, "SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK2;rport=40000;received=203.0.113.9")
+        self.assertEqual(via, _parseVia(text)[0])
+        self.assertEqual(reply, ("203.0.113.9", 40000, True))
+        self.assertTrue(known)
+
+    def test_perSource(self):
+        """
+        A template serves only the source it was made for.
+        """
+        shape = "SIP/2.0/UDP 198.51.100.7:5060;branch=%s;rport"
+        self.receive(shape % ("z9hG4bK1",), _TEMPLATE_SOURCES[1])
+        text = self.receive(shape % ("z9hG4bK2",), Source("udp", "203.0.113.9", 40002))[0]
+        self.assertEqual(text, "SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK2;rport=40002;received=203.0.113.9")
+
+    def test_bounded(self):
+        """
+        The templates are bounded.
+        """
+        self.patch(transportModule, "_VIA_TEMPLATES_MAX", 8)
+        for i in range(20):
+            self.receive("SIP/2.0/UDP 198.51.100.%d:5060;branch=z9hG4bK1;rport" % (i,), _TEMPLATE_SOURCES[0])
+            self.assertLessEqual(len(_viaTemplates), 8)
+        self.assertEqual(len(_viaTemplates), 4)
+
+    def test_longLinesNoTemplate(self):
+        """
+        A Via line longer than C{_VIA_TEMPLATE_LINE_MAX} makes no template
+        (the templates hold a bounded number of bytes).
+        """
+        shape = "SIP/2.0/UDP 198.51.100.7:5060;branch=%s;rport;x=" + "y" * transportModule._VIA_TEMPLATE_LINE_MAX
+        self.receive(shape % ("z9hG4bK1",), _TEMPLATE_SOURCES[0])
+        self.assertEqual(_viaTemplates, {})
+        self.receive((shape % ("z9hG4bK1",))[:400], _TEMPLATE_SOURCES[0])
+        self.assertEqual(len(_viaTemplates), 1)
+
+
+_keepViaTemplateReal = transportModule._keepViaTemplate
+
+
 class UDPSendTests(TransportTestMixin, unittest.TestCase):
     """
     Sending over UDP.
@@ -634,8 +809,8 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
         request, source = self.receivedRequest(
             "SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bKx1", ("203.0.113.9", 40123)
         )
-        d = self.sip.send(makeResponse(request, 200), source)
-        self.successResultOf(d)
+        # Written at once: no Deferred.
+        self.assertIsNone(self.sip.send(makeResponse(request, 200), source))
         [(data, addr)] = self.udpWritten()
         self.assertEqual(addr, ("203.0.113.9", 40123))
         self.assertEqual(parseMessage(data).code, 200)
@@ -647,7 +822,7 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
         request, source = self.receivedRequest(
             "SIP/2.0/UDP client.example.org:5070;branch=z9hG4bKx1", ("203.0.113.9", 40123)
         )
-        self.successResultOf(self.sip.send(makeResponse(request, 200), source))
+        self.assertIsNone(self.sip.send(makeResponse(request, 200), source))
         self.assertEqual(self.udpWritten()[0][1], ("203.0.113.9", 5070))
 
     def test_responseToSentByDefaultPort(self):
@@ -656,7 +831,7 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
         5060.
         """
         request, source = self.receivedRequest("SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKx1", CLIENT)
-        self.successResultOf(self.sip.send(makeResponse(request, 200), source))
+        self.assertIsNone(self.sip.send(makeResponse(request, 200), source))
         self.assertEqual(self.udpWritten()[0][1], ("198.51.100.7", 5060))
 
     def test_replyAddressWorkedOutOnArrival(self):
@@ -675,7 +850,7 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
             raise AssertionError("the response's Via was parsed again")
 
         self.patch(transportModule, "topVia", noParsing)
-        self.successResultOf(self.sip.send(makeResponse(request, 200), source))
+        self.assertIsNone(self.sip.send(makeResponse(request, 200), source))
         self.assertEqual(self.udpWritten()[0][1], ("203.0.113.9", 40123))
 
     def test_replyAddressForgotten(self):
@@ -687,7 +862,7 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
             "SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bKforgotten", ("203.0.113.9", 40123)
         )
         _udpReplies.clear()
-        self.successResultOf(self.sip.send(makeResponse(request, 200), source))
+        self.assertIsNone(self.sip.send(makeResponse(request, 200), source))
         self.assertEqual(self.udpWritten()[0][1], ("203.0.113.9", 40123))
 
     def test_replyAddressMatchesVia(self):
@@ -717,7 +892,7 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
                 text = request.headers.get("Via")
                 expected = _udpReplyAddress(_parseVia(text)[0])
                 self.assertEqual(_udpReplies.get(text), expected, (via, addr))
-                self.successResultOf(self.sip.send(makeResponse(request, 200), source))
+                self.assertIsNone(self.sip.send(makeResponse(request, 200), source))
                 self.assertEqual(self.udpWritten()[0][1], expected[:2], (via, addr))
 
     def test_replyAddressesBounded(self):
@@ -738,7 +913,7 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
             "SIP/2.0/UDP 10.0.0.5:5062;maddr=proxy.example.org;branch=z9hG4bKx1", CLIENT
         )
         self.assertEqual(_udpReplies[request.headers.get("Via")], ("proxy.example.org", 5062, False))
-        self.successResultOf(self.sip.send(makeResponse(request, 200), source))
+        self.assertIsNone(self.successResultOf(self.sip.send(makeResponse(request, 200), source)))
         self.assertEqual(self.reactor.resolved, ["proxy.example.org"])
         self.assertEqual(self.udpWritten()[0][1], ("203.0.113.50", 5062))
 
@@ -772,7 +947,7 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
         first, second = self.reactor.udpPorts[-2][1], self.reactor.udpPorts[-1][1]
         second.datagramReceived(rawRequest(), CLIENT)
         request, source = self.receiver.received[-1]
-        self.successResultOf(sip.send(makeResponse(request, 200), source))
+        self.assertIsNone(sip.send(makeResponse(request, 200), source))
         self.assertEqual(first.transport.written, [])
         self.assertEqual(len(second.transport.written), 1)
 
@@ -781,8 +956,8 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
         A request is written to the target address from the UDP socket.
         """
         request = outgoingRequest()
-        d = self.sip.send(request, Target("udp", "203.0.113.5", 5080))
-        self.assertIsNone(self.successResultOf(d))
+        # Written at once: no Deferred.
+        self.assertIsNone(self.sip.send(request, Target("udp", "203.0.113.5", 5080)))
         [(data, addr)] = self.udpWritten()
         self.assertEqual(addr, ("203.0.113.5", 5080))
         self.assertEqual(parseMessage(data).headers.get("Via"), request.headers.get("Via"))
@@ -844,7 +1019,7 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
         sip = self.makeTransport([("udp", "0.0.0.0", 5090)])
         sip._localHostFor = lambda ip: "192.0.2.99"
         request = outgoingRequest(via="SIP/2.0/UDP 0.0.0.0:5090;branch=z9hG4bKw;rport")
-        self.successResultOf(sip.send(request, Target("udp", "203.0.113.5")))
+        self.assertIsNone(sip.send(request, Target("udp", "203.0.113.5")))
         data = self.udpWritten()[0][0]
         self.assertEqual(
             parseMessage(data).headers.get("Via"), "SIP/2.0/UDP 192.0.2.99:5090;branch=z9hG4bKw;rport"
@@ -859,7 +1034,7 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
         sip._localHostFor = lambda ip: "192.0.2.99"
         via = "SIP/2.0/UDP 0.0.0.0:5090;branch=z9hG4bKw;rport"
         request = outgoingRequest(via=via)
-        self.successResultOf(sip.send(request, Target("udp", "203.0.113.5")))
+        self.assertIsNone(sip.send(request, Target("udp", "203.0.113.5")))
         self.assertEqual(request.headers.get("Via"), via)
         self.assertEqual(topVia(request).host, "0.0.0.0")
 
@@ -872,7 +1047,7 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
         looked = []
         sip._localHostFor = looked.append
         via = "SIP/2.0/UDP 192.0.2.10:5090;branch=z9hG4bKw;rport"
-        self.successResultOf(sip.send(outgoingRequest(via=via), Target("udp", "203.0.113.5")))
+        self.assertIsNone(sip.send(outgoingRequest(via=via), Target("udp", "203.0.113.5")))
         data = self.udpWritten()[0][0]
         self.assertEqual(parseMessage(data).headers.get("Via"), via)
         self.assertEqual(looked, [])

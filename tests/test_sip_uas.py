@@ -8,6 +8,7 @@ from twisted.trial import unittest
 
 from xmppgw.sip.message import (
     Response, SIPParseError, makeResponse, parseMessage, serialize)
+from xmppgw.sip import uas as uasModule
 from xmppgw.sip.uas import ACCEPT, ALLOW, NO_RESPONSE, checkRequest
 from xmppgw.sip.uri import parseNameAddr
 
@@ -528,6 +529,99 @@ class TortureInvalidTests(unittest.TestCase):
         self.assertIsNone(answer(crlf(
             "SIP/2.0 4294967301 better not break the receiver\n"
             "Call-ID: x\nl: 0\n\n")))
+
+
+_HEADER_CHOICES = [
+    ("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds"),
+    ("Via", "SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK2, SIP/2.0/TCP h"),
+    ("Via", "SIP/2.0/UDP"),
+    ("From", '"Alice" <sip:alice@example.org>;tag=1928301774'),
+    ("From", "<sip:alice@example.org>;tag=x"),
+    ("From", "<sip:alice@example.org"),
+    ("To", "<sip:bob@example.com>"),
+    ("To", "<sips:bob@example.com>"),
+    ("To", "sip:bob@example.com;tag=a b"),
+    ("Call-ID", "a84b4c76e66710@pc33.example.org"),
+    ("Call-ID", "a b"),
+    ("Call-ID", ""),
+    ("CSeq", "1 MESSAGE"),
+    ("CSeq", "1 OPTIONS"),
+    ("CSeq", "99999999999 MESSAGE"),
+    ("CSeq", "x MESSAGE"),
+    ("Max-Forwards", "70"),
+    ("Max-Forwards", "0"),
+    ("Max-Forwards", "256"),
+    ("Max-Forwards", "\u0661"),
+    ("Require", "foo, bar"),
+    ("Require", " , "),
+    ("Require", ""),
+    ("Content-Type", "text/plain"),
+]
+
+
+def _answerParts(response):
+    if not isinstance(response, Response):
+        return response
+    return (response.code, response.reason,
+            [(n, v) for n, v in response.headers.items() if n != "To"])
+
+
+class CollectFastPathTests(unittest.TestCase):
+    """
+    L{checkRequest} reads the headers it checks in one step when none is
+    repeated (L{uasModule._collect}); the general rule
+    (L{uasModule._collectRepeated}) gives the same answers.
+    """
+
+    def general(self, items):
+        return uasModule._collectRepeated(
+            [item for item in items if item[0] in uasModule._WATCHED])
+
+    def assertSameAsGeneral(self, headers, method="MESSAGE", uri="sip:bob@example.com"):
+        lines = ["%s %s SIP/2.0" % (method, uri)]
+        lines.extend("%s: %s" % pair for pair in headers)
+        data = crlf("\n".join(lines) + "\nContent-Length: 0\n\n")
+        request = parseMessage(data)
+        fast = _answerParts(checkRequest(request, 65535, len(data)))
+        self.patch(uasModule, "_collect", self.general)
+        try:
+            self.assertEqual(_answerParts(checkRequest(request, 65535, len(data))), fast, headers)
+        finally:
+            self.patch(uasModule, "_collect", _collectReal)
+
+    def test_unrepeatedDirect(self):
+        """
+        Headers not repeated are read without the general rule.
+        """
+        self.patch(uasModule, "_collectRepeated", lambda picked: 1 / 0)
+        self.assertIsNone(answer(build()))
+
+    def test_sameAsGeneral(self):
+        """
+        A valid request, each header left out, each repeated.
+        """
+        base = [pair for pair in _HEADER_CHOICES if pair[1] in (
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds",
+            '"Alice" <sip:alice@example.org>;tag=1928301774', "<sip:bob@example.com>",
+            "a84b4c76e66710@pc33.example.org", "1 MESSAGE", "70")]
+        self.assertSameAsGeneral(base)
+        for i in range(len(base)):
+            self.assertSameAsGeneral(base[:i] + base[i + 1:])
+            self.assertSameAsGeneral(base + [base[i]])
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(st.lists(st.sampled_from(_HEADER_CHOICES), max_size=10),
+           st.sampled_from(["MESSAGE", "OPTIONS", "INVITE", "X"]),
+           st.sampled_from(["sip:bob@example.com", "sips:bob@example.com", "tel:1"]))
+    def test_sameAsGeneralAny(self, headers, method, uri):
+        """
+        Any choice of headers, repeated or not, valid or not, gets the
+        answer of the general rule.
+        """
+        self.assertSameAsGeneral(headers, method, uri)
+
+
+_collectReal = uasModule._collect
 
 
 class FuzzTests(unittest.TestCase):

@@ -479,6 +479,75 @@ class HeaderParamsFastPathTests(unittest.TestCase):
         self.assertSameAsGeneral(text)
 
 
+_NAME_ADDR_CASES = [
+    "<sip:alice@example.org>;tag=1", "<sip:alice@example.org>",
+    "<sip:alice@example.org>;tag=t5;X=Y", "<sip:alice@example.org>;tag",
+    "<sip:alice@example.org>;tag=", "<sip:alice@example.org> ;tag=1",
+    "<sip:alice@example.org>;tag=1 ", "<sip:alice@example.org>;tag=\"q\"",
+    "<sip:alice@example.org;transport=tcp>;tag=1", "<sip:a@b>>;tag=1",
+    "<sip:alice@example.org>x;tag=1", "<<sip:a@b>;tag=1", "<>;tag=1",
+    "<sip:a b@c>;tag=1", "<sip:alice@[::1]:5060>;tag=1", "<tel:+1234>;tag=1",
+    "<sip:alice@example.org;tag=1", "<sip:Alice@Example.ORG>;TAG=ABC",
+    "<sip:alice@example.org>;tag=1;tag=2", "<sip:a@b>;received=2001:db8::1",
+    "<sip:a@b>;tag=\u00e9", "<sip:a@b?x=y>;tag=1", "<sip:a@b>;;tag=1",
+    "< sip:a@b>;tag=1", "<sip:a@b >;tag=1", "<sip:a@b>,<sip:c@d>;tag=1",
+]
+
+
+class NameAddrFastPathTests(unittest.TestCase):
+    """
+    L{parseNameAddr} reads C{<uri>;params} with token parameters from the
+    parsed C{<uri>} and the parameters split directly; both rules read it
+    alike.
+    """
+
+    def test_usualShapeDirect(self):
+        """
+        The usual shape is read without the general rule, from the cached
+        C{<uri>} part.
+        """
+        parseNameAddr.cache_clear()
+        parsed = parseNameAddr("<sip:alice@example.org>;tag=fast1")
+        self.assertEqual(parsed.params, (("tag", "fast1"),))
+        self.patch(uriModule, "_parseNameAddr", lambda text: 1 / 0)
+        parsed2 = parseNameAddr("<sip:alice@example.org>;tag=fast2;x")
+        self.assertEqual(parsed2, NameAddr(None, parsed.uri, (("tag", "fast2"), ("x", None))))
+        self.assertIs(parsed2.uri, parsed.uri)
+
+    def assertSameAsGeneral(self, text):
+        parseNameAddr.cache_clear()
+        uriModule._nameAddrHead.cache_clear()
+        self.assertEqual(_outcome(parseNameAddr, text),
+                         _outcome(uriModule._parseNameAddr, text), text)
+
+    def test_sameAsGeneral(self):
+        """
+        For a list of shapes, usual and not, the result (or the error) is
+        the general rule's.
+        """
+        for text in _NAME_ADDR_CASES:
+            self.assertSameAsGeneral(text)
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(st.sampled_from(["<sip:a@b>", "<sip:A@B:5>", "<tel:1>", "<", "<sip:a@b",
+                            "<sip:a;x=y@b>", ""]),
+           st.text(alphabet=";=ab9-.!%*_+`'~: \t\"[]<>,\u00e9", max_size=20))
+    def test_sameAsGeneralAnyParams(self, head, tail):
+        """
+        For any text after a C{<uri>}, the result (or the error) is the
+        general rule's.
+        """
+        self.assertSameAsGeneral(head + tail)
+
+    def test_headsBounded(self):
+        """
+        The parsed C{<uri>} parts are bounded.
+        """
+        for i in range(1100):
+            parseNameAddr("<sip:u%d@example.org>;tag=%d" % (i, i))
+        self.assertLessEqual(uriModule._nameAddrHead.cache_info().currsize, 1024)
+
+
 class PathologicalInputTests(unittest.TestCase):
     """
     Inputs that made a regular expression backtrack without bound (found

@@ -364,13 +364,11 @@ def serialize(message: Message) -> bytes:
     byte C{Content-Length} (replacing any present), a blank line, the body.
     """
     body = message.body
-    lines = [message.startLine()]
-    append = lines.append
-    for name, value in message.headers._items:
-        if name != "Content-Length":
-            append(name + ": " + value)
-    append("Content-Length: %d\r\n\r\n" % (len(body),))
-    return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+    lines = [name + ": " + value for name, value in message.headers._items
+             if name != "Content-Length"]
+    lines.append("Content-Length: %d\r\n\r\n" % (len(body),))
+    return (message.startLine() + "\r\n" + "\r\n".join(lines)).encode(
+        "utf-8", "surrogateescape") + body
 
 
 # Via ----------------------------------------------------------------------
@@ -742,6 +740,35 @@ def _checkVersion(version: str) -> Optional[SIPParseError]:
     return SIPParseError("Malformed SIP Version")
 
 
+#: C{{start line: (isResponse, method or code, Request-URI or reason)}}
+#: for the start lines read before that had no error (bounded: emptied
+#: when full).
+_startLines = {}
+_START_LINES_MAX = 1024
+#: The longest start or header line kept (L{_startLines},
+#: L{_headerLines}): the caches hold a bounded number of bytes.
+_LINE_KEPT_MAX = 256
+
+
+def _keepStartLine(line: str, parts: tuple) -> None:
+    if len(line) > _LINE_KEPT_MAX:
+        return
+    if len(_startLines) >= _START_LINES_MAX:
+        _startLines.clear()
+    _startLines[line] = parts
+
+
+#: C{{header line: (canonical name, value)}}: the header lines read before
+#: in their usual shape (a name as in L{_nameCache}, a colon, the value),
+#: as L{parseMessage} reads them (bounded: emptied when full). Most lines
+#: repeat from message to message (Max-Forwards, CSeq, Content-Type, the
+#: To of a peer); those of the headers in L{_UNIQUE_LINES} nearly never do
+#: and are not kept.
+_headerLines = {}
+_HEADER_LINES_MAX = 2048
+_UNIQUE_LINES = frozenset(["Via", "Call-ID", "From"])
+
+
 def parseMessage(data: bytes) -> Message:
     """
     Parse one complete SIP message: a datagram, or one message cut out of
@@ -788,9 +815,9 @@ def parseMessage(data: bytes) -> Message:
         text = head.decode("utf-8", "surrogateescape")
         error = SIPParseError("Header Section Is Not Valid UTF-8")
 
-    if text.count("\n") == text.count("\r\n"):
-        lines = text.split("\r\n")
-    else:
+    lines = text.split("\r\n")
+    if text.count("\n") != len(lines) - 1:
+        # Some line ends in a bare LF.
         lines = [line[:-1] if line.endswith("\r") else line
                  for line in text.split("\n")]
     if lines and lines[-1] == "" and bodyStart is None:
@@ -798,9 +825,17 @@ def parseMessage(data: bytes) -> Message:
 
     # Start line.
     first = lines[0]
-    isResponse = first[:4].upper() == "SIP/"
     startError = None
-    if isResponse:
+    start = _startLines.get(first)
+    if start is not None:
+        # A start line read before, which had no error.
+        isResponse, a, b = start
+        if isResponse:
+            message = _newResponse(a, b, _headersOf([]))
+        else:
+            message = _newRequest(a, b, _headersOf([]))
+    elif first[:4].upper() == "SIP/":
+        isResponse = True
         parts = first.split(" ", 2)
         if len(parts) < 2:
             raise SIPParseError("Malformed Status-Line")
@@ -813,7 +848,9 @@ def parseMessage(data: bytes) -> Message:
             raise versionError
         message = _newResponse(int(codeText), parts[2] if len(parts) == 3
                                else "", _headersOf([]))
+        _keepStartLine(first, (True, message.code, message.reason))
     else:
+        isResponse = False
         parts = first.split(" ")
         if len(parts) != 3:
             startError = SIPParseError("Malformed Request-Line")
@@ -828,20 +865,33 @@ def parseMessage(data: bytes) -> Message:
             else:
                 startError = _checkVersion(version)
         message = _newRequest(method, uri, _headersOf([]))
+        if startError is None:
+            _keepStartLine(first, (False, method, uri))
 
     # Headers.
     items = message.headers._items
     append = items.append
     names = _nameCache
+    known = _headerLines
     contentLength = None
     for line in lines[1:]:
+        item = known.get(line)
+        if item is not None:
+            # A line read before (only usual lines are kept).
+            append(item)
+            continue
         name, colon, value = line.partition(":")
         if colon:
             # The usual line: a name as read before (the cache of
             # _headerName holds only tokens, so never a continuation).
             canon = names.get(name)
             if canon is not None:
-                append((canon, value.strip(" \t")))
+                item = (canon, value.strip(" \t"))
+                append(item)
+                if canon not in _UNIQUE_LINES and len(line) <= _LINE_KEPT_MAX:
+                    if len(known) >= _HEADER_LINES_MAX:
+                        known.clear()
+                    known[line] = item
                 continue
         if not line:
             continue

@@ -77,8 +77,10 @@ from xmppgw.sip.message import (
     Request,
     Response,
     SIPParseError,
+    _checkBody,
     _headersOf,
     _keepVias,
+    _newRequest,
     makeResponse,
     parseVia,
     topVia,
@@ -113,6 +115,8 @@ MAGIC_COOKIE = "z9hG4bK"
 #: The top Via of the requests the layer sends: transport, sent-by host and
 #: port, branch.
 _VIA_FORMAT = "SIP/2.0/%s %s:%d;branch=%s;rport"
+#: L{_VIA_FORMAT} up to the branch value.
+_VIA_PREFIX = "SIP/2.0/%s %s:%d;branch="
 
 
 def _checkTransport(name):
@@ -965,10 +969,16 @@ class TransactionLayer:
         while branch in self._clients:
             branch = self._newBranch()
         host, port = self.transport.localAddress(target.transport)
-        via = _VIA_FORMAT % (target.transport.upper(), _formatHost(host), port, branch)
-        self._rememberVia(target.transport, host, port, via, branch)
+        prefix, template = self._viaPrefix(target.transport, host, port)
+        # _VIA_FORMAT with this branch.
+        via = prefix + branch + ";rport"
+        if template is not False:
+            # Spare the transport the parsing of the Via just written: it
+            # parses to the template with this branch (a branch is a
+            # token, which the parser keeps as it is).
+            _keepVias(via, (_fastReplace(template, params=(("branch", branch), ("rport", None))),))
         headers = _headersOf([("Via", via)] + request.headers._items)
-        outgoing = Request(request.method, request.uri, headers, request.body)
+        outgoing = _newRequest(request.method, request.uri, headers, _checkBody(request.body))
         txn = ClientTransaction(self, outgoing, target, branch)
         self._clients[branch] = txn
         d = txn.deferred
@@ -978,26 +988,27 @@ class TransactionLayer:
     def _newBranch(self):
         return MAGIC_COOKIE + randomHex(12)
 
-    def _rememberVia(self, transport, host, port, via, branch):
+    def _viaPrefix(self, transport, host, port):
         """
-        Spare the transport the parsing of the Via just written (C{via},
-        L{_VIA_FORMAT} with C{branch}): the same Via with the branch
-        C{MAGIC_COOKIE} is parsed once per local address, and C{via} parses
-        to that with C{branch} instead (a branch is a token, which the
-        parser keeps as it is).
+        The top Via of the requests sent from the local address C{host},
+        C{port} over C{transport}, worked out once per local address.
+
+        @return: C{(prefix, template)}: the text of L{_VIA_FORMAT} up to
+            the branch value, and the L{Via} it parses to with the branch
+            C{MAGIC_COOKIE} (L{False} if it does not parse).
         """
         key = (transport, host, port)
-        template = self._viaTemplates.get(key)
-        if template is None:
-            if len(self._viaTemplates) >= 64:
-                self._viaTemplates.clear()
+        known = self._viaTemplates.get(key)
+        if known is None:
+            prefix = _VIA_PREFIX % (transport.upper(), _formatHost(host), port)
             try:
-                [template] = parseVia(_VIA_FORMAT % (transport.upper(), _formatHost(host), port, MAGIC_COOKIE))
+                [template] = parseVia(prefix + MAGIC_COOKIE + ";rport")
             except (SIPParseError, ValueError):
                 template = False
-            self._viaTemplates[key] = template
-        if template is not False:
-            _keepVias(via, (_fastReplace(template, params=(("branch", branch), ("rport", None))),))
+            if len(self._viaTemplates) >= 64:
+                self._viaTemplates.clear()
+            known = self._viaTemplates[key] = (prefix, template)
+        return known
 
     def _receiveResponse(self, response, source, via):
         txn = self._clients.get(via.branch)

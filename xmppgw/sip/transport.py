@@ -56,6 +56,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from xmppgw.sip.message import (
+    _SIMPLE_VIA_RE,
     _TOKEN_RE,
     FramingError,
     Request,
@@ -71,7 +72,7 @@ from xmppgw.sip.message import (
     serialize,
     topVia,
 )
-from xmppgw.sip.uri import _fastReplace
+from xmppgw.sip.uri import _fastReplace, _formatParams
 from xmppgw.sip.transaction import (
     DEFAULT_PORTS,
     TRANSPORTS,
@@ -292,6 +293,40 @@ def _addReceived(request, source):
         index += 1
     else:
         raise SIPParseError("Missing Via Header")
+    branchAt = text.find(";branch=")
+    if branchAt != -1:
+        # A line like one seen before from this source but for its branch
+        # (the usual case: a peer's Via lines differ only there).
+        after = text.find(";", branchAt + 8)
+        if after == -1:
+            branch = text[branchAt + 8:]
+            stem = text[:branchAt + 8]
+        else:
+            branch = text[branchAt + 8:after]
+            stem = text[:branchAt + 8] + text[after:]
+        template = _viaTemplates.get((stem, source.host, source.port, source.transport))
+        if template is not None and _TOKEN_RE.fullmatch(branch) is not None:
+            via, k, head, tail, reply = template
+            params = list(via.params)
+            params[k] = ("branch", branch)
+            via = _fastReplace(via, params=tuple(params))
+            text = head + branch + tail
+            items[index] = ("Via", text)
+            _keepVias(text, (via,))
+            if reply is not None:
+                _keepReply(text, reply)
+            return request
+    return _addReceivedSlow(request, source, index, text, branchAt)
+
+
+def _addReceivedSlow(request, source, index, text, branchAt):
+    """
+    L{_addReceived} by the general rule, for the first Via line C{text}
+    (at C{index} in the headers; C{branchAt} is where C{;branch=} is in it,
+    or -1); remembers a template for the next lines of its shape
+    (L{_keepViaTemplate}).
+    """
+    original = text
     vias = _viaCache.get(text)
     if vias is None:
         # Not kept yet: the line is usually written again just below.
@@ -336,15 +371,74 @@ def _addReceived(request, source):
         text = _setTopVia(request, index, vias, via, known)
     elif fresh:
         _keepVias(text, vias)
+    reply = None
     if known and source.transport == "udp":
         if filled and not maddr:
             # The usual case: the responses go back to the source address
             # (received and the rport just filled).
             host = _bare(host)
-            _keepReply(text, (host, source.port, _isIP(host)))
+            reply = (host, source.port, _isIP(host))
         else:
-            _keepReply(text, _udpReplyAddress(via))
+            reply = _udpReplyAddress(via)
+        _keepReply(text, reply)
+    if known and branchAt != -1:
+        _keepViaTemplate(original, branchAt, source, via, text, reply)
     return request
+
+
+#: C{{(Via line without its branch value, source host, port, transport):
+#: (new top Via with a placeholder branch, index of the branch parameter,
+#: text of the new line before and after the branch value, reply address
+#: or None)}}: how L{_addReceived} changes the lines of one shape from one
+#: source, whatever their branch (bounded: emptied when full).
+_viaTemplates = {}
+_VIA_TEMPLATES_MAX = 256
+#: The longest Via line a template is made of (the templates hold a
+#: bounded number of bytes).
+_VIA_TEMPLATE_LINE_MAX = 512
+
+
+def _keepViaTemplate(original, branchAt, source, via, text, reply):
+    """
+    Remember how the Via line C{original} from C{source} was changed (to
+    C{text}, parsed as C{via}, responses to C{reply}) as a template for the
+    lines that differ from it only in their branch value: when the line is
+    in the usual shape (L{_SIMPLE_VIA_RE <xmppgw.sip.message._SIMPLE_VIA_RE>}:
+    one value, token parameters), in which the branch value is a token
+    between C{;branch=} and the next C{;}, which the parser and
+    L{_addReceived} copy as it is and nothing else depends on.
+
+    @param branchAt: where C{;branch=} is in C{original}.
+    """
+    if len(original) > _VIA_TEMPLATE_LINE_MAX or _SIMPLE_VIA_RE.fullmatch(original) is None:
+        return
+    after = original.find(";", branchAt + 8)
+    if after == -1:
+        branch = original[branchAt + 8:]
+        stem = original[:branchAt + 8]
+    else:
+        branch = original[branchAt + 8:after]
+        stem = original[:branchAt + 8] + original[after:]
+    # The parameters before it: one ';' each (tokens hold none).
+    k = original.count(";", 0, branchAt)
+    params = via.params
+    if k >= len(params) or params[k] != ("branch", branch):
+        return
+    if text == original:
+        # Not written again: the line stays as it came.
+        head = stem[:branchAt + 8]
+        tail = stem[branchAt + 8:]
+    else:
+        port = via.port
+        head = "%s/%s %s%s;branch=" % (
+            via.protocol, via.transport, via.host if port is None else "%s:%d" % (via.host, port),
+            _formatParams(params[:k]))
+        tail = _formatParams(params[k + 1:])
+    if head + branch + tail != text:
+        return
+    if len(_viaTemplates) >= _VIA_TEMPLATES_MAX:
+        _viaTemplates.clear()
+    _viaTemplates[(stem, source.host, source.port, source.transport)] = (via, k, head, tail, reply)
 
 
 def _fillSentBy(request, localAddress, *args):
@@ -758,10 +852,24 @@ class _UDPListener(Service):
         if port is not None:
             return port.stopListening()
 
+    #: The listening port L{_bound} was read from.
+    _boundOf = None
+    _bound = None
+
     def boundPort(self):
-        if self.listeningPort is None:
+        """
+        The port the socket is bound to (the configured port while it is
+        not listening). Asked of the listening port once: it does not
+        change while the socket listens, and every request sent asks for
+        it (L{SIPTransport.localAddress}).
+        """
+        port = self.listeningPort
+        if port is None:
             return self.port
-        return self.listeningPort.getHost().port
+        if port is not self._boundOf:
+            self._bound = port.getHost().port
+            self._boundOf = port
+        return self._bound
 
 
 class _StreamListener(_UDPListener):
@@ -1105,8 +1213,9 @@ class SIPTransport(MultiService):
             log.info("Cannot answer a request from {source}: {e}", source=source, e=_printable(str(e)))
             return
         d = self.send(response, source)
-        d.addErrback(lambda f: log.info("Could not send {code} to {source}: {r}",
-                                        code=code, source=source, r=f.getErrorMessage()))
+        if d is not None:
+            d.addErrback(lambda f: log.info("Could not send {code} to {source}: {r}",
+                                            code=code, source=source, r=f.getErrorMessage()))
 
     @staticmethod
     def _reasonPhrase(code, detail):
@@ -1174,8 +1283,11 @@ class SIPTransport(MultiService):
         """
         Send a request to a L{Target} or a response back to a L{Source}.
 
-        @return: a Deferred firing with L{None} when the bytes are written,
-            or failing with L{TransportFailure}.
+        @return: L{None} when the bytes were handed to the operating system
+            at once (a UDP datagram to an IP address: this spares a
+            Deferred per message, see L{xmppgw.sip.transaction}); otherwise
+            a Deferred firing with L{None} when the bytes are written, or
+            failing with L{TransportFailure}.
         """
         try:
             if isinstance(destination, Target):
@@ -1250,7 +1362,7 @@ class SIPTransport(MultiService):
             protocol.transport.write(data, (ip, port))
         except Exception as e:
             raise TransportFailure("cannot send to %s:%s over UDP: %s" % (ip, port, e))
-        return succeed(None)
+        return None
 
     def _udpLocalAddress(self, protocol, ip):
         """

@@ -105,6 +105,37 @@ def _badRequest(request: Request, reason: str) -> Response:
     return makeResponse(request, 400, reason)
 
 
+def _collect(items):
+    """
+    The values of the headers in L{_WATCHED} among C{items}.
+
+    @return: C{(single, repeated)}: the first value by name, and L{None}
+        when no name is repeated (the usual case), else all the values (a
+        list) by name (L{_collectRepeated}).
+    """
+    watched = _WATCHED
+    picked = [item for item in items if item[0] in watched]
+    single = dict(picked)
+    if len(single) == len(picked):
+        return single, None
+    return _collectRepeated(picked)
+
+
+def _collectRepeated(picked):
+    """
+    L{_collect} by the general rule, for the C{(name, value)} pairs
+    C{picked}.
+    """
+    repeated = {}
+    for name, value in picked:
+        values = repeated.get(name)
+        if values is None:
+            repeated[name] = [value]
+        else:
+            values.append(value)
+    return {name: values[0] for name, values in repeated.items()}, repeated
+
+
 def _checkHeaders(request: Request):
     """
     The 400 checks on the mandatory headers and Max-Forwards, in one pass
@@ -114,84 +145,85 @@ def _checkHeaders(request: Request):
     each for being missing, then repeated, then invalid: the first failure
     is the answer.
 
-    @return: C{(response, to, found)}: the 400 L{Response} or L{None}, the
-        parsed To header when it was reached, and the values (a list) of
-        the mandatory headers, Max-Forwards and Require by name.
+    @return: C{(response, to, maxForwards, require)}: the 400 L{Response}
+        or L{None}, the parsed To header when it was reached, the
+        Max-Forwards value (L{None} if absent) and the Require values (a
+        sequence).
     """
-    found = {}
-    watched = _WATCHED
-    for name, value in request.headers._items:
-        if name in watched:
-            values = found.get(name)
-            if values is None:
-                found[name] = [value]
-            else:
-                values.append(value)
-    get = found.get
+    single, repeated = _collect(request.headers._items)
+    get = single.get
 
-    values = get("Via")
-    if values is None:
-        return _missing(request, "Via", found)
+    value = get("Via")
+    if value is None:
+        return _missing(request, "Via")
     try:
-        for value in values:
+        if repeated is None:
             _parsedVias(value)
+        else:
+            for value in repeated["Via"]:
+                _parsedVias(value)
     except SIPParseError:
-        return _badRequest(request, "Invalid Via Header"), None, found
+        return _badRequest(request, "Invalid Via Header"), None, None, ()
 
     for name in ("From", "To"):
-        values = get(name)
-        if values is None:
-            return _missing(request, name, found)
-        if len(values) > 1:
-            return _multiple(request, name, found)
+        value = get(name)
+        if value is None:
+            return _missing(request, name)
+        if repeated is not None and len(repeated[name]) > 1:
+            return _multiple(request, name)
         try:
-            to = parseNameAddr(values[0])
+            to = parseNameAddr(value)
         except URIError:
             return (_badRequest(request, "Invalid %s Header" % (name,)),
-                    None, found)
+                    None, None, ())
 
-    values = get("Call-ID")
-    if values is None:
-        return _missing(request, "Call-ID", found)
-    if len(values) > 1:
-        return _multiple(request, "Call-ID", found)
-    callID = values[0]
+    callID = get("Call-ID")
+    if callID is None:
+        return _missing(request, "Call-ID")
+    if repeated is not None and len(repeated["Call-ID"]) > 1:
+        return _multiple(request, "Call-ID")
     if not callID or " " in callID or "\t" in callID:
-        return _badRequest(request, "Invalid Call-ID Header"), None, found
+        return _badRequest(request, "Invalid Call-ID Header"), None, None, ()
 
-    values = get("CSeq")
-    if values is None:
-        return _missing(request, "CSeq", found)
-    if len(values) > 1:
-        return _multiple(request, "CSeq", found)
-    parts = values[0].split()
+    value = get("CSeq")
+    if value is None:
+        return _missing(request, "CSeq")
+    if repeated is not None and len(repeated["CSeq"]) > 1:
+        return _multiple(request, "CSeq")
+    parts = value.split()
     if (len(parts) != 2 or not parts[0].isdigit()
             or not parts[0].isascii()
             or len(parts[0]) > 10 or int(parts[0]) > _MAX_CSEQ):
-        return _badRequest(request, "Invalid CSeq Header"), None, found
+        return _badRequest(request, "Invalid CSeq Header"), None, None, ()
     if parts[1] != request.method:
         return (_badRequest(request, "CSeq Method Does Not Match Request"),
-                None, found)
+                None, None, ())
 
     maxForwards = get("Max-Forwards")
     if maxForwards is not None:
-        if len(maxForwards) > 1:
+        if repeated is not None and len(repeated["Max-Forwards"]) > 1:
             return (_badRequest(request, "Multiple Max-Forwards Headers"),
-                    None, found)
-        value = maxForwards[0]
-        if (not value.isdigit() or not value.isascii() or len(value) > 10
-                or int(value) > 255):
+                    None, None, ())
+        if (not maxForwards.isdigit() or not maxForwards.isascii()
+                or len(maxForwards) > 10 or int(maxForwards) > 255):
             return (_badRequest(request, "Invalid Max-Forwards Header"),
-                    None, found)
-    return None, to, found
+                    None, None, ())
+    require = get("Require")
+    if require is None:
+        require = ()
+    elif repeated is None:
+        require = (require,)
+    else:
+        require = repeated["Require"]
+    return None, to, maxForwards, require
 
 
-def _missing(request: Request, name: str, found):
-    return _badRequest(request, "Missing %s Header" % (name,)), None, found
+def _missing(request: Request, name: str):
+    return _badRequest(request, "Missing %s Header" % (name,)), None, None, ()
 
 
-def _multiple(request: Request, name: str, found):
-    return _badRequest(request, "Multiple %s Headers" % (name,)), None, found
+def _multiple(request: Request, name: str):
+    return _badRequest(request, "Multiple %s Headers" % (name,)), None, None, ()
 
 
 def checkRequest(request: Request, maxMessageSize: int,
@@ -218,7 +250,7 @@ def checkRequest(request: Request, maxMessageSize: int,
     if method == "ACK":
         return NO_RESPONSE
 
-    response, to, found = _checkHeaders(request)
+    response, to, maxForwards, require = _checkHeaders(request)
     if response is not None:
         return response
 
@@ -231,8 +263,7 @@ def checkRequest(request: Request, maxMessageSize: int,
         return makeResponse(request, 501, headers=[("Allow", allow)])
 
     if method != "OPTIONS":
-        maxForwards = found.get("Max-Forwards")
-        if maxForwards is not None and int(maxForwards[0]) == 0:
+        if maxForwards is not None and int(maxForwards) == 0:
             return makeResponse(request, 483)
 
     try:
@@ -248,13 +279,14 @@ def checkRequest(request: Request, maxMessageSize: int,
     if to.uri.scheme == "sips":
         return makeResponse(request, 416, "SIPS Not Relayed to XMPP")
 
-    require = []
-    for value in found.get("Require", ()):
-        require.extend(tag.strip() for tag in value.split(",")
-                       if tag.strip())
     if require:
-        return makeResponse(request, 420,
-                            headers=[("Unsupported", ", ".join(require))])
+        tags = []
+        for value in require:
+            tags.extend(tag.strip() for tag in value.split(",")
+                        if tag.strip())
+        if tags:
+            return makeResponse(request, 420,
+                                headers=[("Unsupported", ", ".join(tags))])
 
     if method == "OPTIONS":
         return makeResponse(request, 200, headers=[("Allow", allow),

@@ -567,6 +567,27 @@ def parseNameAddr(text: str) -> NameAddr:
         without C{>}, a display name that is neither a quoted string nor
         tokens, an invalid URI, junk after C{>}, a bad parameter).
     """
+    if type(text) is str and text[:1] == "<":
+        # The usual shape, C{<uri>;tag=...}: the part up to C{>} repeats
+        # (one per peer) while the tag changes with every message, so the
+        # part is parsed once (L{_nameAddrHead}) and the token parameters
+        # are split here. The general rule reads it the same way: no
+        # display name, the URI between the first C{<} and C{>}, the
+        # parameters after it.
+        gt = text.find(">")
+        if gt != -1:
+            tail = text[gt + 1:]
+            if tail and _SIMPLE_HEADER_PARAMS_RE.fullmatch(tail) is not None:
+                head = _nameAddrHead(text[:gt + 1])
+                return _fastNew(NameAddr, display=None, uri=head.uri,
+                                params=_splitSimpleParams(tail))
+    return _parseNameAddr(text)
+
+
+def _parseNameAddr(text: str) -> NameAddr:
+    """
+    The general rule of L{parseNameAddr}, uncached.
+    """
     if not isinstance(text, str):
         raise URIError("name-addr must be text")
     s = text.strip()
@@ -608,3 +629,8 @@ def parseNameAddr(text: str) -> NameAddr:
         raise URIError("junk after '>' in %r" % (text,))
     params = parseParams(rest) if rest else ()
     return _fastNew(NameAddr, display=display, uri=uri, params=params)
+
+
+#: C{<uri>} name-addrs without parameters, parsed by the general rule
+#: (the fast path of L{parseNameAddr}).
+_nameAddrHead = lru_cache(maxsize=1024)(_parseNameAddr)
