@@ -1350,6 +1350,88 @@ class JIDHostTests(unittest.TestCase):
 
         self.assertRaises(InvalidFormat, jidHost, "a@b@c")
 
+    def setUp(self):
+        from xmppgw import addressing
+
+        saved = dict(addressing._jidParts)
+        addressing._jidParts.clear()
+
+        def restore():
+            addressing._jidParts.clear()
+            addressing._jidParts.update(saved)
+
+        self.addCleanup(restore)
+
+    def test_remembered(self):
+        """
+        A host is remembered by its JID text; an error is not remembered
+        and raised each time.
+        """
+        from twisted.words.protocols.jabber.jid import InvalidFormat
+
+        from xmppgw import addressing
+
+        for _ in range(2):
+            self.assertRaises(InvalidFormat, addressing.jidHost, "a@b@c")
+        self.assertEqual({}, addressing._jidParts)
+        self.assertEqual("xmpp.example",
+                         addressing.jidHost("alice@xmpp.example/phone"))
+        self.assertEqual(
+            {"alice@xmpp.example/phone": ("xmpp.example",
+                                          "alice@xmpp.example")},
+            addressing._jidParts)
+        # Remembered: the parsers are not consulted again.
+        self.patch(addressing, "_PLAIN_JID", None)
+        self.patch(addressing, "JID", None)
+        self.assertEqual("xmpp.example",
+                         addressing.jidHost("alice@xmpp.example/phone"))
+
+    def test_bounded(self):
+        """
+        At most L{addressing.JID_MEMO_SIZE} JIDs are remembered.
+        """
+        from xmppgw import addressing
+
+        limit = addressing.JID_MEMO_SIZE
+        for i in range(limit + 10):
+            self.assertEqual("h%d.example" % (i,),
+                             addressing.jidHost("u@h%d.example" % (i,)))
+            self.assertLessEqual(len(addressing._jidParts), limit)
+        self.assertIn("u@h%d.example" % (limit + 9,), addressing._jidParts)
+
+    @given(st.lists(st.one_of(
+        st.text(alphabet="aZ.-@/ \u00fc\u0130*\x00", max_size=12),
+        st.sampled_from(["alice@xmpp.example/phone", "xmpp.example",
+                         "a@b@c", "@x", "x/", "[::1]", "a@[::1]/r",
+                         "x.example/r@s/t", "a@x.example/r@s", "A@X.example",
+                         "a@b.example/"])),
+        max_size=8))
+    @propertySettings
+    def test_sameAsJIDRemembered(self, texts):
+        """
+        First call or remembered, L{addressing.jidHostAndBare} gives
+        C{JID(text).host} and C{JID(text).userhost()}, and
+        L{addressing.jidHost} the host, or they raise the error L{JID}
+        raises.
+        """
+        from xmppgw import addressing
+
+        for text in texts + texts:
+            try:
+                jid = JID(text)
+                expected = ("ok", (jid.host, jid.userhost()))
+            except Exception as e:
+                expected = ("raised", type(e))
+            try:
+                got = ("ok", addressing.jidHostAndBare(text))
+            except Exception as e:
+                got = ("raised", type(e))
+            self.assertEqual(expected, got, text)
+            if expected[0] == "ok":
+                self.assertEqual(expected[1][0], addressing.jidHost(text))
+            else:
+                self.assertRaises(expected[1], addressing.jidHost, text)
+
 
 class MemoTests(unittest.TestCase):
     """

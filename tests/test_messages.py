@@ -2,11 +2,13 @@
 Tests for L{xmppgw.messages}: SIP MESSAGE <-> XMPP C{<message/>} mapping.
 """
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 from twisted.words.xish import domish
 
 from xmppgw import messages
-from xmppgw.addressing import AddressError
+from xmppgw.addressing import AddressError, AddressMapper
 from xmppgw.messages import (
     MappingError,
     NoBody,
@@ -15,6 +17,7 @@ from xmppgw.messages import (
     OutgoingMessage,
     StanzaMappingError,
     buildSIPRequest,
+    decodeText,
     sipToStanza,
     stanzaToSIP,
 )
@@ -1106,3 +1109,250 @@ class StanzaIDForTests(unittest.TestCase):
         self.assertEqual(
             messages.stanzaIDFor(self.request()),
             messages.stanzaIDFor(request, values))
+
+
+def _outcome(function, *args):
+    """
+    C{("ok", result)} or C{("raised", exception type)}: for comparing a
+    fast path with the slow one it stands for.
+    """
+    try:
+        return ("ok", function(*args))
+    except Exception as e:
+        return ("raised", type(e))
+
+
+_HEADER_NAMES = ["Subject", "subject", "s", "Content-Language", "l",
+                 "Content-Length", "X-Odd", "x-odd"]
+
+
+class FastPathEquivalenceTests(unittest.TestCase):
+    """
+    The shortcuts of the per-message paths give what the general code
+    gives.
+    """
+
+    @given(
+        st.lists(st.text(max_size=30), min_size=4, max_size=4),
+        st.lists(st.tuples(st.sampled_from(_HEADER_NAMES),
+                           st.text(max_size=20)), max_size=4),
+        st.binary(max_size=300),
+    )
+    @settings(max_examples=300, deadline=None)
+    def test_estimatedSize(self, texts, headers, body):
+        """
+        L{messages.estimatedSize} (a sum of lengths for ASCII text) equals
+        the size counted from the lines, for any text, ASCII or not (lone
+        surrogates included: both raise then).
+        """
+        requestURI, fromURI, toURI, contentType = texts
+        outgoing = OutgoingMessage(requestURI, fromURI, toURI, tuple(headers),
+                                   body, contentType=contentType)
+        self.assertEqual(
+            _outcome(messages._estimatedSizeOfLines, outgoing),
+            _outcome(messages.estimatedSize, outgoing))
+
+    def test_estimatedSizeFixed(self):
+        """
+        The fixed part: an empty message is the fixed part and one
+        Content-Length digit.
+        """
+        empty = OutgoingMessage("", "", "", (), b"", contentType="")
+        self.assertEqual(messages._ESTIMATE_FIXED + 1,
+                         messages.estimatedSize(empty))
+        self.assertEqual(messages._estimatedSizeOfLines(empty),
+                         messages.estimatedSize(empty))
+
+    def test_stanzaToSIPMessage(self):
+        """
+        The L{OutgoingMessage} of L{stanzaToSIP}, built without the
+        dataclass's C{__init__}, is equal to (and hashes, prints and
+        replaces as) one built by it, and is still frozen.
+        """
+        import dataclasses
+
+        mapper = AddressMapper(separator="*", gatewayDomain="gw.example",
+                               xmppDomain="gw.example")
+        element = domish.Element((None, "message"))
+        element["from"] = "romeo@xmpp.example/orchard"
+        element["to"] = "juliet*sip.example@gw.example"
+        element["xml:lang"] = "en"
+        element.addElement("subject", content="hi")
+        element.addElement("body", content="hello")
+        outgoing = stanzaToSIP(element, mapper)
+        reference = OutgoingMessage(
+            requestURI=outgoing.requestURI, fromURI=outgoing.fromURI,
+            toURI=outgoing.toURI, headers=outgoing.headers,
+            body=outgoing.body)
+        self.assertEqual(reference, outgoing)
+        self.assertEqual(hash(reference), hash(outgoing))
+        self.assertEqual(repr(reference), repr(outgoing))
+        self.assertEqual(vars(reference), vars(outgoing))
+        self.assertEqual(
+            dataclasses.replace(reference, body=b"x"),
+            dataclasses.replace(outgoing, body=b"x"))
+        self.assertRaises(dataclasses.FrozenInstanceError,
+                          setattr, outgoing, "body", b"x")
+
+    def generalRequest(self, outgoing, callID, fromTag, cseq=1,
+                       maxForwards=70):
+        """
+        The request as L{buildSIPRequest} built it through L{Request}'s
+        constructor.
+        """
+        items = [
+            ("Max-Forwards", str(maxForwards)),
+            ("To", f"<{outgoing.toURI}>"),
+            ("From", f"<{outgoing.fromURI}>;tag={fromTag}"),
+            ("Call-ID", callID),
+            ("CSeq", f"{cseq} MESSAGE"),
+        ]
+        items.extend(outgoing.headers)
+        items.append(("Content-Type", outgoing.contentType))
+        return Request("MESSAGE", outgoing.requestURI, Headers(items),
+                       outgoing.body)
+
+    def assertSameRequest(self, expected, request):
+        self.assertIs(Request, type(request))
+        self.assertEqual(vars(expected).keys(), vars(request).keys())
+        self.assertEqual(expected.method, request.method)
+        self.assertEqual(expected.uri, request.uri)
+        self.assertEqual(expected.headers, request.headers)
+        self.assertEqual(expected.body, request.body)
+        self.assertIs(bytes, type(request.body))
+        self.assertIsNone(request.source)
+        self.assertEqual(serialize(expected), serialize(request))
+
+    def test_buildSIPRequest(self):
+        """
+        L{buildSIPRequest} builds the request L{Request}'s constructor
+        builds: canonical header names (extra ones canonicalised), the
+        body as bytes (a bytearray converted), other CSeq and Max-Forwards.
+        """
+        cases = [
+            (OutgoingMessage("sip:a@b", "sip:c@d", "sip:a@b", (), b"hi"), {}),
+            (OutgoingMessage("sip:a@b", "sip:c@d;gr=x", "sip:a@b",
+                             (("subject", "s"), ("l", "de"),
+                              ("Content-Language", "en")), b"hi",
+                             contentType="message/cpim", notification=True),
+             {"cseq": 7, "maxForwards": 5}),
+            (OutgoingMessage("sip:a@b", "sip:c@d", "sip:a@b", (),
+                             bytearray(b"ba")), {}),
+        ]
+        for outgoing, options in cases:
+            self.assertSameRequest(
+                self.generalRequest(outgoing, "cid", "tag", **options),
+                buildSIPRequest(outgoing, "cid", "tag", **options))
+
+    def test_buildSIPRequestNotBytes(self):
+        """
+        A body that is not bytes is refused as L{Request} refuses it.
+        """
+        outgoing = OutgoingMessage("sip:a@b", "sip:c@d", "sip:a@b", (), "hi")
+        self.assertRaises(TypeError, buildSIPRequest, outgoing, "c", "t")
+
+    def test_firstValues(self):
+        """
+        L{messages._firstValues}: the first value of every header, from a
+        L{Headers} or from pairs.
+        """
+        pairs = [("Via", "1"), ("From", "f"), ("Via", "2"), ("To", "t"),
+                 ("From", "g")]
+        expected = {"Via": "1", "From": "f", "To": "t"}
+        self.assertEqual(expected, messages._firstValues(Headers(pairs)))
+        self.assertEqual(expected, messages._firstValues(pairs))
+        self.assertEqual({}, messages._firstValues(Headers()))
+
+    def test_codecMemo(self):
+        """
+        The charset labels are resolved through a bounded memo; unknown
+        and unsafe ones are refused each time.
+        """
+        self.assertEqual(64, messages._codecFor.cache_info().maxsize)
+        self.assertEqual("utf-8", messages._codecFor("UTF-8"))
+        self.assertEqual("iso8859-1", messages._codecFor("latin1"))
+        self.assertIsNone(messages._codecFor("no-such-charset"))
+        self.assertIsNone(messages._codecFor("unicode-escape"))
+        self.assertIsNone(messages._codecFor("base64"))
+        for label in ("no-such-charset", "unicode-escape", "base64"):
+            for _ in range(2):
+                error = self.assertRaises(MappingError, decodeText, b"x",
+                                          label)
+                self.assertEqual(415, error.code)
+
+    def test_pickOne(self):
+        """
+        With one candidate, L{messages._pickByLanguage} picks it, whatever
+        its language.
+        """
+        body = domish.Element((None, "body"))
+        body[(messages.NS_XML, "lang")] = "fr"
+        for language in (None, "en", "fr"):
+            self.assertIs(body, messages._pickByLanguage([body], language))
+
+
+class SIPToStanzaFastPathTests(unittest.TestCase):
+    """
+    The stanza of L{sipToStanza} is the one the generic constructors
+    build, and text is checked for XML as before.
+    """
+
+    @given(st.text(max_size=40))
+    @settings(max_examples=300, deadline=None)
+    def test_xmlCheck(self, text):
+        """
+        L{messages._checkXMLText} refuses exactly the text with a
+        character XML 1.0 does not allow, and so does L{decodeText}.
+        """
+        illegal = messages._XML_ILLEGAL.search(text) is not None
+        self.assertEqual(("raised", MappingError) if illegal else ("ok", text),
+                         _outcome(messages._checkXMLText, text, "Subject"))
+        data = text.encode("utf-8", "surrogatepass")
+        try:
+            expected = data.decode("utf-8")
+        except UnicodeDecodeError:
+            expected = None
+        if expected is not None and not illegal:
+            if expected.startswith("\ufeff"):
+                expected = expected[1:]
+            self.assertEqual(expected, decodeText(data))
+        else:
+            self.assertRaises(MappingError, decodeText, data)
+
+    def test_sameElement(self):
+        """
+        The C{<message/>} has the instance attributes, in the same order,
+        that C{SimpleElement((None, "message"))} gives, and is written the
+        same.
+        """
+        from xmppgw.fastxml import SimpleElement, addTextElement
+
+        request = parseMessage(
+            b"MESSAGE sip:alice*xmpp.example@gw.example SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n"
+            b"From: <sip:bob@sip.example>;tag=1\r\n"
+            b"To: <sip:alice*xmpp.example@gw.example>\r\n"
+            b"Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nSubject: s\r\n"
+            b"Content-Language: en\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi")
+        mapper = AddressMapper(separator="*", gatewayDomain="gw.example",
+                               xmppDomain="gw.example")
+        stanza = sipToStanza(request, mapper, "sip-1")
+        reference = SimpleElement((None, "message"))
+        reference["to"] = "alice@xmpp.example"
+        reference["from"] = "bob*sip.example@gw.example"
+        reference["id"] = "sip-1"
+        reference[(messages.NS_XML, "lang")] = "en"
+        addTextElement(reference, "subject", "s")
+        addTextElement(reference, "body", "hi")
+        addTextElement(reference, "thread", "c1")
+        self.assertIs(SimpleElement, type(stanza))
+        self.assertEqual(list(vars(reference)), list(vars(stanza)))
+        self.assertEqual(list(reference.attributes.items()),
+                         list(stanza.attributes.items()))
+        self.assertEqual(reference.toXml(), stanza.toXml())
+        self.assertEqual(domish.Element.toXml(reference),
+                         domish.Element.toXml(stanza))
+        for child in stanza.children:
+            self.assertIs(stanza, child.parent)
+        self.assertIsNone(stanza.parent)

@@ -43,13 +43,14 @@ class RandomHexTests(unittest.TestCase):
             reads.append(n)
             return data
 
-        self.patch(randomid, "_pool", b"")
+        self.patch(randomid, "_pool", "")
         self.patch(randomid, "_position", 0)
         self.patch(os, "urandom", fakeURandom)
         self.assertEqual("00010203", randomHex(4))
         self.assertEqual("0405", randomHex(2))
         self.assertEqual([randomid._POOL_SIZE], reads)
-        self.patch(randomid, "_position", randomid._POOL_SIZE - 1)
+        # One byte (two digits) left: not enough for two.
+        self.patch(randomid, "_position", 2 * randomid._POOL_SIZE - 2)
         self.assertEqual("0001", randomHex(2))
         self.assertEqual(2, len(reads))
 
@@ -59,7 +60,7 @@ class RandomHexTests(unittest.TestCase):
         """
         randomHex(4)
         randomid._forget()
-        self.assertEqual(b"", randomid._pool)
+        self.assertEqual("", randomid._pool)
         self.assertEqual(0, randomid._position)
 
     def test_badSize(self):
@@ -68,3 +69,33 @@ class RandomHexTests(unittest.TestCase):
         """
         self.assertRaises(ValueError, randomHex, 0)
         self.assertRaises(ValueError, randomHex, 257)
+
+    def test_lockReleased(self):
+        """
+        The lock is released after every call, a refill and a failing
+        C{os.urandom} included.
+        """
+        def failing(n):
+            raise OSError("no entropy")
+
+        randomHex(4)
+        self.assertFalse(randomid._lock.locked())
+        self.patch(randomid, "_pool", "")
+        self.patch(randomid, "_position", 0)
+        self.patch(os, "urandom", failing)
+        self.assertRaises(OSError, randomHex, 4)
+        self.assertFalse(randomid._lock.locked())
+        self.assertEqual(("", 0), (randomid._pool, randomid._position))
+
+    def test_wholeBytes(self):
+        """
+        Each identifier takes whole bytes of the pool: the position moves
+        by two digits per byte and stays even.
+        """
+        self.patch(randomid, "_pool", "")
+        self.patch(randomid, "_position", 0)
+        for n in (1, 3, 8, 22):
+            before = randomid._position
+            value = randomHex(n)
+            self.assertEqual(randomid._pool[before:before + 2 * n], value)
+            self.assertEqual(before + 2 * n, randomid._position)

@@ -3,6 +3,8 @@ Tests for L{xmppgw.router}: both directions with fakes for the SIP
 transaction layer and the XMPP link, on a Clock.
 """
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -690,3 +692,301 @@ def _condition(error):
                 if c.uri == "urn:ietf:params:xml:ns:xmpp-stanzas" and c.name != "text":
                     return c.name
     return None
+
+
+class RecordingMetrics:
+    """
+    A recorder (L{xmppgw.metrics.NullRecorder} interface) that lists every
+    call as C{(name, args)}.
+    """
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args: self.calls.append((name, args))
+
+
+class MessageLineTests(RouterTestsMixin, unittest.TestCase):
+    """
+    The line per message (fields and text) and the metrics of each
+    outcome, in both directions.
+    """
+
+    def setUp(self):
+        import dataclasses
+
+        RouterTestsMixin.setUp(self)
+        self.router.settings = dataclasses.replace(self.settings,
+                                                   logMessages=True)
+        self.metrics = self.router.metrics = RecordingMetrics()
+
+    def lines(self, run):
+        from twisted.logger import capturedLogs
+
+        with capturedLogs() as events:
+            run()
+        return [{key: event[key] for key in (
+            "text", "direction", "sender", "target", "mapped", "code",
+            "reason", "latency", "latencyMs", "log_format")}
+            for event in events if event.get("direction")]
+
+    def test_xmppRelayed(self):
+        """
+        A relayed XMPP message: its line with the latency, its metrics.
+        """
+        def run():
+            self.router.xmppMessageReceived(xmppMessage())
+            self.clock.advance(0.25)
+            self.sip.sent[0][2].callback(response(200, "OK"))
+
+        [line] = self.lines(run)
+        self.assertEqual({
+            "text": "XMPP->SIP alice@xmpp.example/phone -> "
+                    "carol*sip.example@gw.example as "
+                    "sip:alice*xmpp.example@gw.example;gr=phone -> "
+                    "sip:carol@sip.example: 200 OK in 250.0 ms",
+            "direction": "XMPP->SIP",
+            "sender": "alice@xmpp.example/phone",
+            "target": "carol*sip.example@gw.example",
+            "mapped": "sip:alice*xmpp.example@gw.example;gr=phone -> "
+                      "sip:carol@sip.example",
+            "code": 200, "reason": " OK", "latency": " in 250.0 ms",
+            "latencyMs": 250.0, "log_format": "{text}"}, line)
+        self.assertEqual([
+            ("sipResponse", (200, "received")),
+            ("transactionTime", (0.25,)),
+            ("relayLatency", ("xmpp", 0.25)),
+            ("relayed", ("xmpp", "relayed")),
+        ], self.metrics.calls)
+
+    def test_xmppTimedOut(self):
+        """
+        A timed-out XMPP message: 408 and its text in the line.
+        """
+        def run():
+            self.router.xmppMessageReceived(xmppMessage())
+            self.clock.advance(0.0625)
+            self.sip.sent[0][2].errback(TransactionTimeout())
+
+        [line] = self.lines(run)
+        self.assertEqual(408, line["code"])
+        self.assertEqual(" No answer from the SIP side", line["reason"])
+        self.assertEqual(62.5, line["latencyMs"])
+        self.assertTrue(line["text"].endswith(
+            ": 408 No answer from the SIP side in 62.5 ms"), line["text"])
+        self.assertEqual([
+            ("relayed", ("xmpp", "failed")),
+            ("transactionTime", (0.0625,)),
+            ("relayLatency", ("xmpp", 0.0625)),
+            ("xmppError", ("remote-server-timeout", "sent")),
+        ], self.metrics.calls)
+
+    def test_sipRelayed(self):
+        """
+        A relayed SIP MESSAGE: its line, its metrics.
+        """
+        txn = FakeServerTransaction()
+        [line] = self.lines(lambda: self.sip.requestHandler(sipMessage(), txn))
+        self.assertEqual({
+            "text": "SIP->XMPP <sip:bob@sip.example>;tag=ft1 -> "
+                    "sip:alice*xmpp.example@gw.example as "
+                    "bob*sip.example@gw.example -> alice@xmpp.example: "
+                    "202 in 0.0 ms",
+            "direction": "SIP->XMPP",
+            "sender": "<sip:bob@sip.example>;tag=ft1",
+            "target": "sip:alice*xmpp.example@gw.example",
+            "mapped": "bob*sip.example@gw.example -> alice@xmpp.example",
+            "code": 202, "reason": "", "latency": " in 0.0 ms",
+            "latencyMs": 0.0, "log_format": "{text}"}, line)
+        self.assertEqual([
+            ("relayed", ("sip", "relayed")),
+            ("relayLatency", ("sip", 0.0)),
+            ("sipResponse", (202, "sent")),
+        ], self.metrics.calls)
+
+    def test_sipRefused(self):
+        """
+        A MESSAGE refused by the mapping: no mapped addresses, no latency.
+        """
+        txn = FakeServerTransaction()
+        [line] = self.lines(lambda: self.sip.requestHandler(
+            sipMessage(contentType="text/html"), txn))
+        self.assertEqual({
+            "text": "SIP->XMPP <sip:bob@sip.example>;tag=ft1 -> "
+                    "sip:alice*xmpp.example@gw.example as -: "
+                    "415 Unsupported media type text/html",
+            "direction": "SIP->XMPP",
+            "sender": "<sip:bob@sip.example>;tag=ft1",
+            "target": "sip:alice*xmpp.example@gw.example",
+            "mapped": "-", "code": 415,
+            "reason": " Unsupported media type text/html", "latency": "",
+            "latencyMs": None, "log_format": "{text}"}, line)
+        self.assertEqual([
+            ("relayed", ("sip", "refused")),
+            ("sipResponse", (415, "sent")),
+        ], self.metrics.calls)
+        self.assertEqual(415, txn.responses[0].code)
+
+    def test_logMessage(self):
+        """
+        L{MessageRouter._logMessage} by direction gives the lines of
+        L{MessageRouter._logSIP} and L{MessageRouter._logXMPP}.
+        """
+        from xmppgw.messages import OutgoingMessage
+
+        request = sipMessage()
+        stanza = xmppMessage()
+        message = OutgoingMessage("sip:c@d", "sip:a@b", "sip:c@d", (), b"x")
+        self.assertEqual(
+            self.lines(lambda: self.router._logSIP(request, stanza, 403,
+                                                   "No", 0.0)),
+            self.lines(lambda: self.router._logMessage(
+                "SIP->XMPP", request, stanza, 403, "No", 0.0)))
+        self.assertEqual(
+            self.lines(lambda: self.router._logXMPP(stanza, message, 486,
+                                                    "Busy")),
+            self.lines(lambda: self.router._logMessage(
+                "XMPP->SIP", stanza, message, 486, "Busy")))
+
+
+class OutcomeThenQueueTests(RouterTestsMixin, unittest.TestCase):
+    """
+    The outcome of a SIP transaction is handled, then the destination's
+    queue moves on, whatever the first step does.
+    """
+
+    def test_errorInOutcome(self):
+        """
+        An exception while handling a response or a failure (a bug) is
+        logged with its traceback, and the next queued message is still
+        sent; the queue ends empty.
+        """
+        def broken(*args):
+            raise RuntimeError("boom")
+
+        self.router._bounce = broken
+        for i in range(2):
+            self.router.xmppMessageReceived(xmppMessage(id=str(i)))
+        self.assertEqual(1, len(self.sip.sent))
+        self.sip.sent[0][2].callback(response(404, "Not Found"))
+        self.assertEqual(2, len(self.sip.sent))
+        self.router.xmppMessageReceived(xmppMessage(id="2"))
+        self.sip.sent[1][2].errback(TransportFailure("refused"))
+        self.assertEqual(3, len(self.sip.sent))
+        self.sip.sent[2][2].callback(response(200, "OK"))
+        self.assertEqual({}, self.router._queues)
+        self.assertEqual(
+            {"xmpp.failed": 2, "xmpp.relayed": 1}, self.router.stats)
+        self.assertEqual(2, len(self.flushLoggedErrors(RuntimeError)))
+
+    def test_counterKeys(self):
+        """
+        The counters split once in advance are split as any other.
+        """
+        from xmppgw import router
+
+        for key, parts in router._KEY_PARTS.items():
+            origin, _, outcome = key.partition(".")
+            self.assertEqual((origin, outcome), parts)
+        metrics = self.router.metrics = RecordingMetrics()
+        self.router._count("xmpp.relayed")
+        self.router._count("other.thing.more")
+        self.assertEqual([("relayed", ("xmpp", "relayed")),
+                          ("relayed", ("other", "thing.more"))],
+                         metrics.calls)
+        self.assertEqual({"xmpp.relayed": 1, "other.thing.more": 1},
+                         self.router.stats)
+
+
+class LatencyFieldTests(RouterTestsMixin, unittest.TestCase):
+    """
+    The latency fields of the line: C{latencyMs} is C{round(ms, 1)} and
+    C{latency} its C{"%.1f"} text, for any elapsed time.
+    """
+
+    def fields(self, elapsed):
+        events = []
+        self.router._log.observer = events.append
+        self.router._emitLine("SIP->XMPP", "s", "t", "m", 202, None, elapsed)
+        [event] = events
+        return event["latencyMs"], event["latency"], event["text"]
+
+    @given(st.one_of(
+        st.floats(allow_nan=False),
+        st.floats(min_value=0, max_value=100),
+        st.floats(min_value=0, max_value=0.001),
+        st.integers(min_value=-10 ** 6, max_value=10 ** 6),
+        st.sampled_from([0.0, -0.0, 0.00005, 0.00015, 0.00025, 0.0125,
+                         -0.00001, -0.00004, 1e-7, 5e-5, 0.00035, 999999.99995,
+                         float("inf"), float("-inf"), 1e300])))
+    @settings(max_examples=500, deadline=None, database=None)
+    def test_sameAsRound(self, elapsed):
+        """
+        Floats (read back from their text) and ints give the value, type
+        and text of C{round(elapsed * 1000, 1)}.
+        """
+        latencyMs = round(elapsed * 1000, 1)
+        latency = f" in {latencyMs:.1f} ms"
+        got = self.fields(elapsed)
+        self.assertEqual((latency, "s -> t as m: 202" + latency),
+                         (got[1], got[2][len("SIP->XMPP "):]))
+        self.assertIs(type(latencyMs), type(got[0]))
+        self.assertEqual(repr(latencyMs), repr(got[0]))
+
+    def test_nan(self):
+        """
+        Not a number stays one.
+        """
+        latencyMs, latency, _ = self.fields(float("nan"))
+        self.assertNotEqual(latencyMs, latencyMs)
+        self.assertEqual(" in nan ms", latency)
+
+    def test_none(self):
+        """
+        Without an arrival time, no latency.
+        """
+        self.assertEqual((None, "", "SIP->XMPP s -> t as m: 202"),
+                         self.fields(None))
+
+
+class IsHandledTests(unittest.TestCase):
+    """
+    L{xmppgw.router._isHandled} is C{stanza.handled}.
+    """
+
+    def cases(self):
+        from xmppgw.fastxml import SimpleElement
+
+        plain = domish.Element((None, "message"))
+        plain.addElement("body", content="hi")
+        plain.addContent("text")
+        yield plain
+        flagged = domish.Element((None, "message"))
+        flagged.handled = True
+        yield flagged
+        unflagged = domish.Element((None, "message"))
+        unflagged.handled = False
+        yield unflagged
+        child = domish.Element((None, "message"))
+        child.addContent("x")
+        child.addElement(("urn:x", "handled"))
+        yield child
+        yield domish.Element((None, "message"))
+        simple = SimpleElement((None, "message"))
+        simple.addElement("handled")
+        yield simple
+        yield SimpleElement((None, "message"))
+
+    def test_same(self):
+        """
+        Flag set or not, a child element named C{handled} or not, a plain
+        L{domish.Element} or another class: the same object as
+        C{stanza.handled}.
+        """
+        from xmppgw.router import _isHandled
+
+        for stanza in self.cases():
+            self.assertIs(stanza.handled, _isHandled(stanza), stanza.toXml())

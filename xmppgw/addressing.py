@@ -841,19 +841,53 @@ _PLAIN_JID = re.compile(
 )
 
 
-def jidHost(text):
+#: How many JIDs L{jidHost} and L{jidHostAndBare} remember (they forget
+#: them all when full).
+JID_MEMO_SIZE = 4096
+
+_jidParts = {}
+
+
+def jidHostAndBare(text):
     """
-    C{JID(text).host}, cheaply for the common case.
+    C{(JID(text).host, JID(text).userhost())}, cheaply for the common case.
 
     The mapper writes canonical JIDs, so when the whole JID is plain ASCII
-    that stringprep leaves unchanged the host is read without the stringprep
-    work of L{JID}; anything else is parsed by L{JID}, which raises as
-    before.
+    that stringprep leaves unchanged the parts are read without the
+    stringprep work of L{JID}; anything else is parsed by L{JID}, which
+    raises as before. The last results (at most L{JID_MEMO_SIZE}) are
+    remembered: the same JIDs come back message after message (each
+    relayed message reads the host of its C{from} and C{to}, the policy
+    its sender's bare JID). Errors are not remembered.
 
     @raise twisted.words.protocols.jabber.jid.InvalidFormat: for a
         malformed JID (and the other errors L{JID} raises).
     """
+    parts = _jidParts.get(text)
+    if parts is not None:
+        return parts
     match = _PLAIN_JID.fullmatch(text)
     if match is not None:
-        return match.group(1)
-    return JID(text).host
+        # No "@" or "/" in a plain localpart: the bare JID is all before
+        # the first "/", as L{JID} reads it.
+        parts = (match.group(1), text.partition("/")[0])
+    else:
+        jid = JID(text)
+        parts = (jid.host, jid.userhost())
+    if len(_jidParts) >= JID_MEMO_SIZE:
+        _jidParts.clear()
+    _jidParts[text] = parts
+    return parts
+
+
+def jidHost(text):
+    """
+    C{JID(text).host}, cheaply for the common case (L{jidHostAndBare}).
+
+    @raise twisted.words.protocols.jabber.jid.InvalidFormat: for a
+        malformed JID (and the other errors L{JID} raises).
+    """
+    parts = _jidParts.get(text)
+    if parts is not None:
+        return parts[0]
+    return jidHostAndBare(text)[0]

@@ -86,7 +86,8 @@ from twisted.words.xish.domish import IElement
 from xmppgw.addressing import AddressError, jidHost
 from xmppgw.errors import NS_XML, isStanzaChild
 from xmppgw.fastxml import SimpleElement, addTextElement
-from xmppgw.sip.message import Headers, Request, canonicalName
+from xmppgw.sip.message import (
+    Headers, Request, _canonCache, _headersOf, _newRequest, canonicalName)
 from xmppgw.sip.uri import URIError, parseNameAddr, parseURI
 
 __all__ = [
@@ -348,14 +349,8 @@ def decodeText(data, charset=None):
         not valid in it or for characters XML 1.0 forbids.
     """
     label = (charset or "utf-8").strip()
-    try:
-        codec = codecs.lookup(label)
-    except LookupError:
-        raise _unsupported(f"Unsupported charset {label}")
-    codecName = codec.name
-    if codecName in _UNSAFE_CODECS or not getattr(
-        codec, "_is_text_encoding", True
-    ):
+    codecName = _codecFor(label)
+    if codecName is None:
         raise _unsupported(f"Unsupported charset {label}")
     if codecName == "utf-16" and data[:2] not in (b"\xff\xfe", b"\xfe\xff"):
         codecName = "utf-16-be"
@@ -372,9 +367,30 @@ def decodeText(data, charset=None):
         raise _unsupported(f"Unsupported charset {label}")
     if text.startswith("\ufeff"):
         text = text[1:]
-    if _XML_ILLEGAL.search(text):
+    # Printable ASCII (space to tilde) is all allowed in XML.
+    if not (text.isascii() and text.isprintable()) and _XML_ILLEGAL.search(text):
         raise MappingError(400, "Body contains characters not allowed in XMPP")
     return text
+
+
+@functools.lru_cache(maxsize=64)
+def _codecFor(label):
+    """
+    The name of the Python codec that decodes the charset C{label}, or
+    L{None} when there is none or it is not safe (L{_UNSAFE_CODECS}, codecs
+    that do not decode text); remembered (a few labels make up nearly all
+    traffic, and C{codecs.lookup} normalises the label on every call).
+    """
+    try:
+        codec = codecs.lookup(label)
+    except LookupError:
+        return None
+    codecName = codec.name
+    if codecName in _UNSAFE_CODECS or not getattr(
+        codec, "_is_text_encoding", True
+    ):
+        return None
+    return codecName
 
 
 def _splitHeaderBlock(data):
@@ -462,7 +478,8 @@ def _firstLanguage(value):
 
 
 def _checkXMLText(text, what):
-    if _XML_ILLEGAL.search(text):
+    # Printable ASCII (space to tilde) is all allowed in XML.
+    if not (text.isascii() and text.isprintable()) and _XML_ILLEGAL.search(text):
         raise MappingError(400, f"{what} contains characters not allowed in XMPP")
     return text
 
@@ -484,11 +501,9 @@ def _firstValues(headers):
     The first value of each header, by canonical name, in one pass (what
     C{headers.get(name)} gives for each).
     """
-    values = {}
-    for name, value in headers:
-        if name not in values:
-            values[name] = value
-    return values
+    items = headers._items if type(headers) is Headers else list(headers)
+    # Built in C: from the last line to the first, so the first one wins.
+    return dict(reversed(items))
 
 
 def _bodyText(request, values):
@@ -507,17 +522,25 @@ def _bodyText(request, values):
     if contentType is None:
         raise MappingError(400, "Body without Content-Type")
     try:
-        mediaType, params = parseMediaType(contentType)
+        mediaType, pairs = _parseMediaType(contentType)
     except ValueError:
         raise MappingError(400, "Malformed Content-Type")
     language = None
-    if mediaType == "message/cpim":
+    charset = None
+    if mediaType == "text/plain":
+        # The parameters as the shared tuple of the memo (names unique).
+        for name, value in pairs:
+            if name == "charset":
+                charset = value
+                break
+    elif mediaType == "message/cpim":
         body, params, language = unwrapCPIM(body)
         if not body:
             raise MappingError(400, "Message body is empty")
-    elif mediaType != "text/plain":
+        charset = params.get("charset")
+    else:
         raise _unsupported(f"Unsupported media type {mediaType}")
-    text = decodeText(body, params.get("charset"))
+    text = decodeText(body, charset)
     if not text:
         raise MappingError(400, "Message body is empty")
     return text, language
@@ -636,11 +659,11 @@ def sipToStanza(request, mapper, messageID, values=None):
     if callID is not None:
         callID = _checkXMLText(callID.strip(), "Call-ID")
 
-    message = SimpleElement((None, "message"))
-    attributes = message.attributes
-    attributes["to"] = target
-    attributes["from"] = source
-    attributes["id"] = str(messageID)
+    message = _newMessage()
+    attributes = message.attributes = {
+        "to": target, "from": source, "id": str(messageID)}
+    message.children = []
+    message.parent = None
     if language:
         attributes[(NS_XML, "lang")] = language
     if subject:
@@ -649,6 +672,24 @@ def sipToStanza(request, mapper, messageID, values=None):
     if callID:
         addTextElement(message, "thread", callID)
     return message
+
+
+def _newMessage():
+    """
+    C{SimpleElement((None, "message"))} without the generic work of
+    L{domish.Element}'s constructor: the same instance attributes, set in
+    the same order; the caller sets C{attributes}, C{children} and
+    C{parent}.
+    """
+    message = _newObject(SimpleElement)
+    message.localPrefixes = {}
+    message.uri = None
+    message.name = "message"
+    message.defaultUri = None
+    return message
+
+
+_newObject = object.__new__
 
 
 def _text(element):
@@ -682,6 +723,9 @@ def _pickByLanguage(candidates, language):
     The element whose xml:lang is C{language}, else the first without
     xml:lang, else the first.
     """
+    if len(candidates) == 1:
+        # The one there is, whichever rule picks it.
+        return candidates[0]
     if language:
         for element in candidates:
             if element.getAttribute((NS_XML, "lang")) == language:
@@ -770,12 +814,17 @@ def stanzaToSIP(element, mapper, maxSize=MAX_SIP_SIZE):
     if bodyLanguage:
         headers.append(("Content-Language", bodyLanguage))
 
-    outgoing = OutgoingMessage(
+    # OutgoingMessage(...) without the frozen dataclass's __init__, which
+    # sets every field through object.__setattr__ (the same instance).
+    outgoing = _newObject(OutgoingMessage)
+    outgoing.__dict__.update(
         requestURI=requestURI,
         fromURI=fromURI,
         toURI=requestURI,
         headers=tuple(headers),
         body=text.encode("utf-8"),
+        contentType=_TEXT_PLAIN,
+        notification=False,
     )
     if maxSize is not None:
         size = estimatedSize(outgoing)
@@ -784,6 +833,9 @@ def stanzaToSIP(element, mapper, maxSize=MAX_SIP_SIZE):
                 "policy-violation", f"message too large for SIP ({maxSize} bytes)"
             )
     return outgoing
+
+
+_TEXT_PLAIN = OutgoingMessage.contentType
 
 
 def estimatedSize(outgoing):
@@ -798,6 +850,34 @@ def estimatedSize(outgoing):
 
     @type outgoing: L{OutgoingMessage}
     @rtype: L{int}
+    """
+    # Text that is all ASCII has as many UTF-8 bytes as characters: the
+    # size is a sum of lengths (L{_ESTIMATE_FIXED}: what does not vary).
+    # Anything else is counted from the lines themselves.
+    requestURI = outgoing.requestURI
+    toURI = outgoing.toURI
+    fromURI = outgoing.fromURI
+    contentType = outgoing.contentType
+    if (requestURI.isascii() and toURI.isascii() and fromURI.isascii()
+            and contentType.isascii()):
+        body = outgoing.body
+        size = (_ESTIMATE_FIXED + len(requestURI) + len(toURI) + len(fromURI)
+                + len(contentType) + len(str(len(body))) + len(body))
+        for name, value in outgoing.headers:
+            name = _canonCache[name]
+            if name != "Content-Length":
+                if not (name.isascii() and value.isascii()):
+                    return _estimatedSizeOfLines(outgoing)
+                # "name: value" and the CRLF before the next line.
+                size += len(name) + len(value) + 4
+        return size
+    return _estimatedSizeOfLines(outgoing)
+
+
+def _estimatedSizeOfLines(outgoing):
+    """
+    L{estimatedSize}, counted from the lines as L{buildSIPRequest} and
+    L{xmppgw.sip.message.serialize} write them.
     """
     lines = [
         f"MESSAGE {outgoing.requestURI} SIP/2.0",
@@ -821,6 +901,13 @@ def estimatedSize(outgoing):
 _CALL_ID_PLACEHOLDER = "x" * CALL_ID_ALLOWANCE
 _TAG_PLACEHOLDER = "x" * TAG_ALLOWANCE
 
+#: What L{estimatedSize} counts for every MESSAGE: the fixed lines and
+#: placeholders, the CRLFs between the lines, the Via allowance; not the
+#: URIs, the Content-Type, the extra headers, the Content-Length digits
+#: and the body.
+_ESTIMATE_FIXED = _estimatedSizeOfLines(
+    OutgoingMessage("", "", "", (), b"", contentType="")) - len("0")
+
 
 def buildSIPRequest(outgoing, callID, fromTag, cseq=1, maxForwards=70):
     """
@@ -839,6 +926,22 @@ def buildSIPRequest(outgoing, callID, fromTag, cseq=1, maxForwards=70):
         70).
     @rtype: L{xmppgw.sip.message.Request}
     """
+    body = outgoing.body
+    if type(body) is not bytes:
+        # Checked (or converted) by Request as before.
+        items = [
+            ("Max-Forwards", str(maxForwards)),
+            ("To", f"<{outgoing.toURI}>"),
+            ("From", f"<{outgoing.fromURI}>;tag={fromTag}"),
+            ("Call-ID", callID),
+            ("CSeq", f"{cseq} MESSAGE"),
+        ]
+        items.extend(outgoing.headers)
+        items.append(("Content-Type", outgoing.contentType))
+        return Request("MESSAGE", outgoing.requestURI, Headers(items), body)
+    # The same request built from its checked parts: the names written
+    # here are canonical, the extra headers' names are canonicalised as
+    # Headers would.
     items = [
         ("Max-Forwards", str(maxForwards)),
         ("To", f"<{outgoing.toURI}>"),
@@ -846,6 +949,10 @@ def buildSIPRequest(outgoing, callID, fromTag, cseq=1, maxForwards=70):
         ("Call-ID", callID),
         ("CSeq", f"{cseq} MESSAGE"),
     ]
-    items.extend(outgoing.headers)
+    extra = outgoing.headers
+    if extra:
+        canon = _canonCache
+        for name, value in extra:
+            items.append((canon[name], value))
     items.append(("Content-Type", outgoing.contentType))
-    return Request("MESSAGE", outgoing.requestURI, Headers(items), outgoing.body)
+    return _newRequest("MESSAGE", outgoing.requestURI, _headersOf(items), body)

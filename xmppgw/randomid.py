@@ -19,7 +19,11 @@ __all__ = ["randomHex"]
 
 _POOL_SIZE = 4096
 _lock = threading.Lock()
-_pool = b""
+_acquire = _lock.acquire
+_release = _lock.release
+#: The hex digits of C{_POOL_SIZE} random bytes, and how many of them were
+#: handed out: digits are converted once per pool, not once per call.
+_pool = ""
 _position = 0
 
 
@@ -34,20 +38,25 @@ def randomHex(nbytes):
     global _pool, _position
     if not 0 < nbytes <= 256:
         raise ValueError("randomHex takes 1 to 256 bytes, not %r" % (nbytes,))
-    with _lock:
-        end = _position + nbytes
+    digits = nbytes + nbytes
+    # acquire/release rather than "with": no __enter__/__exit__ calls.
+    _acquire()
+    try:
+        start = _position
+        end = start + digits
         if end > len(_pool):
-            _pool = os.urandom(_POOL_SIZE)
-            end = nbytes
-            _position = 0
-        chunk = _pool[_position:end]
+            _pool = os.urandom(_POOL_SIZE).hex()
+            start = 0
+            end = digits
         _position = end
-    return chunk.hex()
+        return _pool[start:end]
+    finally:
+        _release()
 
 
 def _forget():
     global _pool, _position
-    _pool = b""
+    _pool = ""
     _position = 0
 
 

@@ -26,11 +26,13 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger, LogLevel
-from twisted.words.protocols.jabber.jid import JID, InvalidFormat
+from twisted.words.protocols.jabber.jid import InvalidFormat
+from twisted.words.xish import domish
+from twisted.words.xish.domish import IElement
 from wokkel.subprotocols import XMPPHandler
 
 from xmppgw import errors, messages
-from xmppgw.addressing import AddressError, jidHost
+from xmppgw.addressing import AddressError, jidHost, jidHostAndBare
 from xmppgw.logs import emitEvent
 from xmppgw.metrics import NullRecorder
 from xmppgw.randomid import randomHex
@@ -111,6 +113,22 @@ OPTIONS_RETRY_AFTER = 5
 #: With C{hold_limit = 0}, the most MESSAGEs waiting for their stanza's
 #: confirmation (L{MessageRouter._deliver}).
 CONFIRM_LIMIT = 1000
+
+
+_INFO = LogLevel.info
+
+#: The counters of the message paths, split into C{(origin, outcome)} for
+#: L{MessageRouter._count} once here (other keys are split per call).
+_KEY_PARTS = {
+    key: tuple(key.split(".", 1)) for key in [
+        "sip.relayed", "sip.refused", "sip.consumed", "sip.rateLimited",
+        "sip.forbidden", "sip.overflow", "sip.holdExpired", "sip.s2sFailed",
+        "sip.shutdown", "xmpp.relayed", "xmpp.failed", "xmpp.bodyless",
+        "xmpp.refused", "xmpp.overflow", "xmpp.forbidden",
+        "xmpp.rateLimited", "xmpp.notified", "xmpp.notifyFailed",
+        "xmpp.errorReceived", "xmpp.shutdown",
+    ]
+}
 
 
 class _Delivery:
@@ -219,8 +237,13 @@ class MessageRouter:
         sip.requestHandler = self.sipRequestReceived
 
     def _count(self, key):
-        self.stats[key] = self.stats.get(key, 0) + 1
-        origin, _, outcome = key.partition(".")
+        stats = self.stats
+        stats[key] = stats.get(key, 0) + 1
+        parts = _KEY_PARTS.get(key)
+        if parts is None:
+            origin, _, outcome = key.partition(".")
+        else:
+            origin, outcome = parts
         self.metrics.relayed(origin, outcome)
 
     def queueDepths(self):
@@ -437,13 +460,15 @@ class MessageRouter:
         @return: L{None}, or C{(code, reason)}.
         """
         domain = self.settings.xmppDomain
-        senderHost = jidHost(stanza["from"])
+        # stanza["from"], stanza["to"] (KeyError when missing, as those).
+        attributes = stanza.attributes
+        senderHost = jidHost(attributes["from"])
         if senderHost != domain:
             return (
                 403,
                 f"Sender domain {senderHost} not served by this gateway",
             )
-        if jidHost(stanza["to"]) == domain:
+        if jidHost(attributes["to"]) == domain:
             return (482, "Loop Detected")
         return None
 
@@ -460,7 +485,7 @@ class MessageRouter:
             return
         self._count("sip.relayed")
         code = self.settings.successCode
-        self._logMessage("SIP->XMPP", request, stanza, code, None, received)
+        self._logSIP(request, stanza, code, None, received)
         transaction.respond(makeResponse(request, code))
 
     def _deliver(self, request, transaction, stanza, received):
@@ -578,9 +603,9 @@ class MessageRouter:
         # The 2xx first: with confirm_delivery "kernel" the stanza left the
         # process just now, and a crash before the 2xx is a duplicate once
         # the sender (or its proxy) retries elsewhere.
-        delivery.transaction.respond(makeResponse(delivery.request, code))
-        self._logMessage("SIP->XMPP", delivery.request, delivery.stanza, code,
-                         None, delivery.received)
+        request = delivery.request
+        delivery.transaction.respond(makeResponse(request, code))
+        self._logSIP(request, delivery.stanza, code, None, delivery.received)
 
     def _deliveryFailed(self, failure, delivery):
         if not self._finishDelivery(delivery):
@@ -810,14 +835,15 @@ class MessageRouter:
         if policy is None:
             return None
         try:
-            sender = JID(stanza.getAttribute("from") or "")
+            # JID(from).host and .userhost(), remembered per JID text.
+            host, bare = jidHostAndBare(stanza.getAttribute("from") or "")
         except (InvalidFormat, UnicodeError):
             return None
-        reason = policy.senders.checkXMPPSender(sender.host)
+        reason = policy.senders.checkXMPPSender(host)
         if reason is not None:
             self._count("xmpp.forbidden")
             return ("forbidden", "auth", reason)
-        if policy.perSender.allow(sender.userhost()) is not None:
+        if policy.perSender.allow(bare) is not None:
             self._count("xmpp.rateLimited")
             return ("policy-violation", "wait", "Too many messages from this sender")
         return None
@@ -833,13 +859,28 @@ class MessageRouter:
         )
         outgoing.sent = self.clock.seconds()
         d = self.sip.sendRequest(request, target)
-        d.addCallbacks(
-            self._sipResponse,
-            self._sipFailure,
-            callbackArgs=(outgoing,),
-            errbackArgs=(outgoing,),
-        )
-        d.addBoth(self._sipDone, key, target)
+        # One callback pair for both steps (handle the outcome, then move
+        # the queue on): _sipDone runs whatever the first step does; an
+        # exception of the first step (a bug) is logged with its traceback.
+        args = (outgoing, key, target)
+        d.addCallbacks(self._sipAnswered, self._sipFailed,
+                       callbackArgs=args, errbackArgs=args)
+
+    def _sipAnswered(self, response, outgoing, key, target):
+        try:
+            self._sipResponse(response, outgoing)
+        except Exception:
+            self._log.failure("Handling the response to {uri} failed",
+                              uri=outgoing.message.requestURI)
+        return self._sipDone(None, key, target)
+
+    def _sipFailed(self, failure, outgoing, key, target):
+        try:
+            self._sipFailure(failure, outgoing)
+        except Exception:
+            self._log.failure("Handling the failure of {uri} failed",
+                              uri=outgoing.message.requestURI)
+        return self._sipDone(None, key, target)
 
     def _sipResponse(self, response, outgoing):
         if outgoing in self._abandoned:
@@ -848,14 +889,8 @@ class MessageRouter:
         code = response.code
         self.metrics.sipResponse(code, "received")
         self.metrics.transactionTime(self.clock.seconds() - outgoing.sent)
-        self._logMessage(
-            "XMPP->SIP",
-            outgoing.stanza,
-            outgoing.message,
-            code,
-            response.reason,
-            outgoing.received,
-        )
+        self._logXMPP(outgoing.stanza, outgoing.message, code,
+                      response.reason, outgoing.received)
         if self._notificationResult(outgoing, code):
             self._count("xmpp.notified" if code < 300 else "xmpp.notifyFailed")
             return
@@ -922,28 +957,73 @@ class MessageRouter:
             )
 
     def _logMessage(self, direction, source, result, code, reason, received=None):
-        elapsed = None
-        if received is not None:
-            elapsed = self.clock.seconds() - received
-            self.metrics.relayLatency(
-                "sip" if direction == "SIP->XMPP" else "xmpp", elapsed)
+        """
+        Account for a message's outcome (latency, SIP response metrics) and
+        log its line: L{_logSIP} for C{"SIP->XMPP"}, else L{_logXMPP}.
+        """
         if direction == "SIP->XMPP":
-            self.metrics.sipResponse(code, "sent")
+            self._logSIP(source, result, code, reason, received)
+        else:
+            self._logXMPP(source, result, code, reason, received)
+
+    def _logSIP(self, request, stanza, code, reason, received=None):
+        """
+        L{_logMessage} for a MESSAGE from SIP: C{request}, and the
+        C{stanza} it was mapped to or L{None}.
+        """
+        metrics = self.metrics
+        if received is None:
+            elapsed = None
+        else:
+            elapsed = self.clock.seconds() - received
+            metrics.relayLatency("sip", elapsed)
+        metrics.sipResponse(code, "sent")
         if not self.settings.logMessages:
             return
-        if direction == "SIP->XMPP":
-            sender = source.headers.get("From", "")
-            target = source.uri
-            mapped = (
-                f"{result['from']} -> {result['to']}" if result is not None else "-"
-            )
+        if stanza is not None:
+            attributes = stanza.attributes
+            mapped = f"{attributes['from']} -> {attributes['to']}"
         else:
-            sender = source.getAttribute("from")
-            target = source.getAttribute("to")
-            mapped = f"{result.fromURI} -> {result.requestURI}"
-        latency = ""
-        latencyMs = None
-        if elapsed is not None:
+            mapped = "-"
+        self._emitLine("SIP->XMPP", request.headers.get("From", ""),
+                       request.uri, mapped, code, reason, elapsed)
+
+    def _logXMPP(self, stanza, message, code, reason, received=None):
+        """
+        L{_logMessage} for a stanza from XMPP, and the L{OutgoingMessage}
+        it was mapped to.
+        """
+        if received is None:
+            elapsed = None
+        else:
+            elapsed = self.clock.seconds() - received
+            self.metrics.relayLatency("xmpp", elapsed)
+        if not self.settings.logMessages:
+            return
+        attributes = stanza.attributes
+        self._emitLine("XMPP->SIP", attributes.get("from"),
+                       attributes.get("to"),
+                       f"{message.fromURI} -> {message.requestURI}", code,
+                       reason, elapsed)
+
+    def _emitLine(self, direction, sender, target, mapped, code, reason,
+                  elapsed):
+        """
+        Log the line of one message (L{_logMessage}).
+        """
+        if elapsed is None:
+            latency = ""
+            latencyMs = None
+        elif type(elapsed) is float and 0.0 < elapsed < 1e9:
+            # round(ms, 1) and its "%.1f" are the same correctly rounded
+            # decimal: format once, read the number back (round() with
+            # digits is slow, on PyPy most of all). Only for the usual
+            # positive times: PyPy's round() makes a negative value that
+            # rounds to zero 0.0, not -0.0 as CPython's.
+            text = "%.1f" % (elapsed * 1000,)
+            latencyMs = float(text)
+            latency = " in " + text + " ms"
+        else:
             latencyMs = round(elapsed * 1000, 1)
             latency = f" in {latencyMs:.1f} ms"
         reason = f" {reason}" if reason else ""
@@ -952,7 +1032,7 @@ class MessageRouter:
         # about 8 us per message in every observer. The fields stay in the
         # event for structured (JSON) observers; "text" is what they print.
         # emitEvent: the event self._log.info would emit, cheaper.
-        emitEvent(self._log, LogLevel.info, "{text}", {
+        emitEvent(self._log, _INFO, "{text}", {
             "text": f"{direction} {sender} -> {target} as {mapped}: "
             f"{code}{reason}{latency}",
             "direction": direction,
@@ -964,6 +1044,28 @@ class MessageRouter:
             "latency": latency,
             "latencyMs": latencyMs,
         })
+
+
+_Element = domish.Element
+
+
+def _isHandled(stanza):
+    """
+    C{stanza.handled}, for a plain L{domish.Element} without the failed
+    attribute lookup and the call of C{Element.__getattr__} that it costs
+    when nothing set the flag (the usual case): the flag if set, else what
+    C{__getattr__} gives, the first child element named C{handled} or
+    L{None}.
+    """
+    if type(stanza) is not _Element:
+        return stanza.handled
+    fields = stanza.__dict__
+    if "handled" in fields:
+        return fields["handled"]
+    for child in stanza.children:
+        if IElement.providedBy(child) and child.name == "handled":
+            return child
+    return None
 
 
 class GatewayHandler(XMPPHandler):
@@ -991,7 +1093,7 @@ class GatewayHandler(XMPPHandler):
         self.router.xmppLinkDown()
 
     def _onMessage(self, stanza):
-        if stanza.handled:
+        if _isHandled(stanza):
             return
         stanza.handled = True
         try:
@@ -1004,7 +1106,7 @@ class GatewayHandler(XMPPHandler):
         Hand a C{<presence/>} to the presence gateway; without one, presence
         is ignored (not answered, as before).
         """
-        if stanza.handled:
+        if _isHandled(stanza):
             return
         stanza.handled = True
         presence = self.router.presence
