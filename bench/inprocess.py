@@ -67,7 +67,9 @@ from bench.common import emit, gitRevision, machine, percentile
 from xmppgw.gctune import freezeStartupObjects
 from xmppgw.logs import textObserver
 from xmppgw.addressing import AddressMapper
+from xmppgw.config import parseConfig
 from xmppgw.metrics import MetricsRecorder
+from xmppgw.policy import Policy
 from xmppgw.router import GatewayHandler, MessageRouter, RouterSettings
 from xmppgw.sip.transaction import Target, TransactionLayer
 from xmppgw.sip.transport import SIPTransport
@@ -138,14 +140,33 @@ class SinkTransport(StringTransport):
         self.last = data
 
 
-def wireFakeSIP(gateway):
+def benchPolicy(clock):
+    """
+    The L{Policy} C{twistd xmppgw} builds (C{Policy.fromConfig}) for the
+    benchmark's configuration, with the rate limits of C{[policy]} off as
+    in benchmark 2 (C{bench.endtoend}): the default C{allow_from}
+    (loopback), the sender checks, the per-source and per-sender limiters
+    consulted on every message.
+    """
+    config = parseConfig({
+        "xmpp": {"gateway_domain": GATEWAY_DOMAIN,
+                 "xmpp_domain": XMPP_DOMAIN, "xmpp_password": "secret"},
+        "policy": {"rate_per_source": 0.0, "rate_per_sender": 0.0},
+    }, "<bench.inprocess>")
+    return Policy.fromConfig(config, clock)
+
+
+def wireFakeSIP(gateway, policy=None):
     """
     Give C{gateway} (which has a C{clock}) the real SIP side on a fake UDP
     socket: C{sip}, C{udp}, C{sipProtocol} and C{transactions}.
+
+    @param policy: the L{Policy} that checks the sources (C{allowFrom}), or
+        L{None} for none.
     """
     gateway.sip = SIPTransport(
         [("udp", "127.0.0.1", 5060)], maxMessageSize=65535,
-        reactor=gateway.clock)
+        reactor=gateway.clock, allowFrom=policy)
     gateway.udp = FakeUDP()
     gateway.sipProtocol = gateway.sip._listeners[0].protocol
     gateway.sipProtocol.transport = gateway.udp
@@ -160,9 +181,12 @@ class Gateway:
     """
 
     def __init__(self, logMessages, freeze=True, metrics=False,
-                 confirm="ping"):
+                 confirm="ping", policy=True):
         self.clock = BenchClock()
-        wireFakeSIP(self)
+        #: The L{Policy} (as twistd builds it; see L{benchPolicy}), or
+        #: L{None} without one (C{--no-policy}, as before round 6).
+        self.policy = benchPolicy(self.clock) if policy else None
+        wireFakeSIP(self, self.policy)
         self.link = ComponentLink(
             "127.0.0.1", 5347, XMPP_DOMAIN, "secret", reactor=self.clock,
             keepAliveInterval=0, confirmDelivery=confirm)
@@ -172,6 +196,7 @@ class Gateway:
             logMessages=logMessages)
         self.router = MessageRouter(
             self.clock, mapper, self.transactions, self.link, settings)
+        self.router.policy = self.policy
         GatewayHandler(self.router, XMPP_DOMAIN).setHandlerParent(self.link)
         #: The recorder, wired as L{xmppgw.metrics.buildOperations} wires
         #: it: a L{MetricsRecorder} (its own Prometheus registry) when
@@ -377,7 +402,8 @@ class Runner:
 
 def measureTime(direction, distinct, args, metrics=False):
     gateway = Gateway(logMessages=args.log, freeze=args.freeze,
-                      metrics=metrics, confirm=args.confirm)
+                      metrics=metrics, confirm=args.confirm,
+                      policy=args.policy)
     runner = Runner(gateway, 1.0 / args.rate, args.batch)
     run = getattr(runner, direction)
     # Warm up: imports, caches for the 1 and 100 cases, the timer heap
@@ -440,7 +466,8 @@ def measureMetrics(direction, distinct, args):
     """
     variants = [False, True]
     gateways = [Gateway(logMessages=args.log, freeze=args.freeze,
-                        metrics=m, confirm=args.confirm) for m in variants]
+                        metrics=m, confirm=args.confirm,
+                        policy=args.policy) for m in variants]
     runners = [Runner(g, 1.0 / args.rate) for g in gateways]
     runs = [getattr(r, direction) for r in runners]
     for _ in range(args.warmup):
@@ -465,7 +492,8 @@ def measureMetrics(direction, distinct, args):
 
 def measureMemory(direction, distinct, args, metrics=False):
     gateway = Gateway(logMessages=args.log, freeze=args.freeze,
-                      metrics=metrics, confirm=args.confirm)
+                      metrics=metrics, confirm=args.confirm,
+                      policy=args.policy)
     runner = Runner(gateway, 1.0 / args.rate)
     run = getattr(runner, direction)
     run(args.count, distinct)
@@ -507,6 +535,12 @@ def main(argv=None):
     parser.add_argument("--no-freeze", dest="freeze", action="store_false",
                         help="do not freeze the start-up objects out of the "
                         "garbage collector (twistd xmppgw does)")
+    parser.add_argument("--no-policy", dest="policy", action="store_false",
+                        help="no [policy] object (allow_from, sender checks, "
+                        "rate limiters), as this benchmark ran before round "
+                        "6; twistd xmppgw always has one (default: the "
+                        "policy twistd builds, rate limits off as in "
+                        "benchmark 2)")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="skip the tracemalloc pass")
     parser.add_argument("--metrics", choices=("off", "on", "both"),
@@ -559,6 +593,7 @@ def main(argv=None):
         "confirm_delivery": args.confirm,
         "log_messages": args.log,
         "gc_freeze": args.freeze,
+        "policy": args.policy,
         "metrics": args.metrics,
         "cases": [],
     }
