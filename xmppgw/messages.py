@@ -926,22 +926,6 @@ def buildSIPRequest(outgoing, callID, fromTag, cseq=1, maxForwards=70):
         70).
     @rtype: L{xmppgw.sip.message.Request}
     """
-    body = outgoing.body
-    if type(body) is not bytes:
-        # Checked (or converted) by Request as before.
-        items = [
-            ("Max-Forwards", str(maxForwards)),
-            ("To", f"<{outgoing.toURI}>"),
-            ("From", f"<{outgoing.fromURI}>;tag={fromTag}"),
-            ("Call-ID", callID),
-            ("CSeq", f"{cseq} MESSAGE"),
-        ]
-        items.extend(outgoing.headers)
-        items.append(("Content-Type", outgoing.contentType))
-        return Request("MESSAGE", outgoing.requestURI, Headers(items), body)
-    # The same request built from its checked parts: the names written
-    # here are canonical, the extra headers' names are canonicalised as
-    # Headers would.
     items = [
         ("Max-Forwards", str(maxForwards)),
         ("To", f"<{outgoing.toURI}>"),
@@ -949,10 +933,17 @@ def buildSIPRequest(outgoing, callID, fromTag, cseq=1, maxForwards=70):
         ("Call-ID", callID),
         ("CSeq", f"{cseq} MESSAGE"),
     ]
-    extra = outgoing.headers
-    if extra:
-        canon = _canonCache
-        for name, value in extra:
-            items.append((canon[name], value))
+    body = outgoing.body
+    if type(body) is not bytes:
+        # Checked (or converted) by Request as before.
+        items.extend(outgoing.headers)
+        items.append(("Content-Type", outgoing.contentType))
+        return Request("MESSAGE", outgoing.requestURI, Headers(items), body)
+    # The same request built from its checked parts: the names written
+    # here are canonical, the extra headers' names are canonicalised as
+    # Headers would.
+    canon = _canonCache
+    for name, value in outgoing.headers:
+        items.append((canon[name], value))
     items.append(("Content-Type", outgoing.contentType))
     return _newRequest("MESSAGE", outgoing.requestURI, _headersOf(items), body)

@@ -273,6 +273,21 @@ def _udpReplyAddress(via):
     return host, port, _isIP(host)
 
 
+def _splitBranch(text, branchAt):
+    """
+    Split the Via line C{text} at its C{;branch=} (at C{branchAt}): the
+    branch value (up to the next C{;}) and the line without it (the key of
+    its template, L{_viaTemplates}).
+
+    @return: C{(branch, stem)}.
+    """
+    start = branchAt + 8
+    after = text.find(";", start)
+    if after == -1:
+        return text[start:], text[:start]
+    return text[start:after], text[:start] + text[after:]
+
+
 def _addReceived(request, source):
     """
     RFC 3261 18.2.1 and RFC 3581 section 4: add C{received} when the sent-by
@@ -297,13 +312,7 @@ def _addReceived(request, source):
     if branchAt != -1:
         # A line like one seen before from this source but for its branch
         # (the usual case: a peer's Via lines differ only there).
-        after = text.find(";", branchAt + 8)
-        if after == -1:
-            branch = text[branchAt + 8:]
-            stem = text[:branchAt + 8]
-        else:
-            branch = text[branchAt + 8:after]
-            stem = text[:branchAt + 8] + text[after:]
+        branch, stem = _splitBranch(text, branchAt)
         template = _viaTemplates.get((stem, source.host, source.port, source.transport))
         if template is not None and _TOKEN_RE.fullmatch(branch) is not None:
             via, k, head, tail, reply = template
@@ -412,13 +421,7 @@ def _keepViaTemplate(original, branchAt, source, via, text, reply):
     """
     if len(original) > _VIA_TEMPLATE_LINE_MAX or _SIMPLE_VIA_RE.fullmatch(original) is None:
         return
-    after = original.find(";", branchAt + 8)
-    if after == -1:
-        branch = original[branchAt + 8:]
-        stem = original[:branchAt + 8]
-    else:
-        branch = original[branchAt + 8:after]
-        stem = original[:branchAt + 8] + original[after:]
+    branch, stem = _splitBranch(original, branchAt)
     # The parameters before it: one ';' each (tokens hold none).
     k = original.count(";", 0, branchAt)
     params = via.params
