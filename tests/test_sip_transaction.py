@@ -18,6 +18,7 @@ from xmppgw.sip.message import (
     _viaCache,
     makeResponse,
     parseVia,
+    serialize,
     topVia,
 )
 from xmppgw.sip.transaction import (
@@ -208,7 +209,8 @@ class ServerTransactionTests(TimerAssertions, unittest.TestCase):
     def test_retransmissionResendsFinal(self):
         """
         A retransmission after the final response gets the same response
-        again, sent to the request's source.
+        again (the same bytes: the completed transaction keeps it packed),
+        sent to the request's source.
         """
         self.layer.receive(makeRequest(), UDP_SOURCE)
         request, txn = self.calls[0]
@@ -217,10 +219,48 @@ class ServerTransactionTests(TimerAssertions, unittest.TestCase):
         self.layer.receive(makeRequest(), UDP_SOURCE)
         self.layer.receive(makeRequest(), UDP_SOURCE)
         self.assertEqual(
-            self.transport.sent,
-            [(response, UDP_SOURCE)] * 3,
+            [(serialize(m), s) for m, s in self.transport.sent],
+            [(serialize(response), UDP_SOURCE)] * 3,
         )
         self.assertEqual(len(self.calls), 1)
+
+    def test_completedKeepsResponsePacked(self):
+        """
+        Once completed over UDP, the transaction keeps its final response
+        as immutable values that the garbage collector does not walk (no
+        L{Response}, L{Headers} or list), and L{lastResponse} gives it back
+        equal: same code, reason, header lines and body.
+        """
+        import gc
+
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        request, txn = self.calls[0]
+        response = makeResponse(request, 202, headers=[("X-A", "1")])
+        response.body = b"body"
+        txn.respond(response)
+        self.assertIs(tuple, type(txn._last))
+        self.assertTrue(all(isinstance(v, (int, str, bytes))
+                            for v in txn._last))
+        if hasattr(gc, "is_tracked"):  # CPython
+            gc.collect()
+            self.assertFalse(gc.is_tracked(txn._last))
+        again = txn.lastResponse
+        self.assertIsInstance(again, Response)
+        self.assertEqual(
+            (again.code, again.reason, again.headers._items, again.body),
+            (202, response.reason, response.headers._items, b"body"))
+        self.assertEqual(serialize(again), serialize(response))
+
+    def test_provisionalNotPacked(self):
+        """
+        A provisional response is kept as it is: only the completed
+        transaction's final response is packed.
+        """
+        self.layer.receive(makeRequest(), UDP_SOURCE)
+        request, txn = self.calls[0]
+        trying = makeResponse(request, 100)
+        txn.respond(trying)
+        self.assertIs(txn.lastResponse, trying)
 
     def test_retransmissionResendsProvisional(self):
         """
@@ -401,7 +441,7 @@ class ServerTransactionTests(TimerAssertions, unittest.TestCase):
         self.layer.receive(makeRequest(method="CANCEL"), UDP_SOURCE)
         self.layer.receive(makeRequest(method="CANCEL"), UDP_SOURCE)
         first, second = [m for m, _ in self.transport.sent]
-        self.assertIs(first, second)
+        self.assertEqual(serialize(first), serialize(second))
 
     def test_ackIgnored(self):
         """

@@ -81,6 +81,7 @@ from xmppgw.sip.message import (
     _headersOf,
     _keepVias,
     _newRequest,
+    _newResponse,
     makeResponse,
     parseVia,
     topVia,
@@ -450,6 +451,36 @@ class _DeadlineQueue:
 _OPEN = ("trying", "proceeding")
 
 
+def _packResponse(response):
+    """
+    C{response} as a flat tuple of immutable values (code, reason, body,
+    then each header line's name and value), for a completed server
+    transaction to keep during Timer J.
+
+    Thousands of completed transactions wait at once under load (32 s
+    each over UDP), and the garbage collector's full collections walk
+    every container they hold: a L{Response}, its L{Headers} and their
+    list are three such objects per transaction, where a tuple of strings
+    is not walked at all (CPython stops tracking it after the first
+    collection it survives).
+    """
+    packed = [response.code, response.reason, response.body]
+    for item in response.headers._items:
+        packed.extend(item)
+    # Flat, without nested tuples: untracked at the first collection that
+    # sees it, not one level per collection.
+    return tuple(packed)
+
+
+def _unpackResponse(packed):
+    """
+    The L{Response} that L{_packResponse} packed: equal to it, and
+    serialised to the same bytes.
+    """
+    items = list(zip(packed[3::2], packed[4::2]))
+    return _newResponse(packed[0], packed[1], _headersOf(items), packed[2])
+
+
 class ServerTransaction:
     """
     A non-INVITE server transaction (RFC 3261 17.2.2).
@@ -463,7 +494,9 @@ class ServerTransaction:
     @ivar state: C{"trying"}, C{"proceeding"}, C{"completed"} or
         C{"terminated"}.
     @ivar lastResponse: the last response sent (resent on retransmissions),
-        or L{None}.
+        or L{None}. Kept packed while the transaction waits out Timer J
+        (L{_packResponse}), so read it only when needed (it is rebuilt on
+        every read then).
     """
 
     def __init__(self, layer, key, ident, request, source):
@@ -474,12 +507,21 @@ class ServerTransaction:
         self.method = request.method
         self.source = source
         self.state = "trying"
-        self.lastResponse = None
+        # The last response: a Response, or once completed over UDP that
+        # response packed (_packResponse).
+        self._last = None
         self._waitEnd = None
         self._dueAt = None
 
     def __repr__(self):
         return "<ServerTransaction %s %s>" % (self.method, self.state)
+
+    @property
+    def lastResponse(self):
+        last = self._last
+        if last is None or type(last) is not tuple:
+            return last
+        return _unpackResponse(last)
 
     @property
     def reliable(self):
@@ -510,7 +552,7 @@ class ServerTransaction:
                 state=self.state,
             )
             return
-        self.lastResponse = response
+        self._last = response
         if code < 200:
             self.state = "proceeding"
             self._send(response)
@@ -523,6 +565,7 @@ class ServerTransaction:
             self._terminate()
         else:
             self.request = None
+            self._last = _packResponse(response)
             self._layer._timerJ.add(self, 64 * self._layer.t1)
 
     def _send(self, response):
@@ -543,7 +586,7 @@ class ServerTransaction:
         """
         The request came again: resend the last response, if any.
         """
-        if self.lastResponse is not None:
+        if self._last is not None:
             self._send(self.lastResponse)
 
     def _waiting(self):
