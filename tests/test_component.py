@@ -925,6 +925,33 @@ class KeepAliveTests(LinkTestMixin, unittest.TestCase):
         )
 
 
+class UnlinkAfterDispatchTests(LinkTestMixin, unittest.TestCase):
+    """
+    A top-level element from the server has its parent links dropped once
+    it has been dispatched (L{xmppgw.fastxml.unlinkTree}): the handlers see
+    the element whole, and it is no reference cycle afterwards.
+    """
+
+    def test_unlinkedAfterDispatch(self):
+        self.connect()
+        self.authenticate()
+        seen = []
+
+        def observe(element):
+            seen.append((element, [c.parent for c in element.elements()]))
+
+        self.xs.addObserver("/message", observe)
+        self.xs.dataReceived(
+            b"<message to='a@gw.example' from='b@xmpp.example'>"
+            b"<body>hi</body><x xmlns='urn:x'><y/></x></message>")
+        [(element, parentsDuring)] = seen
+        self.assertEqual([element, element], parentsDuring)
+        body, x = element.elements()
+        self.assertEqual([None, None, None],
+                         [body.parent, x.parent, next(x.elements()).parent])
+        self.assertEqual("hi", str(element.body))
+
+
 class TrafficLogTests(LinkTestMixin, unittest.TestCase):
     """
     logTraffic.

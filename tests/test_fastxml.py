@@ -9,7 +9,7 @@ from twisted.words.xish import domish
 from xmppgw.errors import NS_XML
 from xmppgw.fastxml import (
     SimpleElement, addTextElement, escapeAttribute, escapeText,
-    speedUpElementStream)
+    speedUpElementStream, unlinkTree)
 from xmppgw.safexml import hardenParser
 
 _text = st.text(
@@ -333,3 +333,55 @@ class SpeedUpElementStreamTests(unittest.TestCase):
         """
         self.assertSameParse(
             _HEADER + "".join(documents).encode("utf-8"), chunk)
+
+
+class UnlinkTreeTests(unittest.TestCase):
+    """
+    L{unlinkTree} drops the parent links of an element's descendants, so
+    that the tree is no reference cycle.
+    """
+
+    def build(self):
+        root = domish.Element((None, "message"))
+        body = root.addElement("body", content="hi")
+        x = root.addElement(("urn:x", "x"))
+        y = x.addElement("y")
+        y.addContent("text")
+        return root, [body, x, y]
+
+    def test_parentsDropped(self):
+        """
+        Every descendant, at any depth, loses its parent link; the text and
+        the serialisation stay as they were.
+        """
+        root, descendants = self.build()
+        before = root.toXml()
+        unlinkTree(root)
+        for element in descendants:
+            self.assertIsNone(element.parent)
+        self.assertEqual(before, root.toXml())
+        self.assertEqual("hi", str(root.body))
+
+    def test_freedWithoutCollector(self):
+        """
+        Without the links, reference counting alone frees the tree (on
+        CPython; PyPy has no reference counting).
+        """
+        import gc
+        import sys
+        import weakref
+
+        if not hasattr(sys, "getrefcount"):
+            raise unittest.SkipTest("no reference counting here")
+        root, descendants = self.build()
+        unlinkTree(root)
+        ref = weakref.ref(descendants[2])
+        del descendants
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            del root
+            self.assertIsNone(ref())
+        finally:
+            if enabled:
+                gc.enable()

@@ -24,7 +24,7 @@ L{domish.ExpatElementStream} faster handlers for the common start tag
 from twisted.words.xish import domish
 
 __all__ = ["SimpleElement", "addTextElement", "escapeText", "escapeAttribute",
-           "speedUpElementStream"]
+           "speedUpElementStream", "unlinkTree"]
 
 
 def escapeText(text):
@@ -89,6 +89,32 @@ def addTextElement(parent, name, text):
 
 _Element = domish.Element
 _newElement = object.__new__
+
+
+def unlinkTree(element):
+    """
+    Drop the C{parent} links of C{element}'s descendants.
+
+    A parent and its children refer to each other, so every stanza parsed
+    or built is a reference cycle that only the cyclic garbage collector
+    frees, and stanzas kept for a few milliseconds (until the SIP answer,
+    or the confirmation ping) often reach its oldest generation first:
+    under load tens of thousands of them piled up there and each full
+    collection had to free them at once (about 200 ms at 4,000 messages
+    per second). Without the links, reference counting frees a stanza as
+    soon as it is no longer used. Nothing reads C{parent} once an element
+    is complete (the parser needs it only while it builds the element;
+    serialising does not use it); a child added later links again.
+
+    @param element: a L{domish.Element}.
+    """
+    stack = [element]
+    while stack:
+        for child in stack.pop().children:
+            if type(child) is not str:
+                child.parent = None
+                if child.children:
+                    stack.append(child)
 
 
 class SimpleElement(domish.Element):

@@ -85,7 +85,7 @@ from twisted.words.xish.domish import IElement
 
 from xmppgw.addressing import AddressError, jidHost
 from xmppgw.errors import NS_XML, isStanzaChild
-from xmppgw.fastxml import SimpleElement, addTextElement
+from xmppgw.fastxml import SimpleElement, addTextElement, unlinkTree
 from xmppgw.sip.message import (
     Headers, Request, _canonCache, _headersOf, _newRequest, canonicalName)
 from xmppgw.sip.uri import URIError, parseNameAddr, parseURI
@@ -671,6 +671,8 @@ def sipToStanza(request, mapper, messageID, values=None):
     addTextElement(message, "body", text)
     if callID:
         addTextElement(message, "thread", callID)
+    # No parent links: no reference cycle (see fastxml.unlinkTree).
+    unlinkTree(message)
     return message
 
 

@@ -123,7 +123,7 @@ from twisted.words.xish import domish, utility, xpath
 from twisted.words.xish.xmlstream import XmlStreamFactoryMixin
 from wokkel.subprotocols import StreamManager
 
-from xmppgw.fastxml import SimpleElement, speedUpElementStream
+from xmppgw.fastxml import SimpleElement, speedUpElementStream, unlinkTree
 from xmppgw.safexml import hardenXmlStream
 
 try:
@@ -1387,14 +1387,18 @@ class ComponentLink(StreamManager, service.Service):
         A top-level element from the server: one of our confirmation pings
         is handled here; everything else goes to the stream's dispatcher.
         """
-        if (self._pings and element.name == "iq"
-                and element.getAttribute("id") in self._pings):
-            self._onConfirmation(element)
-            if element.handled:
-                return
-        xs = self.xmlstream
-        if xs is not None:
-            xs.dispatch(element)
+        try:
+            if (self._pings and element.name == "iq"
+                    and element.getAttribute("id") in self._pings):
+                self._onConfirmation(element)
+                if element.handled:
+                    return
+            xs = self.xmlstream
+            if xs is not None:
+                xs.dispatch(element)
+        finally:
+            # Handled: no reference cycle left for the collector.
+            unlinkTree(element)
 
     def _onConfirmation(self, iq):
         """
