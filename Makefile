@@ -231,6 +231,7 @@ bench: peers venv pypy-venv
 	$(VPY) -m bench.inprocess --metrics both --no-memory \
 	  --json bench/results/inprocess-metrics.json
 	$(VPY) -m bench.scale --json bench/results/scale.json
+	$(VPY) -m bench.gcpause
 	$(VPY) -m bench.s2s --json bench/results/s2s.json
 	$(VPY) -m bench.endtoend --json bench/results/endtoend.json $(BENCH_ARGS)
 	$(VPY) -m bench.soak --json bench/results/soak.json $(SOAK_ARGS)
