@@ -510,6 +510,23 @@ class IncomingTests(ServiceMixin, unittest.TestCase):
         self.assertEqual(len(self.received), 1)
         self.assertEqual(self.received[0]["from"], f"alice@{PEER}/x")
 
+    def test_stanzaUnlinked(self):
+        """
+        A stanza received on a verified stream is passed on whole, and its
+        parent links are dropped once handled (no reference cycle; see
+        L{xmppgw.fastxml.unlinkTree}).
+        """
+        xs, transport = self.receivingDialback("valid")
+        seen = []
+        self.s2s.messageReceived = lambda stanza: seen.append(
+            (stanza, [c.parent for c in stanza.elements()]))
+        xs.dataReceived(message().toXml().encode())
+        [(stanza, parentsDuring)] = seen
+        self.assertTrue(parentsDuring)
+        self.assertEqual([stanza] * len(parentsDuring), parentsDuring)
+        self.assertEqual([None] * len(parentsDuring),
+                         [c.parent for c in stanza.elements()])
+
     def test_receivingDialbackInvalid(self):
         """
         A key the authoritative server denies: db:result invalid and the

@@ -56,6 +56,7 @@ from twisted.words.xish import domish
 from zope.interface import implementer
 
 from xmppgw.addressing import jidHost
+from xmppgw.fastxml import unlinkTree
 from xmppgw.safexml import hardenXmlStream
 from xmppgw.xmpp.dialback import (
     NS_DIALBACK, NS_DIALBACK_FEATURES, generateKey, keysEqual)
@@ -427,6 +428,10 @@ class _StreamBase(xmlstream.Authenticator):
             self.elementReceived(element)
         except error.StreamError as e:
             self.streamError(e.condition, e.text)
+        finally:
+            # Handled: no reference cycle left for the collector (as on the
+            # component link).
+            unlinkTree(element)
 
     def elementReceived(self, element):
         raise NotImplementedError()
