@@ -830,27 +830,6 @@ class MessageLineTests(RouterTestsMixin, unittest.TestCase):
         ], self.metrics.calls)
         self.assertEqual(415, txn.responses[0].code)
 
-    def test_logMessage(self):
-        """
-        L{MessageRouter._logMessage} by direction gives the lines of
-        L{MessageRouter._logSIP} and L{MessageRouter._logXMPP}.
-        """
-        from xmppgw.messages import OutgoingMessage
-
-        request = sipMessage()
-        stanza = xmppMessage()
-        message = OutgoingMessage("sip:c@d", "sip:a@b", "sip:c@d", (), b"x")
-        self.assertEqual(
-            self.lines(lambda: self.router._logSIP(request, stanza, 403,
-                                                   "No", 0.0)),
-            self.lines(lambda: self.router._logMessage(
-                "SIP->XMPP", request, stanza, 403, "No", 0.0)))
-        self.assertEqual(
-            self.lines(lambda: self.router._logXMPP(stanza, message, 486,
-                                                    "Busy")),
-            self.lines(lambda: self.router._logMessage(
-                "XMPP->SIP", stanza, message, 486, "Busy")))
-
 
 class OutcomeThenQueueTests(RouterTestsMixin, unittest.TestCase):
     """

@@ -324,7 +324,7 @@ class MessageRouter:
             return
         except messages.MappingError as e:
             self._count("sip.refused")
-            self._logMessage("SIP->XMPP", request, None, e.code, e.reason)
+            self._logSIP(request, None, e.code, e.reason)
             transaction.respond(
                 makeResponse(request, e.code, e.reason, headers=e.headers)
             )
@@ -333,7 +333,7 @@ class MessageRouter:
         if refusal is not None:
             code, reason = refusal
             self._count("sip.refused")
-            self._logMessage("SIP->XMPP", request, stanza, code, reason)
+            self._logSIP(request, stanza, code, reason)
             transaction.respond(makeResponse(request, code, reason))
             return
         now = self.clock.seconds()
@@ -442,13 +442,13 @@ class MessageRouter:
         reason = policy.senders.checkSIPSender(sender.host)
         if reason is not None:
             self._count("sip.forbidden")
-            self._logMessage("SIP->XMPP", request, None, 403, reason)
+            self._logSIP(request, None, 403, reason)
             return makeResponse(request, 403, reason)
         key = "%s:%s@%s" % (sender.scheme, sender.user or "", (sender.host or "").lower())
         wait = policy.perSender.allow(key)
         if wait is not None:
             self._count("sip.rateLimited")
-            self._logMessage("SIP->XMPP", request, None, 503, "sender rate limit")
+            self._logSIP(request, None, 503, "sender rate limit")
             return self._retryLater(request, wait, "Too many messages from this sender")
         return None
 
@@ -620,9 +620,9 @@ class MessageRouter:
             if code == 503:
                 headers = [("Retry-After", "5")]
         self._count("sip.s2sFailed")
-        self._logMessage("SIP->XMPP", delivery.request, delivery.stanza, code,
-                         f"{reason}: {failure.getErrorMessage()}",
-                         delivery.received)
+        self._logSIP(delivery.request, delivery.stanza, code,
+                     f"{reason}: {failure.getErrorMessage()}",
+                     delivery.received)
         delivery.transaction.respond(
             makeResponse(delivery.request, code, reason, headers=headers))
         return None
@@ -640,7 +640,7 @@ class MessageRouter:
         response = makeResponse(
             request, 503, reason, headers=[("Retry-After", "5")]
         )
-        self._logMessage("SIP->XMPP", request, stanza, 503, reason, received)
+        self._logSIP(request, stanza, 503, reason, received)
         transaction.respond(response)
 
     def _holdExpired(self, request):
@@ -914,10 +914,8 @@ class MessageRouter:
         else:
             self._log.failure("Sending a SIP MESSAGE failed", failure)
             code, text = 500, "Internal gateway error"
-        self._logMessage(
-            "XMPP->SIP", outgoing.stanza, outgoing.message, code, text,
-            outgoing.received,
-        )
+        self._logXMPP(outgoing.stanza, outgoing.message, code, text,
+                      outgoing.received)
         if self._notificationResult(outgoing, code):
             return
         condition, errorType = errors.sipToXMPP(code)
@@ -956,20 +954,11 @@ class MessageRouter:
                 sender=stanza.getAttribute("from"),
             )
 
-    def _logMessage(self, direction, source, result, code, reason, received=None):
-        """
-        Account for a message's outcome (latency, SIP response metrics) and
-        log its line: L{_logSIP} for C{"SIP->XMPP"}, else L{_logXMPP}.
-        """
-        if direction == "SIP->XMPP":
-            self._logSIP(source, result, code, reason, received)
-        else:
-            self._logXMPP(source, result, code, reason, received)
-
     def _logSIP(self, request, stanza, code, reason, received=None):
         """
-        L{_logMessage} for a MESSAGE from SIP: C{request}, and the
-        C{stanza} it was mapped to or L{None}.
+        Account for the outcome of a MESSAGE from SIP (latency, the SIP
+        response metric) and log its line: C{request}, and the C{stanza}
+        it was mapped to or L{None}.
         """
         metrics = self.metrics
         if received is None:
@@ -990,8 +979,8 @@ class MessageRouter:
 
     def _logXMPP(self, stanza, message, code, reason, received=None):
         """
-        L{_logMessage} for a stanza from XMPP, and the L{OutgoingMessage}
-        it was mapped to.
+        Account for the outcome of a stanza from XMPP (latency) and log its
+        line: the stanza, and the L{OutgoingMessage} it was mapped to.
         """
         if received is None:
             elapsed = None
@@ -1009,7 +998,7 @@ class MessageRouter:
     def _emitLine(self, direction, sender, target, mapped, code, reason,
                   elapsed):
         """
-        Log the line of one message (L{_logMessage}).
+        Log the line of one message (L{_logSIP}, L{_logXMPP}).
         """
         if elapsed is None:
             latency = ""
