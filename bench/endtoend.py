@@ -24,8 +24,10 @@ load peers
 Per step: offered and delivered rate, loss, duplicates, p50/p99/max
 latency (send -> delivery, both clocks C{CLOCK_MONOTONIC}), the gateway's
 and Prosody's CPU per message (C{/proc/PID/stat} utime+stime over the step
-divided by the messages sent), the gateway's RSS and peak RSS (VmHWM). The
-sweep of a direction stops after the first step with loss (saturation).
+divided by the messages sent), the load peers' CPU per message (each
+reports the C{process_time} of its timed loop) and how many sends ran more
+than 1 ms behind the open-loop schedule, the gateway's RSS and peak RSS
+(VmHWM). The sweep of a direction stops after the first step with loss (saturation).
 
 Usage::
 
@@ -85,6 +87,15 @@ class Peer:
             raise RuntimeError("peer failed (%s): %s" % (
                 self.process.returncode, err.decode()[-2000:]))
         return json.loads(lines[-1])
+
+
+def _perMessage(result, count):
+    """
+    A load peer's CPU per message in µs, from the C{cpu_seconds} it
+    reported, or L{None}.
+    """
+    cpu = result.get("cpu_seconds")
+    return None if cpu is None else round(cpu / count * 1e6, 1)
 
 
 class Bench:
@@ -205,6 +216,12 @@ class Bench:
             "max_ms": got.get("max_ms"),
             "gateway_cpu_us_per_msg": round((gw1 - gw0) / count * 1e6, 1),
             "prosody_cpu_us_per_msg": round((pr1 - pr0) / count * 1e6, 1),
+            # The load peers' own CPU (their timed loops), so that the
+            # whole budget of the shared machine is visible.
+            "sender_cpu_us_per_msg": _perMessage(sent, count),
+            "receiver_cpu_us_per_msg": _perMessage(got, count),
+            "sends_late_over_1ms": sent.get("late_over_1ms"),
+            "max_send_lateness_ms": sent.get("max_lateness_ms"),
             "gateway_rss_mb": round(rss / 1024, 1),
             "gateway_peak_rss_mb": round(hwm / 1024, 1),
             "answers": sent.get("answers"),
@@ -214,8 +231,11 @@ class Bench:
         print("%(direction)-4s rate %(rate)6d: delivered %(delivered)6d/"
               "%(sent)-6d p50 %(p50_ms)s p99 %(p99_ms)s max %(max_ms)s ms, "
               "gw %(gateway_cpu_us_per_msg)s us/msg, prosody "
-              "%(prosody_cpu_us_per_msg)s us/msg, rss %(gateway_rss_mb)s MB "
-              "(peak %(gateway_peak_rss_mb)s)" % row, file=sys.stderr)
+              "%(prosody_cpu_us_per_msg)s us/msg, sender "
+              "%(sender_cpu_us_per_msg)s, receiver %(receiver_cpu_us_per_msg)s"
+              " us/msg, rss %(gateway_rss_mb)s MB "
+              "(peak %(gateway_peak_rss_mb)s), sends >1 ms late "
+              "%(sends_late_over_1ms)s" % row, file=sys.stderr)
         # Let the transactions of this step drain (Timer J is 32 s, but
         # they only cost memory; the next step starts when the gateway is
         # idle again).
