@@ -1139,38 +1139,83 @@ class ConfirmedDeliveryTests(LinkTestMixin, unittest.TestCase):
             self.assertIsNone(self.successResultOf(d))
         self.assertEqual(1, self.link.confirmStats["pings"])
 
-    def test_laterPingConfirmsEarlierBatches(self):
+    def test_onePingInFlight(self):
         """
-        The stream is ordered: an answer to the second ping confirms the
-        first batch too; the first ping's late answer is then ignored.
-        """
-        self.up()
-        d1 = self.link.deliver(self.message(1))
-        self.reactor.advance(0)
-        d2 = self.link.deliver(self.message(2))
-        self.reactor.advance(0)
-        first, second = self.pingIDs(self.written())
-        self.answer(second)
-        self.assertIsNone(self.successResultOf(d1))
-        self.assertIsNone(self.successResultOf(d2))
-        self.answer(first)
-        self.assertEqual(2, self.link.confirmStats["confirmed"])
-
-    def test_earlierPingConfirmsOnlyItsBatch(self):
-        """
-        The first ping's answer leaves the second batch unconfirmed.
+        While a ping that confirms stanzas is out, the stanzas written in
+        later turns get no ping of their own: its answer confirms its batch
+        and at once sends one ping for them; a late second answer to it is
+        ignored.
         """
         self.up()
         d1 = self.link.deliver(self.message(1))
         self.reactor.advance(0)
+        (first,) = self.pingIDs(self.written())
         d2 = self.link.deliver(self.message(2))
         self.reactor.advance(0)
-        first, second = self.pingIDs(self.written())
+        d3 = self.link.deliver(self.message(3))
+        self.reactor.advance(0)
+        self.assertEqual([("message", "m2"), ("message", "m3")], self.written())
         self.answer(first)
         self.assertIsNone(self.successResultOf(d1))
         self.assertNoResult(d2)
-        self.answer(second)
+        self.assertNoResult(d3)
+        items = self.written()
+        self.assertEqual(["iq"], [kind for kind, _ in items])
+        self.answer(first)
+        self.assertNoResult(d2)
+        self.answer(items[0][1])
         self.assertIsNone(self.successResultOf(d2))
+        self.assertIsNone(self.successResultOf(d3))
+        self.assertEqual(2, self.link.confirmStats["pings"])
+        self.assertEqual(3, self.link.confirmStats["confirmed"])
+
+    def test_idleLinkPingsEveryStanza(self):
+        """
+        On an idle link (the previous ping answered) every stanza's ping
+        goes out at the end of its own turn.
+        """
+        self.up()
+        for n in range(3):
+            d = self.link.deliver(self.message(n))
+            self.reactor.advance(0)
+            (pingID,) = self.pingIDs(self.written())
+            self.answer(pingID)
+            self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(3, self.link.confirmStats["pings"])
+
+    def test_heldBatchFailsWithTimeout(self):
+        """
+        Stanzas waiting for the outstanding ping's answer are written and
+        unconfirmed: when that ping times out they fail with
+        ConfirmTimeout (504) like its own batch.
+        """
+        self.up()
+        d1 = self.link.deliver(self.message(1))
+        self.reactor.advance(0)
+        d2 = self.link.deliver(self.message(2))
+        self.reactor.advance(0)
+        self.reactor.advance(5.0)
+        self.failureResultOf(d1, ConfirmTimeout)
+        self.assertEqual(
+            504, self.failureResultOf(d2, ConfirmTimeout).value.sipCode)
+        self.assertEqual({"queued": 0, "unconfirmed": 0},
+                         self.link.queueDepths())
+
+    def test_heldBatchFailsWithConnectionLoss(self):
+        """
+        Stanzas waiting for the outstanding ping's answer fail with
+        LinkLost when the connection is lost, and are not written again.
+        """
+        self.up()
+        d1 = self.link.deliver(self.message(1))
+        self.reactor.advance(0)
+        d2 = self.link.deliver(self.message(2))
+        self.reactor.advance(0)
+        self.loseConnection(ConnectionLost())
+        self.failureResultOf(d1, LinkLost)
+        self.failureResultOf(d2, LinkLost)
+        self.assertEqual({"queued": 0, "unconfirmed": 0},
+                         self.link.queueDepths())
 
     def test_unknownIDsIgnored(self):
         """

@@ -33,7 +33,9 @@ lost (the server stopped before reading it) or sit in a hung server's socket
 buffer. L{ComponentLink.deliver} therefore confirms every stanza with a
 round trip through the server. After the writes of one reactor turn (a
 batch) the link writes one C{<iq type='get'><ping xmlns='urn:xmpp:ping'/>}
-from and to its own domain. The server routes it back over the same ordered
+from and to its own domain, unless such a ping is still out: then the
+stanzas written meanwhile wait for its answer and share the next ping (one
+ping in flight at a time). The server routes it back over the same ordered
 stream (checked with Prosody 0.12: a component's iq to its own domain comes
 back to it unchanged), so when it returns, the server's router has taken
 every stanza written before it; their Deferreds fire then. Any answer with
@@ -1346,11 +1348,24 @@ class ComponentLink(StreamManager, service.Service):
 
     def _flush(self):
         """
-        Confirm the stanzas written since the last ping with one new ping.
+        Confirm the stanzas written since the last ping with one new ping,
+        unless a ping that confirms stanzas is still out: then its answer
+        sends the next one (L{_onConfirmation}), for everything written
+        meanwhile.
+
+        One such ping at a time: an idle link pings after every stanza as
+        before, and under load the pings pace themselves by the server's
+        round trip instead of one per reactor turn, so each confirms a
+        batch (fewer stanzas for the server to route, fewer for the
+        gateway to parse). A stanza's confirmation waits at most one more
+        round trip; its delivery does not wait at all.
         """
         self._flushCall = None
         if not self._batch or not self.isAuthenticated:
             return
+        for ping in self._pings.values():
+            if ping.entries:
+                return
         batch, self._batch = self._batch, []
         self._sendPing(batch)
 
@@ -1435,6 +1450,9 @@ class ComponentLink(StreamManager, service.Service):
                 "resumes sending ({queued} queued)",
                 server=_hostPort(self.host, self.port), queued=len(self._queue))
         self._drain()
+        if self._batch and self._flushCall is None:
+            # Written while the answered ping was out (see _flush).
+            self._flush()
 
     def _confirmTimedOut(self, pingID):
         """
