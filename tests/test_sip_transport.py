@@ -253,6 +253,21 @@ class ServiceTests(TransportTestMixin, unittest.TestCase):
         sip = self.makeTransport(["udp:127.0.0.1:5072"], udpReceiveBufferSize=0)
         self.assertEqual([], self.reactor.udpPorts[-1][4].socket.asked)
 
+    def test_readBatchBounded(self):
+        """
+        Each UDP port reads at most L{transportModule.UDP_READ_BYTES} per
+        reactor turn (Twisted's C{maxThroughput}), not Twisted's 256 KiB:
+        confirmations on the XMPP link are read between such batches.
+        """
+        sip = self.makeTransport(["udp:127.0.0.1:5070", "udp:[::1]:5070"])
+        ports = [l.listeningPort for l in sip._listeners
+                 if l.__class__.__name__ == "_UDPListener"]
+        self.assertEqual(2, len(ports))
+        for port in ports:
+            self.assertEqual(transportModule.UDP_READ_BYTES,
+                             port.maxThroughput)
+        self.assertLess(transportModule.UDP_READ_BYTES, 256 * 1024)
+
     def test_localAddress(self):
         """
         The Via sent-by is the listening address of the transport, or a

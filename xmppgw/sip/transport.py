@@ -96,6 +96,19 @@ log = Logger()
 #: The largest payload of a UDP datagram.
 MAX_DATAGRAM = 65507
 
+#: How many bytes of datagrams one UDP socket reads per reactor turn before
+#: the reactor goes on (Twisted's C{Port.maxThroughput}, 256 KiB by
+#: default): about 30 MESSAGEs of 500 bytes. With Twisted's default a
+#: backlog of about 500 MESSAGEs was handled in one turn; their stanzas
+#: were written, but the answers that confirm them (and release their
+#: place among the held MESSAGEs, C{[sip] hold_limit}) were read only
+#: after the whole batch, so under overload the held MESSAGEs hit the
+#: limit and most of the rest got 503 while the gateway spent its CPU on
+#: refusals (benchmark 2 at 8,000/s offered on CPython: 10,000-17,000 of
+#: 40,000 delivered; with this bound 33,000-37,000; docs/performance.rst,
+#: round 7). Each extra turn costs a few microseconds.
+UDP_READ_BYTES = 16384
+
 #: The most UDP peers whose L{Source} a listening socket keeps.
 _SOURCES_MAX = 1024
 
@@ -813,6 +826,7 @@ class _UDPListener(Service):
         self.listeningPort = self.sipTransport.reactor.listenUDP(
             self.port, self.protocol, interface=self.host, maxPacketSize=65536
         )
+        self.listeningPort.maxThroughput = UDP_READ_BYTES
         self.sipTransport._udp.append(self.protocol)
         self._setReceiveBuffer()
 
