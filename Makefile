@@ -247,5 +247,11 @@ bench: peers venv pypy-venv
 	  --rates 1000,1000,1000,2000,4000,6000,8000 --duration 5 --keep-going \
 	  --json bench/results/endtoend-udp-cpython.json
 	$(VPY) -m bench.endtoend --twistd $(PYPY_VENV)/bin/twistd --directions udp \
-	  --rates 1000,1000,1000,2000,4000,6000,8000 --duration 5 --keep-going \
-	  --json bench/results/endtoend-udp-pypy.json
+	  --rates 1000,1000,1000,2000,4000,6000,8000,10000,12000 --duration 5 \
+	  --keep-going --json bench/results/endtoend-udp-pypy.json
+	$(VPY) -m bench.endtoend --twistd $(PYPY_VENV)/bin/twistd --directions udp \
+	  --rates 1000,1000,1000,2000,4000,6000,8000,10000,12000 --duration 5 \
+	  --keep-going --hold-limit 10000 \
+	  --json bench/results/endtoend-udp-pypy-hold10000.json
+	$(VPY) -m bench.endtoend --directions xmpp --rates 1000,1000,2000,4000 \
+	  --duration 5 --keep-going --json bench/results/endtoend-xmpp-cpython.json

@@ -109,6 +109,7 @@ class Bench:
         self.sipPort = freePort("udp")
         self.sinkPort = freePort("udp")
         self.gateway = None
+        self.holdLimit = getattr(args, "hold_limit", 0)
 
     def start(self):
         self.prosody.start()
@@ -127,6 +128,8 @@ class Bench:
                 f'listen = ["udp:127.0.0.1:{self.sipPort}", '
                 f'"tcp:127.0.0.1:{self.sipPort}"]\n'
                 "queue_limit = 1000\n"
+                + (f"hold_limit = {self.holdLimit}\n"
+                   if self.holdLimit else "") +
                 "[policy]\n"
                 "rate_per_source = 0.0\n"
                 "rate_per_sender = 0.0\n"
@@ -262,6 +265,11 @@ def main(argv=None):
                         help="the twistd that runs the gateway (default: "
                         "the one next to this Python); e.g. "
                         ".venv-pypy/bin/twistd to run it on PyPy")
+    parser.add_argument("--hold-limit", type=int, default=0,
+                        help="[sip] hold_limit for the gateway (default: "
+                        "its default, 1000 SIP MESSAGEs waiting for their "
+                        "confirmation); under overload or a latency spike "
+                        "the ones beyond it get 503")
     parser.add_argument("--warmup", type=float, default=0.0,
                         help="seconds of untimed load (UDP, the first "
                         "rate) before the sweep, for PyPy's JIT "
@@ -285,6 +293,7 @@ def main(argv=None):
         "log_messages": args.log,
         "gateway_twistd": args.twistd or twistd(),
         "warmup_seconds": args.warmup,
+        "hold_limit": args.hold_limit or None,
         "steps": [],
     }
     try:

@@ -944,8 +944,10 @@ SCHEMA = (
         "below 64*t1_interval.",
         _seconds(0.1, 640)),
     Key("sip", "hold_limit", "integer", 1000,
-        "Most SIP MESSAGEs held while the XMPP link is down; more get 503 at "
-        "once (0: none held).",
+        "Most SIP MESSAGEs waiting at once for the XMPP side (the link to "
+        "come up, or the server's confirmation); more get 503 at once (0: "
+        "none held while the link is down). Size it above the MESSAGE rate "
+        "times the longest confirmation delay.",
         _integer(0, 1000000)),
     Key("sip", "queue_limit", "integer", 100,
         "Most XMPP->SIP messages queued per destination URI; more are "
