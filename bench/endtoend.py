@@ -27,7 +27,8 @@ and Prosody's CPU per message (C{/proc/PID/stat} utime+stime over the step
 divided by the messages sent), the load peers' CPU per message (each
 reports the C{process_time} of its timed loop) and how many sends ran more
 than 1 ms behind the open-loop schedule, the gateway's RSS and peak RSS
-(VmHWM). The sweep of a direction stops after the first step with loss (saturation).
+(VmHWM). The sweep of a direction stops after the first step with loss
+(saturation) unless C{--keep-going}.
 
 Usage::
 
