@@ -255,3 +255,6 @@ bench: peers venv pypy-venv
 	  --json bench/results/endtoend-udp-pypy-hold10000.json
 	$(VPY) -m bench.endtoend --directions xmpp --rates 1000,1000,2000,4000 \
 	  --duration 5 --keep-going --json bench/results/endtoend-xmpp-cpython.json
+	$(VPY) -m bench.endtoend --directions tcp \
+	  --rates 1000,1000,2000,4000,6000,8000 --duration 5 --keep-going \
+	  --json bench/results/endtoend-tcp-cpython.json
