@@ -1392,6 +1392,29 @@ class ConfirmedDeliveryTests(LinkTestMixin, unittest.TestCase):
         self.assertLessEqual(len(self.link._pings), 16)
         self.assertEqual({"queued": 1, "unconfirmed": 0}, self.link.queueDepths())
 
+    def test_eachPingTimesOutAtItsOwnDeadline(self):
+        """
+        A ping written 3 s after an answered one times out confirmTimeout
+        after it was written (t=8), not confirmTimeout after the first one
+        (t=5).
+        """
+        self.up()
+        d1 = self.link.deliver(self.message(1))
+        self.reactor.advance(0)
+        (first,) = self.pingIDs(self.written())
+        self.answer(first)
+        self.successResultOf(d1)
+        self.reactor.advance(3)
+        d2 = self.link.deliver(self.message(2))
+        self.reactor.advance(0)
+        self.written()
+        self.reactor.advance(4.9)
+        self.assertNoResult(d2)
+        self.assertFalse(self.link.unconfirmed)
+        self.reactor.advance(0.1)
+        self.failureResultOf(d2, ConfirmTimeout)
+        self.assertTrue(self.link.unconfirmed)
+
     def test_resumeAfterLateAnswer(self):
         """
         A late answer to the timed-out ping resumes the link: queued
