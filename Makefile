@@ -223,6 +223,7 @@ SOAK_ARGS ?=
 CRASH_ARGS ?=
 .PHONY: bench
 bench: peers venv pypy-venv
+	@$(MAKE) --no-print-directory peers DEBS=valgrind
 	@$(VPY) -c "import pyinstrument" 2>/dev/null \
 	  || $(VPY) -m pip install --disable-pip-version-check -q -e '.[test,bench]' \
 	       --config-settings editable_mode=compat
@@ -232,6 +233,7 @@ bench: peers venv pypy-venv
 	  --json bench/results/inprocess-metrics.json
 	$(VPY) -m bench.scale --json bench/results/scale.json
 	$(VPY) -m bench.gcpause
+	$(VPY) -m bench.instructions --json bench/results/instructions.json
 	$(VPY) -m bench.s2s --json bench/results/s2s.json
 	$(VPY) -m bench.endtoend --json bench/results/endtoend.json $(BENCH_ARGS)
 	$(VPY) -m bench.soak --json bench/results/soak.json $(SOAK_ARGS)

@@ -61,11 +61,22 @@ def endtoend(r):
             s["direction"], s["rate"], s["offered_rate"], s["delivered"],
             s["sent"], s["lost"], s["delivered_rate"], s["p50_ms"],
             s["p99_ms"], s["max_ms"], s["gateway_cpu_us_per_msg"],
-            s["prosody_cpu_us_per_msg"], s["gateway_peak_rss_mb"],
+            s["prosody_cpu_us_per_msg"],
+            # Results from before round 7 have no load-peer columns.
+            s.get("sender_cpu_us_per_msg", "-"),
+            s.get("receiver_cpu_us_per_msg", "-"),
+            s["gateway_peak_rss_mb"],
         ])
     return table(["path", "rate/s", "offered/s", "delivered", "sent", "lost",
                   "delivered/s", "p50 ms", "p99 ms", "max ms", "gw µs/msg",
-                  "Prosody µs/msg", "gw peak MB"], rows)
+                  "Prosody µs/msg", "sender µs/msg", "receiver µs/msg",
+                  "gw peak MB"], rows)
+
+
+def instructions(r):
+    return table(["direction", "instructions per message"],
+                 [[_direction(c["direction"]), c["instructions_per_message"]]
+                  for c in r["cases"]])
 
 
 def scale(r):
@@ -118,8 +129,13 @@ def main(paths):
         print("%s: %s, %s cores, %s, %s, revision %s\n``%s``\n" % (
             r["benchmark"], m["cpu"], m["nproc"], m["python"], m["date"],
             r.get("revision"), r["command"]))
-        print({"inprocess": inprocess, "endtoend": endtoend,
-               "scale": scale, "s2s": s2s, "soak": soak}[r["benchmark"]](r))
+        report = {"inprocess": inprocess, "endtoend": endtoend,
+                  "scale": scale, "s2s": s2s, "soak": soak,
+                  "instructions": instructions}.get(r["benchmark"])
+        if report is None:
+            print("(no table for the %r benchmark)" % (r["benchmark"],))
+        else:
+            print(report(r))
         print()
 
 

@@ -1,0 +1,57 @@
+"""
+Tests for L{bench.instructions} (its arithmetic and its child process;
+the callgrind runs themselves are make bench's).
+"""
+
+import os
+import subprocess
+import sys
+
+from twisted.trial.unittest import TestCase
+
+from bench import instructions
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class ArithmeticTests(TestCase):
+    def test_collected(self):
+        """
+        The count is read from callgrind's C{Collected} line.
+        """
+        stderr = ("==123== Events    : Ir\n"
+                  "==123== Collected : 4491559665\n"
+                  "==123== \n==123== I   refs:      4,491,559,665\n")
+        self.assertEqual(4491559665, instructions.collected(stderr))
+
+    def test_noCollectedLine(self):
+        """
+        Without the line (callgrind did not finish) it is an error, not 0.
+        """
+        self.assertRaises(ValueError, instructions.collected,
+                          "valgrind: the 'impossible' happened\n")
+
+    def test_perMessage(self):
+        """
+        The warm-up-only run is subtracted and the rest divided by the
+        messages counted; impossible inputs are refused.
+        """
+        self.assertEqual(530000.0, instructions.perMessage(
+            2_900_000_000, 2_900_000_000 + 3000 * 530000, 3000))
+        self.assertRaises(ValueError, instructions.perMessage, 10, 5, 1000)
+        self.assertRaises(ValueError, instructions.perMessage, 5, 10, 0)
+
+
+class ChildTests(TestCase):
+    def test_childRuns(self):
+        """
+        The measured child process relays its warm-up messages in both
+        directions and exits 0 (benchmark 1's runner raises if a message
+        did not go through).
+        """
+        for direction in instructions.DIRECTIONS:
+            process = subprocess.run(
+                [sys.executable, "-m", "bench.instructions", "--child",
+                 direction, "0", "1"],
+                cwd=ROOT, capture_output=True, text=True, timeout=120)
+            self.assertEqual(0, process.returncode, process.stderr[-2000:])
