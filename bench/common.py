@@ -101,6 +101,22 @@ def emit(results, path=None):
             f.write(text + "\n")
 
 
+def resultsHeader(name, argv=None):
+    """
+    The first keys of every benchmark's results: its C{name}, the
+    L{machine}, the L{gitRevision} and the command that ran it
+    (C{python -m bench.NAME} with C{argv}, or the process's arguments when
+    C{argv} is L{None} or empty).
+    """
+    return {
+        "benchmark": name,
+        "machine": machine(),
+        "revision": gitRevision(),
+        "command": " ".join([os.path.basename(sys.executable), "-m",
+                             "bench." + name] + (argv or sys.argv[1:])),
+    }
+
+
 def gitRevision():
     """
     The current commit of the work tree (with C{+dirty} if it has

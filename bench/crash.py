@@ -80,7 +80,7 @@ import sys
 import tempfile
 import time
 
-from bench.common import emit, gitRevision, machine, percentile
+from bench.common import emit, percentile, resultsHeader
 from bench.peers import completeMessages
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -695,11 +695,7 @@ def main(argv=None):
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1 << 31)
     results = {
-        "benchmark": "crash",
-        "machine": machine(),
-        "revision": gitRevision(),
-        "command": " ".join([os.path.basename(sys.executable), "-m",
-                             "bench.crash"] + argv),
+        **resultsHeader("crash", argv),
         "load_average_before": [round(v, 2) for v in os.getloadavg()],
         "rate": args.rate,
         "kills_per_mode": args.kills,

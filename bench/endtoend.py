@@ -44,8 +44,7 @@ import sys
 import tempfile
 import time
 
-from bench.common import (
-    cpuSeconds, emit, gitRevision, machine, memoryKB)
+from bench.common import cpuSeconds, emit, memoryKB, resultsHeader
 from xmppgw.localpeers import PrivateProsody, freePort, terminate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -285,11 +284,7 @@ def main(argv=None):
                      "(0, 1e6], --warmup in [0, 60]")
     bench = Bench(args)
     results = {
-        "benchmark": "endtoend",
-        "machine": machine(),
-        "revision": gitRevision(),
-        "command": " ".join([os.path.basename(sys.executable), "-m",
-                             "bench.endtoend"] + (argv or sys.argv[1:])),
+        **resultsHeader("endtoend", argv),
         "duration": args.duration,
         "log_messages": args.log,
         "gateway_twistd": args.twistd or twistd(),

@@ -63,7 +63,7 @@ from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogBeginner
 
-from bench.common import emit, gitRevision, machine, percentile
+from bench.common import emit, percentile, resultsHeader
 from xmppgw.gctune import freezeStartupObjects
 from xmppgw.logs import textObserver
 from xmppgw.addressing import AddressMapper
@@ -580,11 +580,7 @@ def main(argv=None):
         [textObserver(logFile)], discardBuffer=True,
         redirectStandardIO=False)
     results = {
-        "benchmark": "inprocess",
-        "machine": machine(),
-        "revision": gitRevision(),
-        "command": " ".join([os.path.basename(sys.executable), "-m",
-                             "bench.inprocess"] + (argv or sys.argv[1:])),
+        **resultsHeader("inprocess", argv),
         "count": args.count,
         "runs": args.runs,
         "simulated_rate": args.rate,

@@ -34,8 +34,7 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
-from bench.common import emit, gitRevision, machine
-
+from bench.common import emit, resultsHeader
 DIRECTIONS = ("sipToXMPP", "xmppToSIP")
 #: Messages per run of the child's loop (one L{bench.inprocess.Runner}
 #: call), and the warm-up runs both children make.
@@ -128,11 +127,7 @@ def main(argv=None):
         parser.error("valgrind not found (Debian package valgrind; make "
                      "bench installs it)")
     results = {
-        "benchmark": "instructions",
-        "machine": machine(),
-        "revision": gitRevision(),
-        "command": " ".join([os.path.basename(sys.executable), "-m",
-                             "bench.instructions"] + (argv or sys.argv[1:])),
+        **resultsHeader("instructions", argv),
         "count": args.count,
         "distinct": args.distinct,
         "cases": [],

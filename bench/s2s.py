@@ -40,7 +40,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import globalLogBeginner
 
-from bench.common import emit, gitRevision, machine, percentile
+from bench.common import emit, percentile, resultsHeader
 from bench.inprocess import BenchClock, okFor, wireFakeSIP
 from xmppgw.addressing import AddressMapper
 from xmppgw.gctune import freezeStartupObjects
@@ -350,11 +350,7 @@ def main(argv=None):
         [textObserver(open(os.devnull, "w"))], discardBuffer=True,
         redirectStandardIO=False)
     results = {
-        "benchmark": "s2s",
-        "machine": machine(),
-        "revision": gitRevision(),
-        "command": " ".join([os.path.basename(sys.executable), "-m",
-                             "bench.s2s"] + (argv or sys.argv[1:])),
+        **resultsHeader("s2s", argv),
         "count": args.count,
         "runs": args.runs,
         "simulated_rate": args.rate,

@@ -38,7 +38,7 @@ except ImportError:  # PyPy: the held messages' memory is the RSS growth only
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
-from bench.common import emit, gitRevision, machine, memoryKB
+from bench.common import emit, memoryKB, resultsHeader
 from bench.inprocess import (
     PEER, Gateway, Runner, SinkTransport, sipMessage)
 
@@ -191,11 +191,7 @@ def main(argv=None):
     if not 0 < args.held <= 10**6 or not 0 < args.duration <= 3600:
         parser.error("--held in (0, 1e6], --duration in (0, 3600]")
     results = {
-        "benchmark": "scale",
-        "machine": machine(),
-        "revision": gitRevision(),
-        "command": " ".join([os.path.basename(sys.executable), "-m",
-                             "bench.scale"] + (argv or sys.argv[1:])),
+        **resultsHeader("scale", argv),
         "held": held(args),
     }
     print("held: %r" % (results["held"],), file=sys.stderr)

@@ -32,11 +32,10 @@ C{make bench SOAK_ARGS="--duration 120"} for a shorter run).
 """
 
 import argparse
-import os
 import sys
 import time
 
-from bench.common import cpuSeconds, emit, gitRevision, machine, memoryKB
+from bench.common import cpuSeconds, emit, memoryKB, resultsHeader
 from bench.endtoend import DOMAIN, Bench, Peer
 
 
@@ -75,11 +74,7 @@ def main(argv=None):
     limit = args.duration * 1.5 + 60
     bench = Bench(args)
     results = {
-        "benchmark": "soak",
-        "machine": machine(),
-        "revision": gitRevision(),
-        "command": " ".join([os.path.basename(sys.executable), "-m",
-                             "bench.soak"] + (argv or sys.argv[1:])),
+        **resultsHeader("soak", argv),
         "rate": args.rate,
         "duration": args.duration,
         "proto": args.proto,
