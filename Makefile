@@ -251,12 +251,18 @@ bench: peers venv pypy-venv
 	$(VPY) -m bench.endtoend --twistd $(PYPY_VENV)/bin/twistd --directions udp \
 	  --rates 1000,1000,1000,2000,4000,6000,8000,10000,12000 --duration 5 \
 	  --keep-going --json bench/results/endtoend-udp-pypy.json
-	$(VPY) -m bench.endtoend --twistd $(PYPY_VENV)/bin/twistd --directions udp \
-	  --rates 1000,1000,1000,2000,4000,6000,8000,10000,12000 --duration 5 \
-	  --keep-going --hold-limit 10000 \
-	  --json bench/results/endtoend-udp-pypy-hold10000.json
 	$(VPY) -m bench.endtoend --directions xmpp --rates 1000,1000,2000,4000 \
 	  --duration 5 --keep-going --json bench/results/endtoend-xmpp-cpython.json
 	$(VPY) -m bench.endtoend --directions tcp \
 	  --rates 1000,1000,2000,4000,6000,8000 --duration 5 --keep-going \
 	  --json bench/results/endtoend-tcp-cpython.json
+	# The tuned deployment (docs/deployment.rst): Prosody with Lua 5.4's
+	# generational collector; on PyPy also a 4 MB nursery and a JIT warm-up.
+	$(VPY) -m bench.endtoend --directions udp --prosody-gc generational \
+	  --rates 1000,1000,1000,2000,4000,6000,8000 --duration 5 --keep-going \
+	  --json bench/results/endtoend-udp-cpython-prosodygen.json
+	PYPY_GC_NURSERY=4MB $(VPY) -m bench.endtoend \
+	  --twistd $(PYPY_VENV)/bin/twistd --directions udp \
+	  --prosody-gc generational --warmup 20 \
+	  --rates 2000,4000,6000,8000,10000,10000,10000,12000 --duration 5 \
+	  --keep-going --json bench/results/endtoend-udp-pypy-tuned.json

@@ -39,6 +39,7 @@ Usage::
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -105,7 +106,8 @@ class Bench:
         self.prosody = PrivateProsody(
             os.path.join(self.workdir, "prosody"), domain=DOMAIN,
             componentDomain=COMPONENT, users={"rx": "rxpass", "tx": "txpass"},
-            offlineStorage=False, logLevel="warn")
+            offlineStorage=False, logLevel="warn",
+            gcMode=getattr(args, "prosody_gc", None))
         self.sipPort = freePort("udp")
         self.sinkPort = freePort("udp")
         self.gateway = None
@@ -163,9 +165,21 @@ class Bench:
             return ""
 
     def stop(self):
-        if self.gateway is not None:
-            terminate(self.gateway, 5.0)
-        self.prosody.stop()
+        """
+        Stop the gateway and Prosody, and remove the working directory
+        (configurations and logs: tens of MB after a sweep) unless
+        C{--keep-workdir} was given.
+        """
+        try:
+            if self.gateway is not None:
+                terminate(self.gateway, 5.0)
+            self.prosody.stop()
+        finally:
+            if getattr(self.args, "keep_workdir", False):
+                print("kept the gateway's and Prosody's logs in %s"
+                      % (self.workdir,), file=sys.stderr)
+            else:
+                shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _snapshot(self):
         return (cpuSeconds(self.gateway.pid),
@@ -203,6 +217,7 @@ class Bench:
             got = sink.result(args.duration * 3 + 30)
         gw1, pr1 = self._snapshot()
         rss, hwm = memoryKB(self.gateway.pid)
+        prosodyHWM = memoryKB(self.prosody.process.pid)[1]
         delivered = got["received"]
         row = {
             "direction": direction,
@@ -227,6 +242,7 @@ class Bench:
             "max_send_lateness_ms": sent.get("max_lateness_ms"),
             "gateway_rss_mb": round(rss / 1024, 1),
             "gateway_peak_rss_mb": round(hwm / 1024, 1),
+            "prosody_peak_rss_mb": round(prosodyHWM / 1024, 1),
             "answers": sent.get("answers"),
             "error_stanzas": sent.get("error_stanzas",
                                       got.get("error_stanzas")),
@@ -237,7 +253,8 @@ class Bench:
               "%(prosody_cpu_us_per_msg)s us/msg, sender "
               "%(sender_cpu_us_per_msg)s, receiver %(receiver_cpu_us_per_msg)s"
               " us/msg, rss %(gateway_rss_mb)s MB "
-              "(peak %(gateway_peak_rss_mb)s), sends >1 ms late "
+              "(peak %(gateway_peak_rss_mb)s, prosody's "
+              "%(prosody_peak_rss_mb)s), sends >1 ms late "
               "%(sends_late_over_1ms)s" % row, file=sys.stderr)
         # Let the transactions of this step drain (Timer J is 32 s, but
         # they only cost memory; the next step starts when the gateway is
@@ -267,13 +284,22 @@ def main(argv=None):
                         ".venv-pypy/bin/twistd to run it on PyPy")
     parser.add_argument("--hold-limit", type=int, default=0,
                         help="[sip] hold_limit for the gateway (default: "
-                        "its default, 1000 SIP MESSAGEs waiting for their "
+                        "its default, 10,000 SIP MESSAGEs waiting for their "
                         "confirmation); under overload or a latency spike "
                         "the ones beyond it get 503")
     parser.add_argument("--warmup", type=float, default=0.0,
                         help="seconds of untimed load (UDP, the first "
                         "rate) before the sweep, for PyPy's JIT "
                         "(default 0)")
+    parser.add_argument("--prosody-gc", choices=["generational"],
+                        help="Prosody's garbage collector: generational "
+                        "(Lua 5.4's, the gc option of Prosody 0.12; see "
+                        "docs/deployment.rst) instead of Prosody's default "
+                        "(incremental, collecting when memory grows 5 %%)")
+    parser.add_argument("--keep-workdir", action="store_true",
+                        help="keep the working directory (the gateway's "
+                        "and Prosody's configurations and logs) instead of "
+                        "removing it")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     if args.twistd:
@@ -290,6 +316,10 @@ def main(argv=None):
         "gateway_twistd": args.twistd or twistd(),
         "warmup_seconds": args.warmup,
         "hold_limit": args.hold_limit or None,
+        "prosody_gc": args.prosody_gc or "default",
+        # Inherited by the gateway's twistd (PyPy's nursery size; see
+        # docs/deployment.rst): recorded, since it changes PyPy's figures.
+        "pypy_gc_nursery": os.environ.get("PYPY_GC_NURSERY"),
         "steps": [],
     }
     try:

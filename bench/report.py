@@ -66,11 +66,13 @@ def endtoend(r):
             s.get("sender_cpu_us_per_msg", "-"),
             s.get("receiver_cpu_us_per_msg", "-"),
             s["gateway_peak_rss_mb"],
+            # Results from before round 8 have no Prosody memory column.
+            s.get("prosody_peak_rss_mb", "-"),
         ])
     return table(["path", "rate/s", "offered/s", "delivered", "sent", "lost",
                   "delivered/s", "p50 ms", "p99 ms", "max ms", "gw µs/msg",
                   "Prosody µs/msg", "sender µs/msg", "receiver µs/msg",
-                  "gw peak MB"], rows)
+                  "gw peak MB", "Prosody peak MB"], rows)
 
 
 def instructions(r):

@@ -61,6 +61,9 @@ def main(argv=None):
                         help="seconds per latency bucket (default 60)")
     parser.add_argument("--no-log", dest="log", action="store_false",
                         help="[log] messages = false (default: true)")
+    parser.add_argument("--keep-workdir", action="store_true",
+                        help="keep the working directory (configurations "
+                        "and logs) instead of removing it")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     if not 0 < args.rate <= 20000 or not 1 <= args.duration <= 3600:

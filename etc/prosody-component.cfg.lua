@@ -10,6 +10,13 @@
 component_ports = { 5347 }
 component_interfaces = { "127.0.0.1" }
 
+-- Optional, global section, Prosody 0.12 on Lua 5.4: the generational
+-- garbage collector. At 1,000-8,000 messages/s through the gateway it cut
+-- Prosody's CPU per message by a quarter to two fifths on the test VM, for
+-- about 1.6 MB more memory (docs/deployment.rst, "Prosody's garbage
+-- collector"). Uncomment to use it:
+-- gc = { mode = "generational" }
+
 -- After the VirtualHost sections:
 Component "sip-xmpp.example.org"
   component_secret = "secret"

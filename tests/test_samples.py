@@ -72,6 +72,19 @@ class ProsodySampleTests(unittest.TestCase):
         self.assertIn('Component "sip-xmpp.example.org"', sample)
         self.assertIn("component_ports = { 5347 }", sample)
 
+    def test_gcRecommendation(self):
+        """
+        The sample's commented C{gc} line is, uncommented, the line
+        L{PrivateProsody} writes for the benchmark's C{--prosody-gc
+        generational}.
+        """
+        lines = read("etc", "prosody-component.cfg.lua").splitlines()
+        [gc] = [line[len("-- "):] for line in lines
+                if line.startswith("-- gc = ")]
+        written = PrivateProsody(
+            self.mktemp(), gcMode="generational").configText().splitlines()
+        self.assertIn(gc, written)
+
 
 def parseYAML(text):
     """

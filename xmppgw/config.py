@@ -943,11 +943,12 @@ SCHEMA = (
         "Seconds a SIP MESSAGE waits for the XMPP link before a 5xx; must be "
         "below 64*t1_interval.",
         _seconds(0.1, 640)),
-    Key("sip", "hold_limit", "integer", 1000,
+    Key("sip", "hold_limit", "integer", 10000,
         "Most SIP MESSAGEs waiting at once for the XMPP side (the link to "
         "come up, or the server's confirmation); more get 503 at once (0: "
         "none held while the link is down). Size it above the MESSAGE rate "
-        "times the longest confirmation delay.",
+        "times the longest confirmation delay (the default: 10,000/s for "
+        "1 s); each held MESSAGE takes about 5 KB.",
         _integer(0, 1000000)),
     Key("sip", "queue_limit", "integer", 100,
         "Most XMPP->SIP messages queued per destination URI; more are "

@@ -258,7 +258,7 @@ class PrivateProsody:
     def __init__(self, workdir, domain="xmpp.test", componentDomain=None,
                  componentSecret="secret", c2sPort=None, componentPort=None,
                  users=None, offlineStorage=True, startTimeout=15.0,
-                 stopTimeout=10.0, logLevel="info"):
+                 stopTimeout=10.0, logLevel="info", gcMode=None):
         """
         @param workdir: a directory for the config, data, pid file and logs;
             created if missing.
@@ -271,7 +271,14 @@ class PrivateProsody:
         @param startTimeout: seconds L{start} waits for both ports.
         @param stopTimeout: seconds L{stop} waits after SIGTERM before
             SIGKILL.
+        @param gcMode: Prosody's C{gc} option: L{None} for Prosody's
+            default (incremental, collecting when memory grows 5 %),
+            C{"generational"} or C{"incremental"} (with Prosody's default
+            parameters for that mode).
         """
+        if gcMode not in (None, "generational", "incremental"):
+            raise ValueError("gcMode must be None, 'generational' or "
+                             "'incremental', not %r" % (gcMode,))
         self.workdir = os.path.abspath(workdir)
         self.domain = domain
         self.componentDomain = (
@@ -286,6 +293,7 @@ class PrivateProsody:
         self.startTimeout = startTimeout
         self.stopTimeout = stopTimeout
         self.logLevel = logLevel
+        self.gcMode = gcMode
         self.process = None
         self.prosody = findProgram("prosody")
         self.prosodyctl = findProgram("prosodyctl")
@@ -357,6 +365,10 @@ class PrivateProsody:
             'authentication = "internal_hashed"',
             'storage = "internal"',
             "allow_registration = false",
+        ]
+        if self.gcMode is not None:
+            lines.append(f"gc = {{ mode = {_lua(self.gcMode)} }}")
+        lines += [
             f"VirtualHost {_lua(self.domain)}",
         ]
         if self.componentDomain:

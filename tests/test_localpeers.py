@@ -1,0 +1,54 @@
+"""
+Tests for L{xmppgw.localpeers.PrivateProsody}'s configuration (the servers
+themselves run in the interop tier).
+"""
+
+from twisted.trial import unittest
+
+from xmppgw.localpeers import PrivateProsody
+
+
+class ProsodyGCTests(unittest.TestCase):
+    """
+    C{gcMode} sets Prosody's C{gc} option in the global section.
+    """
+
+    def lines(self, **kwargs):
+        prosody = PrivateProsody(self.mktemp(), c2sPort=15222,
+                                 componentPort=15347, **kwargs)
+        return prosody.configText().splitlines()
+
+    def test_default(self):
+        """
+        By default there is no C{gc} line: Prosody's own default applies.
+        """
+        self.assertEqual(
+            [], [line for line in self.lines() if line.startswith("gc")])
+
+    def test_generational(self):
+        """
+        C{gcMode="generational"} writes C{gc = { mode = "generational" }}
+        before the first VirtualHost (Prosody reads C{gc} from the global
+        section only).
+        """
+        lines = self.lines(gcMode="generational")
+        gc = lines.index('gc = { mode = "generational" }')
+        host = [i for i, line in enumerate(lines)
+                if line.startswith("VirtualHost")][0]
+        self.assertLess(gc, host)
+
+    def test_incremental(self):
+        """
+        C{gcMode="incremental"} names that mode.
+        """
+        self.assertIn('gc = { mode = "incremental" }',
+                      self.lines(gcMode="incremental"))
+
+    def test_unknown(self):
+        """
+        Another mode is refused when the server is created, not when Prosody
+        fails to start.
+        """
+        self.assertRaises(ValueError, PrivateProsody, self.mktemp(),
+                          c2sPort=15222, componentPort=15347,
+                          gcMode="stop-the-world")
