@@ -5,6 +5,7 @@ line of the router.
 
 import io
 import json
+import os
 import signal
 import sys
 import time
@@ -324,6 +325,68 @@ class JSONLoggingServiceTests(unittest.TestCase):
         self.assertIsInstance(wrapped, JSONLoggingService)
         self.assertIs(JSONLineObserver, wrapped.makeObserver)
         self.assertEqual("sip", wrapped.gateway.getServiceNamed("sip").name)
+
+    def test_makeServiceRotation(self):
+        """
+        L{tap.makeService} gives the logging service C{[log] rotate_size}
+        and C{rotated_files_max}.
+        """
+        from tests.test_tap import UDPMemoryReactor
+
+        listen = {"listen": ["udp:127.0.0.1:5999"]}
+        for log in ({}, {"format": "json"}):
+            config = parseConfig(
+                {"sip": listen,
+                 "log": {**log, "rotate_size": 5000, "rotated_files_max": 3}},
+                "x.toml")
+            wrapper = tap.makeService({"gateway": config},
+                                      reactor=UDPMemoryReactor())
+            self.assertEqual((5000, 3), (wrapper.rotateSize,
+                                         wrapper.rotatedFilesMax))
+
+    def test_rotation(self):
+        """
+        The log file starts anew every C{rotateSize} bytes and keeps at most
+        C{rotatedFilesMax} old ones: a rotation renames at most that many
+        files (twistd's own file keeps them all, and each rotation renames
+        every one).
+        """
+        previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "gw.log")
+        logFile = _twistdLogFile({"logfile": path, "nodaemon": False},
+                                 rotateSize=100, rotatedFilesMax=3)
+        self.addCleanup(logFile.close)
+        for i in range(20):
+            logFile.write("line %02d %s\n" % (i, "x" * 50))
+        self.assertEqual([1, 2, 3], logFile.listLogs())
+        self.assertEqual(["gw.log", "gw.log.1", "gw.log.2", "gw.log.3"],
+                         sorted(os.listdir(directory)))
+        with open(path + ".1") as f:
+            self.assertIn("line 17", f.read())
+
+    def test_rotationOff(self):
+        """
+        C{rotateSize} 0: never rotated by size (logrotate and SIGUSR1 do it);
+        C{rotatedFilesMax} 0 or L{None}: every old file is kept.
+        """
+        previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "gw.log")
+        logFile = _twistdLogFile({"logfile": path, "nodaemon": False},
+                                 rotateSize=0, rotatedFilesMax=0)
+        self.addCleanup(logFile.close)
+        for i in range(20):
+            logFile.write("line %02d %s\n" % (i, "x" * 50))
+        self.assertEqual([], logFile.listLogs())
+        self.assertIsNone(logFile.maxRotatedFiles)
+        for i in range(5):
+            logFile.rotate()
+        self.assertEqual([1, 2, 3, 4, 5], logFile.listLogs())
 
 
 class MessageLineTests(RouterTestsMixin, unittest.TestCase):

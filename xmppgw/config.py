@@ -994,6 +994,15 @@ SCHEMA = (
         'Log output: "text" (twistd\'s usual lines) or "json" (one JSON '
         "object per line, for log shippers).",
         _logFormat),
+    Key("log", "rotate_size", "integer", 10_000_000,
+        "With twistd --logfile FILE: start a new FILE when it reaches this "
+        "many bytes, the old ones renamed FILE.1, FILE.2, ...; 0: never by "
+        "size (logrotate and SIGUSR1 do it).",
+        _integer(0, 10**12)),
+    Key("log", "rotated_files_max", "integer", 10,
+        "With twistd --logfile: most rotated files kept (FILE.1 to FILE.N, "
+        "older ones deleted); 0: keep all (each rotation renames them all).",
+        _integer(0, 100000)),
     # [metrics]
     Key("metrics", "listen", "string", None,
         '"host:port" serving /metrics, /healthz and /readyz over HTTP; unset: '
@@ -1190,6 +1199,8 @@ class LogConfig:
     traffic_sip: bool
     traffic_xmpp: bool
     format: str = "text"
+    rotate_size: int = 10_000_000
+    rotated_files_max: int = 10
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ shippers.
 In the default C{[log] format = "text"}, L{makeService<xmppgw.tap.makeService>}
 wraps the gateway in a L{TextLoggingService}, which gives twistd's application
 the same text observer twistd would have built (same file, same SIGUSR1
-rotation, byte-identical lines: L{textLineFormatter}), except that an event
+rotation, byte-identical lines: L{textLineFormatter}; but rotated by size
+per C{[log] rotate_size} and C{rotated_files_max}, where twistd rotates
+every 1 MB and keeps, and renames at each rotation, every old file),
+except that an event
 whose format is C{"{text}"} (the router's one line per relayed message
 preformats its text) is written without Twisted's format-string machinery
 and with the time stamp formatted once per second: that machinery cost
@@ -226,10 +229,13 @@ def textObserver(outFile):
     return FileLogObserver(outFile, textLineFormatter())
 
 
-def _twistdLogFile(twistdOptions):
+def _twistdLogFile(twistdOptions, rotateSize=1000000, rotatedFilesMax=None):
     """
     Where twistd would write its log, given its options (C{--logfile},
-    C{-n}), opened like twistd does.
+    C{-n}), opened like twistd does, except for the rotation: a new file
+    every C{rotateSize} bytes (twistd: 1,000,000; 0: never by size), at
+    most C{rotatedFilesMax} old ones kept (twistd: all, and a rotation
+    renames every one of them; L{None} or 0: all).
     """
     name = twistdOptions.get("logfile") if twistdOptions else None
     nodaemon = bool(twistdOptions.get("nodaemon")) if twistdOptions else True
@@ -241,7 +247,9 @@ def _twistdLogFile(twistdOptions):
         return sys.stdout
     from twisted.python import logfile
 
-    logFile = logfile.LogFile.fromFullPath(name or "twistd.log")
+    logFile = logfile.LogFile.fromFullPath(
+        name or "twistd.log", rotateLength=rotateSize,
+        maxRotatedFiles=rotatedFilesMax or None)
     import signal
 
     if not signal.getsignal(signal.SIGUSR1):
@@ -262,18 +270,25 @@ class JSONLoggingService(service.MultiService):
     C{--logger} is given, which wins).
     """
 
-    def __init__(self, gateway, twistdOptions=None, observerFactory=None):
+    def __init__(self, gateway, twistdOptions=None, observerFactory=None,
+                 rotateSize=1000000, rotatedFilesMax=None):
         """
         @param gateway: the gateway's service, made a child of this one.
         @param twistdOptions: twistd's own options (the plugin options'
             C{parent}), for C{logfile} and C{nodaemon}; L{None}: stdout.
         @param observerFactory: for tests: makes the observer instead.
+        @param rotateSize: with C{--logfile}: bytes per file before a new
+            one (C{[log] rotate_size}; 0: never by size).
+        @param rotatedFilesMax: with C{--logfile}: most old files kept
+            (C{[log] rotated_files_max}; L{None} or 0: all).
         """
         service.MultiService.__init__(self)
         gateway.setServiceParent(self)
         self.gateway = gateway
         self.twistdOptions = twistdOptions
         self.observerFactory = observerFactory
+        self.rotateSize = rotateSize
+        self.rotatedFilesMax = rotatedFilesMax
 
     def setServiceParent(self, parent):
         service.MultiService.setServiceParent(self, parent)
@@ -285,7 +300,8 @@ class JSONLoggingService(service.MultiService):
         if self.observerFactory is not None:
             observer = self.observerFactory()
         else:
-            logFile = _twistdLogFile(self.twistdOptions)
+            logFile = _twistdLogFile(self.twistdOptions, self.rotateSize,
+                                     self.rotatedFilesMax)
             if logFile is None:
                 return
             observer = self.makeObserver(logFile)
