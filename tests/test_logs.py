@@ -344,6 +344,24 @@ class JSONLoggingServiceTests(unittest.TestCase):
             self.assertEqual((5000, 3), (wrapper.rotateSize,
                                          wrapper.rotatedFilesMax))
 
+    def writeLines(self, **rotation):
+        """
+        Open C{gw.log} in a new directory as the logging service would, with
+        C{rotation} (C{rotateSize}, C{rotatedFilesMax}), and write 20 lines
+        of 59 bytes to it.
+        """
+        previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        directory = self.mktemp()
+        os.makedirs(directory)
+        logFile = _twistdLogFile(
+            {"logfile": os.path.join(directory, "gw.log"), "nodaemon": False},
+            **rotation)
+        self.addCleanup(logFile.close)
+        for i in range(20):
+            logFile.write("line %02d %s\n" % (i, "x" * 50))
+        return logFile
+
     def test_rotation(self):
         """
         The log file starts anew every C{rotateSize} bytes and keeps at most
@@ -351,16 +369,8 @@ class JSONLoggingServiceTests(unittest.TestCase):
         files (twistd's own file keeps them all, and each rotation renames
         every one).
         """
-        previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
-        directory = self.mktemp()
-        os.makedirs(directory)
-        path = os.path.join(directory, "gw.log")
-        logFile = _twistdLogFile({"logfile": path, "nodaemon": False},
-                                 rotateSize=100, rotatedFilesMax=3)
-        self.addCleanup(logFile.close)
-        for i in range(20):
-            logFile.write("line %02d %s\n" % (i, "x" * 50))
+        logFile = self.writeLines(rotateSize=100, rotatedFilesMax=3)
+        directory, path = logFile.directory, logFile.path
         self.assertEqual([1, 2, 3], logFile.listLogs())
         self.assertEqual(["gw.log", "gw.log.1", "gw.log.2", "gw.log.3"],
                          sorted(os.listdir(directory)))
@@ -372,16 +382,7 @@ class JSONLoggingServiceTests(unittest.TestCase):
         C{rotateSize} 0: never rotated by size (logrotate and SIGUSR1 do it);
         C{rotatedFilesMax} 0 or L{None}: every old file is kept.
         """
-        previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
-        directory = self.mktemp()
-        os.makedirs(directory)
-        path = os.path.join(directory, "gw.log")
-        logFile = _twistdLogFile({"logfile": path, "nodaemon": False},
-                                 rotateSize=0, rotatedFilesMax=0)
-        self.addCleanup(logFile.close)
-        for i in range(20):
-            logFile.write("line %02d %s\n" % (i, "x" * 50))
+        logFile = self.writeLines(rotateSize=0, rotatedFilesMax=0)
         self.assertEqual([], logFile.listLogs())
         self.assertIsNone(logFile.maxRotatedFiles)
         for i in range(5):

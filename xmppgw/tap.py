@@ -312,8 +312,8 @@ def makeService(options, reactor=None):
     top, router = buildGateway(config, reactor)
     # Started last: keeps start-up objects out of the collector's walks.
     FrozenStartupService().setServiceParent(top)
-    logging = (JSONLoggingService if config.log.format == "json"
+    wrapper = (JSONLoggingService if config.log.format == "json"
                else TextLoggingService)
-    return logging(top, getattr(options, "parent", None),
+    return wrapper(top, getattr(options, "parent", None),
                    rotateSize=config.log.rotate_size,
                    rotatedFilesMax=config.log.rotated_files_max)

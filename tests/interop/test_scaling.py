@@ -122,7 +122,6 @@ def token(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-
 def killWindow(log, prefix):
     """
     The message bodies starting with C{prefix} that a gateway's log shows
@@ -144,6 +143,7 @@ def killWindow(log, prefix):
             bodies.update(b for b in re.findall(r"<body>([^<]*)</body>", line)
                           if b.startswith(prefix))
     return bodies
+
 
 class SlowSIPReceiver(SIPReceiver):
     """
