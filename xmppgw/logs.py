@@ -229,11 +229,17 @@ def textObserver(outFile):
     return FileLogObserver(outFile, textLineFormatter())
 
 
-def _twistdLogFile(twistdOptions, rotateSize=1000000, rotatedFilesMax=None):
+#: twistd's own log file size before rotation (L{logfile.LogFile}'s
+#: default), which the logging services keep unless given another.
+TWISTD_ROTATE_SIZE = 1000000
+
+
+def _twistdLogFile(twistdOptions, rotateSize=TWISTD_ROTATE_SIZE,
+                   rotatedFilesMax=None):
     """
     Where twistd would write its log, given its options (C{--logfile},
     C{-n}), opened like twistd does, except for the rotation: a new file
-    every C{rotateSize} bytes (twistd: 1,000,000; 0: never by size), at
+    every C{rotateSize} bytes (twistd: L{TWISTD_ROTATE_SIZE}; 0: never by size), at
     most C{rotatedFilesMax} old ones kept (twistd: all, and a rotation
     renames every one of them; L{None} or 0: all).
     """
@@ -271,7 +277,7 @@ class JSONLoggingService(service.MultiService):
     """
 
     def __init__(self, gateway, twistdOptions=None, observerFactory=None,
-                 rotateSize=1000000, rotatedFilesMax=None):
+                 rotateSize=TWISTD_ROTATE_SIZE, rotatedFilesMax=None):
         """
         @param gateway: the gateway's service, made a child of this one.
         @param twistdOptions: twistd's own options (the plugin options'
