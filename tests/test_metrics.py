@@ -4,6 +4,9 @@ scrape-time collectors, the HTTP pages and the wiring into the gateway.
 """
 
 import inspect
+import os
+import subprocess
+import sys
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
@@ -13,7 +16,8 @@ from xmppgw import tap
 from xmppgw.config import parseConfig
 from xmppgw.metrics import (
     METRIC_NAMES, MetricsRecorder, MetricsService, NullRecorder, Readiness,
-    makeRecorder, makeSite)
+    makeRecorder)
+from xmppgw.metricsweb import makeSite
 from xmppgw.sip.transaction import TransactionTimeout
 
 from tests.test_router import (
@@ -499,6 +503,35 @@ class ServiceTests(unittest.TestCase):
         top, router, reactor = self.gateway({})
         self.assertIs(type(router.metrics), NullRecorder)
         self.assertNotIn("metrics", [s.name for s in top])
+
+    def test_offImportsNoWeb(self):
+        """
+        A gateway built without C{[metrics] listen} never imports
+        C{twisted.web}'s server (about 2 MB of resident memory on CPython,
+        4 MB on PyPy; domish needs only C{twisted.web.sux}); one with it
+        does. Checked in a fresh interpreter, since this
+        one has imported it already.
+        """
+        program = (
+            "import sys\n"
+            "from xmppgw import tap\n"
+            "from xmppgw.config import parseConfig\n"
+            "from tests.test_tap import UDPMemoryReactor\n"
+            "data = {%s}\n"
+            "tap.buildGateway(parseConfig(data, 'x.toml'), UDPMemoryReactor())\n"
+            "print(sorted(m for m in sys.modules if m in (\n"
+            "    'twisted.web.server', 'twisted.web.http', 'twisted.spread')))\n")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        outputs = []
+        for data in ("", "'metrics': {'listen': '127.0.0.1:9472'}"):
+            result = subprocess.run(
+                [sys.executable, "-c", program % (data,)], cwd=root,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+            self.assertEqual(0, result.returncode, result.stderr)
+            outputs.append(result.stdout.decode().strip())
+        self.assertEqual("[]", outputs[0])
+        self.assertEqual("['twisted.spread', 'twisted.web.http', "
+                         "'twisted.web.server']", outputs[1])
 
     def test_on(self):
         """
