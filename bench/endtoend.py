@@ -15,6 +15,12 @@ load peers
     MESSAGEs at a fixed rate (C{--rates}, each step C{--duration} seconds,
     at most C{--max-count} messages) to C{user*xmpp.test@gateway}; one raw
     XMPP client receives them.
+  - C{floor}: the same stanzas as SIP -> XMPP, written straight to Prosody
+    by a minimal component (L{bench.peers.componentLoad}, as
+    C{floor.xmpp.test}) in the gateway's place and received by the same
+    client: what Prosody and the receiver add on this machine, the floor
+    under the gateway's figures (the gateway's CPU column then shows it
+    idle).
   - XMPP -> SIP: a raw XMPP client sends C{<message/>}s at a fixed rate to
     C{--users} distinct SIP users (the gateway sends at most one MESSAGE in
     flight per destination, so one destination would measure round trips,
@@ -33,7 +39,7 @@ than 1 ms behind the open-loop schedule, the gateway's RSS and peak RSS
 Usage::
 
     .venv/bin/python -m bench.endtoend [--rates 500,1000,...] [--duration S]
-        [--directions udp,tcp,xmpp] [--json FILE]
+        [--directions udp,tcp,xmpp,floor] [--json FILE]
 """
 
 import argparse
@@ -52,6 +58,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DOMAIN = "xmpp.test"
 COMPONENT = "gw.xmpp.test"
+#: What C{--directions} may name.
+DIRECTIONS = ("udp", "tcp", "xmpp", "floor")
+#: The component the floor's load peer connects as (the gateway holds
+#: L{COMPONENT}).
+FLOOR_COMPONENT = "floor.xmpp.test"
 
 
 def twistd():
@@ -107,7 +118,9 @@ class Bench:
             os.path.join(self.workdir, "prosody"), domain=DOMAIN,
             componentDomain=COMPONENT, users={"rx": "rxpass", "tx": "txpass"},
             offlineStorage=False, logLevel="warn",
-            gcMode=getattr(args, "prosody_gc", None))
+            gcMode=getattr(args, "prosody_gc", None),
+            nagle=getattr(args, "prosody_nagle", "on") != "off",
+            extraComponents=[FLOOR_COMPONENT])
         self.sipPort = freePort("udp")
         self.sinkPort = freePort("udp")
         self.gateway = None
@@ -203,6 +216,21 @@ class Bench:
                         count=count, users=args.users, drain=idle + 2)
             sent = load.result(args.duration * 3 + 30)
             got = rx.result(args.duration * 3 + 30)
+        elif direction == "floor":
+            rx = Peer("xmpp-recv", host="127.0.0.1",
+                      port=self.prosody.c2sPort, user="rx", domain=DOMAIN,
+                      password="rxpass", expect=count,
+                      timeout=args.duration * 3 + 30, idle=idle)
+            rx.ready()
+            gw0, pr0 = self._snapshot()
+            load = Peer("component-load", host="127.0.0.1",
+                        port=self.prosody.componentPort,
+                        domain=FLOOR_COMPONENT,
+                        secret=self.prosody.componentSecret,
+                        target="rx@%s" % (DOMAIN,), users=args.users,
+                        rate=rate, count=count, drain=idle)
+            sent = load.result(args.duration * 3 + 30)
+            got = rx.result(args.duration * 3 + 30)
         else:
             sink = Peer("sip-recv", port=self.sinkPort, expect=count,
                         timeout=args.duration * 3 + 30, idle=idle)
@@ -270,7 +298,10 @@ def main(argv=None):
                         help="seconds per step (default 3)")
     parser.add_argument("--max-count", type=int, default=50000,
                         help="most messages per step (default 50000)")
-    parser.add_argument("--directions", default="udp,tcp,xmpp")
+    parser.add_argument("--directions", default="udp,tcp,xmpp",
+                        help="comma-separated: udp, tcp (SIP -> XMPP), xmpp "
+                        "(XMPP -> SIP), floor (Prosody without the gateway); "
+                        "default udp,tcp,xmpp")
     parser.add_argument("--users", type=int, default=100,
                         help="distinct SIP users (default 100)")
     parser.add_argument("--no-log", dest="log", action="store_false",
@@ -296,6 +327,11 @@ def main(argv=None):
                         "(Lua 5.4's, the gc option of Prosody 0.12; see "
                         "docs/deployment.rst) instead of Prosody's default "
                         "(incremental, collecting when memory grows 5 %%)")
+    parser.add_argument("--prosody-nagle", choices=["on", "off"],
+                        default="on",
+                        help="Nagle's algorithm on Prosody's sockets: on "
+                        "(Prosody's default) or off (network_settings = "
+                        "{ nagle = false }; see docs/deployment.rst)")
     parser.add_argument("--keep-workdir", action="store_true",
                         help="keep the working directory (the gateway's "
                         "and Prosody's configurations and logs) instead of "
@@ -308,6 +344,10 @@ def main(argv=None):
             or not 0 <= args.warmup <= 60):
         parser.error("--duration must be in (0, 60], --max-count in "
                      "(0, 1e6], --warmup in [0, 60]")
+    unknown = set(args.directions.split(",")) - set(DIRECTIONS)
+    if unknown:
+        parser.error("unknown --directions %s (known: %s)" % (
+            ",".join(sorted(unknown)), ",".join(DIRECTIONS)))
     bench = Bench(args)
     results = {
         **resultsHeader("endtoend", argv),
@@ -317,6 +357,7 @@ def main(argv=None):
         "warmup_seconds": args.warmup,
         "hold_limit": args.hold_limit or None,
         "prosody_gc": args.prosody_gc or "default",
+        "prosody_nagle": args.prosody_nagle,
         # Inherited by the gateway's twistd (PyPy's nursery size; see
         # docs/deployment.rst): recorded, since it changes PyPy's figures.
         "pypy_gc_nursery": os.environ.get("PYPY_GC_NURSERY"),

@@ -14,11 +14,15 @@ Roles:
   - C{xmpp-load}: a raw XMPP client that sends C{count} messages at C{rate}.
   - C{sip-recv}: a UDP SIP user agent that answers every MESSAGE 200 and
     records its latency.
+  - C{component-load}: a minimal XEP-0114 component that sends, at C{rate},
+    the stanzas the gateway would write, straight to Prosody: the floor
+    (what Prosody and the receiver cost without the gateway).
 
 Every loop is bounded in count and in time.
 """
 
 import base64
+import hashlib
 import json
 import re
 import select
@@ -382,9 +386,17 @@ def xmppLoad(host, port, user, domain, password, targetFormat, users, rate,
         s.sendall((
             "<message to='%s' id='b%d'><body>bench i=%d t=%d</body></message>"
             % (targetFormat % (i % users,), i, i, _now())).encode())
+    return _xmppLoadResult(s, count, start, cpu0, lateness, drain)
+
+
+def _xmppLoadResult(s, count, start, cpu0, lateness, drain):
+    """
+    The result of an XMPP sender that has sent C{count} stanzas on C{s}
+    since C{start}: it counts the error stanzas that come back (for at
+    most C{drain} seconds) and closes C{s}.
+    """
     sendTime = (_now() - start) / 1e9
     cpu = time.process_time() - cpu0
-    # Count error stanzas coming back (bounded wait).
     s.setblocking(False)
     errors = 0
     deadline = time.monotonic() + drain
@@ -406,10 +418,74 @@ def xmppLoad(host, port, user, domain, password, targetFormat, users, rate,
     return result
 
 
+def componentHandshake(host, port, domain, secret, timeout=10):
+    """
+    Connect to C{host}:C{port} as the XEP-0114 component C{domain}; return
+    the socket once the server has accepted the handshake.
+    """
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall((
+        "<stream:stream xmlns='jabber:component:accept' xmlns:stream="
+        "'http://etherx.jabber.org/streams' to='%s'>" % (domain,)).encode())
+    deadline = time.monotonic() + timeout
+    buffer = b""
+
+    def until(pattern):
+        nonlocal buffer
+        while True:
+            found = re.search(pattern, buffer)
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise RuntimeError("component: no %r in %r" % (pattern, buffer))
+            data = s.recv(65536)
+            if not data:
+                raise RuntimeError("component: closed; got %r" % (buffer,))
+            buffer += data
+
+    header = until(rb"<stream:stream[^>]* id=['\"]([^'\"]+)['\"][^>]*>")
+    streamID = header.group(1)
+    buffer = buffer[header.end():]
+    digest = hashlib.sha1(streamID + secret.encode()).hexdigest()
+    s.sendall(b"<handshake>%s</handshake>" % digest.encode())
+    if until(rb"<handshake\s*/>|</stream:stream>|<stream:error").group(0) \
+            != b"<handshake/>":
+        raise RuntimeError("component handshake refused: %r" % (buffer,))
+    return s
+
+
+def componentLoad(host, port, domain, secret, target, users, rate, count,
+                  drain):
+    """
+    The floor for benchmark 2: a minimal component in the gateway's place.
+    It connects to Prosody as the component C{domain} and writes, at
+    C{rate}/s, the stanza the gateway writes for a bench MESSAGE (the same
+    attributes and elements, from C{loadN*sip.example.com@domain} to
+    C{target}), one C{send} per stanza and nothing else: no SIP, no
+    confirmation pings. What the receiver then measures is what Prosody
+    and the receiver add on this machine.
+    """
+    s = componentHandshake(host, port, domain, secret)
+    start = _now() + 50_000_000
+    period = 1e9 / rate
+    lateness = Lateness()
+    cpu0 = time.process_time()
+    for i in range(count):
+        lateness.add(_wait(start + int(i * period)))
+        s.sendall((
+            "<message to='%s' from='load%d*sip.example.com@%s' "
+            "id='floor-%032x'><body>bench i=%d t=%d</body>"
+            "<thread>floor-%d</thread></message>"
+            % (target, i % users, domain, i, i, _now(), i)).encode())
+    return _xmppLoadResult(s, count, start, cpu0, lateness, drain)
+
+
 def main(argv):
     role, raw = argv[0], json.loads(argv[1])
     function = {"sip-load": sipLoad, "sip-recv": sipRecv,
-                "xmpp-recv": xmppRecv, "xmpp-load": xmppLoad}[role]
+                "xmpp-recv": xmppRecv, "xmpp-load": xmppLoad,
+                "component-load": componentLoad}[role]
     print(json.dumps(function(**raw)), flush=True)
 
 

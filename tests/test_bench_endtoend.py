@@ -85,3 +85,60 @@ class StopTests(unittest.TestCase):
         self.assertTrue(seen[0].keep_workdir)
         self.assertRaises(Stop, endtoend.main, [])
         self.assertFalse(seen[1].keep_workdir)
+
+
+class OptionTests(unittest.TestCase):
+    """
+    The options that shape the private Prosody and the directions.
+    """
+
+    def parsed(self, argv):
+        from bench import endtoend
+        seen = []
+
+        class Stop(Exception):
+            pass
+
+        def fakeBench(args):
+            seen.append(args)
+            raise Stop()
+
+        self.patch(endtoend, "Bench", fakeBench)
+        self.assertRaises(Stop, endtoend.main, argv)
+        return seen[0]
+
+    def test_prosodyNagle(self):
+        """
+        C{--prosody-nagle off} gives a Prosody with Nagle's algorithm off;
+        the default leaves Prosody's own default (on). Either way Prosody
+        declares the floor's component beside the gateway's.
+        """
+        from bench import endtoend
+        for argv, nagle in (([], True), (["--prosody-nagle", "off"], False)):
+            args = self.parsed(argv)
+            bench = Bench(args)
+            self.addCleanup(bench.stop)
+            self.assertEqual(nagle, bench.prosody.nagle)
+            self.assertEqual((endtoend.FLOOR_COMPONENT,),
+                             bench.prosody.extraComponents)
+
+    def test_directions(self):
+        """
+        C{--directions} takes the known directions, C{floor} among them,
+        and refuses a misspelt one instead of running another.
+        """
+        self.assertEqual("floor,udp",
+                         self.parsed(["--directions", "floor,udp"]).directions)
+        from bench import endtoend
+
+        class Refused(Exception):
+            pass
+
+        def error(parser, message):
+            raise Refused(message)
+
+        self.patch(endtoend, "Bench", lambda args: self.fail("ran"))
+        self.patch(endtoend.argparse.ArgumentParser, "error", error)
+        error = self.assertRaises(
+            Refused, endtoend.main, ["--directions", "udp,upd"])
+        self.assertIn("unknown --directions upd", str(error))

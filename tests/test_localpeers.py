@@ -52,3 +52,52 @@ class ProsodyGCTests(unittest.TestCase):
         self.assertRaises(ValueError, PrivateProsody, self.mktemp(),
                           c2sPort=15222, componentPort=15347,
                           gcMode="stop-the-world")
+
+
+class ProsodyNagleTests(unittest.TestCase):
+    """
+    C{nagle=False} turns Nagle's algorithm off in Prosody's global
+    C{network_settings}.
+    """
+
+    def lines(self, **kwargs):
+        prosody = PrivateProsody(self.mktemp(), c2sPort=15222,
+                                 componentPort=15347, **kwargs)
+        return prosody.configText().splitlines()
+
+    def test_default(self):
+        """
+        By default there is no C{network_settings}: Prosody's own default
+        (Nagle on) applies.
+        """
+        self.assertEqual([], [line for line in self.lines()
+                              if line.startswith("network_settings")])
+
+    def test_off(self):
+        """
+        C{nagle=False} writes C{network_settings = { nagle = false }} before
+        the first VirtualHost (Prosody reads it from the global section
+        only).
+        """
+        lines = self.lines(nagle=False)
+        setting = lines.index("network_settings = { nagle = false }")
+        host = [i for i, line in enumerate(lines)
+                if line.startswith("VirtualHost")][0]
+        self.assertLess(setting, host)
+
+
+class ExtraComponentTests(unittest.TestCase):
+    """
+    C{extraComponents} declares more component domains with the same
+    secret.
+    """
+
+    def test_extra(self):
+        prosody = PrivateProsody(self.mktemp(), c2sPort=15222,
+                                 componentPort=15347, componentSecret="s3",
+                                 extraComponents=["floor.xmpp.test"])
+        lines = prosody.configText().splitlines()
+        self.assertEqual(
+            ['Component "gw.xmpp.test"', '  component_secret = "s3"',
+             'Component "floor.xmpp.test"', '  component_secret = "s3"'],
+            lines[-4:])
