@@ -256,6 +256,17 @@ bench: peers venv pypy-venv
 	$(VPY) -m bench.endtoend --directions tcp \
 	  --rates 1000,1000,2000,4000,6000,8000 --duration 5 --keep-going \
 	  --json bench/results/endtoend-tcp-cpython.json
+	# Prosody alone, the floor under benchmark 2 (--directions floor), with
+	# Nagle's algorithm on (Prosody's default) and off (docs/deployment.rst).
+	$(VPY) -m bench.endtoend --directions floor \
+	  --rates 1000,2000,4000,8000,12000 --duration 5 --keep-going \
+	  --json bench/results/endtoend-floor.json
+	$(VPY) -m bench.endtoend --directions floor --prosody-nagle off \
+	  --rates 1000,2000,4000,8000,12000 --duration 5 --keep-going \
+	  --json bench/results/endtoend-floor-nonagle.json
+	$(VPY) -m bench.endtoend --directions xmpp --prosody-nagle off \
+	  --rates 1000,1000,2000,4000,6000 --duration 5 --keep-going \
+	  --json bench/results/endtoend-xmpp-cpython-nonagle.json
 	# The tuned deployment (docs/deployment.rst): Prosody with Lua 5.4's
 	# generational collector; on PyPy also a 4 MB nursery and a JIT warm-up.
 	$(VPY) -m bench.endtoend --directions udp --prosody-gc generational \

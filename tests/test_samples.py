@@ -85,6 +85,19 @@ class ProsodySampleTests(unittest.TestCase):
             self.mktemp(), gcMode="generational").configText().splitlines()
         self.assertIn(gc, written)
 
+    def test_nagleRecommendation(self):
+        """
+        The sample's commented C{network_settings} line is, uncommented, the
+        line L{PrivateProsody} writes for the benchmark's C{--prosody-nagle
+        off}.
+        """
+        lines = read("etc", "prosody-component.cfg.lua").splitlines()
+        [setting] = [line[len("-- "):] for line in lines
+                     if line.startswith("-- network_settings = ")]
+        written = PrivateProsody(
+            self.mktemp(), nagle=False).configText().splitlines()
+        self.assertIn(setting, written)
+
 
 def parseYAML(text):
     """
