@@ -203,32 +203,26 @@ class Bench:
         count = max(1, min(args.max_count, int(rate * args.duration)))
         idle = 3.0
         gw0, pr0 = self._snapshot()
-        if direction in ("udp", "tcp"):
+        if direction != "xmpp":
             rx = Peer("xmpp-recv", host="127.0.0.1",
                       port=self.prosody.c2sPort, user="rx", domain=DOMAIN,
                       password="rxpass", expect=count,
                       timeout=args.duration * 3 + 30, idle=idle)
             rx.ready()
             gw0, pr0 = self._snapshot()
-            load = Peer("sip-load", proto=direction, host="127.0.0.1",
-                        port=self.sipPort,
-                        target="sip:rx*%s@127.0.0.1" % (DOMAIN,), rate=rate,
-                        count=count, users=args.users, drain=idle + 2)
-            sent = load.result(args.duration * 3 + 30)
-            got = rx.result(args.duration * 3 + 30)
-        elif direction == "floor":
-            rx = Peer("xmpp-recv", host="127.0.0.1",
-                      port=self.prosody.c2sPort, user="rx", domain=DOMAIN,
-                      password="rxpass", expect=count,
-                      timeout=args.duration * 3 + 30, idle=idle)
-            rx.ready()
-            gw0, pr0 = self._snapshot()
-            load = Peer("component-load", host="127.0.0.1",
-                        port=self.prosody.componentPort,
-                        domain=FLOOR_COMPONENT,
-                        secret=self.prosody.componentSecret,
-                        target="rx@%s" % (DOMAIN,), users=args.users,
-                        rate=rate, count=count, drain=idle)
+            if direction == "floor":
+                load = Peer("component-load", host="127.0.0.1",
+                            port=self.prosody.componentPort,
+                            domain=FLOOR_COMPONENT,
+                            secret=self.prosody.componentSecret,
+                            target="rx@%s" % (DOMAIN,), users=args.users,
+                            rate=rate, count=count, drain=idle)
+            else:
+                load = Peer("sip-load", proto=direction, host="127.0.0.1",
+                            port=self.sipPort,
+                            target="sip:rx*%s@127.0.0.1" % (DOMAIN,),
+                            rate=rate, count=count, users=args.users,
+                            drain=idle + 2)
             sent = load.result(args.duration * 3 + 30)
             got = rx.result(args.duration * 3 + 30)
         else:

@@ -376,25 +376,26 @@ def xmppRecv(host, port, user, domain, password, expect, timeout, idle,
 def xmppLoad(host, port, user, domain, password, targetFormat, users, rate,
              count, drain):
     client = RawXMPP(host, port, user, domain, password)
-    s = client.s
+    return _sendStanzas(
+        client.s, rate, count, drain,
+        lambda i: "<message to='%s' id='b%d'><body>bench i=%d t=%d</body>"
+        "</message>" % (targetFormat % (i % users,), i, i, _now()))
+
+
+def _sendStanzas(s, rate, count, drain, stanza):
+    """
+    Send C{stanza(i)} (text) on the XMPP stream C{s} for C{i} in
+    C{range(count)}, at C{rate} per second on an open-loop schedule; then
+    count the error stanzas that come back (for at most C{drain} seconds),
+    close C{s} and report.
+    """
     start = _now() + 50_000_000
     period = 1e9 / rate
     lateness = Lateness()
     cpu0 = time.process_time()
     for i in range(count):
         lateness.add(_wait(start + int(i * period)))
-        s.sendall((
-            "<message to='%s' id='b%d'><body>bench i=%d t=%d</body></message>"
-            % (targetFormat % (i % users,), i, i, _now())).encode())
-    return _xmppLoadResult(s, count, start, cpu0, lateness, drain)
-
-
-def _xmppLoadResult(s, count, start, cpu0, lateness, drain):
-    """
-    The result of an XMPP sender that has sent C{count} stanzas on C{s}
-    since C{start}: it counts the error stanzas that come back (for at
-    most C{drain} seconds) and closes C{s}.
-    """
+        s.sendall(stanza(i).encode())
     sendTime = (_now() - start) / 1e9
     cpu = time.process_time() - cpu0
     s.setblocking(False)
@@ -466,19 +467,12 @@ def componentLoad(host, port, domain, secret, target, users, rate, count,
     confirmation pings. What the receiver then measures is what Prosody
     and the receiver add on this machine.
     """
-    s = componentHandshake(host, port, domain, secret)
-    start = _now() + 50_000_000
-    period = 1e9 / rate
-    lateness = Lateness()
-    cpu0 = time.process_time()
-    for i in range(count):
-        lateness.add(_wait(start + int(i * period)))
-        s.sendall((
-            "<message to='%s' from='load%d*sip.example.com@%s' "
-            "id='floor-%032x'><body>bench i=%d t=%d</body>"
-            "<thread>floor-%d</thread></message>"
-            % (target, i % users, domain, i, i, _now(), i)).encode())
-    return _xmppLoadResult(s, count, start, cpu0, lateness, drain)
+    return _sendStanzas(
+        componentHandshake(host, port, domain, secret), rate, count, drain,
+        lambda i: "<message to='%s' from='load%d*sip.example.com@%s' "
+        "id='floor-%032x'><body>bench i=%d t=%d</body>"
+        "<thread>floor-%d</thread></message>"
+        % (target, i % users, domain, i, i, _now(), i))
 
 
 def main(argv):

@@ -66,30 +66,11 @@ class StopTests(unittest.TestCase):
         self.assertRaises(RuntimeError, bench.stop)
         self.assertFalse(os.path.exists(bench.workdir))
 
-    def test_option(self):
-        """
-        C{--keep-workdir} is an option of the command line.
-        """
-        from bench import endtoend
-        seen = []
-
-        class Stop(Exception):
-            pass
-
-        def fakeBench(args):
-            seen.append(args)
-            raise Stop()
-
-        self.patch(endtoend, "Bench", fakeBench)
-        self.assertRaises(Stop, endtoend.main, ["--keep-workdir"])
-        self.assertTrue(seen[0].keep_workdir)
-        self.assertRaises(Stop, endtoend.main, [])
-        self.assertFalse(seen[1].keep_workdir)
-
 
 class OptionTests(unittest.TestCase):
     """
-    The options that shape the private Prosody and the directions.
+    The command line: the working directory, the options that shape the
+    private Prosody, the directions.
     """
 
     def parsed(self, argv):
@@ -106,6 +87,13 @@ class OptionTests(unittest.TestCase):
         self.patch(endtoend, "Bench", fakeBench)
         self.assertRaises(Stop, endtoend.main, argv)
         return seen[0]
+
+    def test_keepWorkdir(self):
+        """
+        C{--keep-workdir} is an option of the command line.
+        """
+        self.assertTrue(self.parsed(["--keep-workdir"]).keep_workdir)
+        self.assertFalse(self.parsed([]).keep_workdir)
 
     def test_prosodyNagle(self):
         """
