@@ -507,8 +507,8 @@ class ServiceTests(unittest.TestCase):
     def test_offImportsNoWeb(self):
         """
         A gateway built without C{[metrics] listen} never imports
-        C{twisted.web}'s server (about 2 MB of resident memory on CPython,
-        4 MB on PyPy; domish needs only C{twisted.web.sux}); one with it
+        C{twisted.web}'s server (about 3 MB of resident memory on CPython,
+        5 MB on PyPy; domish needs only C{twisted.web.sux}); one with it
         does. Checked in a fresh interpreter, since this
         one has imported it already.
         """

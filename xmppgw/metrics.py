@@ -21,8 +21,8 @@ C{prometheus_client} is imported only when a L{MetricsRecorder} is built,
 and C{twisted.web} (the HTTP site, L{xmppgw.metricsweb}) only when
 C{[metrics] listen} is set, so that importing this module (the router does,
 for L{NullRecorder}) stays cheap: C{twisted.web} and what it pulls in
-(C{twisted.spread}, C{decimal}, ...) are about 2 MB of resident memory on
-CPython and 4 MB on PyPy that a gateway without metrics never needs.
+(C{twisted.spread}, C{decimal}, ...) are about 3 MB of resident memory on
+CPython and 5 MB on PyPy that a gateway without metrics never needs.
 """
 
 import functools
