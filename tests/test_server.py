@@ -29,13 +29,18 @@ ADDR = IPv4Address("TCP", "127.0.0.1", 40000)
 
 class TLSStringTransport(StringTransport):
     """
-    A L{StringTransport} that records C{startTLS} instead of doing it.
+    A L{StringTransport} that records C{startTLS} instead of doing it, and
+    C{setTcpNoDelay}.
     """
 
     tlsContext = None
+    noDelay = None
 
     def startTLS(self, context, normal=True):
         self.tlsContext = context
+
+    def setTcpNoDelay(self, enabled):
+        self.noDelay = enabled
 
 
 def writeCertificate(directory, domain=OURS):
@@ -172,6 +177,15 @@ class OutgoingTests(ServiceMixin, unittest.TestCase):
         self.assertIn(b"to='alice@xmpp.test'", written)
         self.assertIn(b"from='bob*sip.test@gw.test'", written)
         self.assertIn(b"<body>hi</body></message>", written)
+
+    def test_noDelay(self):
+        """
+        An outgoing stream turns Nagle's algorithm off when connected
+        (L{xmppgw.nodelay}).
+        """
+        self.deliver(message(frm=f"a@{OURS}", to=f"b@{PEER}"))
+        xs, transport = self.outgoingConnection()
+        self.assertIs(True, transport.noDelay)
 
     def test_hardened(self):
         """
@@ -380,6 +394,14 @@ class IncomingTests(ServiceMixin, unittest.TestCase):
     """
     Incoming streams: we are the receiving and the authoritative server.
     """
+
+    def test_noDelay(self):
+        """
+        An incoming stream turns Nagle's algorithm off when connected
+        (L{xmppgw.nodelay}).
+        """
+        xs, transport = self.incoming()
+        self.assertIs(True, transport.noDelay)
 
     def test_header(self):
         """

@@ -1242,6 +1242,38 @@ class StreamTests(TransportTestMixin, unittest.TestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
 
+class NoDelayTests(TransportTestMixin, unittest.TestCase):
+    """
+    Every SIP stream connection, inbound and outbound, turns Nagle's
+    algorithm off (L{xmppgw.nodelay}).
+    """
+
+    def test_inbound(self):
+        from tests.test_nodelay import NoDelayTransport
+        addr = IPv4Address("TCP", "198.51.100.7", 40000)
+        protocol = self.tcpFactory().buildProtocol(addr)
+        transport = NoDelayTransport(
+            hostAddress=IPv4Address("TCP", "192.0.2.10", 5060),
+            peerAddress=addr)
+        protocol.makeConnection(transport)
+        self.assertIs(True, transport.noDelay)
+
+    def test_outbound(self):
+        from tests.test_nodelay import NoDelayTransport
+        d = self.sip.send(
+            outgoingRequest("SIP/2.0/TCP 192.0.2.10:5060;branch=z9hG4bKo;rport"),
+            Target("tcp", "203.0.113.5", 5060))
+        host, port, factory, timeout, _ = self.reactor.tcpClients[-1]
+        addr = IPv4Address("TCP", host, port)
+        protocol = factory.buildProtocol(addr)
+        transport = NoDelayTransport(
+            hostAddress=IPv4Address("TCP", "192.0.2.10", 50123),
+            peerAddress=addr)
+        protocol.makeConnection(transport)
+        self.successResultOf(d)
+        self.assertIs(True, transport.noDelay)
+
+
 class OutboundStreamTests(TransportTestMixin, unittest.TestCase):
     """
     Outbound TCP/TLS connections.

@@ -55,6 +55,7 @@ from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from xmppgw.nodelay import noDelay
 from xmppgw.sip.message import (
     _SIMPLE_VIA_RE,
     _TOKEN_RE,
@@ -571,6 +572,9 @@ class SIPStreamProtocol(Protocol):
         return not self._closed and not (self.connected and self.transport.disconnecting)
 
     def connectionMade(self):
+        # A response or request goes out when written, not after the
+        # peer's delayed ACK of the previous one (xmppgw.nodelay).
+        noDelay(self.transport)
         peer = self.transport.getPeer()
         self.peerHost = _bare(getattr(peer, "host", "")) or self.peerHost
         self.peerPort = getattr(peer, "port", None) or self.peerPort

@@ -126,6 +126,7 @@ from twisted.words.xish.xmlstream import XmlStreamFactoryMixin
 from wokkel.subprotocols import StreamManager
 
 from xmppgw.fastxml import SimpleElement, speedUpElementStream, unlinkTree
+from xmppgw.nodelay import noDelay
 from xmppgw.safexml import hardenXmlStream
 
 try:
@@ -1050,12 +1051,7 @@ class ComponentLink(StreamManager, service.Service):
         # the kernel behind unacknowledged data, delaying the stanza, and
         # a gateway killed meanwhile with unread input resets the
         # connection and discards it.
-        setNoDelay = getattr(xs.transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            try:
-                setNoDelay(True)
-            except (OSError, AttributeError) as e:
-                _log.debug("Cannot set TCP_NODELAY: {why}", why=e)
+        noDelay(xs.transport)
         for handler in list(self):
             handler.makeConnection(xs)
 
