@@ -268,12 +268,13 @@ bench: peers venv pypy-venv
 	  --rates 1000,1000,2000,4000,6000 --duration 5 --keep-going \
 	  --json bench/results/endtoend-xmpp-cpython-nonagle.json
 	# The tuned deployment (docs/deployment.rst): Prosody with Lua 5.4's
-	# generational collector; on PyPy also a 4 MB nursery and a JIT warm-up.
+	# generational collector; on PyPy also a 4 MB nursery, 1 MB major
+	# collection steps, Prosody's Nagle off and a JIT warm-up.
 	$(VPY) -m bench.endtoend --directions udp --prosody-gc generational \
 	  --rates 1000,1000,1000,2000,4000,6000,8000 --duration 5 --keep-going \
 	  --json bench/results/endtoend-udp-cpython-prosodygen.json
-	PYPY_GC_NURSERY=4MB $(VPY) -m bench.endtoend \
+	PYPY_GC_NURSERY=4MB PYPY_GC_INCREMENT_STEP=1MB $(VPY) -m bench.endtoend \
 	  --twistd $(PYPY_VENV)/bin/twistd --directions udp \
-	  --prosody-gc generational --warmup 20 \
+	  --prosody-gc generational --prosody-nagle off --warmup 20 \
 	  --rates 2000,4000,6000,8000,10000,10000,10000,12000 --duration 5 \
 	  --keep-going --json bench/results/endtoend-udp-pypy-tuned.json
