@@ -8,15 +8,29 @@ from twisted.trial import unittest
 from xmppgw.localpeers import PrivateProsody
 
 
-class ProsodyGCTests(unittest.TestCase):
-    """
-    C{gcMode} sets Prosody's C{gc} option in the global section.
-    """
-
+class ConfigMixin:
     def lines(self, **kwargs):
+        """
+        The configuration lines of a L{PrivateProsody} made with C{kwargs}.
+        """
         prosody = PrivateProsody(self.mktemp(), c2sPort=15222,
                                  componentPort=15347, **kwargs)
         return prosody.configText().splitlines()
+
+    def assertGlobal(self, line, lines):
+        """
+        C{line} is in C{lines}, before the first VirtualHost (Prosody reads
+        its global options there only).
+        """
+        host = [i for i, each in enumerate(lines)
+                if each.startswith("VirtualHost")][0]
+        self.assertLess(lines.index(line), host)
+
+
+class ProsodyGCTests(ConfigMixin, unittest.TestCase):
+    """
+    C{gcMode} sets Prosody's C{gc} option in the global section.
+    """
 
     def test_default(self):
         """
@@ -31,11 +45,8 @@ class ProsodyGCTests(unittest.TestCase):
         before the first VirtualHost (Prosody reads C{gc} from the global
         section only).
         """
-        lines = self.lines(gcMode="generational")
-        gc = lines.index('gc = { mode = "generational" }')
-        host = [i for i, line in enumerate(lines)
-                if line.startswith("VirtualHost")][0]
-        self.assertLess(gc, host)
+        self.assertGlobal('gc = { mode = "generational" }',
+                          self.lines(gcMode="generational"))
 
     def test_incremental(self):
         """
@@ -54,16 +65,11 @@ class ProsodyGCTests(unittest.TestCase):
                           gcMode="stop-the-world")
 
 
-class ProsodyNagleTests(unittest.TestCase):
+class ProsodyNagleTests(ConfigMixin, unittest.TestCase):
     """
     C{nagle=False} turns Nagle's algorithm off in Prosody's global
     C{network_settings}.
     """
-
-    def lines(self, **kwargs):
-        prosody = PrivateProsody(self.mktemp(), c2sPort=15222,
-                                 componentPort=15347, **kwargs)
-        return prosody.configText().splitlines()
 
     def test_default(self):
         """
@@ -79,24 +85,19 @@ class ProsodyNagleTests(unittest.TestCase):
         the first VirtualHost (Prosody reads it from the global section
         only).
         """
-        lines = self.lines(nagle=False)
-        setting = lines.index("network_settings = { nagle = false }")
-        host = [i for i, line in enumerate(lines)
-                if line.startswith("VirtualHost")][0]
-        self.assertLess(setting, host)
+        self.assertGlobal("network_settings = { nagle = false }",
+                          self.lines(nagle=False))
 
 
-class ExtraComponentTests(unittest.TestCase):
+class ExtraComponentTests(ConfigMixin, unittest.TestCase):
     """
     C{extraComponents} declares more component domains with the same
     secret.
     """
 
     def test_extra(self):
-        prosody = PrivateProsody(self.mktemp(), c2sPort=15222,
-                                 componentPort=15347, componentSecret="s3",
-                                 extraComponents=["floor.xmpp.test"])
-        lines = prosody.configText().splitlines()
+        lines = self.lines(componentSecret="s3",
+                           extraComponents=["floor.xmpp.test"])
         self.assertEqual(
             ['Component "gw.xmpp.test"', '  component_secret = "s3"',
              'Component "floor.xmpp.test"', '  component_secret = "s3"'],

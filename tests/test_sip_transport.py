@@ -47,6 +47,8 @@ from xmppgw.sip.transport import (
 )
 from xmppgw.sip import transport as transportModule
 
+from tests.test_nodelay import NoDelayTransport
+
 
 class FakeUDPPort:
     """
@@ -175,13 +177,22 @@ class TransportTestMixin:
     def tcpFactory(self, index=-1):
         return self.reactor.tcpServers[index][1]
 
-    def connectInbound(self, peer=("198.51.100.7", 40000), local=("192.0.2.10", 5060), factory=None):
+    def connectInbound(self, peer=("198.51.100.7", 40000), local=("192.0.2.10", 5060), factory=None,
+                       transportClass=StringTransport):
         factory = factory or self.tcpFactory()
         addr = IPv4Address("TCP", *peer)
         protocol = factory.buildProtocol(addr)
-        transport = StringTransport(hostAddress=IPv4Address("TCP", *local), peerAddress=addr)
+        transport = transportClass(hostAddress=IPv4Address("TCP", *local), peerAddress=addr)
         protocol.makeConnection(transport)
         return protocol, transport
+
+    def connectOutbound(self, index=-1, local=("192.0.2.10", 50123), transportClass=StringTransport):
+        host, port, factory, timeout, _ = self.reactor.tcpClients[index]
+        addr = IPv4Address("TCP", host, port)
+        protocol = factory.buildProtocol(addr)
+        transport = transportClass(hostAddress=IPv4Address("TCP", *local), peerAddress=addr)
+        protocol.makeConnection(transport)
+        return protocol, transport, factory
 
 
 class ServiceTests(TransportTestMixin, unittest.TestCase):
@@ -1249,27 +1260,14 @@ class NoDelayTests(TransportTestMixin, unittest.TestCase):
     """
 
     def test_inbound(self):
-        from tests.test_nodelay import NoDelayTransport
-        addr = IPv4Address("TCP", "198.51.100.7", 40000)
-        protocol = self.tcpFactory().buildProtocol(addr)
-        transport = NoDelayTransport(
-            hostAddress=IPv4Address("TCP", "192.0.2.10", 5060),
-            peerAddress=addr)
-        protocol.makeConnection(transport)
+        _, transport = self.connectInbound(transportClass=NoDelayTransport)
         self.assertIs(True, transport.noDelay)
 
     def test_outbound(self):
-        from tests.test_nodelay import NoDelayTransport
         d = self.sip.send(
             outgoingRequest("SIP/2.0/TCP 192.0.2.10:5060;branch=z9hG4bKo;rport"),
             Target("tcp", "203.0.113.5", 5060))
-        host, port, factory, timeout, _ = self.reactor.tcpClients[-1]
-        addr = IPv4Address("TCP", host, port)
-        protocol = factory.buildProtocol(addr)
-        transport = NoDelayTransport(
-            hostAddress=IPv4Address("TCP", "192.0.2.10", 50123),
-            peerAddress=addr)
-        protocol.makeConnection(transport)
+        _, transport, _ = self.connectOutbound(transportClass=NoDelayTransport)
         self.successResultOf(d)
         self.assertIs(True, transport.noDelay)
 
@@ -1280,14 +1278,6 @@ class OutboundStreamTests(TransportTestMixin, unittest.TestCase):
     """
 
     target = Target("tcp", "203.0.113.5", 5060)
-
-    def connectOutbound(self, index=-1, local=("192.0.2.10", 50123)):
-        host, port, factory, timeout, _ = self.reactor.tcpClients[index]
-        addr = IPv4Address("TCP", host, port)
-        protocol = factory.buildProtocol(addr)
-        transport = StringTransport(hostAddress=IPv4Address("TCP", *local), peerAddress=addr)
-        protocol.makeConnection(transport)
-        return protocol, transport, factory
 
     def test_connectQueueAndSend(self):
         """
