@@ -8,7 +8,7 @@ from twisted.words.xish import domish
 
 from xmppgw.errors import NS_XML
 from xmppgw.fastxml import (
-    SimpleElement, addTextElement, escapeAttribute, escapeText,
+    SimpleElement, addTextElement, isHandled, escapeAttribute, escapeText,
     speedUpElementStream, unlinkTree)
 from xmppgw.safexml import hardenParser
 
@@ -385,3 +385,39 @@ class UnlinkTreeTests(unittest.TestCase):
         finally:
             if enabled:
                 gc.enable()
+
+
+class IsHandledTests(unittest.TestCase):
+    """
+    L{xmppgw.fastxml.isHandled} is C{stanza.handled}.
+    """
+
+    def cases(self):
+        plain = domish.Element((None, "message"))
+        plain.addElement("body", content="hi")
+        plain.addContent("text")
+        yield plain
+        flagged = domish.Element((None, "message"))
+        flagged.handled = True
+        yield flagged
+        unflagged = domish.Element((None, "message"))
+        unflagged.handled = False
+        yield unflagged
+        child = domish.Element((None, "message"))
+        child.addContent("x")
+        child.addElement(("urn:x", "handled"))
+        yield child
+        yield domish.Element((None, "message"))
+        simple = SimpleElement((None, "message"))
+        simple.addElement("handled")
+        yield simple
+        yield SimpleElement((None, "message"))
+
+    def test_same(self):
+        """
+        Flag set or not, a child element named C{handled} or not, a plain
+        L{domish.Element} or another class: the same object as
+        C{stanza.handled}.
+        """
+        for stanza in self.cases():
+            self.assertIs(stanza.handled, isHandled(stanza), stanza.toXml())

@@ -24,7 +24,7 @@ L{domish.ExpatElementStream} faster handlers for the common start tag
 from twisted.words.xish import domish
 
 __all__ = ["SimpleElement", "addTextElement", "escapeText", "escapeAttribute",
-           "speedUpElementStream", "unlinkTree"]
+           "isHandled", "speedUpElementStream", "unlinkTree"]
 
 
 def escapeText(text):
@@ -89,6 +89,26 @@ def addTextElement(parent, name, text):
 
 _Element = domish.Element
 _newElement = object.__new__
+_IElement = domish.IElement
+
+
+def isHandled(stanza):
+    """
+    C{stanza.handled}, for a plain L{domish.Element} without the failed
+    attribute lookup and the call of C{Element.__getattr__} that it costs
+    when nothing set the flag (the usual case; that call scans the
+    children): the flag if set, else what C{__getattr__} gives, the first
+    child element named C{handled} or L{None}.
+    """
+    if type(stanza) is not _Element:
+        return stanza.handled
+    fields = stanza.__dict__
+    if "handled" in fields:
+        return fields["handled"]
+    for child in stanza.children:
+        if _IElement.providedBy(child) and child.name == "handled":
+            return child
+    return None
 
 
 def unlinkTree(element):

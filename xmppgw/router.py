@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger, LogLevel
 from twisted.words.protocols.jabber.jid import InvalidFormat
-from twisted.words.xish import domish
-from twisted.words.xish.domish import IElement
 from wokkel.subprotocols import XMPPHandler
 
 from xmppgw import errors, messages
 from xmppgw.addressing import AddressError, jidHost, jidHostAndBare
+from xmppgw.fastxml import isHandled
 from xmppgw.logs import emitEvent
 from xmppgw.metrics import NullRecorder
 from xmppgw.randomid import randomHex
@@ -1036,28 +1035,6 @@ class MessageRouter:
         })
 
 
-_Element = domish.Element
-
-
-def _isHandled(stanza):
-    """
-    C{stanza.handled}, for a plain L{domish.Element} without the failed
-    attribute lookup and the call of C{Element.__getattr__} that it costs
-    when nothing set the flag (the usual case): the flag if set, else what
-    C{__getattr__} gives, the first child element named C{handled} or
-    L{None}.
-    """
-    if type(stanza) is not _Element:
-        return stanza.handled
-    fields = stanza.__dict__
-    if "handled" in fields:
-        return fields["handled"]
-    for child in stanza.children:
-        if IElement.providedBy(child) and child.name == "handled":
-            return child
-    return None
-
-
 class GatewayHandler(XMPPHandler):
     """
     The XMPP side of the router: passes link state and C{<message/>}
@@ -1083,7 +1060,7 @@ class GatewayHandler(XMPPHandler):
         self.router.xmppLinkDown()
 
     def _onMessage(self, stanza):
-        if _isHandled(stanza):
+        if isHandled(stanza):
             return
         stanza.handled = True
         try:
@@ -1096,7 +1073,7 @@ class GatewayHandler(XMPPHandler):
         Hand a C{<presence/>} to the presence gateway; without one, presence
         is ignored (not answered, as before).
         """
-        if _isHandled(stanza):
+        if isHandled(stanza):
             return
         stanza.handled = True
         presence = self.router.presence
