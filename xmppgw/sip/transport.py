@@ -55,7 +55,7 @@ from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xmppgw.nodelay import noDelay
+from xmppgw.sockio import listenUDP, tuneStream
 from xmppgw.sip.message import (
     _SIMPLE_VIA_RE,
     _TOKEN_RE,
@@ -573,8 +573,9 @@ class SIPStreamProtocol(Protocol):
 
     def connectionMade(self):
         # A response or request goes out when written, not after the
-        # peer's delayed ACK of the previous one (xmppgw.nodelay).
-        noDelay(self.transport)
+        # peer's delayed ACK of the previous one (xmppgw.nodelay); reads
+        # of a few KB (xmppgw.sockio).
+        tuneStream(self.transport)
         peer = self.transport.getPeer()
         self.peerHost = _bare(getattr(peer, "host", "")) or self.peerHost
         self.peerPort = getattr(peer, "port", None) or self.peerPort
@@ -827,9 +828,10 @@ class _UDPListener(Service):
             self._listen()
 
     def _listen(self):
-        self.listeningPort = self.sipTransport.reactor.listenUDP(
-            self.port, self.protocol, interface=self.host, maxPacketSize=65536
-        )
+        # Datagrams read into one buffer per port (xmppgw.sockio).
+        self.listeningPort = listenUDP(
+            self.sipTransport.reactor, self.port, self.protocol,
+            interface=self.host, maxPacketSize=65536)
         self.listeningPort.maxThroughput = UDP_READ_BYTES
         self.sipTransport._udp.append(self.protocol)
         self._setReceiveBuffer()

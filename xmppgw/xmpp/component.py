@@ -125,8 +125,9 @@ from twisted.words.xish import domish, utility, xpath
 from twisted.words.xish.xmlstream import XmlStreamFactoryMixin
 from wokkel.subprotocols import StreamManager
 
-from xmppgw.fastxml import SimpleElement, speedUpElementStream, unlinkTree
-from xmppgw.nodelay import noDelay
+from xmppgw.fastxml import (
+    SimpleElement, isHandled, speedUpElementStream, unlinkTree)
+from xmppgw.sockio import tuneStream
 from xmppgw.safexml import hardenXmlStream
 
 try:
@@ -1050,8 +1051,8 @@ class ComponentLink(StreamManager, service.Service):
         # Each stanza goes out at once: Nagle would hold a small write in
         # the kernel behind unacknowledged data, delaying the stanza, and
         # a gateway killed meanwhile with unread input resets the
-        # connection and discards it.
-        noDelay(xs.transport)
+        # connection and discards it. Reads of a few KB (xmppgw.sockio).
+        tuneStream(xs.transport)
         for handler in list(self):
             handler.makeConnection(xs)
 
@@ -1402,7 +1403,7 @@ class ComponentLink(StreamManager, service.Service):
             if (self._pings and element.name == "iq"
                     and element.getAttribute("id") in self._pings):
                 self._onConfirmation(element)
-                if element.handled:
+                if isHandled(element):
                     return
             xs = self.xmlstream
             if xs is not None:
@@ -1417,7 +1418,7 @@ class ComponentLink(StreamManager, service.Service):
         server): everything written before it, and before any earlier ping,
         has been taken by the server. Other iqs are left alone.
         """
-        if iq.handled:
+        if isHandled(iq):
             return
         pingID = iq.getAttribute("id")
         if pingID not in self._pings:

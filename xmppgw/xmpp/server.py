@@ -57,7 +57,7 @@ from zope.interface import implementer
 
 from xmppgw.addressing import jidHost
 from xmppgw.fastxml import unlinkTree
-from xmppgw.nodelay import noDelay
+from xmppgw.sockio import tuneStream
 from xmppgw.safexml import hardenXmlStream
 from xmppgw.xmpp.dialback import (
     NS_DIALBACK, NS_DIALBACK_FEATURES, generateKey, keysEqual)
@@ -527,7 +527,7 @@ class OutgoingAuthenticator(_StreamBase):
 
     def connectionMade(self):
         xs = self.xmlstream
-        noDelay(xs.transport)
+        tuneStream(xs.transport)
         xs.namespace = NS_SERVER
         xs.prefixes = {NS_STREAMS: "stream", NS_DIALBACK: "db"}
         xs.thisEntity = jid.internJID(self.s2s.domain)
@@ -1022,7 +1022,7 @@ class IncomingAuthenticator(_StreamBase):
         xs.initiating = False
 
     def connectionMade(self):
-        noDelay(self.xmlstream.transport)
+        tuneStream(self.xmlstream.transport)
         self.idle.touch()
         self.s2s._incomingConnected(self)
 
