@@ -1098,6 +1098,28 @@ class ConfirmedDeliveryTests(LinkTestMixin, unittest.TestCase):
         self.assertIsNone(self.successResultOf(d))
         self.assertEqual({"queued": 0, "unconfirmed": 0}, self.link.queueDepths())
 
+    def test_flushPushes(self):
+        """
+        At the end of the turn that wrote stanzas the link hands them to
+        the kernel (C{pushToKernel}), ping or not: a ping goes
+        with the first, and the next ones wait for its answer but are
+        pushed all the same.
+        """
+        pushed = []
+        self.patch(componentModule, "pushToKernel", pushed.append)
+        self.up()
+        self.link.deliver(self.message(1))
+        self.assertEqual([], pushed)
+        self.reactor.advance(0)
+        self.assertEqual([self.xs.transport], pushed)
+        first = self.pingIDs(self.written())
+        self.link.deliver(self.message(2))
+        self.reactor.advance(0)
+        self.assertEqual([self.xs.transport] * 2, pushed)
+        self.assertEqual([("message", "m2")], self.written())
+        self.answer(first[0])
+        self.assertEqual(1, len(self.pingIDs(self.written())))
+
     def test_pingFormat(self):
         """
         The ping is an XEP-0199 iq get from and to the component's domain.
