@@ -8,8 +8,8 @@ buffer of the full size for every read, the last one of each reactor turn
 (which finds nothing and raises C{EAGAIN}) included, and keep the part
 that was filled. On CPython that is one C{malloc} and C{realloc}; on PyPy
 it is the full size taken from the young generation of its garbage
-collector: 64 KB for a 500-byte MESSAGE, about two thirds of what the
-gateway allocated per message end to end over UDP, so a minor collection
+collector: 64 KB for a 500-byte MESSAGE, more than half of what the
+gateway allocated per message end to end over UDP, and a minor collection
 every few dozen MESSAGEs (docs/performance.rst, round 10).
 
   - L{listenUDP} listens with L{ReceiveIntoPort}, a Twisted UDP port that
