@@ -13,11 +13,12 @@ from twisted.trial import unittest
 from xmppgw.sip.message import Headers, Request, StreamFramer, makeResponse, parseMessage, serialize
 from xmppgw.sip.transaction import Target, TransactionLayer
 from xmppgw.sip.transport import SIPTransport
+from xmppgw.sockio import STREAM_READ_SIZE, ReceiveIntoPort
 
 TIMEOUT = 5
 
 
-def rawRequest(transport, port, branch):
+def rawRequest(transport, port, branch, body=b"hello"):
     return (
         "MESSAGE sip:bob@gw.example.com SIP/2.0\r\n"
         "Via: SIP/2.0/%s 127.0.0.1:%d;rport;branch=%s\r\n"
@@ -27,10 +28,9 @@ def rawRequest(transport, port, branch):
         "Call-ID: %s@example.org\r\n"
         "CSeq: 1 MESSAGE\r\n"
         "Content-Type: text/plain\r\n"
-        "Content-Length: 5\r\n"
-        "\r\n"
-        "hello" % (transport, port, branch, branch)
-    ).encode("ascii")
+        "Content-Length: %d\r\n"
+        "\r\n" % (transport, port, branch, branch, len(body))
+    ).encode("ascii") + body
 
 
 class UDPPeer(DatagramProtocol):
@@ -144,6 +144,45 @@ class LoopbackTests(unittest.TestCase):
         self.assertEqual(again, data)
         self.assertEqual(len(self.requests), 1)
         self.assertEqual(self.requests[0].body, b"hello")
+
+    @inlineCallbacks
+    def test_udpReceiveBuffer(self):
+        """
+        The UDP listener reads into one buffer of its own
+        (L{ReceiveIntoPort}): datagrams sent back to back, a large one among
+        them, each reach the transaction layer whole, with its own bytes.
+        """
+        listener = [l for l in self.sip._listeners if l.proto == "udp"][0]
+        self.assertIs(ReceiveIntoPort, type(listener.listeningPort))
+        peer = UDPPeer()
+        port = reactor.listenUDP(0, peer, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        bodies = [b"first", b"x" * 30000, b"third"]
+        for n, body in enumerate(bodies):
+            port.write(rawRequest("UDP", 5999, "z9hG4bKbuf%d" % (n,), body),
+                       ("127.0.0.1", self.ports["udp"]))
+        for _ in bodies:
+            data, _ = yield peer.nextDatagram()
+            self.assertEqual(202, parseMessage(data).code)
+        self.assertEqual(bodies, [r.body for r in self.requests])
+
+    @inlineCallbacks
+    def test_tcpLargeMessage(self):
+        """
+        The gateway reads a TCP connection at most L{STREAM_READ_SIZE} bytes
+        at a time; a MESSAGE several times that size arrives whole.
+        """
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.ports["tcp"], timeout=TIMEOUT)
+        peer = yield connectProtocol(endpoint, StreamPeer())
+        body = bytes(range(256)) * 160
+        peer.transport.write(rawRequest("TCP", 5999, "z9hG4bKbig", body))
+        raw = yield peer.nextMessage()
+        self.assertEqual(202, parseMessage(raw).code)
+        self.assertEqual([body], [r.body for r in self.requests])
+        self.assertEqual([STREAM_READ_SIZE],
+                         [p.transport.bufferSize for p in self.sip._streams])
+        peer.transport.loseConnection()
+        yield peer.lost
 
     @inlineCallbacks
     def test_tcpRoundTrip(self):
