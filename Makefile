@@ -278,3 +278,12 @@ bench: peers venv pypy-venv
 	  --prosody-gc generational --prosody-nagle off --warmup 20 \
 	  --rates 2000,4000,6000,8000,10000,10000,10000,12000 --duration 5 \
 	  --keep-going --json bench/results/endtoend-udp-pypy-tuned.json
+	# The same with PyPy's major collections started later (the optional
+	# PYPY_GC_MAJOR_COLLECT=3 of docs/deployment.rst: a shorter tail for
+	# more memory).
+	PYPY_GC_MAJOR_COLLECT=3 PYPY_GC_NURSERY=4MB PYPY_GC_INCREMENT_STEP=1MB \
+	  $(VPY) -m bench.endtoend \
+	  --twistd $(PYPY_VENV)/bin/twistd --directions udp \
+	  --prosody-gc generational --prosody-nagle off --warmup 20 \
+	  --rates 2000,4000,6000,8000,10000,10000,10000,12000 --duration 5 \
+	  --keep-going --json bench/results/endtoend-udp-pypy-tuned-major3.json

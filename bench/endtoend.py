@@ -352,11 +352,12 @@ def main(argv=None):
         "hold_limit": args.hold_limit or None,
         "prosody_gc": args.prosody_gc or "default",
         "prosody_nagle": args.prosody_nagle,
-        # Inherited by the gateway's twistd (PyPy's nursery size and major
-        # collection step; see docs/deployment.rst): recorded, since they
-        # change PyPy's figures.
+        # Inherited by the gateway's twistd (PyPy's nursery size, major
+        # collection step and threshold; see docs/deployment.rst):
+        # recorded, since they change PyPy's figures.
         "pypy_gc_nursery": os.environ.get("PYPY_GC_NURSERY"),
         "pypy_gc_increment_step": os.environ.get("PYPY_GC_INCREMENT_STEP"),
+        "pypy_gc_major_collect": os.environ.get("PYPY_GC_MAJOR_COLLECT"),
         "steps": [],
     }
     try:
