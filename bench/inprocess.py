@@ -31,7 +31,10 @@ entries, miss on every message, so that case is the "cold" one):
     means, and the p50/p99 of single-message times;
   - memory per message from L{tracemalloc}: bytes still allocated per
     message after a batch (what the live transactions hold until Timer J/K)
-    and the peak; plus the count of live blocks per message.
+    and the peak; plus the count of live blocks per message;
+  - on PyPy (no C{tracemalloc}) instead the bytes allocated per message
+    during the timed runs, from the collector's minor collections
+    (L{YoungAllocations}: C{young_bytes_per_msg}, C{minor_collections}).
 
 Usage::
 
@@ -411,12 +414,78 @@ def measureTime(direction, distinct, args, metrics=False):
     for _ in range(args.warmup):
         run(args.count, distinct)
     means, cpus, singles = [], [], []
-    for _ in range(args.runs):
-        wall, cpu = run(args.count, distinct, singles)
-        means.append(wall)
-        cpus.append(cpu)
+    young = YoungAllocations()
+    with young:
+        for _ in range(args.runs):
+            wall, cpu = run(args.count, distinct, singles)
+            means.append(wall)
+            cpus.append(cpu)
     checkRecorded(gateway, direction, runner.i)
-    return _summary(gateway, means, cpus, singles)
+    summary = _summary(gateway, means, cpus, singles)
+    summary.update(young.perMessage(args.runs * args.count))
+    return summary
+
+
+def _nurserySize():
+    """
+    PyPy's nursery in bytes (C{PYPY_GC_NURSERY}, or what PyPy chose), or
+    L{None} if this PyPy does not tell.
+    """
+    try:
+        return int(gc.get_stats()._s.nursery_size)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+class YoungAllocations:
+    """
+    On PyPy (which has no C{tracemalloc}), what the code run inside
+    C{with} allocated, from the minor collections of PyPy's collector
+    (C{gc.hooks}): each one empties a full nursery, so collections times
+    the nursery size, per message, is what one message allocated (to
+    within one nursery over the whole run). Elsewhere it measures nothing.
+
+    @param hooks: PyPy's C{gc.hooks} (for tests: a fake); L{None} where
+        there is none.
+    @param nurserySize: the nursery in bytes (default: L{_nurserySize}).
+    """
+
+    def __init__(self, hooks=getattr(gc, "hooks", None), nurserySize=None):
+        self.hooks = hooks
+        self.nurserySize = (nurserySize if nurserySize is not None
+                            else _nurserySize() if hooks is not None
+                            else None)
+        self.collections = 0
+        self._previous = None
+
+    def _onMinor(self, stats):
+        self.collections += stats.count
+
+    def __enter__(self):
+        if self.hooks is not None:
+            self._previous = self.hooks.on_gc_minor
+            self.hooks.on_gc_minor = self._onMinor
+        return self
+
+    def __exit__(self, *exc):
+        if self.hooks is not None:
+            self.hooks.on_gc_minor = self._previous
+        return False
+
+    def perMessage(self, messages):
+        """
+        The fields for the results: C{minor_collections} and
+        C{young_bytes_per_msg} over C{messages} messages; nothing without
+        C{gc.hooks}.
+        """
+        if self.hooks is None:
+            return {}
+        result = {"minor_collections": self.collections,
+                  "young_bytes_per_msg": None}
+        if self.nurserySize:
+            result["young_bytes_per_msg"] = round(
+                self.collections * self.nurserySize / messages)
+        return result
 
 
 def _summary(gateway, means, cpus, singles):
@@ -614,11 +683,14 @@ def main(argv=None):
                                               metrics=metrics))
                 results["cases"].append(case)
                 cases.append(case)
+                young = case.get("young_bytes_per_msg")
                 print("%-10s distinct=%-6d metrics %-3s %7.2f us/msg "
-                      "(p10 %.2f, p90 %.2f) cpu %.2f us"
+                      "(p10 %.2f, p90 %.2f) cpu %.2f us%s"
                       % (direction, distinct, "on" if metrics else "off",
                          case["median_us"], case["p10_us"], case["p90_us"],
-                         case["cpu_median_us"]),
+                         case["cpu_median_us"],
+                         "" if young is None
+                         else ", allocates %.1f KB" % (young / 1024.0,)),
                       file=sys.stderr)
             if args.metrics == "both":
                 off, on = cases

@@ -3,9 +3,13 @@ Tests for L{bench.inprocess}: the benchmark's gateway is wired as twistd
 wires it (no timing is asserted here; speed is measured by make bench).
 """
 
+import gc
+from types import SimpleNamespace
+
 from twisted.trial.unittest import TestCase
 
-from bench.inprocess import GATEWAY_DOMAIN, PEER, Gateway, Runner
+from bench.inprocess import (
+    GATEWAY_DOMAIN, PEER, Gateway, Runner, YoungAllocations)
 from xmppgw.policy import Policy
 
 
@@ -66,3 +70,70 @@ class PolicyTests(TestCase):
         ).encode()
         g.sipProtocol.datagramReceived(request, PEER)
         self.assertTrue(g.udp.last.startswith(b"SIP/2.0 403 "), g.udp.last)
+
+
+class FakeHooks:
+    """
+    PyPy's C{gc.hooks}, as far as L{YoungAllocations} uses it.
+    """
+
+    def __init__(self):
+        self.on_gc_minor = "previous hook"
+
+
+class YoungAllocationsTests(TestCase):
+    """
+    L{YoungAllocations}: bytes allocated per message on PyPy, from its
+    minor collections.
+    """
+
+    def test_counts(self):
+        """
+        Inside C{with} every minor collection reported is counted; the
+        bytes per message are collections times the nursery over the
+        messages; the previous hook is back afterwards.
+        """
+        hooks = FakeHooks()
+        young = YoungAllocations(hooks, nurserySize=4096)
+        with young:
+            self.assertNotEqual("previous hook", hooks.on_gc_minor)
+            hooks.on_gc_minor(SimpleNamespace(count=3))
+            hooks.on_gc_minor(SimpleNamespace(count=2))
+        self.assertEqual("previous hook", hooks.on_gc_minor)
+        self.assertEqual({"minor_collections": 5, "young_bytes_per_msg": 2048},
+                         young.perMessage(10))
+
+    def test_unknownNursery(self):
+        """
+        Without the nursery size, only the collections are reported.
+        """
+        young = YoungAllocations(FakeHooks(), nurserySize=0)
+        with young:
+            pass
+        self.assertEqual({"minor_collections": 0, "young_bytes_per_msg": None},
+                         young.perMessage(10))
+
+    def test_noHooks(self):
+        """
+        Without C{gc.hooks} (CPython) nothing is measured or reported.
+        """
+        young = YoungAllocations(None)
+        with young:
+            pass
+        self.assertEqual({}, young.perMessage(10))
+
+    def test_thisInterpreter(self):
+        """
+        With this interpreter's own C{gc}: on PyPy, allocating several
+        nurseries' worth counts collections; on CPython (no C{gc.hooks})
+        nothing is reported.
+        """
+        young = YoungAllocations()
+        with young:
+            for _ in range(200):
+                bytearray((young.nurserySize or 65536) // 16)
+        if hasattr(gc, "hooks"):
+            self.assertGreater(young.collections, 0)
+            self.assertGreater(young.perMessage(1)["young_bytes_per_msg"], 0)
+        else:
+            self.assertEqual({}, young.perMessage(1))
