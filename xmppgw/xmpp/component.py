@@ -1360,18 +1360,17 @@ class ComponentLink(StreamManager, service.Service):
         self._flushCall = None
         if not self._batch or not self.isAuthenticated:
             return
-        try:
-            for ping in self._pings.values():
-                if ping.entries:
-                    return
+        for ping in self._pings.values():
+            if ping.entries:
+                break
+        else:
             batch, self._batch = self._batch, []
             self._sendPing(batch)
-        finally:
-            # The end of the turn that wrote them: the stanzas (and the
-            # ping) go to the kernel now instead of on the reactor's next
-            # turn, which saves that turn (an epoll_wait and a doWrite per
-            # MESSAGE at low rates) and the wait for it.
-            pushToKernel(self.xmlstream.transport)
+        # The end of the turn that wrote them: the stanzas (and the ping)
+        # go to the kernel now instead of on the reactor's next turn, which
+        # saves that turn (an epoll_wait and a doWrite per MESSAGE at low
+        # rates) and the wait for it.
+        pushToKernel(self.xmlstream.transport)
 
     def _sendPing(self, entries):
         """
