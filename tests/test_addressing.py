@@ -1472,3 +1472,67 @@ class MemoTests(unittest.TestCase):
         finally:
             if enabled:
                 gc.enable()
+
+
+def _localpartOutcome(function, user):
+    """
+    What C{function(user)} returns, or L{AddressError} if it raises that.
+    """
+    try:
+        return function(user)
+    except AddressError:
+        return AddressError
+
+
+class PlainUserTests(unittest.TestCase):
+    """
+    A decoded SIP user of case-insensitive printable ASCII that needs no
+    escaping maps to its lower-cased self without the stringprep path
+    (C{_localpartFromUser}); both give the same localpart or error.
+    """
+
+    def assertSameAsGeneral(self, user):
+        from xmppgw import addressing
+
+        def general(user):
+            # _userToLocalpart without its plain-user path.
+            if not user:
+                raise AddressError("empty")
+            if addressing._octets(user) > addressing._MAX_USER_OCTETS:
+                raise AddressError("too long")
+            return addressing._localpartFromUser.__wrapped__(user)
+
+        self.assertEqual(
+            _localpartOutcome(addressing._userToLocalpart, user),
+            _localpartOutcome(general, user), repr(user))
+
+    def test_plainDirect(self):
+        """
+        A plain user is read without the stringprep path.
+        """
+        from xmppgw import addressing
+
+        self.patch(addressing, "_localpartFromUser", lambda user: 1 / 0)
+        self.assertEqual(addressing._userToLocalpart("Alice.Smith+1"),
+                         "alice.smith+1")
+
+    def test_sameAsGeneral(self):
+        """
+        For a list of users, plain and not, the result (or the error) is
+        the general rule's.
+        """
+        for user in ["alice", "Alice", "ALICE_1-2.3!~*'()&=+$,;?/", "a b",
+                     "a@b", "a:b", "a/b", "a\\b", "a\\20b", "a%b", "\u00e9",
+                     "\u212b", "a\x00", "a\x7f", "[x]", "{|}^`", "x" * 1023,
+                     "x" * 1024, "X" * 1023, "\\20a", "a'b", 'a"b', "a<b>",
+                     "a&b", "#$%", "  ", ""]:
+            self.assertSameAsGeneral(user)
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(st.text(alphabet="aZ9 !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~\x00\x7f"
+                   "\u00e9\u212b\u00df", max_size=12))
+    def test_sameAsGeneralAnyText(self, user):
+        """
+        For any user, the result (or the error) is the general rule's.
+        """
+        self.assertSameAsGeneral(user)

@@ -548,6 +548,91 @@ class NameAddrFastPathTests(unittest.TestCase):
         self.assertLessEqual(uriModule._nameAddrHead.cache_info().currsize, 1024)
 
 
+_URI_CASES = [
+    "sip:alice@example.com", "sip:user*xmpp.test@gw.test",
+    "SIP:Alice@Example.COM:5070;Transport=TCP;lr", "sips:a@b", "SiPs:a@b",
+    "sip:a@1.2.3.4:5060", "sip:a@b:0", "sip:a@b:00000", "sip:a@b:65535",
+    "sip:a@b:65536", "sip:a@b:99999", "sip:a@b:123456", "sip:a@b:",
+    "sip:a@b:5060:5061", "sip:a@b:x", "sip:a@b;x=", "sip:a@b;=x",
+    "sip:a@b;x=y=z", "sip:a@b;;x", "sip:a@b;x;", "sip:a@b;x;y=1;Z=Q",
+    "sip:a@b;a=%41", "sip:a@b;a/b=c:d", "sip:a@b;x=[::1]", "sip:a@b;x=[",
+    "sip:a@b;maddr=1.2.3.4;ttl=1", "sip:a@b;\u00e9=1", "sip:a;b@c",
+    "sip:a?b@c", "sip:a/b@c", "sip:a%41@b", "sip:a%4@b", "sip:a:p@b",
+    "sip:a:@b", "sip:a@b?h=1", "sip:a@b;x?h=1", "sip:a@[::1]",
+    "sip:a@[::1]:5", "sip:a@-b", "sip:a@b-", "sip:a@b.", "sip:a@b..c",
+    "sip:a@_b", "sip:@b", "sip:a@", "sip:a@b@c", "sip:a@b c", "sip:a@b\x00",
+    "sip:\u00e9@b", "sip:a@\u00e9", "im:a@b", "pres:a@b;x=1", "tel:+1",
+    "sipx:a@b", "sip:b", "sip:b;lr", "sip:", "sip", "", "sip:a@b>",
+    "sip:a&=+$,!~*'()-_.@b", "sip:a@b;x=!~*'()-_.[]/:&+$",
+]
+
+
+class URIFastPathTests(unittest.TestCase):
+    """
+    L{parseURI} reads the usual SIP URI (user, host, port, token
+    parameters) with one match instead of its general rule; both read it
+    alike.
+    """
+
+    def test_usualShapeDirect(self):
+        """
+        The usual shape is read without the general rule.
+        """
+        parseURI.cache_clear()
+        self.patch(uriModule, "_parseURI", lambda text: 1 / 0)
+        self.assertEqual(
+            parseURI("SIP:Alice@Example.COM:5070;Transport=TCP;lr;x=Y"),
+            URI("sip", user="Alice", host="example.com", port=5070,
+                params=(("transport", "TCP"), ("lr", None), ("x", "Y"))))
+        self.assertEqual(parseURI("sips:bob@b"),
+                         URI("sips", user="bob", host="b"))
+
+    def test_canonicalTextKept(self):
+        """
+        A URI read in the usual shape that is already written as
+        C{str(uri)} writes it keeps the text it was read from (no second
+        formatting); one in another form gets the canonical text.
+        """
+        parseURI.cache_clear()
+        text = "sip:alice@example.com:5070;transport=tcp"
+        self.assertIs(str(parseURI(text)), text)
+        self.assertEqual(str(parseURI("SIP:alice@Example.com:05070;Lr")),
+                         "sip:alice@example.com:5070;lr")
+
+    def assertSameAsGeneral(self, text):
+        parseURI.cache_clear()
+        fast = _outcome(parseURI, text)
+        general = _outcome(uriModule._parseURI, text)
+        self.assertEqual(fast, general, text)
+        if fast is not URIError:
+            # The same text too (the fast path may keep the one it read).
+            self.assertEqual(str(fast), str(general), text)
+
+    def test_sameAsGeneral(self):
+        """
+        For a list of shapes, usual and not, the result (or the error) is
+        the general rule's.
+        """
+        usual = 0
+        for text in _URI_CASES:
+            self.assertSameAsGeneral(text)
+            if uriModule._USUAL_SIP_URI_RE.fullmatch(text):
+                usual += 1
+        # Both kinds are in the list.
+        self.assertGreater(usual, 10)
+        self.assertLess(usual, len(_URI_CASES) - 10)
+
+    @settings(max_examples=500, derandomize=True, deadline=None)
+    @given(st.sampled_from(["sip:", "sips:", "SIP:", "im:", "tel:", ""]),
+           st.text(alphabet="ab9Z@:;=-._!~*'()&+$,%/?[] \t\"<>\u00e9",
+                   max_size=30))
+    def test_sameAsGeneralAnyText(self, scheme, rest):
+        """
+        For any text, the result (or the error) is the general rule's.
+        """
+        self.assertSameAsGeneral(scheme + rest)
+
+
 class PathologicalInputTests(unittest.TestCase):
     """
     Inputs that made a regular expression backtrack without bound (found

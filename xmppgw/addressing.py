@@ -366,9 +366,19 @@ def _localpartFromUser(user):
     return local
 
 
+# Decoded SIP users that map to a localpart by case-folding alone: the
+# characters of _CHECKED_LOCALPART and upper-case ASCII letters, at most
+# MAX_PART_OCTETS of them. For these the nodeprep mapping is lower(), NFKC,
+# XEP-0106 escaping (no space, " & ' / : < > @ or backslash) change nothing
+# and the lower-cased text passes _checkLocalpart.
+_PLAIN_USER = re.compile(r"[!#-%%(-.0-9;=?A-\[\]-~]{1,%d}" % (MAX_PART_OCTETS,))
+
+
 def _userToLocalpart(user):
     if not user:
         raise AddressError("the SIP URI has an empty user part")
+    if _PLAIN_USER.fullmatch(user) is not None:
+        return user.lower()
     if len(user) > _MAX_USER_OCTETS or _octets(user) > _MAX_USER_OCTETS:
         raise AddressError(
             "user part is far longer than a JID localpart (%d octets)"

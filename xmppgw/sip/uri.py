@@ -94,6 +94,20 @@ _SIMPLE_HEADER_PARAMS_RE = re.compile(
 #: Schemes whose text is split into user, password, host, port, params.
 _STRUCTURED = frozenset(["sip", "sips", "im", "pres"])
 
+_USUAL_PARAMCHARS = r"A-Za-z0-9\-_.!~*'()\[\]/:&+$"
+#: The usual SIP URI, C{sip:user@host[:port][;name[=value]]...}, with no
+#: percent-escape, password, C{; ? /} in the user part, URI headers, IPv6
+#: reference or empty parameter value: L{parseURI} reads it with this one
+#: match (groups: scheme, user, host, port, parameters) where the general
+#: rule checks each part with its own expression. Every group is a run of
+#: one character class that cannot hold the delimiter after it, so the
+#: match is linear; whatever does not match goes to the general rule,
+#: which reads a matching text the same way (L{tests.test_sip_uri}).
+_USUAL_SIP_URI_RE = re.compile(
+    r"([Ss][Ii][Pp][Ss]?):([A-Za-z0-9\-_.!~*'()&=+$,]+)@"
+    r"([A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_.])?)(?::([0-9]{1,5}))?"
+    r"((?:;[%s]+(?:=[%s]+)?)*)" % (_USUAL_PARAMCHARS, _USUAL_PARAMCHARS))
+
 Params = Tuple[Tuple[str, Optional[str]], ...]
 
 
@@ -422,6 +436,32 @@ def parseURI(text: str) -> URI:
     @return: a L{URI}.
     @raise URIError: with a human-readable reason.
     """
+    if type(text) is str:
+        match = _USUAL_SIP_URI_RE.fullmatch(text)
+        if match is not None:
+            scheme, user, host, portText, params = match.groups()
+            port = None if portText is None else int(portText)
+            if port is None or port <= 65535:
+                lowerScheme = scheme.lower()
+                lowerHost = host.lower()
+                uri = _fastNew(
+                    URI, scheme=lowerScheme, user=user, password=None,
+                    host=lowerHost, port=port,
+                    params=_splitSimpleParams(params) if params else (),
+                    headers=None, opaque=None)
+                if (scheme == lowerScheme and host == lowerHost
+                        and (portText is None or str(port) == portText)
+                        and params == params.lower()):
+                    # Already in the form __str__ writes: keep the text.
+                    uri.__dict__["_text"] = text
+                return uri
+    return _parseURI(text)
+
+
+def _parseURI(text: str) -> URI:
+    """
+    The general rule of L{parseURI}, uncached.
+    """
     if not isinstance(text, str):
         raise URIError("URI must be text, not %s" % (type(text).__name__,))
     scheme, colon, rest = text.partition(":")
@@ -479,7 +519,7 @@ def _parseStructured(scheme: str, rest: str, text: str) -> URI:
         params = ()
     host, port = _parseHost(rest, text)
     return _fastNew(URI, scheme=scheme, user=user, password=password,
-                    host=host, port=port, params=params, headers=headers,
+                    host=host.lower(), port=port, params=params, headers=headers,
                     opaque=None)
 
 
@@ -577,7 +617,9 @@ def parseNameAddr(text: str) -> NameAddr:
         gt = text.find(">")
         if gt != -1:
             tail = text[gt + 1:]
-            if tail and _SIMPLE_HEADER_PARAMS_RE.fullmatch(tail) is not None:
+            if not tail:
+                return _nameAddrHead(text)
+            if _SIMPLE_HEADER_PARAMS_RE.fullmatch(tail) is not None:
                 head = _nameAddrHead(text[:gt + 1])
                 return _fastNew(NameAddr, display=None, uri=head.uri,
                                 params=_splitSimpleParams(tail))
@@ -631,6 +673,12 @@ def _parseNameAddr(text: str) -> NameAddr:
     return _fastNew(NameAddr, display=display, uri=uri, params=params)
 
 
-#: C{<uri>} name-addrs without parameters, parsed by the general rule
-#: (the fast path of L{parseNameAddr}).
-_nameAddrHead = lru_cache(maxsize=1024)(_parseNameAddr)
+@lru_cache(maxsize=1024)
+def _nameAddrHead(head: str) -> NameAddr:
+    """
+    A name-addr that is C{<uri>} alone (the fast path of L{parseNameAddr}:
+    C{head} starts with C{<} and its only C{>} ends it), as the general rule
+    reads it: no display name, no parameters, the URI between the brackets.
+    """
+    return _fastNew(NameAddr, display=None, uri=parseURI(head[1:-1]),
+                    params=())
