@@ -1536,3 +1536,76 @@ class PlainUserTests(unittest.TestCase):
         For any user, the result (or the error) is the general rule's.
         """
         self.assertSameAsGeneral(user)
+
+
+def _jidOutcome(function, jid):
+    """
+    What C{function(jid)} returns, or L{AddressError} if it raises that.
+    """
+    try:
+        return function(jid)
+    except AddressError:
+        return AddressError
+
+
+class PlainJIDTests(unittest.TestCase):
+    """
+    A JID whose parts stringprep leaves unchanged is split with one match;
+    the result (or the error) is the general rule's.
+    """
+
+    def assertSameAsGeneral(self, jid):
+        from xmppgw import addressing
+
+        self.assertEqual(_jidOutcome(addressing._splitJID, jid),
+                         _jidOutcome(addressing._splitJIDGeneral, jid),
+                         repr(jid))
+
+    def test_plainDirect(self):
+        """
+        A plain JID is split without the general rule.
+        """
+        from xmppgw import addressing
+
+        self.patch(addressing, "_splitJIDGeneral", lambda jid: 1 / 0)
+        self.assertEqual(addressing._splitJID("bob*sip.example@gw.example/a b@/c"),
+                         ("bob*sip.example", "gw.example", "a b@/c"))
+        self.assertEqual(addressing._splitJID("gw.example"),
+                         (None, "gw.example", None))
+
+    def test_sameAsGeneral(self):
+        """
+        For a list of JIDs, plain and not, the result (or the error) is the
+        general rule's.
+        """
+        usual = 0
+        jids = [
+            "a@b", "a@b/c", "b", "b/c", "a@b.c.d/r r", "A@b", "a@B", "a@b.",
+            "a@-b", "a@b-", "a@b..c", "a@xn--mnchen-3ya.example",
+            "a@1.2.3.4", "a@[::1]", "@b", "a@", "a@b/", "/r", "a/b@c",
+            "a\\20b@c", "a\\5cb@c", "a b@c", "a:b@c", "\u00e9@b",
+            "a@\u00e9.example", "a@b/\u00e9", "a@b/\x00", "a@b/\x7f",
+            "x" * 1023 + "@b", "x" * 1024 + "@b", "a@b/" + "r" * 1023,
+            "a@b/" + "r" * 1024, "a@" + "b" * 64, "a@" + "b." * 130 + "c",
+            "a@b@c", "a@b/c/d", "a@b/c@d", "", "bob*sip.example@gw.example",
+        ]
+        for jid in jids:
+            self.assertSameAsGeneral(jid)
+            if _isPlainJID(jid):
+                usual += 1
+        self.assertGreater(usual, 10)
+        self.assertLess(usual, len(jids) - 10)
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(st.text(alphabet="aZ9.-@/ \\*%:\u00e9\x00", max_size=16))
+    def test_sameAsGeneralAnyText(self, jid):
+        """
+        For any text, the result (or the error) is the general rule's.
+        """
+        self.assertSameAsGeneral(jid)
+
+
+def _isPlainJID(jid):
+    from xmppgw import addressing
+
+    return addressing._PLAIN_JID_PARTS.fullmatch(jid) is not None
