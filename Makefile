@@ -234,6 +234,10 @@ bench: peers venv pypy-venv
 	$(VPY) -m bench.scale --json bench/results/scale.json
 	$(VPY) -m bench.gcpause
 	$(VPY) -m bench.instructions --json bench/results/instructions.json
+	# The same with 10,000 distinct addresses: the cold path (the bounded
+	# parse and mapping memos miss on every message).
+	$(VPY) -m bench.instructions --distinct 10000 \
+	  --json bench/results/instructions-cold.json
 	$(VPY) -m bench.s2s --json bench/results/s2s.json
 	$(VPY) -m bench.endtoend --json bench/results/endtoend.json $(BENCH_ARGS)
 	$(VPY) -m bench.soak --json bench/results/soak.json $(SOAK_ARGS)

@@ -76,9 +76,10 @@ def endtoend(r):
 
 
 def instructions(r):
-    return table(["direction", "instructions per message"],
-                 [[_direction(c["direction"]), c["instructions_per_message"]]
-                  for c in r["cases"]])
+    distinct = r.get("distinct", 1)
+    return table(["direction", "distinct", "instructions per message"],
+                 [[_direction(c["direction"]), distinct,
+                   c["instructions_per_message"]] for c in r["cases"]])
 
 
 def scale(r):

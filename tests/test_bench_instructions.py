@@ -55,3 +55,23 @@ class ChildTests(TestCase):
                  direction, "0", "1"],
                 cwd=ROOT, capture_output=True, text=True, timeout=120)
             self.assertEqual(0, process.returncode, process.stderr[-2000:])
+
+
+class ReportTests(TestCase):
+    def test_distinctShown(self):
+        """
+        C{bench.report}'s table names the number of distinct addresses of
+        the run (1 for results written before the field existed).
+        """
+        from bench import report
+
+        result = {"cases": [
+            {"direction": "sipToXMPP", "instructions_per_message": 676017},
+            {"direction": "xmppToSIP", "instructions_per_message": 499931}]}
+        old = report.instructions(result)
+        result["distinct"] = 10000
+        cold = report.instructions(result)
+        self.assertIn("distinct", cold)
+        self.assertRegex(cold, r"SIP->XMPP +10000 +676017")
+        self.assertRegex(cold, r"XMPP->SIP +10000 +499931")
+        self.assertRegex(old, r"SIP->XMPP +1 +676017")
