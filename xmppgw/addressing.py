@@ -482,17 +482,6 @@ def _sipHost(text):
     return _canonDomain(text)[1]
 
 
-# A JID whose localpart and resourcepart stringprep leaves unchanged: a
-# localpart of _CHECKED_LOCALPART's characters, a lower-case ASCII host
-# name, a resourcepart of printable ASCII, each at most MAX_PART_OCTETS
-# long. Groups: localpart, domainpart, resourcepart. The domain still goes
-# through _jidDomain, which checks its labels.
-_PLAIN_JID_PARTS = re.compile(
-    r"(?:([!#-%%(-.0-9;=?\[\]-~]{1,%d})@)?"
-    r"([a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*)"
-    r"(?:/([ -~]{1,%d}))?" % (MAX_PART_OCTETS, MAX_PART_OCTETS))
-
-
 def _splitJID(jid):
     """
     Split and canonicalise a JID.
@@ -500,18 +489,6 @@ def _splitJID(jid):
     @param jid: the JID as text (or an object with C{full()}, such as
         L{twisted.words.protocols.jabber.jid.JID}).
     @return: C{(localpart or None, domain (U-labels), resource or None)}.
-    """
-    if type(jid) is str:
-        match = _PLAIN_JID_PARTS.fullmatch(jid)
-        if match is not None:
-            local, domain, resource = match.groups()
-            return local, _jidDomain(domain), resource
-    return _splitJIDGeneral(jid)
-
-
-def _splitJIDGeneral(jid):
-    """
-    L{_splitJID} by the general rule.
     """
     if not isinstance(jid, str):
         full = getattr(jid, "full", None)
