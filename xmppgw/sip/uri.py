@@ -519,7 +519,7 @@ def _parseStructured(scheme: str, rest: str, text: str) -> URI:
         params = ()
     host, port = _parseHost(rest, text)
     return _fastNew(URI, scheme=scheme, user=user, password=password,
-                    host=host.lower(), port=port, params=params, headers=headers,
+                    host=host, port=port, params=params, headers=headers,
                     opaque=None)
 
 
