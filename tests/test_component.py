@@ -1341,6 +1341,77 @@ class ConfirmedDeliveryTests(LinkTestMixin, unittest.TestCase):
         self.answer(pingID)
         self.assertEqual({"queued": 0, "unconfirmed": 0}, self.link.queueDepths())
 
+    def test_notifyConfirmed(self):
+        """
+        With C{notify} (the router's way) there is no Deferred: C{notify}
+        gets L{None} once, when the ping comes back; C{deliver} returns a
+        handle whose late C{cancel()} changes nothing.
+        """
+        self.up()
+        results = []
+        handle = self.link.deliver(self.message(), results.append)
+        self.assertNotIsInstance(handle, defer.Deferred)
+        self.reactor.advance(0)
+        (pingID,) = self.pingIDs(self.written())
+        self.assertEqual([], results)
+        self.answer(pingID)
+        self.assertEqual([None], results)
+        handle.cancel()
+        self.assertEqual([None], results)
+        self.assertEqual(0, self.link.confirmStats["cancelled"])
+
+    def test_notifyCancelQueued(self):
+        """
+        C{cancel()} on the handle of a queued stanza withdraws it, as
+        cancelling the Deferred does, and C{notify} gets a
+        L{defer.CancelledError}, once.
+        """
+        self.link.startService()
+        results = []
+        handle = self.link.deliver(self.message(1), results.append)
+        kept = []
+        self.link.deliver(self.message(2), kept.append)
+        handle.cancel()
+        handle.cancel()
+        [failure] = results
+        failure.trap(defer.CancelledError)
+        self.authenticate()
+        self.reactor.advance(0)
+        data = self.transport.value()
+        self.assertNotIn(b"m1", data)
+        self.assertIn(b"id='m2'", data)
+        self.assertEqual([], kept)
+        self.assertEqual(1, self.link.confirmStats["cancelled"])
+
+    def test_notifyRefused(self):
+        """
+        A delivery refused at once calls C{notify} with the L{Failure}
+        before C{deliver} returns L{None}: a bad stanza, a full queue, a
+        stopped link.
+        """
+        self.link = self.makeLink(keepAliveInterval=0, queueLimit=1)
+        self.link.startService()
+        results = []
+        self.assertIsNone(self.link.deliver("<message/>", results.append))
+        self.assertIsNotNone(self.link.deliver(self.message(1), results.append))
+        self.assertIsNone(self.link.deliver(self.message(2), results.append))
+        self.link.stopService()
+        self.assertIsNone(self.link.deliver(self.message(3), results.append))
+        self.assertEqual(
+            [TypeError, LinkQueueFull, LinkStopped, LinkStopped],
+            [type(f.value) for f in results])
+
+    def test_notifyWriteOnly(self):
+        """
+        With confirmDelivery "none", C{notify} gets L{None} as the stanza is
+        written, and C{deliver} returns L{None}.
+        """
+        self.link = self.makeLink(keepAliveInterval=0, confirmDelivery="none")
+        self.up()
+        results = []
+        self.assertIsNone(self.link.deliver(self.message(), results.append))
+        self.assertEqual([None], results)
+
     def test_queueBounded(self):
         """
         Beyond queueLimit, deliver fails at once with LinkQueueFull (503).
@@ -1436,6 +1507,72 @@ class ConfirmedDeliveryTests(LinkTestMixin, unittest.TestCase):
         self.reactor.advance(0.1)
         self.failureResultOf(d2, ConfirmTimeout)
         self.assertTrue(self.link.unconfirmed)
+
+    def test_onePingTimerForAll(self):
+        """
+        Pings answered one at a time share one timer (not one each,
+        cancelled by the answer); once all are answered it fires once,
+        finds nothing due and is not set again; an unanswered ping still
+        times out confirmTimeout after it was written.
+        """
+        self.up()
+        timers = []
+        for n in range(10):
+            d = self.link.deliver(self.message(n))
+            self.reactor.advance(0)
+            (pingID,) = self.pingIDs(self.written())
+            if not any(self.link._pingTimer is t for t in timers):
+                timers.append(self.link._pingTimer)
+            self.answer(pingID)
+            self.successResultOf(d)
+            self.reactor.advance(1)
+        self.assertEqual(2, len(timers))
+        self.reactor.advance(5)
+        self.assertIsNone(self.link._pingTimer)
+        d = self.link.deliver(self.message(10))
+        self.reactor.advance(0)
+        written = self.reactor.seconds()
+        self.written()
+        self.assertEqual(written + 5, self.link._pingTimer.getTime())
+        self.reactor.advance(4.9)
+        self.assertNoResult(d)
+        self.reactor.advance(0.1)
+        self.failureResultOf(d, ConfirmTimeout)
+
+    def test_shortenedConfirmTimeout(self):
+        """
+        When confirmTimeout is shortened while the timer left by an answered
+        ping is pending, a new ping still times out the new confirmTimeout
+        after it was written.
+        """
+        self.up()
+        d1 = self.link.deliver(self.message(1))
+        self.reactor.advance(0)
+        (first,) = self.pingIDs(self.written())
+        self.answer(first)
+        self.successResultOf(d1)
+        self.link.confirmTimeout = 1.0
+        self.reactor.advance(1)
+        d2 = self.link.deliver(self.message(2))
+        self.reactor.advance(0)
+        self.written()
+        self.reactor.advance(0.9)
+        self.assertNoResult(d2)
+        self.reactor.advance(0.1)
+        self.failureResultOf(d2, ConfirmTimeout)
+
+    def test_lossCancelsPingTimer(self):
+        """
+        The connection lost, the pings' timer is cancelled.
+        """
+        self.up()
+        self.link.deliver(self.message(1)).addErrback(lambda f: None)
+        self.reactor.advance(0)
+        timer = self.link._pingTimer
+        self.assertTrue(timer.active())
+        self.loseConnection(ConnectionLost())
+        self.assertFalse(timer.active())
+        self.assertIsNone(self.link._pingTimer)
 
     def test_resumeAfterLateAnswer(self):
         """

@@ -29,10 +29,15 @@ class FakeTransactionLayer:
         self.requestHandler = None
         self.sent = []
 
-    def sendRequest(self, request, target):
+    def sendRequest(self, request, target, notify=None):
+        # The test fires d; with notify (the router's way) the result goes
+        # on to it, as the real layer would call it.
         d = defer.Deferred()
         self.sent.append((request, target, d))
-        return d
+        if notify is None:
+            return d
+        d.addBoth(notify)
+        return None
 
 
 class FakeServerTransaction:
@@ -536,9 +541,13 @@ class DeliveringLink(FakeLink):
         self.delivered = []
         self.cancelled = []
 
-    def deliver(self, stanza):
+    def deliver(self, stanza, notify=None):
+        # The test fires d; with notify (the router's way) the outcome goes
+        # on to it, as the real links pass it.
         d = defer.Deferred(lambda d: self.cancelled.append(stanza))
         self.delivered.append(d)
+        if notify is not None:
+            d.addBoth(notify)
         return d
 
 
@@ -645,18 +654,64 @@ class DeliveryExpiryTests(unittest.TestCase):
     def test_answeredOutOfOrder(self):
         """
         MESSAGEs confirmed out of arrival order are answered once each; the
-        timer goes away only when the last is answered, and a late timer
-        refuses nothing.
+        timer is left when the last is answered (not cancelled and set
+        again per MESSAGE), fires once, refuses nothing and is not set
+        again.
         """
         txns = [self.receive(n) for n in range(3)]
         self.link.delivered[2].callback(None)
         self.link.delivered[1].callback(None)
         self.assertEqual(1, len(self.clock.getDelayedCalls()))
         self.link.delivered[0].callback(None)
-        self.assertEqual([], self.clock.getDelayedCalls())
+        self.assertEqual(1, len(self.clock.getDelayedCalls()))
         self.clock.advance(10)
         self.assertEqual([[202]] * 3, [self.codes(t) for t in txns])
         self.assertEqual([], self.link.cancelled)
+        self.assertEqual([], self.clock.getDelayedCalls())
+        self.assertIsNone(self.router._deliveryTimer)
+
+    def test_leftTimerOneAtATime(self):
+        """
+        At one MESSAGE at a time, answered before the next, one timer
+        serves them all (it is not cancelled and set again for each), and
+        each MESSAGE is still refused holdTimeout after its arrival when
+        unanswered.
+        """
+        timers = []
+        for n in range(20):
+            txn = self.receive(n)
+            for timer in self.clock.getDelayedCalls():
+                if not any(timer is seen for seen in timers):
+                    timers.append(timer)
+            self.link.delivered[n].callback(None)
+            self.assertEqual([202], self.codes(txn))
+            self.clock.advance(1)
+        self.assertEqual(3, len(timers))
+        late = self.receive(20)
+        arrival = self.clock.seconds()
+        [timer] = self.clock.getDelayedCalls()
+        self.assertLessEqual(timer.getTime(), arrival + 8.3)
+        self.clock.advance(arrival + 8.3 - self.clock.seconds())
+        self.assertEqual([503], self.codes(late))
+
+    def test_leftTimerTooLate(self):
+        """
+        When holdTimeout was shortened (a reload) while a timer left by
+        answered MESSAGEs is pending, the next MESSAGE still gets its 503
+        holdTimeout after its arrival.
+        """
+        first = self.receive(1)
+        self.link.delivered[0].callback(None)
+        self.assertEqual([202], self.codes(first))
+        self.router.settings = RouterSettings(
+            xmppDomain=GW, holdTimeout=2.0, holdLimit=10, logMessages=False)
+        self.clock.advance(1)
+        second = self.receive(2)
+        [timer] = self.clock.getDelayedCalls()
+        self.assertEqual(3.0, timer.getTime())
+        self.clock.advance(2)
+        self.assertEqual([503], self.codes(second))
+        self.assertEqual([], self.clock.getDelayedCalls())
 
     def test_oldestAnsweredFirst(self):
         """

@@ -29,11 +29,15 @@ class FakeS2S:
         self.sent = []
         self.immediate = False
 
-    def deliver(self, stanza):
+    def deliver(self, stanza, notify=None):
         if self.immediate:
-            return defer.succeed(None)
-        d = defer.Deferred(lambda d: self.cancelled.append(stanza))
-        self.delivered.append((stanza, d))
+            d = defer.succeed(None)
+        else:
+            d = defer.Deferred(lambda d: self.cancelled.append(stanza))
+            self.delivered.append((stanza, d))
+        if notify is not None:
+            # The router's way: the outcome goes on to notify.
+            d.addBoth(notify)
         return d
 
     def send(self, stanza):
@@ -79,14 +83,25 @@ class ServerModeRouterTests(unittest.TestCase):
         self.s2s.immediate = True
         txn = self.receive()
         self.assertEqual([r.code for r in txn.responses], [202])
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertNothingWaits()
 
     def assertFailureCode(self, error, code):
         txn = self.receive()
         self.s2s.delivered[-1][1].errback(error)
         self.assertEqual([r.code for r in txn.responses], [code])
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertNothingWaits()
+        self.assertEqual([r.code for r in txn.responses], [code])
         return txn.responses[0]
+
+    def assertNothingWaits(self):
+        """
+        No delivery waits: the delivery timer may be left (see
+        C{MessageRouter._finishDelivery}), but it fires without effect and
+        is not set again.
+        """
+        self.assertEqual(set(), self.router._delivering)
+        self.clock.advance(8.0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_notFound(self):
         """

@@ -7,6 +7,7 @@ from twisted.internet.defer import CancelledError, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from xmppgw.sip import transaction as transactionModule
@@ -844,6 +845,96 @@ class ClientTransactionTests(TimerAssertions, unittest.TestCase):
         """
         self.assertRaises(ValueError, TransactionLayer, self.clock, self.transport, t1=0)
         self.assertRaises(ValueError, TransactionLayer, self.clock, self.transport, t1=5, t2=4)
+
+
+class NotifyTests(TimerAssertions, unittest.TestCase):
+    """
+    L{TransactionLayer.sendRequest} with C{notify} (the router's way): no
+    Deferred, and C{notify} gets, once, what the Deferred would have fired
+    with.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.transport = FakeTransport(self.clock)
+        self.layer = TransactionLayer(self.clock, self.transport)
+        self.udp = Target("udp", "203.0.113.5")
+        self.tcp = Target("tcp", "203.0.113.5")
+        self.results = []
+
+    def send(self, target):
+        returned = self.layer.sendRequest(makeOutgoing(), target, self.results.append)
+        self.assertIsNone(returned)
+
+    def sentRequest(self):
+        return self.transport.sent[-1][0]
+
+    def test_response(self):
+        """
+        The final response is passed once; provisional ones and
+        retransmissions of the final one are not; the transaction keeps
+        neither a Deferred nor the callable.
+        """
+        self.send(self.udp)
+        [txn] = self.layer._clients.values()
+        self.assertIsNone(txn.deferred)
+        self.layer.receive(responseTo(self.sentRequest(), 100), UDP_SOURCE)
+        self.assertEqual(self.results, [])
+        self.layer.receive(responseTo(self.sentRequest(), 202), UDP_SOURCE)
+        self.layer.receive(responseTo(self.sentRequest(), 202), UDP_SOURCE)
+        self.assertEqual([r.code for r in self.results], [202])
+        self.assertIsNone(txn._notify)
+        self.clock.advance(5)
+        self.assertEqual(self.layer._clients, {})
+        self.assertNoTimersLeft(self.layer, self.clock)
+
+    def test_timeout(self):
+        """
+        Timer F passes a L{Failure} of L{TransactionTimeout}, once.
+        """
+        self.send(self.udp)
+        self.clock.pump([0.25] * 200)
+        [failure] = self.results
+        self.assertIsInstance(failure, Failure)
+        failure.trap(TransactionTimeout)
+        self.assertEqual(self.layer._clients, {})
+        self.assertNoTimersLeft(self.layer, self.clock)
+
+    def test_transportFailure(self):
+        """
+        A failed send passes a L{Failure} of L{TransportFailure}, before
+        C{sendRequest} returns for a send that fails at once.
+        """
+        self.transport.failWith = OSError("network unreachable")
+        self.send(self.tcp)
+        [failure] = self.results
+        self.assertIsInstance(failure, Failure)
+        failure.trap(TransportFailure)
+        self.assertIn("unreachable", str(failure.value))
+        self.assertEqual(self.layer._clients, {})
+
+    def test_limit(self):
+        """
+        Beyond C{maxTransactions} C{notify} gets the L{TransportFailure}
+        at once and nothing is sent.
+        """
+        self.layer.maxTransactions = 1
+        self.send(self.udp)
+        self.send(self.udp)
+        [failure] = self.results
+        failure.trap(TransportFailure)
+        self.assertEqual(len(self.transport.sent), 1)
+
+    def test_stop(self):
+        """
+        L{TransactionLayer.stop} passes a L{TransportFailure} to a pending
+        transaction's C{notify}.
+        """
+        self.send(self.udp)
+        self.layer.stop()
+        [failure] = self.results
+        failure.trap(TransportFailure)
+        self.assertEqual(self.layer._clients, {})
 
 
 class CleanupTests(unittest.TestCase):

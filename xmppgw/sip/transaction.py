@@ -636,18 +636,25 @@ class ClientTransaction:
         C{"terminated"}.
     @ivar deferred: fires with the final L{Response}, or fails with
         L{TransactionTimeout} or L{TransportFailure} (what
-        L{TransactionLayer.sendRequest} returns); L{None} once it has fired
-        with the final response.
+        L{TransactionLayer.sendRequest} returns); L{None} once it has fired,
+        and for a transaction started with C{notify}.
     """
 
-    def __init__(self, layer, request, target, branch):
+    def __init__(self, layer, request, target, branch, notify=None):
         self._layer = layer
         self.request = request
         self.target = target
         self.branch = branch
         self.method = request.method
         self.state = "trying"
-        self.deferred = Deferred(self._cancel)
+        if notify is None:
+            self.deferred = Deferred(self._cancel)
+            # Deferred.callback with a Failure runs the errbacks.
+            notify = self.deferred.callback
+        else:
+            self.deferred = None
+        #: Called once with the final response or a Failure (L{_finish}).
+        self._notify = notify
         self._interval = layer.t1
         # One timer at a time: the next Timer E (UDP retransmission) while
         # it comes before Timer F, then Timer F, which fires at _deadline.
@@ -717,7 +724,7 @@ class ClientTransaction:
         if self.state not in ("trying", "proceeding"):
             return
         self._terminate()
-        self.deferred.errback(
+        self._finish(Failure(
             TransactionTimeout(
                 "no final response to %s from %s:%s:%s within %ss"
                 % (
@@ -728,7 +735,7 @@ class ClientTransaction:
                     64 * self._layer.t1,
                 )
             )
-        )
+        ))
 
     def _transportFailed(self, failure):
         if self.state not in ("trying", "proceeding"):
@@ -739,7 +746,7 @@ class ClientTransaction:
             error = failure.value
         else:
             error = TransportFailure(failure.getErrorMessage())
-        self.deferred.errback(Failure(error))
+        self._finish(Failure(error))
         return None
 
     def _receiveResponse(self, response):
@@ -760,9 +767,21 @@ class ClientTransaction:
         # (Timer K, 5 s): it lets go of what it no longer needs, so that
         # the many completed transactions hold little for the garbage
         # collector to walk.
-        d, self.deferred = self.deferred, None
         self.request = None
-        d.callback(response)
+        self._finish(response)
+
+    def _finish(self, result):
+        """
+        Hand the outcome to the transaction user, once: the final
+        L{Response}, or a L{Failure} (L{TransactionTimeout},
+        L{TransportFailure}).
+        """
+        notify = self._notify
+        if notify is None:
+            return
+        self._notify = None
+        self.deferred = None
+        notify(result)
 
     def _expired(self):
         if self.state == "completed":
@@ -987,16 +1006,23 @@ class TransactionLayer:
 
     # -- client transactions
 
-    def sendRequest(self, request, target):
+    def sendRequest(self, request, target, notify=None):
         """
         Start a client transaction: add the top Via (a fresh C{z9hG4bK}
         branch and C{rport}) and send C{request} to C{target}.
 
         @type request: L{Request} (not modified; a copy with the Via is sent)
         @type target: L{Target}
+        @param notify: L{None}, or a callable called once, as
+            C{notify(result)}, with what the Deferred would have fired
+            with: the final L{Response}, or a L{Failure} of
+            L{TransactionTimeout} or L{TransportFailure} (possibly before
+            C{sendRequest} returns). With it there is no Deferred (the
+            router's path saves its cost per message) and no cancelling.
         @return: a Deferred firing with the final L{Response} (1xx are not
             passed on), or failing with L{TransactionTimeout} (Timer F) or
             L{TransportFailure}. Cancelling it ends the transaction.
+            L{None} when C{notify} is given.
         """
         if not isinstance(request, Request):
             raise TypeError("sendRequest() needs a Request, not %r" % (request,))
@@ -1005,9 +1031,11 @@ class TransactionLayer:
         if request.method in ("INVITE", "ACK"):
             raise ValueError("this transaction layer does not do %s" % (request.method,))
         if len(self._clients) - len(self._timerK) >= self.maxTransactions:
-            return _failed(
-                Failure(TransportFailure("too many SIP client transactions (%d)" % (len(self._clients),)))
-            )
+            failure = Failure(TransportFailure("too many SIP client transactions (%d)" % (len(self._clients),)))
+            if notify is not None:
+                notify(failure)
+                return None
+            return _failed(failure)
         branch = self._newBranch()
         while branch in self._clients:
             branch = self._newBranch()
@@ -1022,7 +1050,7 @@ class TransactionLayer:
             _keepVias(via, (_fastReplace(template, params=(("branch", branch), ("rport", None))),))
         headers = _headersOf([("Via", via)] + request.headers._items)
         outgoing = _newRequest(request.method, request.uri, headers, _checkBody(request.body))
-        txn = ClientTransaction(self, outgoing, target, branch)
+        txn = ClientTransaction(self, outgoing, target, branch, notify)
         self._clients[branch] = txn
         d = txn.deferred
         txn._start()

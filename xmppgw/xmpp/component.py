@@ -121,6 +121,7 @@ from twisted.logger import Logger
 from twisted.words.protocols.jabber import component, error, jid
 from twisted.words.protocols.jabber import xmlstream
 from twisted.python import log as legacyLog
+from twisted.python.failure import Failure
 from twisted.words.xish import domish, utility, xpath
 from twisted.words.xish.xmlstream import XmlStreamFactoryMixin
 from wokkel.subprotocols import StreamManager
@@ -238,30 +239,72 @@ class LinkLost(DeliveryError):
 class _Entry:
     """
     A stanza given to L{ComponentLink.deliver}.
+
+    @ivar notify: called once with the outcome (L{None}, or a L{Failure}):
+        the Deferred's C{callback}, or the caller's C{notify}; L{None} once
+        called (L{_settle}).
     """
 
-    __slots__ = ("stanza", "deferred", "written", "end", "deadline")
+    __slots__ = ("stanza", "link", "notify", "written", "end", "deadline")
 
-    def __init__(self, stanza):
+    def __init__(self, stanza, link, notify):
         self.stanza = stanza
-        self.deferred = None
+        self.link = link
+        self.notify = notify
         self.written = False
         # "tcp" mode: the link's byte count after the stanza, and when its
         # confirmation times out.
         self.end = 0
         self.deadline = None
 
+    def cancel(self):
+        """
+        What cancelling the Deferred of L{ComponentLink.deliver} does, for
+        a delivery made with C{notify}: a queued stanza is withdrawn (a
+        written one cannot be), and C{notify} gets a L{CancelledError
+        <defer.CancelledError>} unless it already had the outcome.
+        """
+        if self.notify is None:
+            return
+        self.link._cancelEntry(self)
+        _settle(self, Failure(defer.CancelledError()))
+
+
+def _refuse(notify, exception):
+    """
+    The outcome of a delivery refused at once: a failed Deferred, or
+    C{notify} called with the L{Failure} (and L{None} returned).
+    """
+    if notify is None:
+        return defer.fail(exception)
+    notify(Failure(exception))
+    return None
+
+
+def _settle(entry, result):
+    """
+    Pass the outcome of C{entry} (L{None}, or a L{Failure}) on, once.
+    """
+    notify = entry.notify
+    if notify is not None:
+        entry.notify = None
+        notify(result)
+
 
 class _Ping:
     """
     A confirmation ping in flight and the stanzas written before it.
+
+    @ivar due: the clock time at which it times out
+        (L{ComponentLink._pingsDue}), or L{None} once it no longer can
+        (timed out, or outlived by another that timed out).
     """
 
-    __slots__ = ("entries", "timer")
+    __slots__ = ("entries", "due")
 
-    def __init__(self, entries, timer):
+    def __init__(self, entries, due):
         self.entries = entries
-        self.timer = timer
+        self.due = due
 
 
 def confirmMode(value):
@@ -845,6 +888,8 @@ class ComponentLink(StreamManager, service.Service):
         self._queue = deque()
         self._batch = []
         self._pings = OrderedDict()
+        # The one timer of the pings' timeouts (_pingsDue).
+        self._pingTimer = None
         self._inFlight = 0
         self._flushCall = None
         # "tcp" mode.
@@ -903,42 +948,56 @@ class ComponentLink(StreamManager, service.Service):
             )
         self.xmlstream.send(obj)
 
-    def deliver(self, stanza):
+    def deliver(self, stanza, notify=None):
         """
         Write a stanza and confirm it with a round trip through the server
         (module docstring, "Confirmed delivery").
 
         @param stanza: the stanza; its C{from} must be set by the caller.
         @type stanza: L{domish.Element}
+        @param notify: L{None}, or a callable called once, as
+            C{notify(result)}, with what the Deferred would have fired
+            with (L{None}, or a L{Failure}; possibly before C{deliver}
+            returns). With it there is no Deferred (the router's path
+            saves its cost per message).
         @return: a L{defer.Deferred} firing with L{None} once the server has
             taken the stanza, or failing with a L{DeliveryError}
             (L{LinkQueueFull}, L{LinkStopped}: never written;
             L{ConfirmTimeout}, L{LinkLost}: written, outcome unknown), or
             with L{TypeError}/L{ValueError} for a bad stanza. Cancelling it
             while the stanza is queued withdraws the stanza; once written,
-            cancelling only stops the Deferred.
+            cancelling only stops the Deferred. With C{notify}: an object
+            whose C{cancel()} does the same, or L{None} when C{notify} has
+            already had the outcome.
         """
         if not domish.IElement.providedBy(stanza):
-            return defer.fail(TypeError(
+            return _refuse(notify, TypeError(
                 "ComponentLink.deliver takes an element, not %r" % (type(stanza),)))
         if not stanza.getAttribute("from"):
-            return defer.fail(ValueError(
+            return _refuse(notify, ValueError(
                 "a stanza sent on a component link must have a 'from' (XEP-0114)"))
         if self._stopping:
             self.confirmStats["refused"] += 1
-            return defer.fail(LinkStopped("XMPP component link stopped"))
-        entry = _Entry(stanza)
-        entry.deferred = defer.Deferred(lambda d: self._cancelEntry(entry))
+            return _refuse(notify, LinkStopped("XMPP component link stopped"))
+        if notify is None:
+            entry = _Entry(stanza, self, None)
+            handle = defer.Deferred(lambda d: self._cancelled(entry))
+            # Deferred.callback with a Failure runs the errbacks.
+            entry.notify = handle.callback
+        else:
+            entry = handle = _Entry(stanza, self, notify)
         if not self._queue and self._canWrite():
             self._write(entry)
-            return entry.deferred
+            if notify is not None and entry.notify is None:
+                return None  # already settled ("none" mode)
+            return handle
         if len(self._queue) >= self.queueLimit:
             self.confirmStats["refused"] += 1
-            return defer.fail(LinkQueueFull(
+            return _refuse(notify, LinkQueueFull(
                 "%d stanzas already wait for the XMPP component link" % (
                     len(self._queue),)))
         self._queue.append(entry)
-        return entry.deferred
+        return handle
 
     def queueDepths(self):
         """
@@ -1319,7 +1378,7 @@ class ComponentLink(StreamManager, service.Service):
         if self.confirmDelivery == "none":
             # Write-only mode: the stanza is on the link; nothing to wait for.
             self.confirmStats["written"] += 1
-            entry.deferred.callback(None)
+            _settle(entry, None)
             return
         if self.confirmDelivery in ("tcp", "kernel"):
             entry.end = self._bytesOut
@@ -1388,17 +1447,64 @@ class ComponentLink(StreamManager, service.Service):
                 escaped, escaped, NS_PING)
             self._pingTail = (self.domain, tail)
         iq = "<iq type='get' id='" + pingID + tail
-        timer = self._reactor.callLater(
-            self.confirmTimeout, self._confirmTimedOut, pingID)
-        self._pings[pingID] = _Ping(entries, timer)
+        timeout = self.confirmTimeout
+        due = self._reactor.seconds() + timeout
+        self._pings[pingID] = _Ping(entries, due)
+        timer = self._pingTimer
+        if timer is None:
+            self._pingTimer = self._reactor.callLater(timeout, self._pingsDue)
+        elif timer.getTime() > due:
+            # Only if confirmTimeout was shortened meanwhile: a ping never
+            # times out later than confirmTimeout after it was written.
+            timer.cancel()
+            self._pingTimer = self._reactor.callLater(timeout, self._pingsDue)
         self.confirmStats["pings"] += 1
         self.xmlstream.send(iq)
         while len(self._pings) > MAX_PROBES and not next(
                 iter(self._pings.values())).entries:
             # Only probes of an unconfirmed link (no entries) are forgotten.
-            _, old = self._pings.popitem(last=False)
-            if old.timer is not None and old.timer.active():
-                old.timer.cancel()
+            self._pings.popitem(last=False)
+
+    def _pingsDue(self):
+        """
+        The pings' timer fired: time out each ping whose C{due} has come
+        (L{_confirmTimedOut}), in the order they were written, and set the
+        timer for the next C{due}, if any.
+
+        One timer serves every ping, instead of one each that its answer
+        cancels a few milliseconds later (at low rates, one per relayed
+        MESSAGE: about 2.6 % of its instructions). Answered pings leave
+        the timer set: it fires once more, finds nothing due, and is not
+        set again. The pings' C{due} times grow in the order they were
+        written (one C{confirmTimeout} for all; L{_sendPing} sets the
+        timer again for a ping that a shortened timeout makes due first).
+        """
+        # Set while the timeouts run (they write probes, whose _sendPing
+        # must not start a second timer); cleared by _linkGone if a
+        # timeout drops the link.
+        fired = self._pingTimer
+        now = self._reactor.seconds()
+        # Bounded: each call makes one ping no longer due; a probe written
+        # meanwhile is due a whole confirmTimeout later.
+        for _ in range(len(self._pings) + 1):
+            pingID = nextDue = None
+            for candidate, ping in self._pings.items():
+                if ping.due is not None:
+                    pingID, nextDue = candidate, ping.due
+                    break
+            # Float sums may put the due time of a ping whose timer fired
+            # a hair after "now".
+            if pingID is None or nextDue > now + 1e-6:
+                break
+            self._confirmTimedOut(pingID)
+        if self._pingTimer is not fired:
+            return
+        self._pingTimer = None
+        for ping in self._pings.values():
+            if ping.due is not None:
+                self._pingTimer = self._reactor.callLater(
+                    max(0.0, ping.due - now), self._pingsDue)
+                break
 
     def _elementReceived(self, element):
         """
@@ -1435,15 +1541,13 @@ class ComponentLink(StreamManager, service.Service):
             return
         iq.handled = True
         while self._pings:
+            # The pings' timer stays (_pingsDue).
             currentID, ping = self._pings.popitem(last=False)
-            if ping.timer is not None and ping.timer.active():
-                ping.timer.cancel()
             entries, ping.entries = ping.entries, []
             self._inFlight -= len(entries)
             self.confirmStats["confirmed"] += len(entries)
             for entry in entries:
-                if not entry.deferred.called:
-                    entry.deferred.callback(None)
+                _settle(entry, None)
             if currentID == pingID:
                 break
         if self.unconfirmed:
@@ -1465,15 +1569,13 @@ class ComponentLink(StreamManager, service.Service):
         ping = self._pings.get(pingID)
         if ping is None:
             return
-        ping.timer = None
+        ping.due = None
         if not self.unconfirmed:
             self.unconfirmed = True
             failed = list(self._batch)
             self._batch = []
             for other in self._pings.values():
-                if other.timer is not None and other.timer.active():
-                    other.timer.cancel()
-                other.timer = None
+                other.due = None
                 failed.extend(other.entries)
                 other.entries = []
             self._inFlight = 0
@@ -1506,8 +1608,7 @@ class ComponentLink(StreamManager, service.Service):
             entry = entries.popleft()
             self._inFlight -= 1
             self.confirmStats["confirmed"] += 1
-            if not entry.deferred.called:
-                entry.deferred.callback(None)
+            _settle(entry, None)
         if entries:
             self._scheduleTCPPoll(self.tcpPollInterval)
 
@@ -1554,8 +1655,7 @@ class ComponentLink(StreamManager, service.Service):
             entry = entries.popleft()
             self._inFlight -= 1
             confirmed += 1
-            if not entry.deferred.called:
-                entry.deferred.callback(None)
+            _settle(entry, None)
         self.confirmStats["confirmed"] += confirmed
         if self.unconfirmed:
             if acked >= self._tcpResumeAt:
@@ -1617,9 +1717,11 @@ class ComponentLink(StreamManager, service.Service):
         lost = list(self._batch) + list(self._tcpEntries)
         self._batch = []
         self._tcpEntries.clear()
+        if self._pingTimer is not None:
+            if self._pingTimer.active():
+                self._pingTimer.cancel()
+            self._pingTimer = None
         for ping in self._pings.values():
-            if ping.timer is not None and ping.timer.active():
-                ping.timer.cancel()
             lost.extend(ping.entries)
         self._pings.clear()
         self._inFlight = 0
@@ -1631,10 +1733,18 @@ class ComponentLink(StreamManager, service.Service):
                 "XMPP component link lost before the server confirmed the "
                 "stanza: %s" % (why,)))
 
+    def _cancelled(self, entry):
+        """
+        The Deferred of a delivery was cancelled (it then fails with
+        L{defer.CancelledError}): nothing more is passed to it.
+        """
+        entry.notify = None
+        self._cancelEntry(entry)
+
     def _cancelEntry(self, entry):
         """
-        The Deferred of a delivery was cancelled: a queued stanza is
-        withdrawn; a written one cannot be.
+        A delivery was cancelled: a queued stanza is withdrawn; a written
+        one cannot be.
         """
         if entry.written:
             return
@@ -1645,8 +1755,7 @@ class ComponentLink(StreamManager, service.Service):
         self.confirmStats["cancelled"] += 1
 
     def _fail(self, entry, exception):
-        if not entry.deferred.called:
-            entry.deferred.errback(exception)
+        _settle(entry, Failure(exception))
 
     # -- keepalive -----------------------------------------------------------
 

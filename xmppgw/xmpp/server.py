@@ -1330,16 +1330,28 @@ class S2SService(service.Service):
 
     # -- router API
 
-    def deliver(self, stanza):
+    def deliver(self, stanza, notify=None):
         """
         Send a stanza to its C{to} domain over a verified S2S stream.
 
         @param stanza: a L{domish.Element} with C{from} at our domain and
             C{to} at another domain; its namespace is normalized in place.
+        @param notify: L{None}, or a callable called once with what the
+            Deferred fires with (L{None}, or a L{Failure}), as
+            L{ComponentLink.deliver<xmppgw.xmpp.component.ComponentLink.deliver>}
+            takes it (the router gives one).
         @return: a L{defer.Deferred} firing with L{None} when the stanza was
             written, or failing with an L{S2SError}. Cancelling it before
-            then removes the stanza from the queue.
+            then removes the stanza from the queue. With C{notify}, the
+            same Deferred, which then passes its outcome to C{notify} and
+            ends with L{None}.
         """
+        d = self._deliver(stanza)
+        if notify is not None:
+            d.addBoth(notify)
+        return d
+
+    def _deliver(self, stanza):
         to, frm = stanza.getAttribute("to"), stanza.getAttribute("from")
         try:
             domain = _domainOf(to or "")
