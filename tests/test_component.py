@@ -1360,6 +1360,25 @@ class ConfirmedDeliveryTests(LinkTestMixin, unittest.TestCase):
         self.assertEqual([None], results)
         self.assertEqual(0, self.link.confirmStats["cancelled"])
 
+    def test_notifyRaises(self):
+        """
+        An exception of one stanza's C{notify} is logged and the other
+        stanzas of the same confirmation still get their outcome.
+        """
+        self.up()
+
+        def broken(result):
+            raise RuntimeError("bug")
+
+        results = []
+        self.link.deliver(self.message(1), broken)
+        self.link.deliver(self.message(2), results.append)
+        self.reactor.advance(0)
+        (pingID,) = self.pingIDs(self.written())
+        self.answer(pingID)
+        self.assertEqual([None], results)
+        self.assertEqual(1, len(self.flushLoggedErrors(RuntimeError)))
+
     def test_notifyCancelQueued(self):
         """
         C{cancel()} on the handle of a queued stanza withdraws it, as

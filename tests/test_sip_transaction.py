@@ -888,6 +888,20 @@ class NotifyTests(TimerAssertions, unittest.TestCase):
         self.assertEqual(self.layer._clients, {})
         self.assertNoTimersLeft(self.layer, self.clock)
 
+    def test_notifyRaises(self):
+        """
+        An exception of C{notify} (a bug of the transaction user) is logged
+        and does not reach the transport; the transaction still completes.
+        """
+        def broken(result):
+            raise RuntimeError("bug")
+
+        self.layer.sendRequest(makeOutgoing(), self.udp, broken)
+        [txn] = self.layer._clients.values()
+        self.layer.receive(responseTo(self.sentRequest(), 200), UDP_SOURCE)
+        self.assertEqual("completed", txn.state)
+        self.assertEqual(1, len(self.flushLoggedErrors(RuntimeError)))
+
     def test_timeout(self):
         """
         Timer F passes a L{Failure} of L{TransactionTimeout}, once.

@@ -781,7 +781,13 @@ class ClientTransaction:
             return
         self._notify = None
         self.deferred = None
-        notify(result)
+        try:
+            notify(result)
+        except Exception:
+            # A bug of the transaction user: logged, as a Deferred would
+            # keep it from the transport code that received the response.
+            log.failure("Passing on the outcome of a {method} transaction failed",
+                        method=self.method)
 
     def _expired(self):
         if self.state == "completed":

@@ -283,12 +283,18 @@ def _refuse(notify, exception):
 
 def _settle(entry, result):
     """
-    Pass the outcome of C{entry} (L{None}, or a L{Failure}) on, once.
+    Pass the outcome of C{entry} (L{None}, or a L{Failure}) on, once. An
+    exception of C{notify} (a bug of the caller) is logged, as a Deferred
+    would keep it from the code that fired it: the other stanzas of the
+    same confirmation still get theirs.
     """
     notify = entry.notify
     if notify is not None:
         entry.notify = None
-        notify(result)
+        try:
+            notify(result)
+        except Exception:
+            _log.failure("Passing on the outcome of a stanza delivery failed")
 
 
 class _Ping:
@@ -1486,25 +1492,28 @@ class ComponentLink(StreamManager, service.Service):
         now = self._reactor.seconds()
         # Bounded: each call makes one ping no longer due; a probe written
         # meanwhile is due a whole confirmTimeout later.
-        for _ in range(len(self._pings) + 1):
-            pingID = nextDue = None
-            for candidate, ping in self._pings.items():
-                if ping.due is not None:
-                    pingID, nextDue = candidate, ping.due
+        try:
+            for _ in range(len(self._pings) + 1):
+                pingID = nextDue = None
+                for candidate, ping in self._pings.items():
+                    if ping.due is not None:
+                        pingID, nextDue = candidate, ping.due
+                        break
+                # Float sums may put the due time of a ping whose timer
+                # fired a hair after "now".
+                if pingID is None or nextDue > now + 1e-6:
                     break
-            # Float sums may put the due time of a ping whose timer fired
-            # a hair after "now".
-            if pingID is None or nextDue > now + 1e-6:
-                break
-            self._confirmTimedOut(pingID)
-        if self._pingTimer is not fired:
-            return
-        self._pingTimer = None
-        for ping in self._pings.values():
-            if ping.due is not None:
-                self._pingTimer = self._reactor.callLater(
-                    max(0.0, ping.due - now), self._pingsDue)
-                break
+                self._confirmTimedOut(pingID)
+        finally:
+            # Even if a timeout raised (a bug downstream): the pings left
+            # keep a timer.
+            if self._pingTimer is fired:
+                self._pingTimer = None
+                for ping in self._pings.values():
+                    if ping.due is not None:
+                        self._pingTimer = self._reactor.callLater(
+                            max(0.0, ping.due - now), self._pingsDue)
+                        break
 
     def _elementReceived(self, element):
         """
