@@ -6,6 +6,7 @@ from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 from twisted.words.xish import domish
 
+from xmppgw import fastxml
 from xmppgw.errors import NS_XML
 from xmppgw.fastxml import (
     SimpleElement, addTextElement, isHandled, escapeAttribute, escapeText,
@@ -333,6 +334,352 @@ class SpeedUpElementStreamTests(unittest.TestCase):
         """
         self.assertSameParse(
             _HEADER + "".join(documents).encode("utf-8"), chunk)
+
+
+def describeOrdered(element):
+    """
+    L{describe}, with the attributes and prefixes in their order.
+    """
+    children = []
+    for child in element.children:
+        if isinstance(child, str):
+            children.append(child)
+        else:
+            assert child.parent is element
+            children.append(describeOrdered(child))
+    return (type(element), element.uri, element.name, element.defaultUri,
+            list(element.attributes.items()),
+            list(element.localPrefixes.items()), children)
+
+
+def feed(chunks, fast, prepare=None):
+    """
+    Feed C{chunks} to a plain or sped-up (C{fast}) element stream,
+    hardened as the component link's is: what it builds, and the index
+    of the chunk that raised L{domish.ParserError} (or L{None}); the
+    events are described (L{describeOrdered}) as they come, before any handler
+    could change them.
+    """
+    stream = domish.ExpatElementStream()
+    if fast:
+        speedUpElementStream(stream)
+        if not fastxml.READ_WITHOUT_EXPAT:
+            # Tested on every interpreter, used on PyPy.
+            fastxml._readSimpleStanzas(stream)
+    hardenParser(stream, 10000)
+    if prepare is not None:
+        prepare(stream)
+    events = []
+    stream.DocumentStartEvent = lambda e: events.append(
+        ("start", describeOrdered(e)))
+    stream.ElementEvent = lambda e: events.append(
+        ("stanza", describeOrdered(e)))
+    stream.DocumentEndEvent = lambda: events.append(("end",))
+    for i, chunk in enumerate(chunks):
+        try:
+            stream.parse(chunk)
+        except domish.ParserError:
+            return events, i, stream
+    return events, None, stream
+
+
+def cut(data, sizes):
+    """
+    C{data} cut into chunks of the given sizes (the last one takes the
+    rest).
+    """
+    chunks = []
+    for size in sizes:
+        if not data:
+            break
+        chunks.append(data[:size])
+        data = data[size:]
+    if data:
+        chunks.append(data)
+    return chunks
+
+
+_XML_CHARS = (
+    "aZ09 _-.:=/'\"<>&;\t\n\r\x01\x7f\u00e9\u263a\U0001F600"
+    "\ufffe]!#x")
+_charsOf = st.text(alphabet=_XML_CHARS, max_size=8)
+_entity = st.sampled_from(
+    ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;", "&#65;", "&#x263A;",
+     "&foo;", "&", "]]>", "<![CDATA[x]]>", "<!-- c -->", "<?pi x?>"])
+_textPart = st.one_of(_charsOf, _entity)
+_elementName = st.sampled_from(
+    ["body", "message", "x", "a.b", "_c", "p:x", "1bad", "subject", "\u00e9t"])
+_attrName = st.sampled_from(
+    ["to", "from", "id", "type", "xml:lang", "xmlns", "xmlns:p", "p:q",
+     "a-b", "to"])
+_attrValue = st.one_of(
+    st.sampled_from(["", "jabber:client", "urn:xmpp:ping", "en"]), _charsOf,
+    st.lists(_textPart, max_size=3).map("".join))
+
+
+@st.composite
+def _stanzas(draw, depth=0):
+    """
+    The text of an element, most often well-formed and of the simple kind,
+    sometimes not: odd names, values and text, entities, markup XMPP
+    forbids, prefixes, duplicates, mismatched or missing end tags.
+    """
+    name = draw(_elementName) if depth else draw(
+        st.sampled_from(["message", "iq", "presence", "message", "x:y"]))
+    attributes = draw(st.lists(st.tuples(_attrName, _attrValue), max_size=4))
+    quote = draw(st.sampled_from(["'", '"']))
+    space = draw(st.sampled_from([" ", "  ", "\n", "\t", " \r"]))
+    head = "<" + name + "".join(
+        "%s%s=%s%s%s" % (space, key, quote, value, quote)
+        for key, value in attributes)
+    head += draw(st.sampled_from(["", " ", "\n"]))
+    if depth < 3 and draw(st.booleans()):
+        children = draw(st.lists(
+            st.one_of(st.lists(_textPart, max_size=3).map("".join),
+                      _stanzas(depth=depth + 1)), max_size=4))
+        closing = draw(st.sampled_from(
+            ["</%s>" % (name,), "</%s >" % (name,), "</%s>" % (name,),
+             "</other>", ""]))
+        return head + ">" + "".join(children) + closing
+    return head + "/>"
+
+
+_simpleText = st.lists(st.one_of(
+    st.text(alphabet="ab \n\t>]\u00e9\u263a", max_size=6),
+    st.sampled_from(["&amp;", "&lt;", "&gt;", "&quot;", "&apos;", "]]>"])),
+    max_size=4).map("".join)
+
+
+@st.composite
+def _simpleStanzas(draw, depth=0):
+    """
+    The text of an element of (nearly always) the simple kind: names,
+    namespaces and attributes XMPP stanzas use, text with the predefined
+    entities.
+    """
+    name = draw(st.sampled_from(["message", "body", "x", "active", "a.b"]))
+    attributes = draw(st.lists(st.tuples(
+        st.sampled_from(["to", "from", "id", "type", "xml:lang", "xmlns"]),
+        st.sampled_from(["", "a@b/c", "urn:a", "en", "a>b", "\u00e9"])),
+        max_size=3, unique_by=lambda kv: kv[0]))
+    head = "<" + name + "".join(
+        " %s='%s'" % (key, value) for key, value in attributes)
+    if depth < 3 and draw(st.booleans()):
+        children = draw(st.lists(
+            st.one_of(_simpleText, _simpleStanzas(depth=depth + 1)),
+            max_size=4))
+        return head + ">" + "".join(children) + "</%s>" % (name,)
+    return head + "/>"
+
+
+class ReadSimpleStanzasTests(unittest.TestCase):
+    """
+    Stanzas of the simple kind are read without expat when a chunk starts
+    between stanzas (L{xmppgw.fastxml._readSimpleStanzas}), building what
+    the handlers build; everything else goes to expat, errors included.
+    """
+
+    def assertSameFeed(self, chunks, prepare=None):
+        plain = feed(chunks, False, prepare)
+        fast = feed(chunks, True, prepare)
+        self.assertEqual(plain[:2], fast[:2])
+        return fast
+
+    def test_readWithoutExpat(self):
+        """
+        After the stream header, each listed stanza fed as a chunk of its
+        own is read without expat (which has processed the header only)
+        and comes out as expat builds it; so do several in one chunk.
+        """
+        simple = [_DOCUMENTS[0].replace(" &#x263A;", ""), _DOCUMENTS[1],
+                  _DOCUMENTS[4], "<message xml:lang='en' to='b@c'>"
+                  "<body xml:lang='fr'>Salut</body></message>",
+                  "<presence/>", "<message to='x' >\n <body>a &gt; b ]] >"
+                  "</body >\n</message >"]
+        chunks = [_HEADER] + [d.encode("utf-8") for d in simple]
+        events, error, stream = self.assertSameFeed(chunks)
+        self.assertIsNone(error)
+        self.assertEqual(len(simple) + 1, len(events))
+        self.assertEqual(len(_HEADER), stream.parser.CurrentByteIndex)
+        events, error, stream = self.assertSameFeed(
+            [_HEADER, b" ".join(chunks[1:])])
+        self.assertEqual(len(simple) + 1, len(events))
+        self.assertEqual(len(_HEADER), stream.parser.CurrentByteIndex)
+
+    def test_listedEdges(self):
+        """
+        Stanzas at the edges of the simple kind, each fed as a chunk of its
+        own after the header, come out as expat builds them or fail as it
+        fails.
+        """
+        edges = [
+            "<message><body>&quot;&apos;&lt;&gt;&amp; x</body></message>",
+            "<message><body>a ]]> b</body></message>",
+            "<message><body>a ]] > b ]>]</body></message>",
+            "<message><body>a\r\nb\rc</body></message>",
+            "<message><body>a\x01b</body></message>",
+            "<message><body>a\ufffeb</body></message>",
+            "<message><body>\u00e9\U0001F600 \x7f</body></message>",
+            "<message><x xmlns='urn:a'><y/><z xmlns='urn:b'><w/></z>t</x>"
+            "<v/></message>",
+            "<message><x xmlns=''/></message>",
+            "<message xmlns=' '/>", "<message xmlns='a b'/>",
+            "<message xmlns='http://www.w3.org/XML/1998/namespace'/>",
+            "<message xmlns='http://www.w3.org/2000/xmlns/'/>",
+            "<message xmlns='\u00e9'/>", "<message xmlns='a>b'/>",
+            "<message xmlns='jabber:client'><body/></message>",
+            "<message><a><a><a/></a></a></message>",
+            "<message><a></b></message>",
+            "<message to='a' to='b'/>",
+            "<message xml:lang='en' xml:lang='fr'/>",
+            "<message xmlns='urn:a' xmlns='urn:b'/>",
+            "<message to='a\tb'/>", "<message to='a\nb'/>",
+            "<message to='a>b' from=\"c'd\" id='e\"f'/>",
+            "<message to='a&amp;b'/>", "<message to='a<b'/>",
+            "<message a='1'b='2'/>", "<message\n\tto = 'x'\n/>",
+            "<message to='a'x/>", "<message to='a' x>t</message>",
+            "<message to='a' />", "<message x/>", "<message to='a' to/>",
+            "<message><body>x &#65; y</body></message>",
+            "<message><body>x &nbsp; y</body></message>",
+            "<message xml:lang='en' to='x' xml:space='keep' id='i'/>",
+            "<message p:a='1' xmlns:p='urn:p'/>",
+            "<message><!-- c --></message>", "<message><?pi x?></message>",
+            "<message><body><![CDATA[x]]></body></message>",
+            "<message/ >", "<message >text</message>", "<1a/>",
+        ]
+        # Characters at the edges of what XML allows and of what
+        # str.isprintable accepts.
+        for c in ("\ufdd0", "\U0001fffe", "\U0010ffff", "\ue000", "\u2028",
+                  "\x85", "\u200b", "\u0378", "\x7f", "\ufffd", "\u00a0"):
+            edges.append("<message><body>a%sb</body></message>" % (c,))
+            edges.append("<message to='a%sb'/>" % (c,))
+        for edge in edges:
+            self.assertSameFeed([_HEADER, edge.encode("utf-8"),
+                                 b"<presence/>"])
+            self.assertSameFeed([_HEADER, b"<presence/>" + edge.encode("utf-8")])
+
+    def test_otherStanzasToExpat(self):
+        """
+        A stanza that is not of the simple kind (prefixes, CDATA, a
+        character reference, an undeclared default namespace) goes to
+        expat with the rest of its chunk; the next chunk is read without
+        expat again.
+        """
+        for document in (_DOCUMENTS[0], _DOCUMENTS[2], _DOCUMENTS[3]):
+            chunks = [_HEADER, _DOCUMENTS[1].encode("utf-8"),
+                      (document + _DOCUMENTS[4]).encode("utf-8"),
+                      _DOCUMENTS[1].encode("utf-8")]
+            events, error, stream = self.assertSameFeed(chunks)
+            self.assertIsNone(error)
+            self.assertEqual(5, len(events))
+            self.assertEqual(len(_HEADER) + len(chunks[2]),
+                             stream.parser.CurrentByteIndex)
+
+    def test_incompleteThenWhole(self):
+        """
+        A chunk that ends inside a stanza goes to expat; the chunks after
+        it go to expat until it holds nothing back again.
+        """
+        data = (_DOCUMENTS[1] + _DOCUMENTS[4]).encode("utf-8")
+        for at in range(1, len(data)):
+            self.assertSameFeed([_HEADER, data[:at], data[at:],
+                                 _DOCUMENTS[1].encode("utf-8")])
+
+    def test_afterTheEnd(self):
+        """
+        Nothing is read after the end of the stream: expat refuses it.
+        """
+        events, error, stream = self.assertSameFeed(
+            [_HEADER, b"</stream:stream>", b"<message/>"])
+        self.assertEqual(2, error)
+        self.assertEqual("end", events[-1][0])
+
+    def test_caps(self):
+        """
+        A stanza over the element cap goes to expat, which refuses it; the
+        counts start again after each stanza read without expat.
+        """
+        def cap(stream):
+            stream.maxElementCount = 3
+
+        ok = b"<message><a/><b/></message>"
+        events, error, _ = self.assertSameFeed([_HEADER, ok, ok, ok * 3],
+                                               prepare=cap)
+        self.assertIsNone(error)
+        self.assertEqual(6, len(events))
+        events, error, _ = self.assertSameFeed(
+            [_HEADER, ok, b"<message><a/><b/><c/></message>"], prepare=cap)
+        self.assertEqual(2, error)
+
+    def test_onlyWhereCheaper(self):
+        """
+        L{speedUpElementStream} has stanzas read without expat when
+        C{READ_WITHOUT_EXPAT} says so (on PyPy), and not otherwise.
+        """
+        chunks = [_HEADER, _DOCUMENTS[1].encode("utf-8")]
+        for flag, expected in ((True, len(_HEADER)),
+                               (False, len(_HEADER) + len(chunks[1]))):
+            self.patch(fastxml, "READ_WITHOUT_EXPAT", flag)
+            stream = domish.ExpatElementStream()
+            speedUpElementStream(stream)
+            stream.DocumentStartEvent = stream.ElementEvent = lambda e: None
+            for chunk in chunks:
+                stream.parse(chunk)
+            self.assertEqual(expected, stream.parser.CurrentByteIndex)
+
+    def test_handlerEndsStream(self):
+        """
+        A stanza handler that raises stops the chunk there, as with expat.
+        """
+        for fast in (False, True):
+            stream = domish.ExpatElementStream()
+            if fast:
+                speedUpElementStream(stream)
+                if not fastxml.READ_WITHOUT_EXPAT:
+                    fastxml._readSimpleStanzas(stream)
+            seen = []
+
+            def onElement(e):
+                seen.append(e.name)
+                if e.name == "iq":
+                    raise RuntimeError("handler")
+
+            stream.DocumentStartEvent = lambda e: None
+            stream.ElementEvent = onElement
+            stream.parse(_HEADER)
+            self.assertRaises(RuntimeError, stream.parse,
+                              b"<message/><iq/><presence/>")
+            self.assertEqual(["message", "iq"], seen)
+
+    @given(st.lists(_simpleStanzas(), min_size=1, max_size=5),
+           st.lists(st.integers(min_value=1, max_value=60), max_size=8))
+    @settings(max_examples=300, deadline=None)
+    def test_generatedSimple(self, stanzas, sizes):
+        """
+        Generated stanzas of (nearly always) the simple kind, one per
+        chunk, all in one, or cut anywhere, come out as expat builds them.
+        """
+        encoded = [s.encode("utf-8") for s in stanzas]
+        self.assertSameFeed([_HEADER] + encoded)
+        joined = b"".join(encoded)
+        self.assertSameFeed([_HEADER, joined])
+        self.assertSameFeed([_HEADER] + cut(joined, sizes))
+
+    @given(st.lists(_stanzas(), min_size=1, max_size=5),
+           st.lists(st.integers(min_value=1, max_value=60), max_size=8),
+           st.sampled_from(["", " ", "\n", "\r\n"]))
+    @settings(max_examples=400, deadline=None)
+    def test_generated(self, stanzas, sizes, between):
+        """
+        Generated stanzas, well-formed or not, fed one per chunk, all in
+        one chunk, or cut anywhere, give the same events and the same
+        error at the same chunk.
+        """
+        encoded = [s.encode("utf-8") for s in stanzas]
+        self.assertSameFeed([_HEADER] + encoded)
+        joined = between.encode("ascii").join(encoded)
+        self.assertSameFeed([_HEADER, joined])
+        self.assertSameFeed([_HEADER] + cut(joined, sizes))
 
 
 class UnlinkTreeTests(unittest.TestCase):

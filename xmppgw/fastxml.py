@@ -21,6 +21,9 @@ L{domish.ExpatElementStream} faster handlers for the common start tag
 (unqualified attributes) and character data, building the same elements.
 """
 
+import platform
+import re
+
 from twisted.words.xish import domish
 
 __all__ = ["SimpleElement", "addTextElement", "escapeText", "escapeAttribute",
@@ -282,4 +285,316 @@ def speedUpElementStream(stream):
     parser = stream.parser
     parser.StartElementHandler = onStartElement
     parser.CharacterDataHandler = onCdata
+    if READ_WITHOUT_EXPAT:
+        _readSimpleStanzas(stream)
     return stream
+
+
+# Reading simple stanzas without expat ----------------------------------------
+
+#: Whether L{speedUpElementStream} also reads simple stanzas without expat
+#: (L{_readSimpleStanzas}): on PyPy, where that costs about half of what
+#: expat and its handlers cost; on CPython it costs more (expat is C
+#: there, the reader is not), so it is off.
+READ_WITHOUT_EXPAT = platform.python_implementation() == "PyPy"
+
+_XML_NS = "http://www.w3.org/XML/1998/namespace"
+_NAME = "[A-Za-z_][A-Za-z0-9._-]*"
+#: What comes before the first attribute value of a start tag: the
+#: element's name and the first attribute's name and C{=}, or the name
+#: alone (then the tag has no attribute).
+_HEAD = re.compile(
+    "(%s)(?:[ \t\n]+((?:xml:)?%s)[ \t\n]*=[ \t\n]*|[ \t\n]*)" % (_NAME, _NAME))
+#: What comes between two attribute values: the next attribute's name.
+_KEY = re.compile("[ \t\n]+((?:xml:)?%s)[ \t\n]*=[ \t\n]*" % (_NAME,))
+_END_NAME = re.compile("(%s)[ \t\n]*" % (_NAME,))
+#: Characters text may not hold as read here: carriage returns (expat
+#: normalizes line ends) and what XML does not allow.
+_BAD_TEXT = re.compile("[\r\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_ENTITIES = {"lt;": "<", "gt;": ">", "amp;": "&", "quot;": '"', "apos;": "'"}
+_SPACE = re.compile("[ \t\n]*")
+#: The default namespaces read without expat: URI characters, no space.
+_NAMESPACE = re.compile("[A-Za-z0-9:/._#?=%~+!$(),;@-]+")
+_RESERVED_NAMESPACES = frozenset([_XML_NS, "http://www.w3.org/2000/xmlns/"])
+#: The parts of start and end tags read before, and what they gave
+#: (L{False}: not of the simple kind); bounded (emptied when full).
+_heads = {}
+_keys = {}
+_endNames = {}
+_namespaces = {}
+_PARTS_MAX = 512
+
+
+def _cached(cache, pattern, text):
+    """
+    C{pattern.fullmatch(text)} as groups (or L{False}), remembered in
+    C{cache}.
+    """
+    known = cache.get(text)
+    if known is None:
+        match = pattern.fullmatch(text)
+        known = match.groups() if match is not None else False
+        if len(cache) >= _PARTS_MAX:
+            cache.clear()
+        cache[text] = known
+    return known
+
+
+def _goodNamespace(value):
+    known = _namespaces.get(value)
+    if known is None:
+        known = (_NAMESPACE.fullmatch(value) is not None
+                 and value not in _RESERVED_NAMESPACES)
+        if len(_namespaces) >= _PARTS_MAX:
+            _namespaces.clear()
+        _namespaces[value] = known
+    return known
+
+
+def _readStanza(text, pos, defaultUri, maxElements):
+    """
+    Read one top-level element of the simple kind at C{text[pos]} (a
+    C{<}), building it as the sped-up expat handlers would.
+
+    The simple kind: element and attribute names of ASCII letters, digits
+    and C{._-} without prefixes (C{xml:} attributes allowed), default
+    namespace declarations of URI characters (C{xmlns='...'}), attribute
+    values in single quotes without C{<}, C{>}, C{&} or characters
+    C{str.isprintable} refuses, text without C{\r}, characters XML does
+    not allow, C{]]>} or entity references other than the five predefined
+    ones; no comments, processing instructions, CDATA sections or
+    DOCTYPE.
+
+    @return: C{(element, end)}, or L{None} when the element is not of
+        that kind, is not complete in C{text}, or has more than
+        C{maxElements} elements.
+    """
+    stack = []
+    uris = [defaultUri]
+    count = 0
+    find = text.find
+    new = _newElement
+    element = _Element
+    heads = _heads
+    keys = _keys
+    while True:
+        if text.startswith("<", pos):
+            close = find(">", pos)
+            if close == -1:
+                return None
+            if text.startswith("</", pos):
+                if not stack:
+                    return None
+                known = _cached(_endNames, _END_NAME, text[pos + 2:close])
+                e = stack.pop()
+                if not known or known[0] != e.name:
+                    return None
+                uris.pop()
+                pos = close + 1
+                if not stack:
+                    return e, pos
+                continue
+            count += 1
+            if count > maxElements:
+                return None
+            tag = text[pos + 1:close]
+            empty = tag.endswith("/")
+            if empty:
+                tag = tag[:-1]
+            parts = tag.split("'")
+            last = len(parts) - 1
+            if last & 1:
+                return None
+            head = _cached(heads, _HEAD, parts[0])
+            if not head:
+                return None
+            name, key = head
+            uri = uris[-1]
+            attributes = {}
+            if last:
+                if key is None or parts[last].strip(" \t\n"):
+                    return None
+                qualified = None
+                i = 1
+                while True:
+                    value = parts[i]
+                    if ("<" in value or "&" in value
+                            or not value.isprintable()):
+                        return None
+                    if key == "xmlns":
+                        # Expat refuses an empty one here, the reserved
+                        # ones and, depending on its version, some
+                        # characters (its namespace separator, a space).
+                        if "xmlns" in attributes or not _goodNamespace(value):
+                            return None
+                        uri = value
+                        # Kept aside to spot a second one; dropped below.
+                        attributes["xmlns"] = value
+                    elif key.startswith("xml:"):
+                        if qualified is None:
+                            qualified = {}
+                        qualifiedKey = (_XML_NS, key[4:])
+                        if qualifiedKey in qualified:
+                            return None
+                        qualified[qualifiedKey] = value
+                    else:
+                        if key in attributes:
+                            return None
+                        attributes[key] = value
+                    i += 1
+                    if i == last:
+                        break
+                    known = _cached(keys, _KEY, parts[i])
+                    if not known:
+                        return None
+                    key = known[0]
+                    i += 1
+                attributes.pop("xmlns", None)
+                if qualified is not None:
+                    attributes.update(qualified)
+            elif key is not None:
+                return None
+            e = new(element)
+            e.uri = uri
+            e.name = name
+            e.localPrefixes = {}
+            e.defaultUri = uri
+            e.attributes = attributes
+            e.children = []
+            if stack:
+                parent = stack[-1]
+                parent.children.append(e)
+                e.parent = parent
+            else:
+                e.parent = None
+            pos = close + 1
+            if empty:
+                if not stack:
+                    return e, pos
+                continue
+            stack.append(e)
+            uris.append(uri)
+            continue
+        if not stack:
+            return None
+        lt = find("<", pos)
+        if lt == -1:
+            return None
+        data = text[pos:lt]
+        if not data.isprintable() and _BAD_TEXT.search(data) is not None:
+            return None
+        if "]]>" in data:
+            return None
+        if "&" in data:
+            pieces = data.split("&")
+            out = [pieces[0]]
+            for piece in pieces[1:]:
+                semicolon = piece.find(";")
+                replacement = _ENTITIES.get(piece[:semicolon + 1])
+                if semicolon == -1 or replacement is None:
+                    return None
+                out.append(replacement)
+                out.append(piece[semicolon + 1:])
+            data = "".join(out)
+        pos = lt
+        children = stack[-1].children
+        if children and type(children[-1]) is str:
+            children[-1] = children[-1] + data
+        else:
+            children.append(data)
+
+
+#: The element cap of a stream without one (an older Twisted's, before
+#: L{xmppgw.safexml} gives it one).
+_NO_CAP = 2 ** 62
+
+
+def _readSimpleStanzas(stream):
+    """
+    Have C{stream.parse} read whole stanzas of the simple kind
+    (L{_readStanza}) itself, without expat, when a chunk starts between
+    two stanzas and expat holds nothing back; everything else (the rest
+    of such a chunk from the first stanza that is not of that kind or not
+    complete, and every chunk while expat is inside a stanza or holds an
+    incomplete token) goes to expat as before.
+
+    Expat costs most of what reading a stanza costs (on CPython about 10
+    us for a C{<message/>} with a body: the byte scan, and seven calls of
+    the Python handlers that build the elements). A chunk from the XMPP
+    server usually holds whole stanzas.
+
+    The elements are the ones the handlers of L{speedUpElementStream}
+    build (C{tests.test_fastxml} compares both on listed and generated
+    stanzas, whole and cut anywhere); the element and size caps apply
+    (a stanza over either goes to expat, which refuses it). Where expat
+    stands is known from C{parser.CurrentByteIndex} after each chunk:
+    the bytes it has processed, which equals the bytes it was given when
+    it holds nothing back.
+    """
+    parser = stream.parser
+    slowParse = stream.parse
+    end = parser.EndElementHandler
+    # [bytes given to expat, whether it holds nothing back, whether the
+    # root element has ended]
+    state = [0, False, False]
+
+    def onEndElement(name):
+        if stream.currElem is None:
+            # The root's end tag: nothing may follow (expat refuses it).
+            state[2] = True
+        end(name)
+
+    parser.EndElementHandler = onEndElement
+
+    def expat(data):
+        try:
+            slowParse(data)
+        finally:
+            state[0] += len(data)
+            state[1] = parser.CurrentByteIndex == state[0]
+
+    def parse(buffer):
+        if (not state[1] or state[2] or stream.currElem is not None
+                or stream.documentStarted != 1
+                or type(buffer) is not bytes or not buffer.endswith(b">")):
+            return expat(buffer)
+        try:
+            text = buffer.decode("utf-8")
+        except UnicodeDecodeError:
+            return expat(buffer)
+        pos = 0
+        end = len(text)
+        read = False
+        while True:
+            pos = _SPACE.match(text, pos).end()
+            if pos == end:
+                return
+            # Checked per stanza: a handler may end or reset the stream,
+            # or change the caps.
+            if (stream.currElem is not None or state[2]
+                    or text[pos] != "<"):
+                break
+            stanza = _readStanza(
+                text, pos, stream.defaultNsStack[-1],
+                getattr(stream, "maxElementCount", _NO_CAP))
+            if stanza is None:
+                break
+            element, after = stanza
+            maxSize = getattr(stream, "maxStanzaSize", None)
+            if (maxSize is not None and (after - pos) * 4 > maxSize
+                    and len(text[pos:after].encode("utf-8")) > maxSize):
+                break
+            pos = after
+            read = True
+            stream.elementCount = 0
+            stream.stanzaSize = 0
+            stream.ElementEvent(element)
+        rest = text[pos:].encode("utf-8")
+        if (read and not _COUNTS_ELEMENTS
+                and getattr(stream, "_xmppgwCapped", False)):
+            # The caps of xmppgw.safexml counted the whole chunk before
+            # this call; the stanzas read here reset them: count the rest.
+            stream.stanzaSize = len(rest)
+        expat(rest)
+
+    stream.parse = parse
