@@ -1504,6 +1504,17 @@ class ConfirmedDeliveryTests(LinkTestMixin, unittest.TestCase):
         self.assertLessEqual(len(self.link._pings), 16)
         self.assertEqual({"queued": 1, "unconfirmed": 0}, self.link.queueDepths())
 
+    def deliverConfirmed(self, n):
+        """
+        Deliver message C{n}, let its ping be written and answered, and
+        check it is confirmed.
+        """
+        d = self.link.deliver(self.message(n))
+        self.reactor.advance(0)
+        (pingID,) = self.pingIDs(self.written())
+        self.answer(pingID)
+        self.successResultOf(d)
+
     def test_eachPingTimesOutAtItsOwnDeadline(self):
         """
         A ping written 3 s after an answered one times out confirmTimeout
@@ -1511,11 +1522,7 @@ class ConfirmedDeliveryTests(LinkTestMixin, unittest.TestCase):
         (t=5).
         """
         self.up()
-        d1 = self.link.deliver(self.message(1))
-        self.reactor.advance(0)
-        (first,) = self.pingIDs(self.written())
-        self.answer(first)
-        self.successResultOf(d1)
+        self.deliverConfirmed(1)
         self.reactor.advance(3)
         d2 = self.link.deliver(self.message(2))
         self.reactor.advance(0)
@@ -1537,13 +1544,9 @@ class ConfirmedDeliveryTests(LinkTestMixin, unittest.TestCase):
         self.up()
         timers = []
         for n in range(10):
-            d = self.link.deliver(self.message(n))
-            self.reactor.advance(0)
-            (pingID,) = self.pingIDs(self.written())
+            self.deliverConfirmed(n)
             if not any(self.link._pingTimer is t for t in timers):
                 timers.append(self.link._pingTimer)
-            self.answer(pingID)
-            self.successResultOf(d)
             self.reactor.advance(1)
         self.assertEqual(2, len(timers))
         self.reactor.advance(5)
@@ -1565,11 +1568,7 @@ class ConfirmedDeliveryTests(LinkTestMixin, unittest.TestCase):
         after it was written.
         """
         self.up()
-        d1 = self.link.deliver(self.message(1))
-        self.reactor.advance(0)
-        (first,) = self.pingIDs(self.written())
-        self.answer(first)
-        self.successResultOf(d1)
+        self.deliverConfirmed(1)
         self.link.confirmTimeout = 1.0
         self.reactor.advance(1)
         d2 = self.link.deliver(self.message(2))

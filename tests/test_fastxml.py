@@ -203,10 +203,11 @@ class AddTextElementTests(unittest.TestCase):
         self.assertEqual(streamXML(plain), streamXML(fast))
 
 
-def describe(element):
+def describe(element, ordered=False):
     """
     Everything the parser sets on C{element} and its descendants, as nested
-    tuples (parents checked on the way).
+    tuples (parents checked on the way); the attributes and prefixes
+    sorted, or in their order when C{ordered}.
     """
     children = []
     for child in element.children:
@@ -214,10 +215,15 @@ def describe(element):
             children.append(child)
         else:
             assert child.parent is element
-            children.append(describe(child))
+            children.append(describe(child, ordered))
+    if ordered:
+        attributes = list(element.attributes.items())
+        prefixes = list(element.localPrefixes.items())
+    else:
+        attributes = sorted(element.attributes.items(), key=repr)
+        prefixes = sorted(element.localPrefixes.items(), key=repr)
     return (type(element), element.uri, element.name, element.defaultUri,
-            sorted(element.attributes.items(), key=repr),
-            sorted(element.localPrefixes.items(), key=repr), children)
+            attributes, prefixes, children)
 
 
 _DOCUMENTS = [
@@ -336,28 +342,12 @@ class SpeedUpElementStreamTests(unittest.TestCase):
             _HEADER + "".join(documents).encode("utf-8"), chunk)
 
 
-def describeOrdered(element):
-    """
-    L{describe}, with the attributes and prefixes in their order.
-    """
-    children = []
-    for child in element.children:
-        if isinstance(child, str):
-            children.append(child)
-        else:
-            assert child.parent is element
-            children.append(describeOrdered(child))
-    return (type(element), element.uri, element.name, element.defaultUri,
-            list(element.attributes.items()),
-            list(element.localPrefixes.items()), children)
-
-
 def feed(chunks, fast, prepare=None):
     """
     Feed C{chunks} to a plain or sped-up (C{fast}) element stream,
     hardened as the component link's is: what it builds, and the index
     of the chunk that raised L{domish.ParserError} (or L{None}); the
-    events are described (L{describeOrdered}) as they come, before any handler
+    events are described (L{describe}, in order) as they come, before any handler
     could change them.
     """
     stream = domish.ExpatElementStream()
@@ -371,9 +361,9 @@ def feed(chunks, fast, prepare=None):
         prepare(stream)
     events = []
     stream.DocumentStartEvent = lambda e: events.append(
-        ("start", describeOrdered(e)))
+        ("start", describe(e, ordered=True)))
     stream.ElementEvent = lambda e: events.append(
-        ("stanza", describeOrdered(e)))
+        ("stanza", describe(e, ordered=True)))
     stream.DocumentEndEvent = lambda: events.append(("end",))
     for i, chunk in enumerate(chunks):
         try:

@@ -18,13 +18,17 @@ C{tests.test_fastxml}).
 
 L{speedUpElementStream} is the other direction: it gives a
 L{domish.ExpatElementStream} faster handlers for the common start tag
-(unqualified attributes) and character data, building the same elements.
+(unqualified attributes) and character data, building the same elements;
+on PyPy it also has the stream read whole stanzas of the simple kind
+without expat (L{_readSimpleStanzas}).
 """
 
 import platform
 import re
 
 from twisted.words.xish import domish
+
+from xmppgw.errors import NS_XML
 
 __all__ = ["SimpleElement", "addTextElement", "escapeText", "escapeAttribute",
            "isHandled", "speedUpElementStream", "unlinkTree"]
@@ -298,7 +302,6 @@ def speedUpElementStream(stream):
 #: there, the reader is not), so it is off.
 READ_WITHOUT_EXPAT = platform.python_implementation() == "PyPy"
 
-_XML_NS = "http://www.w3.org/XML/1998/namespace"
 _NAME = "[A-Za-z_][A-Za-z0-9._-]*"
 #: What comes before the first attribute value of a start tag: the
 #: element's name and the first attribute's name and C{=}, or the name
@@ -315,7 +318,7 @@ _ENTITIES = {"lt;": "<", "gt;": ">", "amp;": "&", "quot;": '"', "apos;": "'"}
 _SPACE = re.compile("[ \t\n]*")
 #: The default namespaces read without expat: URI characters, no space.
 _NAMESPACE = re.compile("[A-Za-z0-9:/._#?=%~+!$(),;@-]+")
-_RESERVED_NAMESPACES = frozenset([_XML_NS, "http://www.w3.org/2000/xmlns/"])
+_RESERVED_NAMESPACES = frozenset([NS_XML, "http://www.w3.org/2000/xmlns/"])
 #: The parts of start and end tags read before, and what they gave
 #: (L{False}: not of the simple kind); bounded (emptied when full).
 _heads = {}
@@ -433,7 +436,7 @@ def _readStanza(text, pos, defaultUri, maxElements):
                     elif key.startswith("xml:"):
                         if qualified is None:
                             qualified = {}
-                        qualifiedKey = (_XML_NS, key[4:])
+                        qualifiedKey = (NS_XML, key[4:])
                         if qualifiedKey in qualified:
                             return None
                         qualified[qualifiedKey] = value

@@ -103,7 +103,7 @@ __all__ = [
 PIDF_TYPE = "application/pidf+xml"
 NS_PIDF = "urn:ietf:params:xml:ns:pidf"
 NS_CLIENT = "jabber:client"
-NS_XML = "http://www.w3.org/XML/1998/namespace"
+NS_XML = errors.NS_XML
 
 #: NOTIFY answers that end a subscription (RFC 6665 section 4.2.2).
 NOTIFY_FATAL = frozenset(

@@ -781,13 +781,7 @@ class ClientTransaction:
             return
         self._notify = None
         self.deferred = None
-        try:
-            notify(result)
-        except Exception:
-            # A bug of the transaction user: logged, as a Deferred would
-            # keep it from the transport code that received the response.
-            log.failure("Passing on the outcome of a {method} transaction failed",
-                        method=self.method)
+        _notifyUser(notify, result, self.method)
 
     def _expired(self):
         if self.state == "completed":
@@ -1039,7 +1033,7 @@ class TransactionLayer:
         if len(self._clients) - len(self._timerK) >= self.maxTransactions:
             failure = Failure(TransportFailure("too many SIP client transactions (%d)" % (len(self._clients),)))
             if notify is not None:
-                notify(failure)
+                _notifyUser(notify, failure, request.method)
                 return None
             return _failed(failure)
         branch = self._newBranch()
@@ -1114,6 +1108,20 @@ def _succeeded(d):
     would never run.
     """
     return d is None or (d.called and not d.paused and not isinstance(d.result, Failure))
+
+
+def _notifyUser(notify, result, method):
+    """
+    Call the C{notify} of L{TransactionLayer.sendRequest} with C{result}.
+    An exception of it (a bug of the transaction user) is logged, as a
+    Deferred would keep it from the code that fired it (the transport
+    that received the response, a timer).
+    """
+    try:
+        notify(result)
+    except Exception:
+        log.failure("Passing on the outcome of a {method} transaction failed",
+                    method=method)
 
 
 def _failed(failure):

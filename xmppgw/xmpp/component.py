@@ -277,24 +277,30 @@ def _refuse(notify, exception):
     """
     if notify is None:
         return defer.fail(exception)
-    notify(Failure(exception))
+    _notify(notify, Failure(exception))
     return None
 
 
 def _settle(entry, result):
     """
-    Pass the outcome of C{entry} (L{None}, or a L{Failure}) on, once. An
-    exception of C{notify} (a bug of the caller) is logged, as a Deferred
-    would keep it from the code that fired it: the other stanzas of the
-    same confirmation still get theirs.
+    Pass the outcome of C{entry} (L{None}, or a L{Failure}) on, once.
     """
     notify = entry.notify
     if notify is not None:
         entry.notify = None
-        try:
-            notify(result)
-        except Exception:
-            _log.failure("Passing on the outcome of a stanza delivery failed")
+        _notify(notify, result)
+
+
+def _notify(notify, result):
+    """
+    C{notify(result)}. An exception of it (a bug of the caller) is logged,
+    as a Deferred would keep it from the code that fired it: the other
+    stanzas of the same confirmation still get theirs.
+    """
+    try:
+        notify(result)
+    except Exception:
+        _log.failure("Passing on the outcome of a stanza delivery failed")
 
 
 class _Ping:
