@@ -536,7 +536,7 @@ def _readSimpleStanzas(stream):
     """
     parser = stream.parser
     slowParse = stream.parse
-    end = parser.EndElementHandler
+    endHandler = parser.EndElementHandler
     # [bytes given to expat, whether it holds nothing back, whether the
     # root element has ended]
     state = [0, False, False]
@@ -545,7 +545,7 @@ def _readSimpleStanzas(stream):
         if stream.currElem is None:
             # The root's end tag: nothing may follow (expat refuses it).
             state[2] = True
-        end(name)
+        endHandler(name)
 
     parser.EndElementHandler = onEndElement
 
