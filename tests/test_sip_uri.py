@@ -633,6 +633,109 @@ class URIFastPathTests(unittest.TestCase):
         self.assertSameAsGeneral(scheme + rest)
 
 
+class BuildTests(unittest.TestCase):
+    """
+    L{uriModule._fastNew} and L{uriModule._fastReplace} build what the
+    frozen dataclass's constructor and L{dataclasses.replace} build, in
+    both of their ways (writing C{__dict__}, CPython's; through
+    C{__init__}, PyPy's), whichever this interpreter uses.
+    """
+
+    def builders(self):
+        return [
+            (uriModule._fastNewByDict, uriModule._fastReplaceByDict),
+            (uriModule._fastNewThroughInit,
+             uriModule._fastReplaceThroughInit),
+        ]
+
+    def test_choice(self):
+        """
+        PyPy builds through C{__init__}, CPython by writing C{__dict__}.
+        """
+        import platform
+        pypy = platform.python_implementation() == "PyPy"
+        self.assertEqual(pypy, uriModule.BUILD_THROUGH_INIT)
+        self.assertIs(uriModule._fastNew, uriModule._fastNewThroughInit
+                      if pypy else uriModule._fastNewByDict)
+        self.assertIs(uriModule._fastReplace,
+                      uriModule._fastReplaceThroughInit
+                      if pypy else uriModule._fastReplaceByDict)
+
+    def test_new(self):
+        """
+        C{_fastNew(cls, **fields)} equals C{cls(**fields)}, for each of
+        the dataclasses built this way.
+        """
+        from xmppgw.messages import OutgoingMessage
+        from xmppgw.sip.message import Via
+        uri = URI("sip", user="a", password=None, host="h", port=5,
+                  params=(("lr", None),), headers=None, opaque=None)
+        cases = [
+            (URI, dict(scheme="sip", user="a", password=None, host="h",
+                       port=5, params=(("lr", None),), headers=None,
+                       opaque=None)),
+            (NameAddr, dict(display="A", uri=uri, params=(("tag", "1"),))),
+            (Via, dict(transport="UDP", host="h", port=None,
+                       params=(("branch", "z9hG4bKx"),),
+                       protocol="SIP/2.0")),
+            (OutgoingMessage, dict(requestURI="sip:a@h", fromURI="sip:b@h",
+                                   toURI="sip:a@h", headers=(), body=b"x",
+                                   contentType="text/plain",
+                                   notification=True)),
+        ]
+        for new, _ in self.builders():
+            for cls, fields in cases:
+                built = new(cls, **fields)
+                self.assertIs(cls, type(built))
+                self.assertEqual(cls(**fields), built)
+                self.assertEqual(fields, {name: getattr(built, name)
+                                          for name in fields})
+
+    def test_replace(self):
+        """
+        C{_fastReplace(obj, **changes)} equals L{dataclasses.replace} and
+        leaves C{obj} as it was.
+        """
+        import dataclasses
+        from xmppgw.sip.message import Via
+        via = Via("UDP", "h", 5060, (("branch", "z9hG4bK1"),), "SIP/2.0")
+        for _, replace in self.builders():
+            for changes in [dict(params=()), dict(host="x", port=1),
+                            dict(transport="TCP", protocol="SIP/3.0"), {}]:
+                copy = replace(via, **changes)
+                self.assertEqual(dataclasses.replace(via, **changes), copy)
+                self.assertIsNot(via, copy)
+            self.assertEqual(
+                Via("UDP", "h", 5060, (("branch", "z9hG4bK1"),), "SIP/2.0"),
+                via)
+
+    def test_replaceUnknownField(self):
+        """
+        Through C{__init__}, a change of a field the class does not have
+        is a L{TypeError}, as with L{dataclasses.replace}.
+        """
+        from xmppgw.sip.message import Via
+        via = Via("UDP", "h", 5060, (), "SIP/2.0")
+        with self.assertRaises(TypeError) as caught:
+            uriModule._fastReplaceThroughInit(via, colour="red", host="x")
+        self.assertEqual("Via has no field colour", str(caught.exception))
+
+    def test_textKept(self):
+        """
+        The text of a parsed URI is kept on the instance, not a field:
+        the URI equals, and hashes as, one built from the same fields.
+        """
+        parseURI.cache_clear()
+        parsed = parseURI("sip:alice@example.com")
+        self.assertEqual("sip:alice@example.com", parsed._text)
+        built = URI("sip", user="alice", host="example.com")
+        self.assertIs(None, built._text)
+        self.assertEqual(built, parsed)
+        self.assertEqual(hash(built), hash(parsed))
+        self.assertEqual("sip:alice@example.com", str(built))
+        self.assertEqual("sip:alice@example.com", built._text)
+
+
 class PathologicalInputTests(unittest.TestCase):
     """
     Inputs that made a regular expression backtrack without bound (found

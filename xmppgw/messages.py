@@ -75,7 +75,6 @@ layer.
 
 import codecs
 import functools
-import hashlib
 import re
 from dataclasses import dataclass
 
@@ -86,9 +85,10 @@ from twisted.words.xish.domish import IElement
 from xmppgw.addressing import AddressError, jidHost
 from xmppgw.errors import NS_XML, isStanzaChild
 from xmppgw.fastxml import SimpleElement, addTextElement, unlinkTree
+from xmppgw.hashing import blake2b128
 from xmppgw.sip.message import (
     Headers, Request, _canonCache, _headersOf, _newRequest, canonicalName)
-from xmppgw.sip.uri import URIError, parseNameAddr, parseURI
+from xmppgw.sip.uri import URIError, _fastNew, parseNameAddr, parseURI
 
 __all__ = [
     "MappingError",
@@ -602,7 +602,7 @@ def stanzaIDFor(request, values=None):
         user = request.uri
     identity = "\n".join((callID, cseq, tag, user)).encode(
         "utf-8", "surrogatepass")
-    return STANZA_ID_PREFIX + hashlib.blake2b(identity, digest_size=16).hexdigest()
+    return STANZA_ID_PREFIX + blake2b128(identity)
 
 
 def sipToStanza(request, mapper, messageID, values=None):
@@ -816,10 +816,11 @@ def stanzaToSIP(element, mapper, maxSize=MAX_SIP_SIZE):
     if bodyLanguage:
         headers.append(("Content-Language", bodyLanguage))
 
-    # OutgoingMessage(...) without the frozen dataclass's __init__, which
-    # sets every field through object.__setattr__ (the same instance).
-    outgoing = _newObject(OutgoingMessage)
-    outgoing.__dict__.update(
+    # OutgoingMessage(...), built the cheaper way on each interpreter
+    # (_fastNew: on CPython without the frozen dataclass's __init__, which
+    # sets every field through object.__setattr__; the same instance).
+    outgoing = _fastNew(
+        OutgoingMessage,
         requestURI=requestURI,
         fromURI=fromURI,
         toURI=requestURI,
