@@ -249,6 +249,8 @@ bench: peers venv pypy-venv
 	$(PYPY_VPY) -m bench.inprocess --no-memory --confirm none \
 	  --json bench/results/inprocess-pypy-none.json
 	$(PYPY_VPY) -m bench.scale --json bench/results/scale-pypy.json
+	# Benchmark 1 in instructions on PyPy (JIT warmed up, about 10 minutes).
+	$(PYPY_VPY) -m bench.instructions --json bench/results/instructions-pypy.json
 	$(VPY) -m bench.endtoend --directions udp \
 	  --rates 1000,1000,1000,2000,4000,6000,8000 --duration 5 --keep-going \
 	  --json bench/results/endtoend-udp-cpython.json

@@ -52,9 +52,67 @@ class ChildTests(TestCase):
         for direction in instructions.DIRECTIONS:
             process = subprocess.run(
                 [sys.executable, "-m", "bench.instructions", "--child",
-                 direction, "0", "1"],
+                 direction, "0", "1", "2"],
                 cwd=ROOT, capture_output=True, text=True, timeout=120)
             self.assertEqual(0, process.returncode, process.stderr[-2000:])
+
+
+class MeasureTests(TestCase):
+    """
+    L{instructions.measure}: the callgrind command of one child.
+    """
+
+    def measured(self, pypy):
+        commands = []
+
+        class Done:
+            returncode = 0
+            stderr = "==1== Collected : 1234\n"
+
+        def run(command, **kwargs):
+            commands.append(command)
+            return Done()
+
+        self.patch(instructions, "PYPY", pypy)
+        self.patch(instructions.subprocess, "run", run)
+        count = instructions.measure("valgrind", "sipToXMPP", 3, 10, 14)
+        self.assertEqual(1234, count)
+        [command] = commands
+        return command
+
+    def test_cpython(self):
+        """
+        On CPython: callgrind, the child with its runs, distinct
+        addresses and warm-up runs.
+        """
+        command = self.measured(False)
+        self.assertEqual(["valgrind", "--tool=callgrind"], command[:2])
+        self.assertNotIn("--smc-check=all-non-file", command)
+        self.assertEqual(["--child", "sipToXMPP", "3", "10", "14"],
+                         command[-5:])
+
+    def test_pypy(self):
+        """
+        On PyPy callgrind is told that code is written at run time (the
+        JIT's).
+        """
+        command = self.measured(True)
+        self.assertEqual(
+            ["valgrind", "--tool=callgrind", "--smc-check=all-non-file"],
+            command[:3])
+        self.assertEqual(["--child", "sipToXMPP", "3", "10", "14"],
+                         command[-5:])
+
+    def test_defaults(self):
+        """
+        The warm-up and the count default to 2,000 and 3,000 messages on
+        CPython, 14,000 and 8,000 on PyPy; a warm-up out of range is
+        refused.
+        """
+        self.assertEqual((2, 14, 8000), (instructions.WARMUP_RUNS,
+                                         instructions.PYPY_WARMUP_RUNS,
+                                         instructions.PYPY_COUNT))
+        self.assertRaises(SystemExit, instructions.main, ["--warmup", "101"])
 
 
 class ReportTests(TestCase):
