@@ -20,8 +20,13 @@ longer warm-up (C{--warmup}, 14,000 messages by default, after which the
 loops and bridges of the two paths are compiled), 8,000 messages counted,
 and callgrind told that code is written at run time
 (C{--smc-check=all-non-file}). Each child then runs for about four
-minutes. Two runs of one tree agreed to within 0.1 %; the count includes
-the JIT's own work and the collector's, as the time does.
+minutes. The count includes the JIT's own work and the collector's, as
+the time does, and it is much less steady than CPython's: the warm-up-only
+count of one tree spread by up to 2 % between processes (when the JIT
+compiles a bridge or the collector runs a major step differs from one
+process to the next, hash seed and address layout fixed or not), which
+over 8,000 messages is up to about 15 % per message. On PyPy use it for
+large differences, with a larger C{--count}, or repeated.
 
 Usage::
 
