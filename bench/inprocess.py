@@ -68,7 +68,7 @@ from twisted.logger import globalLogBeginner
 
 from bench.common import emit, percentile, resultsHeader
 from xmppgw.gctune import freezeStartupObjects
-from xmppgw.logs import textObserver
+from xmppgw.logs import FLUSH_INTERVAL, textObserver
 from xmppgw.addressing import AddressMapper
 from xmppgw.config import parseConfig
 from xmppgw.metrics import MetricsRecorder
@@ -84,6 +84,46 @@ PROXY = ("127.0.0.1", 5070)
 PEER = ("127.0.0.1", 5080)
 
 
+class LogClock:
+    """
+    The clock of the log observer's flush timer (L{benchLogObserver}): the
+    clock of the gateway being measured (the last L{BenchClock} made, or
+    the one L{Runner} runs), as twistd gives the observer the gateway's
+    reactor.
+    """
+
+    current = None
+    #: The observer of L{benchLogObserver}, if made.
+    observer = None
+
+    def use(self, clock):
+        """
+        Follow C{clock} from now on. A flush timer armed on the previous
+        clock is disarmed and its lines flushed (that clock may never move
+        again).
+        """
+        if clock is not self.current:
+            if self.observer is not None:
+                self.observer.flusher.flush()
+            self.current = clock
+
+    def callLater(self, delay, f, *args, **kwargs):
+        return self.current.callLater(delay, f, *args, **kwargs)
+
+
+LOG_CLOCK = LogClock()
+
+
+def benchLogObserver(outFile):
+    """
+    The log observer C{twistd xmppgw} installs for C{[log] format = "text"}
+    with the default C{flush_interval}, on C{outFile}, its timer on
+    L{LOG_CLOCK}.
+    """
+    LOG_CLOCK.observer = textObserver(outFile, FLUSH_INTERVAL, LOG_CLOCK)
+    return LOG_CLOCK.observer
+
+
 class BenchClock(SelectReactor):
     """
     A reactor that is never run: its timers use Twisted's own heap, but its
@@ -91,6 +131,10 @@ class BenchClock(SelectReactor):
     """
 
     now = 1000.0
+
+    def __init__(self):
+        SelectReactor.__init__(self)
+        LOG_CLOCK.use(self)
 
     def seconds(self):
         return self.now
@@ -299,6 +343,7 @@ class Runner:
 
     def sipToXMPP(self, count, distinct, timings=None):
         g = self.g
+        LOG_CLOCK.use(g.clock)
         receive = g.sipProtocol.datagramReceived
         advance = g.clock.advance
         step = self.step
@@ -337,6 +382,7 @@ class Runner:
 
     def xmppToSIP(self, count, distinct, timings=None):
         g = self.g
+        LOG_CLOCK.use(g.clock)
         parse = g.xs.dataReceived
         receive = g.sipProtocol.datagramReceived
         advance = g.clock.advance
@@ -646,7 +692,7 @@ def main(argv=None):
     logFile = open(os.devnull, "w")
     # The observer twistd xmppgw installs for [log] format = "text".
     globalLogBeginner.beginLoggingTo(
-        [textObserver(logFile)], discardBuffer=True,
+        [benchLogObserver(logFile)], discardBuffer=True,
         redirectStandardIO=False)
     results = {
         **resultsHeader("inprocess", argv),

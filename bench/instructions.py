@@ -92,10 +92,9 @@ def child(direction, runs, distinct, warmup=WARMUP_RUNS):
     more.
     """
     from twisted.logger import globalLogBeginner
-    from xmppgw.logs import textObserver
-    from bench.inprocess import Gateway, Runner
+    from bench.inprocess import Gateway, Runner, benchLogObserver
     globalLogBeginner.beginLoggingTo(
-        [textObserver(open(os.devnull, "w"))], discardBuffer=True,
+        [benchLogObserver(open(os.devnull, "w"))], discardBuffer=True,
         redirectStandardIO=False)
     gateway = Gateway(logMessages=True)
     run = getattr(Runner(gateway, 0.001), direction)

@@ -41,10 +41,10 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import globalLogBeginner
 
 from bench.common import emit, percentile, resultsHeader
-from bench.inprocess import BenchClock, okFor, wireFakeSIP
+from bench.inprocess import (
+    LOG_CLOCK, BenchClock, benchLogObserver, okFor, wireFakeSIP)
 from xmppgw.addressing import AddressMapper
 from xmppgw.gctune import freezeStartupObjects
-from xmppgw.logs import textObserver
 from xmppgw.router import MessageRouter, RouterSettings
 from xmppgw.sip.transaction import Target
 from xmppgw.xmpp.dialback import generateKey
@@ -230,6 +230,7 @@ class Runner:
 
     def sipToXMPP(self, count):
         g = self.g
+        LOG_CLOCK.use(g.clock)
         domains = g.domains
         receive = g.sipProtocol.datagramReceived
         advance = g.clock.advance
@@ -264,6 +265,7 @@ class Runner:
 
     def xmppToSIP(self, count):
         g = self.g
+        LOG_CLOCK.use(g.clock)
         domains = g.domains
         receive = g.sipProtocol.datagramReceived
         advance = g.clock.advance
@@ -347,7 +349,7 @@ def main(argv=None):
         parser.error("--count, --runs, --rate must be positive, --peers in "
                      "1..10000")
     globalLogBeginner.beginLoggingTo(
-        [textObserver(open(os.devnull, "w"))], discardBuffer=True,
+        [benchLogObserver(open(os.devnull, "w"))], discardBuffer=True,
         redirectStandardIO=False)
     results = {
         **resultsHeader("s2s", argv),

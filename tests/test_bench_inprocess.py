@@ -4,12 +4,16 @@ wires it (no timing is asserted here; speed is measured by make bench).
 """
 
 import gc
+import io
 from types import SimpleNamespace
 
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from bench import inprocess
 from bench.inprocess import (
-    GATEWAY_DOMAIN, PEER, Gateway, Runner, YoungAllocations)
+    GATEWAY_DOMAIN, PEER, Gateway, LogClock, Runner, YoungAllocations)
+from xmppgw.logs import FLUSH_INTERVAL, TextLineObserver
 from xmppgw.policy import Policy
 
 
@@ -70,6 +74,61 @@ class PolicyTests(TestCase):
         ).encode()
         g.sipProtocol.datagramReceived(request, PEER)
         self.assertTrue(g.udp.last.startswith(b"SIP/2.0 403 "), g.udp.last)
+
+
+class LogFlushTests(TestCase):
+    """
+    The benchmark's log observer is the one twistd installs, flushed on
+    the timer of the gateway being measured.
+    """
+
+    def setUp(self):
+        self.clock = LogClock()
+        self.patch(inprocess, "LOG_CLOCK", self.clock)
+        self.out = io.StringIO()
+        self.observer = inprocess.benchLogObserver(self.out)
+
+    def test_observer(self):
+        """
+        L{benchLogObserver} is a L{TextLineObserver} with the default flush
+        interval, its timer on the log clock.
+        """
+        self.assertIsInstance(self.observer, TextLineObserver)
+        self.assertIs(self.clock.observer, self.observer)
+        flusher = self.observer.flusher
+        self.assertEqual((FLUSH_INTERVAL, self.clock),
+                         (flusher.interval, flusher.clock))
+
+    def test_follows(self):
+        """
+        The log clock follows the last gateway made, and the one a runner
+        runs; switching flushes and disarms the timer armed on the previous
+        clock.
+        """
+        first = Gateway(logMessages=True, freeze=False)
+        self.assertIs(first.clock, self.clock.current)
+        second = Gateway(logMessages=True, freeze=False)
+        self.assertIs(second.clock, self.clock.current)
+        flushes = []
+        self.out.flush = lambda: flushes.append(self.out.getvalue())
+        globalLogPublisher.addObserver(self.observer)
+        self.addCleanup(globalLogPublisher.removeObserver, self.observer)
+        timed = self.observer.flusher._timedFlush
+
+        def armed(clock):
+            return [c for c in clock.getDelayedCalls() if c.func == timed]
+
+        Runner(first, 0.001).sipToXMPP(5, 1)
+        self.assertIs(first.clock, self.clock.current)
+        self.assertEqual(1, len(armed(first.clock)))
+        lines = self.out.getvalue()
+        self.assertEqual(5, lines.count("SIP->XMPP"))
+        # (Switching from the second gateway's clock flushed nothing.)
+        self.assertEqual([""], flushes)
+        Runner(second, 0.001).sipToXMPP(1, 1)
+        self.assertEqual(["", lines], flushes)
+        self.assertEqual([], armed(first.clock))
+        self.assertEqual(1, len(armed(second.clock)))
 
 
 class FakeHooks:

@@ -11,6 +11,7 @@ import sys
 import time
 
 from twisted.application import service
+from twisted.internet.task import Clock
 from twisted.logger import (
     FilteringLogObserver, ILogObserver, Logger, LogLevel,
     LogLevelFilterPredicate, capturedLogs, formatEventAsClassicLogText,
@@ -20,9 +21,11 @@ from twisted.trial import unittest
 
 from xmppgw import tap
 from xmppgw.config import parseConfig
+from xmppgw import logs
 from xmppgw.logs import (
-    JSONLineObserver, JSONLoggingService, TextLoggingService, _twistdLogFile,
-    emitEvent, eventAsJSONLine, jsonObserver, textLineFormatter, textObserver)
+    FLUSH_INTERVAL, JSONLineObserver, JSONLoggingService, LineFlusher,
+    TextLineObserver, TextLoggingService, _twistdLogFile, emitEvent,
+    eventAsJSONLine, jsonObserver, textLineFormatter, textObserver)
 
 from tests.test_router import FakeServerTransaction, RouterTestsMixin, sipMessage
 
@@ -99,6 +102,248 @@ class JSONLineTests(unittest.TestCase):
         observer = jsonObserver()
         self.assertIsInstance(observer, JSONLineObserver)
         self.assertIs(sys.stdout, observer.outFile)
+
+
+class FlushCountingFile(io.StringIO):
+    """
+    A text file that counts its flushes and keeps what was written up to
+    the last one in C{flushed}; C{failFlush} makes a flush raise.
+    """
+
+    def __init__(self):
+        io.StringIO.__init__(self)
+        self.flushes = 0
+        self.flushed = ""
+        self.failFlush = False
+
+    def flush(self):
+        if self.failFlush:
+            raise OSError(28, "No space left on device")
+        self.flushes += 1
+        self.flushed = self.getvalue()
+
+
+class FlushCountingBytesFile(io.BytesIO):
+    """
+    L{FlushCountingFile} for bytes.
+    """
+
+    def __init__(self):
+        io.BytesIO.__init__(self)
+        self.flushes = 0
+
+    def flush(self):
+        self.flushes += 1
+
+
+class LineFlusherTests(unittest.TestCase):
+    """
+    L{LineFlusher} and the observers that use it: a line is flushed at most
+    C{flush_interval} seconds after it was written.
+    """
+
+    def test_everyLine(self):
+        """
+        With interval 0, or without a clock, every line is flushed at once.
+        """
+        for interval, clock in ((0, Clock()), (0.1, None)):
+            out = FlushCountingFile()
+            flusher = LineFlusher(out, interval, clock)
+            out.write("a\n")
+            flusher.written()
+            out.write("b\n")
+            flusher.written()
+            self.assertEqual((2, "a\nb\n"), (out.flushes, out.flushed))
+            self.assertEqual(0, flusher.interval)
+            if clock is not None:
+                self.assertEqual([], clock.getDelayedCalls())
+
+    def test_interval(self):
+        """
+        The first line arms one timer; the lines written before it fires
+        are flushed together when it does; the next line arms it again.
+        """
+        clock = Clock()
+        out = FlushCountingFile()
+        flusher = LineFlusher(out, 0.1, clock)
+        for line in ("a\n", "b\n", "c\n"):
+            out.write(line)
+            flusher.written()
+        self.assertEqual((0, ""), (out.flushes, out.flushed))
+        self.assertEqual([0.1], [c.getTime() for c in clock.getDelayedCalls()])
+        clock.advance(0.099)
+        self.assertEqual(0, out.flushes)
+        clock.advance(0.001)
+        self.assertEqual((1, "a\nb\nc\n"), (out.flushes, out.flushed))
+        self.assertEqual([], clock.getDelayedCalls())
+        out.write("d\n")
+        flusher.written()
+        clock.advance(0.1)
+        self.assertEqual((2, "a\nb\nc\nd\n"), (out.flushes, out.flushed))
+
+    def test_flushEveryLine(self):
+        """
+        L{LineFlusher.flushEveryLine} flushes what is buffered, disarms the
+        timer and flushes every later line at once.
+        """
+        clock = Clock()
+        out = FlushCountingFile()
+        flusher = LineFlusher(out, 0.1, clock)
+        out.write("a\n")
+        flusher.written()
+        flusher.flushEveryLine()
+        self.assertEqual((1, "a\n"), (out.flushes, out.flushed))
+        self.assertEqual([], clock.getDelayedCalls())
+        out.write("b\n")
+        flusher.written()
+        self.assertEqual((2, "a\nb\n"), (out.flushes, out.flushed))
+
+    def test_failedTimedFlush(self):
+        """
+        A flush that fails on the timer raises nowhere; the next line is
+        flushed at once, so its error reaches the caller (the log
+        publisher), and after a good flush the timer is used again.
+        """
+        clock = Clock()
+        out = FlushCountingFile()
+        flusher = LineFlusher(out, 0.1, clock)
+        out.write("a\n")
+        flusher.written()
+        out.failFlush = True
+        clock.advance(0.1)
+        out.write("b\n")
+        self.assertRaises(OSError, flusher.written)
+        out.failFlush = False
+        flusher.written()
+        self.assertEqual((1, "a\nb\n"), (out.flushes, out.flushed))
+        out.write("c\n")
+        flusher.written()
+        self.assertEqual(1, out.flushes)
+        clock.advance(0.1)
+        self.assertEqual((2, "a\nb\nc\n"), (out.flushes, out.flushed))
+
+    def test_textObserver(self):
+        """
+        L{textObserver} with an interval and a clock writes every line at
+        once and flushes on the timer; without them it flushes every line
+        (twistd's behaviour).
+        """
+        event = {"log_namespace": "n", "log_level": LogLevel.info,
+                 "log_time": 1764160000.0, "log_format": "{text}",
+                 "text": "hello"}
+        clock = Clock()
+        out = FlushCountingFile()
+        observer = textObserver(out, 0.1, clock)
+        self.assertIsInstance(observer, TextLineObserver)
+        self.assertTrue(ILogObserver.providedBy(observer))
+        observer(event)
+        observer(event)
+        line = textLineFormatter()(event)
+        self.assertEqual((line * 2, 0), (out.getvalue(), out.flushes))
+        clock.advance(0.1)
+        self.assertEqual(1, out.flushes)
+        out = FlushCountingFile()
+        observer = textObserver(out)
+        observer(event)
+        self.assertEqual((line, 1), (out.getvalue(), out.flushes))
+
+    def test_textObserverBytes(self):
+        """
+        To a file of bytes the lines go as UTF-8, as twistd's
+        L{FileLogObserver<twisted.logger.FileLogObserver>} writes them; an
+        event with no text writes and flushes nothing.
+        """
+        out = FlushCountingBytesFile()
+        observer = TextLineObserver(out, lambda event: event["text"])
+        observer({"text": "h\u00e9llo \u2603\n"})
+        observer({"text": ""})
+        observer({"text": None})
+        self.assertEqual(("h\u00e9llo \u2603\n".encode("utf-8"), 1),
+                         (out.getvalue(), out.flushes))
+
+    def test_jsonObserver(self):
+        """
+        L{JSONLineObserver} with an interval and a clock flushes on the
+        timer.
+        """
+        clock = Clock()
+        out = FlushCountingFile()
+        observer = JSONLineObserver(out, 0.1, clock)
+        observer({"log_format": "a"})
+        observer({"log_format": "b"})
+        self.assertEqual(0, out.flushes)
+        clock.advance(0.1)
+        self.assertEqual(["a", "b"], [json.loads(l)["text"]
+                                      for l in out.flushed.splitlines()])
+
+    def test_services(self):
+        """
+        The logging services make their observer with C{flushInterval} and
+        C{clock}, register a flush at exit, and on stop flush it and every
+        later line.
+        """
+        registered = []
+        self.patch(logs.atexit, "register",
+                   lambda f, *a: registered.append((f, a)))
+        self.patch(logs, "_twistdLogFile",
+                   lambda options, size, kept: FlushCountingFile())
+        for wrapperClass, observerClass in (
+                (TextLoggingService, TextLineObserver),
+                (JSONLoggingService, JSONLineObserver)):
+            del registered[:]
+            clock = Clock()
+            wrapper = wrapperClass(service.MultiService(), {},
+                                   flushInterval=0.25, clock=clock)
+            application = service.Application("xmppgw")
+            wrapper.setServiceParent(application)
+            observer = application.getComponent(ILogObserver)
+            self.assertIsInstance(observer, observerClass)
+            self.assertIs(observer, wrapper.observer)
+            flusher = observer.flusher
+            self.assertEqual((0.25, clock), (flusher.interval, flusher.clock))
+            self.assertEqual([(logs._flushAtExit, (flusher,))], registered)
+            wrapper.startService()
+            observer({"log_format": "x", "log_level": LogLevel.info,
+                      "log_namespace": "n", "log_time": 1.0, "text": "x"})
+            self.assertEqual(0, flusher.outFile.flushes)
+            wrapper.stopService()
+            self.assertEqual((1, 0), (flusher.outFile.flushes,
+                                      flusher.interval))
+            self.assertEqual([], clock.getDelayedCalls())
+
+    def test_flushAtExit(self):
+        """
+        The flush at exit flushes; a file closed already or failing is left
+        alone.
+        """
+        out = FlushCountingFile()
+        flusher = LineFlusher(out, 0.1, Clock())
+        logs._flushAtExit(flusher)
+        self.assertEqual((1, 0), (out.flushes, flusher.interval))
+        out.failFlush = True
+        logs._flushAtExit(flusher)
+        closed = io.StringIO()
+        closed.close()
+        logs._flushAtExit(LineFlusher(closed))
+
+    def test_makeService(self):
+        """
+        L{tap.makeService} gives the logging service C{[log]
+        flush_interval} (default L{FLUSH_INTERVAL}) and its reactor.
+        """
+        from tests.test_tap import UDPMemoryReactor
+
+        self.assertEqual(0.1, FLUSH_INTERVAL)
+        listen = {"listen": ["udp:127.0.0.1:5999"]}
+        for log, interval in (({}, FLUSH_INTERVAL),
+                              ({"flush_interval": 0}, 0.0),
+                              ({"format": "json", "flush_interval": 2.5},
+                               2.5)):
+            config = parseConfig({"sip": listen, "log": log}, "x.toml")
+            reactor = UDPMemoryReactor()
+            wrapper = tap.makeService({"gateway": config}, reactor=reactor)
+            self.assertEqual((interval, reactor),
+                             (wrapper.flushInterval, wrapper.clock))
 
 
 def _fields():

@@ -1003,6 +1003,12 @@ SCHEMA = (
         "With twistd --logfile: most rotated files kept (FILE.1 to FILE.N, "
         "older ones deleted); 0: keep all (each rotation renames them all).",
         _integer(0, 100000)),
+    Key("log", "flush_interval", "float", 0.1,
+        "Longest a log line waits in the file's buffer, in seconds (the "
+        "file is written at most this often, not once per line); lines "
+        "this recent are lost if the process is killed outright. 0: every "
+        "line at once, as twistd does.",
+        _seconds(0, 10)),
     # [metrics]
     Key("metrics", "listen", "string", None,
         '"host:port" serving /metrics, /healthz and /readyz over HTTP; unset: '
@@ -1201,6 +1207,7 @@ class LogConfig:
     format: str = "text"
     rotate_size: int = 10_000_000
     rotated_files_max: int = 10
+    flush_interval: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,16 @@ C{text} (the formatted message, as in the text log), the event's own fields
 C{reason}, C{latencyMs}) and, for errors with a traceback, C{failure}.
 Values that are not JSON types are written as their C{repr}.
 
+Both observers flush their file at most C{[log] flush_interval} seconds (0.1)
+after a line, not after every line as twistd's own does: at a thousand
+messages a second that is ten writes to the file a second, not a thousand,
+and the buffered lines are bounded by the file's buffer (8 KB; a full one
+is written at once). Lines written since the last flush are lost if the
+process is killed outright (SIGKILL, a crash of the interpreter); on a
+normal stop the file is flushed and the shutdown's own lines are written at
+once (L{LineFlusher.flushEveryLine}). C{flush_interval = 0} flushes every
+line, as twistd does.
+
 The one line per relayed message is switched by C{[log] messages}; full
 traffic dumps per side by C{[log] traffic_sip} and C{traffic_xmpp}. The
 router emits it with L{emitEvent}: the event L{Logger.emit
@@ -41,6 +51,7 @@ router emits it with L{emitEvent}: the event L{Logger.emit
 without C{emit}'s per-call costs.
 """
 
+import atexit
 import json
 import sys
 from datetime import datetime, timezone
@@ -48,13 +59,19 @@ from time import time
 
 from twisted.application import service
 from twisted.logger import (
-    FileLogObserver, ILogObserver, LogLevel, formatEvent,
-    formatEventAsClassicLogText, formatTime, timeFormatRFC3339)
+    ILogObserver, LogLevel, formatEvent, formatEventAsClassicLogText,
+    formatTime, timeFormatRFC3339)
+from twisted.python.compat import ioType
 from zope.interface import implementer
 
-__all__ = ["JSONLineObserver", "JSONLoggingService", "TextLoggingService",
+__all__ = ["FLUSH_INTERVAL", "JSONLineObserver", "JSONLoggingService",
+           "LineFlusher", "TextLineObserver", "TextLoggingService",
            "emitEvent", "eventAsJSONLine", "jsonObserver", "textLineFormatter",
            "textObserver"]
+
+#: C{[log] flush_interval}'s default: seconds a written line may wait in
+#: the file's buffer.
+FLUSH_INTERVAL = 0.1
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -157,21 +174,123 @@ def eventAsJSONLine(event):
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
+class LineFlusher:
+    """
+    Flushes a log file at most C{interval} seconds after a line was
+    written to it, instead of after every line (a C{write} system call per
+    line: 0.6-1.3 us of CPU a line on the test VM, more than the rest of
+    writing it).
+
+    @ivar interval: the longest a written line waits in the file's buffer,
+        in seconds; 0 (or no clock): flushed after every line.
+    """
+
+    def __init__(self, outFile, interval=0, clock=None):
+        """
+        @param outFile: the file the lines are written to (C{flush()}).
+        @param interval: seconds; 0: every line.
+        @param clock: an L{IReactorTime<twisted.internet.interfaces.IReactorTime>}
+            for the timer; L{None}: every line.
+        """
+        self.outFile = outFile
+        self.interval = interval if clock is not None else 0
+        self.clock = clock
+        self._call = None
+        self._failed = False
+
+    def written(self):
+        """
+        A line was written: flush now, or arm the timer if it is not armed.
+        """
+        if self.interval <= 0 or self._failed:
+            # After a failed timed flush: at once, until one succeeds.
+            self.outFile.flush()
+            self._failed = False
+        elif self._call is None:
+            self._call = self.clock.callLater(self.interval, self._timedFlush)
+
+    def _timedFlush(self):
+        self._call = None
+        try:
+            self.outFile.flush()
+        except Exception:
+            # Nobody to tell from a timer: the next line is flushed at once
+            # and its error reaches the log publisher, as a failed flush of
+            # twistd's own observer would.
+            self._failed = True
+
+    def flush(self):
+        """
+        Flush now (and disarm the timer).
+        """
+        if self._call is not None:
+            if self._call.active():
+                self._call.cancel()
+            self._call = None
+        self.outFile.flush()
+
+    def flushEveryLine(self):
+        """
+        Flush now, and after every line from now on (for the lines of a
+        shutdown).
+        """
+        self.interval = 0
+        self.flush()
+
+
+@implementer(ILogObserver)
+class TextLineObserver:
+    """
+    A log observer writing the lines C{formatEvent} makes to a file, as
+    L{FileLogObserver<twisted.logger.FileLogObserver>} does (UTF-8 to a
+    file of bytes), flushed by a L{LineFlusher}.
+
+    @ivar flusher: the L{LineFlusher}.
+    """
+
+    def __init__(self, outFile, formatEvent, flushInterval=0, clock=None):
+        """
+        @param outFile: a text or binary file.
+        @param formatEvent: makes an event's text (with its newline), or
+            L{None} for no line.
+        @param flushInterval: see L{LineFlusher}.
+        @param clock: see L{LineFlusher}.
+        """
+        self._write = outFile.write
+        self._encoding = None if ioType(outFile) is str else "utf-8"
+        self.formatEvent = formatEvent
+        self.flusher = LineFlusher(outFile, flushInterval, clock)
+
+    def __call__(self, event):
+        text = self.formatEvent(event)
+        if text:
+            if self._encoding is None:
+                self._write(text)
+            else:
+                self._write(text.encode(self._encoding))
+            self.flusher.written()
+
+
 @implementer(ILogObserver)
 class JSONLineObserver:
     """
     A log observer writing one JSON object per line to a text file.
+
+    @ivar flusher: the L{LineFlusher}.
     """
 
-    def __init__(self, outFile):
+    def __init__(self, outFile, flushInterval=0, clock=None):
         """
         @param outFile: a text file (C{write(str)}, C{flush()}).
+        @param flushInterval: see L{LineFlusher}.
+        @param clock: see L{LineFlusher}.
         """
         self.outFile = outFile
+        self.flusher = LineFlusher(outFile, flushInterval, clock)
 
     def __call__(self, event):
         self.outFile.write(eventAsJSONLine(event) + "\n")
-        self.outFile.flush()
+        self.flusher.written()
 
 
 def jsonObserver():
@@ -222,11 +341,14 @@ def textLineFormatter(timeFormat=timeFormatRFC3339):
     return format
 
 
-def textObserver(outFile):
+def textObserver(outFile, flushInterval=0, clock=None):
     """
-    twistd's text log observer on C{outFile}, with L{textLineFormatter}.
+    twistd's text log observer on C{outFile}, with L{textLineFormatter},
+    flushed as L{LineFlusher} says (by default after every line, as
+    twistd's).
     """
-    return FileLogObserver(outFile, textLineFormatter())
+    return TextLineObserver(outFile, textLineFormatter(), flushInterval,
+                            clock)
 
 
 #: twistd's own log file size before rotation (L{logfile.LogFile}'s
@@ -268,6 +390,13 @@ def _twistdLogFile(twistdOptions, rotateSize=TWISTD_ROTATE_SIZE,
     return logFile
 
 
+def _flushAtExit(flusher):
+    try:
+        flusher.flushEveryLine()
+    except Exception:  # closed already, or the disk is full: nothing to do
+        pass
+
+
 class JSONLoggingService(service.MultiService):
     """
     A wrapper around the gateway's service that, when twistd attaches it to
@@ -277,7 +406,8 @@ class JSONLoggingService(service.MultiService):
     """
 
     def __init__(self, gateway, twistdOptions=None, observerFactory=None,
-                 rotateSize=TWISTD_ROTATE_SIZE, rotatedFilesMax=None):
+                 rotateSize=TWISTD_ROTATE_SIZE, rotatedFilesMax=None,
+                 flushInterval=0, clock=None):
         """
         @param gateway: the gateway's service, made a child of this one.
         @param twistdOptions: twistd's own options (the plugin options'
@@ -287,6 +417,9 @@ class JSONLoggingService(service.MultiService):
             one (C{[log] rotate_size}; 0: never by size).
         @param rotatedFilesMax: with C{--logfile}: most old files kept
             (C{[log] rotated_files_max}; L{None} or 0: all).
+        @param flushInterval: C{[log] flush_interval} (L{LineFlusher}).
+        @param clock: the reactor, for L{LineFlusher}'s timer; L{None}:
+            every line is flushed.
         """
         service.MultiService.__init__(self)
         gateway.setServiceParent(self)
@@ -295,6 +428,10 @@ class JSONLoggingService(service.MultiService):
         self.observerFactory = observerFactory
         self.rotateSize = rotateSize
         self.rotatedFilesMax = rotatedFilesMax
+        self.flushInterval = flushInterval
+        self.clock = clock
+        #: The observer this service gave twistd's application, if any.
+        self.observer = None
 
     def setServiceParent(self, parent):
         service.MultiService.setServiceParent(self, parent)
@@ -310,10 +447,26 @@ class JSONLoggingService(service.MultiService):
                                      self.rotatedFilesMax)
             if logFile is None:
                 return
-            observer = self.makeObserver(logFile)
+            observer = self.makeObserver(logFile, self.flushInterval,
+                                         self.clock)
+            # A process that ends without stopping the service (twistd
+            # giving up at start-up) still writes its buffered lines.
+            atexit.register(_flushAtExit, observer.flusher)
+        self.observer = observer
         parent.setComponent(ILogObserver, observer)
 
-    #: Makes the observer for the file twistd would write to.
+    def stopService(self):
+        """
+        Flush the log, and every line from now on (the shutdown's), then
+        stop the gateway.
+        """
+        flusher = getattr(self.observer, "flusher", None)
+        if flusher is not None:
+            flusher.flushEveryLine()
+        return service.MultiService.stopService(self)
+
+    #: Makes the observer for the file twistd would write to, from the
+    #: file, the flush interval and the clock.
     makeObserver = staticmethod(JSONLineObserver)
 
     def getServiceNamed(self, name):

@@ -316,4 +316,5 @@ def makeService(options, reactor=None):
                else TextLoggingService)
     return wrapper(top, getattr(options, "parent", None),
                    rotateSize=config.log.rotate_size,
-                   rotatedFilesMax=config.log.rotated_files_max)
+                   rotatedFilesMax=config.log.rotated_files_max,
+                   flushInterval=config.log.flush_interval, clock=reactor)
