@@ -1339,6 +1339,105 @@ class LineCacheTests(unittest.TestCase):
             self.assertLessEqual(len(messageModule._headerLines), 10)
 
 
+class HeadScanTests(unittest.TestCase):
+    """
+    L{parseMessage} reads the same message whether it finds the lines of
+    the header section with L{messageModule._crlfHead} (PyPy) or by its
+    general rule (CPython).
+    """
+
+    def bothWays(self, data):
+        """
+        C{_parseOutcome(data)} both ways, with empty line caches.
+        """
+        outcomes = []
+        for scan in (False, True):
+            self.patch(messageModule, "SCAN_HEAD_BY_LINE", scan)
+            _clearLineCaches()
+            outcomes.append(_parseOutcome(data))
+        _clearLineCaches()
+        return outcomes
+
+    def assertSameBothWays(self, data):
+        general, scanned = self.bothWays(data)
+        self.assertEqual(general, scanned, data)
+
+    def test_choice(self):
+        """
+        PyPy scans for each LF, CPython searches and splits.
+        """
+        import platform
+        self.assertEqual(platform.python_implementation() == "PyPy",
+                         messageModule.SCAN_HEAD_BY_LINE)
+
+    def test_shapes(self):
+        """
+        Messages whose lines end in CRLF, bare LF or a mix, with and
+        without an empty line or a body, ASCII or not, valid or not.
+        """
+        cases = list(_LINE_CASES) + [
+            MESSAGE.replace(b"\r\n", b"\n"),
+            MESSAGE.replace(b"\r\n", b"\n", 2),
+            MESSAGE.replace(b"\r\n\r\n", b"\r\n\n"),
+            MESSAGE.replace(b"\r\n\r\n", b"\n\r\n"),
+            MESSAGE.replace(b"\r\n\r\n", b"\r\n"),
+            MESSAGE.split(b"\r\n\r\n")[0],
+            MESSAGE.split(b"\r\n\r\n")[0] + b"\r\n",
+            MESSAGE.split(b"\r\n\r\n")[0] + b"\r\n\r",
+            MESSAGE.replace(b"CSeq", b"X-\xc3\xa9: \xe2\x98\x83\r\nCSeq"),
+            MESSAGE.replace(b"CSeq", b"X-A: \xff\xfe\r\nCSeq"),
+            MESSAGE.replace(b"CSeq", b"X-A: a\rb\r\nCSeq"),
+            MESSAGE.replace(b"CSeq", b"X-A: a\r\r\nCSeq"),
+            b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n\n\n\r\n",
+            b"SIP/2.0 200 OK\r\nContent-Length: 2\r\n\r\n\r\n",
+            b"SIP/2.0 200 OK\r\n\r\nbody\r\n\r\nmore",
+            b"SIP/2.0 200 OK\n\r\nbody",
+            b"SIP/2.0 200 OK",
+            b"SIP/2.0 200 OK\r",
+            b"SIP/2.0 200 OK\r\n",
+            b"SIP/2.0 200 OK\r\n\r\n",
+            b"x\r\n",
+        ]
+        for data in cases:
+            self.assertSameBothWays(data)
+
+    def test_scanned(self):
+        """
+        L{messageModule._crlfHead} reads the lines of a header section
+        whose lines all end in CRLF, and leaves any other to the general
+        rule.
+        """
+        head = messageModule._crlfHead
+        self.assertEqual((["A", "B: c"], 11), head(b"A\r\nB: c\r\n\r\nbody"))
+        self.assertEqual((["A", "B: c", ""], None), head(b"A\r\nB: c\r\n"))
+        self.assertEqual((["A", "\u00e9"], None), head(b"A\r\n\xc3\xa9"))
+        for data in (b"A\nB\r\n\r\n", b"A\r\nB\n\r\n",
+                     b"A\r\n\n", b"A\r\n\xff\r\n\r\n"):
+            self.assertIsNone(head(data), data)
+
+    @settings(max_examples=400, derandomize=True, deadline=None)
+    @given(st.lists(st.sampled_from([
+        b"\r\n", b"\r", b"\n", b"\r\n\r\n", b"X: y", b" ", b"\xc3\xa9",
+        b"\xff", b"Content-Length: 3", b"abc", b"CSeq: 1 MESSAGE", b":"]),
+        max_size=20))
+    def test_sameBothWays(self, pieces):
+        """
+        A status line followed by pieces that end lines in every way reads
+        the same both ways.
+        """
+        self.assertSameBothWays(b"SIP/2.0 200 OK\r\n" + b"".join(pieces))
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(st.integers(0, len(MESSAGE) - 1),
+           st.binary(min_size=1, max_size=8))
+    def test_sameBothWaysMutated(self, position, junk):
+        """
+        A valid message with bytes inserted anywhere reads the same both
+        ways.
+        """
+        self.assertSameBothWays(MESSAGE[:position] + junk + MESSAGE[position:])
+
+
 class PathologicalViaTests(unittest.TestCase):
     """
     Via values that made a regular expression backtrack without bound
