@@ -181,6 +181,22 @@ class LineFlusherTests(unittest.TestCase):
         clock.advance(0.1)
         self.assertEqual((2, "a\nb\nc\nd\n"), (out.flushes, out.flushed))
 
+    def test_otherThread(self):
+        """
+        A line written from another thread than the flusher's is flushed
+        at once (the timer is armed from the reactor's thread only).
+        """
+        import threading
+        clock = Clock()
+        out = FlushCountingFile()
+        flusher = LineFlusher(out, 0.1, clock)
+        out.write("a\n")
+        thread = threading.Thread(target=flusher.written)
+        thread.start()
+        thread.join()
+        self.assertEqual((1, "a\n"), (out.flushes, out.flushed))
+        self.assertEqual([], clock.getDelayedCalls())
+
     def test_flushEveryLine(self):
         """
         L{LineFlusher.flushEveryLine} flushes what is buffered, disarms the

@@ -55,6 +55,7 @@ import atexit
 import json
 import sys
 from datetime import datetime, timezone
+from threading import get_ident
 from time import time
 
 from twisted.application import service
@@ -181,6 +182,11 @@ class LineFlusher:
     line: 0.6-1.3 us of CPU a line on the test VM, more than the rest of
     writing it).
 
+    A line logged from another thread than the one that made the flusher
+    (the reactor's, under twistd: a worker of a thread pool, say) is
+    flushed at once, as twistd's observer does: the timer can only be
+    armed from the reactor's thread.
+
     @ivar interval: the longest a written line waits in the file's buffer,
         in seconds; 0 (or no clock): flushed after every line.
     """
@@ -197,12 +203,13 @@ class LineFlusher:
         self.clock = clock
         self._call = None
         self._failed = False
+        self._thread = get_ident()
 
     def written(self):
         """
         A line was written: flush now, or arm the timer if it is not armed.
         """
-        if self.interval <= 0 or self._failed:
+        if self.interval <= 0 or self._failed or get_ident() != self._thread:
             # After a failed timed flush: at once, until one succeeds.
             self.outFile.flush()
             self._failed = False
