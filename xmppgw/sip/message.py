@@ -860,9 +860,9 @@ def parseMessage(data: bytes) -> Message:
         raise SIPParseError("Empty Message")
 
     error = None
-    head = _crlfHead(data) if SCAN_HEAD_BY_LINE else None
-    if head is not None:
-        lines, bodyStart = head
+    scanned = _crlfHead(data) if SCAN_HEAD_BY_LINE else None
+    if scanned is not None:
+        lines, bodyStart = scanned
     else:
         end = data.find(b"\r\n\r\n")
         lf = data.find(b"\n\n", 0, end if end != -1 else len(data))
