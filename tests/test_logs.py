@@ -763,6 +763,9 @@ class TextLineFormatterTests(unittest.TestCase):
         events = [
             dict(base, log_format="{text}", text="SIP->XMPP a -> b: 202"),
             dict(base, log_format="{text}", text="two\nlines {braces}"),
+            dict(base, log_format="{text}", text="ends with a newline\n"),
+            dict(base, log_format="{text}", text="\n\nthree",
+                 log_namespace="name\nspace"),
             dict(base, log_format="{text}", text=""),
             dict(base, log_format="{text}", text=42),
             dict(base, log_format="{text}", text="boundary",
