@@ -787,9 +787,12 @@ class TextLineFormatterTests(unittest.TestCase):
             self.assertEqual(self.reference(event),
                              textLineFormatter()(event), event)
         # Within one second the cached stamp is reused, and a new second
-        # gets its own.
+        # gets its own; an instant that rounds to the next second, or an
+        # earlier second, is not read from the cache.
         format = textLineFormatter()
-        for when in (1764160000.1, 1764160000.9, 1764160001.0, 1764160061.5):
+        for when in (1764160000.1, 1764160000.9, 1764160000.9999996,
+                     1764160000.999998, 1764160001.0, 1764160061.5,
+                     1764160000.5, 1764160000):
             event = dict(base, log_format="{text}", text="t", log_time=when)
             self.assertEqual(self.reference(event), format(event))
 

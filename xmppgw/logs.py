@@ -318,34 +318,40 @@ def textLineFormatter(timeFormat=timeFormatRFC3339):
     @return: a callable taking an event and returning its text line (with
         the newline) or L{None}, for L{FileLogObserver}.
     """
-    cache = [(None, None)]  # (the second formatted last, its text)
+    # The instants read as the second formatted last, from its start to a
+    # microsecond before the next one, and its text: (start, end, stamp).
+    cached = (0.0, 0.0, None)
 
     def slowTime(when):
         return formatTime(when, timeFormat)
 
     def format(event):
+        nonlocal cached
         text = event.get("text")
         when = event.get("log_time")
         if (event.get("log_format") == "{text}" and text
                 and isinstance(text, str) and when is not None
                 and timeFormat is not None and "log_failure" not in event
                 and "log_system" not in event):
-            second = int(when)
-            # datetime rounds to the microsecond: within a microsecond of
-            # the next second, let formatTime decide which second it is.
-            if 0 <= when - second < 0.999999:
-                cachedSecond, stamp = cache[0]
-                if cachedSecond != second:
-                    stamp = formatTime(when, timeFormat)
-                    cache[0] = (second, stamp)
-                level = event.get("log_level")
-                namespace = event.get("log_namespace", "-")
-                levelName = level.name if level is not None else "-"
-                line = f"{stamp} [{namespace}#{levelName}] {text}\n"
-                if line.find("\n") < len(line) - 1:
-                    # As twistd: the lines after the first one indented.
-                    line = line[:-1].replace("\n", "\n\t") + "\n"
-                return line
+            start, end, stamp = cached
+            if not start <= when < end:
+                second = int(when)
+                # datetime rounds to the microsecond: within a microsecond
+                # of the next second, let formatTime decide which second
+                # it is.
+                if not 0 <= when - second < 0.999999:
+                    return formatEventAsClassicLogText(event,
+                                                       formatTime=slowTime)
+                stamp = formatTime(when, timeFormat)
+                cached = (second, second + 0.999999, stamp)
+            level = event.get("log_level")
+            namespace = event.get("log_namespace", "-")
+            levelName = level.name if level is not None else "-"
+            line = f"{stamp} [{namespace}#{levelName}] {text}\n"
+            if line.find("\n") < len(line) - 1:
+                # As twistd: the lines after the first one indented.
+                line = line[:-1].replace("\n", "\n\t") + "\n"
+            return line
         return formatEventAsClassicLogText(event, formatTime=slowTime)
 
     return format
