@@ -23,9 +23,9 @@ from xmppgw import tap
 from xmppgw.config import parseConfig
 from xmppgw import logs
 from xmppgw.logs import (
-    FLUSH_INTERVAL, JSONLineObserver, JSONLoggingService, LineFlusher,
-    TextLineObserver, TextLoggingService, _twistdLogFile, emitEvent,
-    eventAsJSONLine, jsonObserver, textLineFormatter, textObserver)
+    FLUSH_INTERVAL, BufferedLogFile, JSONLineObserver, JSONLoggingService,
+    LineFlusher, TextLineObserver, TextLoggingService, _twistdLogFile,
+    emitEvent, eventAsJSONLine, jsonObserver, textLineFormatter, textObserver)
 
 from tests.test_router import FakeServerTransaction, RouterTestsMixin, sipMessage
 
@@ -649,6 +649,76 @@ class JSONLoggingServiceTests(unittest.TestCase):
         for i in range(5):
             logFile.rotate()
         self.assertEqual([1, 2, 3, 4, 5], logFile.listLogs())
+
+
+    def test_buffered(self):
+        """
+        The log file holds its lines until it is flushed (Twisted's own
+        L{LogFile<twisted.python.logfile.LogFile>} writes each one at
+        once), and counts them for its rotation as they are written.
+        """
+        logFile = self.writeLines(rotateSize=0)
+        self.assertIsInstance(logFile, BufferedLogFile)
+        self.assertEqual(0, os.path.getsize(logFile.path))
+        self.assertEqual(20 * 59, logFile.size)
+        logFile.flush()
+        with open(logFile.path) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(20, len(lines))
+        self.assertEqual("line 19 " + "x" * 50, lines[-1])
+
+    def test_bufferedRotation(self):
+        """
+        Lines waiting in the buffer when the file is rotated (by size, by
+        SIGUSR1's L{rotate<BufferedLogFile.rotate>}) or reopened go to the
+        file they were written to.
+        """
+        logFile = self.writeLines(rotateSize=0)
+        logFile.rotate()
+        logFile.write("after the rotation\n")
+        logFile.reopen()
+        with open(logFile.path + ".1") as f:
+            self.assertEqual(20, len(f.read().splitlines()))
+        with open(logFile.path) as f:
+            self.assertEqual("after the rotation\n", f.read())
+        # By size: the 2nd line starts a new file, the 1st is in gw.log.1.
+        sized = self.writeLines(rotateSize=59)
+        sized.flush()
+        with open(sized.path + ".1") as f:
+            self.assertEqual("line 18 " + "x" * 50 + "\n", f.read())
+        with open(sized.path) as f:
+            self.assertEqual("line 19 " + "x" * 50 + "\n", f.read())
+
+    def test_bufferedService(self):
+        """
+        Through the text logging service, a daemon's line reaches its log
+        file when the flush interval has passed, and at once after the
+        service stopped.
+        """
+        previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        self.patch(logs.atexit, "register", lambda f, *a: None)
+        path = os.path.abspath(self.mktemp())
+        clock = Clock()
+        wrapper = TextLoggingService(
+            service.MultiService(), {"logfile": path, "nodaemon": False},
+            flushInterval=0.1, clock=clock)
+        application = service.Application("xmppgw")
+        wrapper.setServiceParent(application)
+        observer = wrapper.observer
+        self.addCleanup(observer.flusher.outFile.close)
+        wrapper.startService()
+        event = {"log_format": "{text}", "log_level": LogLevel.info,
+                 "log_namespace": "n", "log_time": 1764160000.0}
+        observer(dict(event, text="first"))
+        self.assertEqual(0, os.path.getsize(path))
+        clock.advance(0.1)
+        with open(path) as f:
+            self.assertTrue(f.read().endswith("] first\n"))
+        wrapper.stopService()
+        observer(dict(event, text="last"))
+        with open(path) as f:
+            self.assertTrue(f.read().endswith("] last\n"))
 
 
 class MessageLineTests(RouterTestsMixin, unittest.TestCase):

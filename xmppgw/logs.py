@@ -52,6 +52,7 @@ without C{emit}'s per-call costs.
 """
 
 import atexit
+import io
 import json
 import sys
 from datetime import datetime, timezone
@@ -62,13 +63,14 @@ from twisted.application import service
 from twisted.logger import (
     ILogObserver, LogLevel, formatEvent, formatEventAsClassicLogText,
     formatTime, timeFormatRFC3339)
+from twisted.python import logfile
 from twisted.python.compat import ioType
 from zope.interface import implementer
 
-__all__ = ["FLUSH_INTERVAL", "JSONLineObserver", "JSONLoggingService",
-           "LineFlusher", "TextLineObserver", "TextLoggingService",
-           "emitEvent", "eventAsJSONLine", "jsonObserver", "textLineFormatter",
-           "textObserver"]
+__all__ = ["BufferedLogFile", "FLUSH_INTERVAL", "JSONLineObserver",
+           "JSONLoggingService", "LineFlusher", "TextLineObserver",
+           "TextLoggingService", "emitEvent", "eventAsJSONLine",
+           "jsonObserver", "textLineFormatter", "textObserver"]
 
 #: C{[log] flush_interval}'s default: seconds a written line may wait in
 #: the file's buffer.
@@ -389,9 +391,7 @@ def _twistdLogFile(twistdOptions, rotateSize=TWISTD_ROTATE_SIZE,
         return None
     if name == "-" or (not name and nodaemon):
         return sys.stdout
-    from twisted.python import logfile
-
-    logFile = logfile.LogFile.fromFullPath(
+    logFile = BufferedLogFile.fromFullPath(
         name or "twistd.log", rotateLength=rotateSize,
         maxRotatedFiles=rotatedFilesMax or None)
     import signal
@@ -404,6 +404,25 @@ def _twistdLogFile(twistdOptions, rotateSize=TWISTD_ROTATE_SIZE,
 
         signal.signal(signal.SIGUSR1, rotate)
     return logFile
+
+
+class BufferedLogFile(logfile.LogFile):
+    """
+    twistd's log file (L{LogFile<twisted.python.logfile.LogFile>}: rotated
+    by size and on SIGUSR1) with a write buffer. Twisted opens the file
+    unbuffered, so every line was a C{write} system call whatever the
+    L{LineFlusher} said; here lines reach the file when C{flush} is called
+    (by the L{LineFlusher}), when the buffer is full, and when the file is
+    rotated or closed (the lines written before a rotation stay in the old
+    file).
+    """
+
+    #: Bytes held before they are written without a flush.
+    bufferSize = 65536
+
+    def _openFile(self):
+        logfile.LogFile._openFile(self)
+        self._file = io.BufferedWriter(self._file, self.bufferSize)
 
 
 def _flushAtExit(flusher):
