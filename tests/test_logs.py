@@ -650,7 +650,6 @@ class JSONLoggingServiceTests(unittest.TestCase):
             logFile.rotate()
         self.assertEqual([1, 2, 3, 4, 5], logFile.listLogs())
 
-
     def test_buffered(self):
         """
         The log file holds its lines until it is flushed (Twisted's own

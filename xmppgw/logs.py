@@ -5,8 +5,9 @@ shippers.
 
 In the default C{[log] format = "text"}, L{makeService<xmppgw.tap.makeService>}
 wraps the gateway in a L{TextLoggingService}, which gives twistd's application
-the same text observer twistd would have built (same file, same SIGUSR1
-rotation, byte-identical lines: L{textLineFormatter}; but rotated by size
+the same text observer twistd would have built (same file, opened with a
+write buffer: L{BufferedLogFile}; same SIGUSR1 rotation; byte-identical
+lines: L{textLineFormatter}; but rotated by size
 per C{[log] rotate_size} and C{rotated_files_max}, where twistd rotates
 every 1 MB and keeps, and renames at each rotation, every old file),
 except that an event

@@ -1407,6 +1407,12 @@ class GatewayProcess:
             return process.returncode
 
 
+#: C{[log] flush_interval} of the gateways the tests run: every line at
+#: once, so that what a test reads from the log is all that was logged
+#: (C{tests.interop.test_operations} runs one with the default).
+LOG_FLUSH = 0
+
+
 def gatewayConfig(prosody, sipPort, gwmap=None, outboundProxy=None,
                   t1=None, holdTimeout=None, separator="*", extraSIP=None,
                   extraXMPP=None, domain=None, listen=None):
@@ -1453,7 +1459,7 @@ def gatewayConfig(prosody, sipPort, gwmap=None, outboundProxy=None,
     for key, value in (extraSIP or {}).items():
         lines.append(f"{key} = {value}")
     lines += ["", "[log]", "messages = true", "traffic_sip = true",
-              "traffic_xmpp = true", ""]
+              "traffic_xmpp = true", f"flush_interval = {LOG_FLUSH}", ""]
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ import urllib.request
 from twisted.trial.unittest import TestCase
 
 from tests.interop.harness import (
-    AUTHENTICATED_LINE, LOCAL, GatewayProcess, PrivateProsody, buildMessage,
+    AUTHENTICATED_LINE, LOCAL, LOG_FLUSH, GatewayProcess, PrivateProsody, buildMessage,
     cleanupAll, freePort, gatewayConfig, makeWorkdir, requirePeers,
     sipSendUDP, waitUntil)
 
@@ -171,6 +171,43 @@ class OperationsTests(TestCase):
                                      result="refused"))
         self.assertTrue(self.gateway.running())
         self.assertEqual(links, self.gateway.log().count(AUTHENTICATED_LINE))
+
+    def test_bufferedLogFile(self):
+        """
+        With the default C{[log] flush_interval} the log file twistd writes
+        (C{--logfile}) is written in a few large writes, not once per line,
+        and a relayed message's line is there within a moment.
+        """
+        self.gateway.stop()
+        config = self.config().replace(f"flush_interval = {LOG_FLUSH}\n", "")
+        self.assertNotIn("flush_interval", config)
+        self.gateway = GatewayProcess(config,
+                                      workdir=makeWorkdir("gateway-flush"))
+        self.gateway.start(timeout=30)
+        self.addCleanup(cleanupAll, self.gateway)
+
+        def writes():
+            # write(2) calls of the gateway: its log file's (datagrams and
+            # the XMPP link go out through send/sendto).
+            with open(f"/proc/{self.gateway.process.pid}/io") as f:
+                return int(re.search(r"^syscw: (\d+)$", f.read(),
+                                     re.M).group(1))
+
+        def events():
+            # Lines of one event after the first are indented.
+            return sum(1 for line in self.gateway.log().splitlines()
+                       if line and not line.startswith("\t"))
+
+        before, logged = writes(), events()
+        for i in range(20):
+            self.assertEqual(202, self.send(ALICE_VIA_SIP).code,
+                             self.gateway.describe())
+        self.gateway.waitForLog("SIP->XMPP", 10, count=20)
+        logged = events() - logged
+        # Each message logs its line and its SIP and XMPP traffic.
+        self.assertGreaterEqual(logged, 60)
+        self.assertLess(writes() - before, logged / 2,
+                        self.gateway.describe())
 
     def test_jsonLog(self):
         """

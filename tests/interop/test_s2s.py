@@ -31,7 +31,7 @@ import time
 from twisted.trial.unittest import TestCase
 
 from tests.interop.harness import (
-    LOCAL, GatewayProcess, HarnessError, SharedFixture, SIPReceiver,
+    LOCAL, LOG_FLUSH, GatewayProcess, HarnessError, SharedFixture, SIPReceiver,
     SIPUDPClient, XMPPClient, buildMessage, cleanupAll, freePort,
     makeWorkdir, newCallID, requirePeers, uniqueID)
 from tests.interop.prosody_s2s import PrivateS2SProsody, makeTestCA
@@ -79,6 +79,7 @@ def serverConfig(s2sPort, sipPort, peerDomain, peerPort, certificate, ca,
         "messages = true",
         "traffic_sip = true",
         "traffic_xmpp = true",
+        f"flush_interval = {LOG_FLUSH}",
         "",
     ]
     return "\n".join(lines)
