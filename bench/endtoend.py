@@ -45,6 +45,7 @@ Usage::
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -63,6 +64,24 @@ DIRECTIONS = ("udp", "tcp", "xmpp", "floor")
 #: The component the floor's load peer connects as (the gateway holds
 #: L{COMPONENT}).
 FLOOR_COMPONENT = "floor.xmpp.test"
+
+
+#: The nursery size in the gateway's start-up report (L{xmppgw.gctune}):
+#: "... area (nursery): 4.0 MB ..." or "PyPy chose a 150.0 MB ...".
+_NURSERY = re.compile(r"(?:\(nursery\): |PyPy chose a )([0-9.]+) MB")
+
+
+def nurseryFromLog(text):
+    """
+    The PyPy nursery in MB that the gateway reported at start-up in its log
+    C{text}, or L{None} (CPython, which has none).
+    """
+    for line in text.splitlines():
+        if "[xmppgw.gctune#" in line:
+            match = _NURSERY.search(line)
+            if match:
+                return float(match.group(1))
+    return None
 
 
 def twistd():
@@ -364,6 +383,8 @@ def main(argv=None):
         bench.start()
         rss, hwm = memoryKB(bench.gateway.pid)
         results["gateway_idle_rss_mb"] = round(rss / 1024, 1)
+        # What PyPy uses, whether set above or chosen by PyPy itself.
+        results["gateway_pypy_nursery_mb"] = nurseryFromLog(bench._log())
         warmupRate = int(args.rates.split(",")[0])
         warmupEnd = time.monotonic() + args.warmup
         # Bounded: --warmup is at most 60 s, one step of --duration at a time.

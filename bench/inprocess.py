@@ -67,6 +67,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogBeginner
 
 from bench.common import emit, percentile, resultsHeader
+from xmppgw import gctune
 from xmppgw.gctune import freezeStartupObjects
 from xmppgw.logs import FLUSH_INTERVAL, textObserver
 from xmppgw.addressing import AddressMapper
@@ -472,17 +473,6 @@ def measureTime(direction, distinct, args, metrics=False):
     return summary
 
 
-def _nurserySize():
-    """
-    PyPy's nursery in bytes (C{PYPY_GC_NURSERY}, or what PyPy chose), or
-    L{None} if this PyPy does not tell.
-    """
-    try:
-        return int(gc.get_stats()._s.nursery_size)
-    except (AttributeError, TypeError, ValueError):
-        return None
-
-
 class YoungAllocations:
     """
     On PyPy (which has no C{tracemalloc}), what the code run inside
@@ -493,13 +483,14 @@ class YoungAllocations:
 
     @param hooks: PyPy's C{gc.hooks} (for tests: a fake); L{None} where
         there is none.
-    @param nurserySize: the nursery in bytes (default: L{_nurserySize}).
+    @param nurserySize: the nursery in bytes (default:
+        L{xmppgw.gctune.nurserySize}).
     """
 
     def __init__(self, hooks=getattr(gc, "hooks", None), nurserySize=None):
         self.hooks = hooks
         self.nurserySize = (nurserySize if nurserySize is not None
-                            else _nurserySize() if hooks is not None
+                            else gctune.nurserySize() if hooks is not None
                             else None)
         self.collections = 0
         self._previous = None

@@ -8,7 +8,10 @@ import os
 
 from twisted.trial import unittest
 
-from bench.endtoend import Bench
+from twisted.logger import Logger, formatEvent
+
+from bench.endtoend import Bench, nurseryFromLog
+from xmppgw.gctune import reportNursery
 
 
 class _FakeProsody:
@@ -130,3 +133,41 @@ class OptionTests(unittest.TestCase):
         error = self.assertRaises(
             Refused, endtoend.main, ["--directions", "udp,upd"])
         self.assertIn("unknown --directions upd", str(error))
+
+
+class NurseryFromLogTests(unittest.TestCase):
+    """
+    L{nurseryFromLog} reads the nursery size from the gateway's start-up
+    report, in each of the report's forms.
+    """
+
+    def line(self, nursery, environ):
+        events = []
+
+        class Collector:
+            def get_stats(self):
+                return argparse.Namespace(
+                    _s=argparse.Namespace(nursery_size=nursery))
+
+        reportNursery(Collector(), environ, Logger(
+            namespace="xmppgw.gctune", observer=events.append))
+        [event] = events
+        return ("2026-11-27T22:03:54+0000 [xmppgw.gctune#%s] %s\n"
+                % (event["log_level"].name, formatEvent(event)))
+
+    def test_forms(self):
+        """
+        Set by the environment, PyPy's small choice, PyPy's large choice
+        (the warning): the size in MB.
+        """
+        MB = 1024 * 1024
+        self.assertEqual(4.0, nurseryFromLog(
+            "a line\n" + self.line(4 * MB, {"PYPY_GC_NURSERY": "4MB"})))
+        self.assertEqual(1.0, nurseryFromLog(self.line(MB, {})))
+        self.assertEqual(150.0, nurseryFromLog(self.line(150 * MB, {})))
+
+    def test_none(self):
+        """
+        Without the report (CPython) there is no size.
+        """
+        self.assertIsNone(nurseryFromLog("a line\nanother (nursery): 3 MB\n"))

@@ -15,6 +15,7 @@ import sys
 from twisted.trial import unittest
 
 from xmppgw.config import Config, loadConfig
+from xmppgw.gctune import RECOMMENDED_NURSERY
 from xmppgw.localpeers import PrivateProsody
 from xmppgw.metrics import METRIC_NAMES
 
@@ -195,6 +196,17 @@ class SystemdSampleTests(unittest.TestCase):
                          unit["Service"]["ExecReload"])
         self.assertEqual(["simple"], unit["Service"]["Type"])
         self.assertEqual(["multi-user.target"], unit["Install"]["WantedBy"])
+
+    def test_pypyEnvironment(self):
+        """
+        The unit sets the recommended PyPy collector settings (which CPython
+        ignores), the nursery being the one the gateway's start-up report
+        recommends; the optional major-collection factor stays commented.
+        """
+        environment = self.unit()["Service"]["Environment"]
+        self.assertEqual(
+            [f"PYPY_GC_NURSERY={RECOMMENDED_NURSERY}",
+             "PYPY_GC_INCREMENT_STEP=1MB"], environment)
 
     def test_verify(self):
         """

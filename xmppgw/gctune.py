@@ -23,16 +23,41 @@ service starts, after everything was built. The cost: an object alive at
 that moment that later becomes part of unreachable cyclic garbage is never
 freed (start-up objects live as long as the process anyway; a
 configuration reload replaces a few small objects).
+
+On PyPy there is nothing to freeze, but one setting matters as much: the
+size of its young-object area (the nursery), which PyPy reads from
+C{PYPY_GC_NURSERY} when it starts and otherwise derives from the CPU
+cache size C{/proc/cpuinfo} names (half of it when that is over 8 MB). On
+an x86 server or VM that line is often the last-level cache shared by
+every core: on the Intel Xeon test VM (300 MB) PyPy chose a 150 MB
+nursery, and the idle gateway held 250 MB instead of 122 MB with the
+recommended 4 MB (docs/performance.rst, round 16). Nothing can resize it
+once the process runs, so L{reportNursery} logs its size at start-up and
+warns, naming the setting, when PyPy chose more than
+L{NURSERY_WARN_BYTES} by itself.
 """
 
 import gc
+import os
 
 from twisted.application import service
+from twisted.logger import Logger
 
 __all__ = ["FULL_COLLECTION_THRESHOLD", "FrozenStartupService",
-           "freezeStartupObjects"]
+           "NURSERY_WARN_BYTES", "RECOMMENDED_NURSERY",
+           "freezeStartupObjects", "nurserySize", "reportNursery"]
+
+_log = Logger()
 
 FULL_COLLECTION_THRESHOLD = 100
+
+#: The C{PYPY_GC_NURSERY} docs/deployment.rst recommends.
+RECOMMENDED_NURSERY = "4MB"
+
+#: A nursery PyPy chose by itself (no C{PYPY_GC_NURSERY}) larger than this
+#: is reported with a warning: four times the recommended size, where the
+#: extra memory buys nothing measurable (docs/performance.rst, round 16).
+NURSERY_WARN_BYTES = 16 * 1024 * 1024
 
 
 def freezeStartupObjects(collector=gc):
@@ -56,20 +81,73 @@ def freezeStartupObjects(collector=gc):
     return collector.get_freeze_count()
 
 
+def nurserySize(collector=gc):
+    """
+    PyPy's nursery in bytes, or L{None} where there is none to tell
+    (CPython, whose C{gc.get_stats} is another function).
+
+    @param collector: the L{gc} module (a fake in tests).
+    """
+    try:
+        return int(collector.get_stats()._s.nursery_size)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def reportNursery(collector=gc, environ=os.environ, log=_log):
+    """
+    Log the size of PyPy's nursery: as information when it was set by
+    C{PYPY_GC_NURSERY} or is at most L{NURSERY_WARN_BYTES}, as a warning
+    naming the setting when PyPy chose more by itself. Nothing on CPython.
+
+    @param collector: the L{gc} module (a fake in tests).
+    @param environ: the process environment.
+    @param log: the L{Logger}.
+    @return: the size in bytes, or L{None} on CPython.
+    """
+    size = nurserySize(collector)
+    if size is None:
+        return None
+    megabytes = round(size / (1024 * 1024), 1)
+    setting = environ.get("PYPY_GC_NURSERY")
+    if setting:
+        log.info("PyPy's young-object area (nursery): {megabytes} MB "
+                 "(PYPY_GC_NURSERY={setting})",
+                 megabytes=megabytes, setting=setting)
+    elif size > NURSERY_WARN_BYTES:
+        log.warn("PyPy chose a {megabytes} MB young-object area (nursery) "
+                 "from the CPU cache size in /proc/cpuinfo, which adds "
+                 "about as much to the gateway's memory for no gain. Set "
+                 "PYPY_GC_NURSERY={recommended} in its environment "
+                 "(docs/deployment.rst, \"Choosing the interpreter\")",
+                 megabytes=megabytes, recommended=RECOMMENDED_NURSERY)
+    else:
+        log.info("PyPy's young-object area (nursery): {megabytes} MB, "
+                 "PyPy's choice (PYPY_GC_NURSERY={recommended} is "
+                 "recommended)",
+                 megabytes=megabytes, recommended=RECOMMENDED_NURSERY)
+    return size
+
+
 class FrozenStartupService(service.Service):
     """
-    Calls L{freezeStartupObjects} when started; add it to the gateway's
-    service last, so that it starts after everything else.
+    Calls L{freezeStartupObjects} and L{reportNursery} when started; add
+    it to the gateway's service last, so that it starts after everything
+    else.
 
     @ivar frozen: the number of objects frozen, or L{None} before the start.
+    @ivar nursery: PyPy's nursery in bytes once started, else L{None}.
     """
 
     name = "gc-freeze"
     frozen = None
+    nursery = None
 
-    def __init__(self, collector=gc):
+    def __init__(self, collector=gc, environ=os.environ):
         self._collector = collector
+        self._environ = environ
 
     def startService(self):
         service.Service.startService(self)
         self.frozen = freezeStartupObjects(self._collector)
+        self.nursery = reportNursery(self._collector, self._environ)

@@ -1274,11 +1274,15 @@ class GatewayProcess:
         C{tcp:}) listen entry, used for the readiness probe.
     @ivar twistd: the C{twistd} program to run (another interpreter's, e.g.
         PyPy's), or L{None} for L{twistdPath}.
+    @ivar environ: variables added to the child's environment (ours), or
+        L{None}.
     """
 
-    def __init__(self, configText, workdir=None, name="gateway", twistd=None):
+    def __init__(self, configText, workdir=None, name="gateway", twistd=None,
+                 environ=None):
         self.configText = configText
         self.twistd = twistd
+        self.environ = environ
         self.workdir = workdir or makeWorkdir(name)
         self.configPath = os.path.join(self.workdir, "xmppgw.toml")
         self.logPath = os.path.join(self.workdir, "twistd.log")
@@ -1313,7 +1317,9 @@ class GatewayProcess:
         argv = [self.twistd or twistdPath(), "-n", "--pidfile=",
                 "--logfile", self.logPath,
                 "xmppgw", "--config", self.configPath]
-        self.process = spawn(argv, logPath=self.consolePath, cwd=self.workdir)
+        env = dict(os.environ, **self.environ) if self.environ else None
+        self.process = spawn(argv, logPath=self.consolePath, cwd=self.workdir,
+                             env=env)
         deadline = time.monotonic() + timeout
         try:
             self._waitOptions(deadline, (200,) if waitForLink else (200, 503))

@@ -89,6 +89,8 @@ class GatewayTestCase(TestCase):
     peers = ("prosody", "prosodyctl")
     #: the C{twistd} to run the gateway with, L{None} for the test venv's
     twistd = None
+    #: variables added to the gateway's environment, or L{None}
+    gatewayEnviron = None
 
     prosody = None
     gateway = None
@@ -114,7 +116,7 @@ class GatewayTestCase(TestCase):
                 t1=cls.t1, holdTimeout=cls.holdTimeout,
                 extraSIP=cls.extraSIP),
             workdir=makeWorkdir(f"gateway-{cls.__name__}"),
-            twistd=cls.twistd)
+            twistd=cls.twistd, environ=cls.gatewayEnviron)
         cls.gateway.start(timeout=30)
         cls.alice = XMPPClient(ALICE, "alice-pw", cls.prosody.c2sPort).start()
 

@@ -22,6 +22,7 @@ from tests.interop.harness import (
     HarnessError, inCI, messageWith, uniqueID)
 from tests.interop.test_gateway import (
     ALICE, ALICE_VIA_SIP, BODY, BOB_VIA_XMPP, GatewayTestCase)
+from xmppgw.gctune import RECOMMENDED_NURSERY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -72,6 +73,9 @@ class PyPyGatewayTests(GatewayTestCase):
     """
 
     receiverProto = "udp"
+    #: the recommended deployment's nursery (docs/deployment.rst), which
+    #: the gateway reports at start-up
+    gatewayEnviron = {"PYPY_GC_NURSERY": RECOMMENDED_NURSERY}
 
     @classmethod
     def setUpClass(cls):
@@ -123,3 +127,15 @@ class PyPyGatewayTests(GatewayTestCase):
         implementation, version = interpreterFacts(exe)
         self.assertEqual(implementation, "PyPy", match.group(0))
         self.assertEqual(match.group("python"), version, match.group(0))
+
+    def test_nurseryReported(self):
+        """
+        The gateway logs the nursery PyPy actually uses, read from PyPy's
+        collector, and where its size came from: C{PYPY_GC_NURSERY=4MB}
+        here, so 4.0 MB as information, not the warning about a nursery
+        PyPy chose by itself.
+        """
+        log = self.gateway.log()
+        self.assertIn("[xmppgw.gctune#info] PyPy's young-object area "
+                      "(nursery): 4.0 MB (PYPY_GC_NURSERY=4MB)", log)
+        self.assertNotIn("xmppgw.gctune#warn", log)
