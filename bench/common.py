@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+from xmppgw.gctune import nurserySize
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -31,7 +33,9 @@ def percentile(values, fraction):
 
 def machine():
     """
-    A description of this machine: CPU model, cores, Python, date.
+    A description of this machine: CPU model, cores, Python, date, and on
+    PyPy the nursery in MB (PyPy's figures depend on it: see
+    L{xmppgw.gctune}).
     """
     model = "unknown"
     try:
@@ -42,6 +46,7 @@ def machine():
                     break
     except OSError:
         pass
+    nursery = nurserySize()
     return {
         "cpu": model,
         "nproc": os.cpu_count(),
@@ -49,6 +54,8 @@ def machine():
                              platform.python_version()),
         "kernel": platform.release(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "pypy_nursery_mb": (None if nursery is None
+                            else round(nursery / (1024 * 1024), 1)),
     }
 
 

@@ -5,11 +5,13 @@ benchmark itself runs under C{make bench}).
 
 import argparse
 import os
+import platform
 
 from twisted.trial import unittest
 
 from twisted.logger import Logger, formatEvent
 
+from bench.common import machine
 from bench.endtoend import Bench, nurseryFromLog
 from xmppgw.gctune import reportNursery
 
@@ -171,3 +173,20 @@ class NurseryFromLogTests(unittest.TestCase):
         Without the report (CPython) there is no size.
         """
         self.assertIsNone(nurseryFromLog("a line\nanother (nursery): 3 MB\n"))
+
+
+class MachineTests(unittest.TestCase):
+    """
+    L{bench.common.machine}, the header of every benchmark's results, names
+    PyPy's nursery, on which PyPy's memory figures depend.
+    """
+
+    def test_nursery(self):
+        """
+        On PyPy the nursery in MB, on CPython L{None}.
+        """
+        nursery = machine()["pypy_nursery_mb"]
+        if platform.python_implementation() == "PyPy":
+            self.assertGreater(nursery, 0)
+        else:
+            self.assertIsNone(nursery)

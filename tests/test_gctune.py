@@ -144,7 +144,8 @@ class NurseryTests(unittest.TestCase):
         self.assertEqual(150 * MB, size)
         self.assertEqual(LogLevel.warn, event["log_level"])
         text = formatEvent(event)
-        self.assertIn("150.0 MB", text)
+        self.assertIn("a 150.0 MB young-object area", text)
+        self.assertIn("about 1200 MB before PyPy's first major", text)
         self.assertIn("PYPY_GC_NURSERY=4MB", text)
 
     def test_threshold(self):

@@ -31,7 +31,10 @@ cache size C{/proc/cpuinfo} names (half of it when that is over 8 MB). On
 an x86 server or VM that line is often the last-level cache shared by
 every core: on the Intel Xeon test VM (300 MB) PyPy chose a 150 MB
 nursery, and the idle gateway held 250 MB instead of 122 MB with the
-recommended 4 MB (docs/performance.rst, round 16). Nothing can resize it
+recommended 4 MB. Worse, PyPy starts no major collection while its heap
+is under 8 times the nursery (C{PYPY_GC_MIN}'s default): under load the
+gateway grew to 1,457 MB instead of 244 MB (docs/performance.rst, round
+16). Nothing can resize it
 once the process runs, so L{reportNursery} logs its size at start-up and
 warns, naming the setting, when PyPy chose more than
 L{NURSERY_WARN_BYTES} by itself.
@@ -116,11 +119,14 @@ def reportNursery(collector=gc, environ=os.environ, log=_log):
                  megabytes=megabytes, setting=setting)
     elif size > NURSERY_WARN_BYTES:
         log.warn("PyPy chose a {megabytes} MB young-object area (nursery) "
-                 "from the CPU cache size in /proc/cpuinfo, which adds "
-                 "about as much to the gateway's memory for no gain. Set "
+                 "from the CPU cache size in /proc/cpuinfo: that much more "
+                 "memory at idle, and under load the gateway grows to "
+                 "about {floor} MB before PyPy's first major collection "
+                 "(8 times the nursery), for no gain in speed. Set "
                  "PYPY_GC_NURSERY={recommended} in its environment "
                  "(docs/deployment.rst, \"Choosing the interpreter\")",
-                 megabytes=megabytes, recommended=RECOMMENDED_NURSERY)
+                 megabytes=megabytes, floor=round(8 * megabytes),
+                 recommended=RECOMMENDED_NURSERY)
     else:
         log.info("PyPy's young-object area (nursery): {megabytes} MB, "
                  "PyPy's choice (PYPY_GC_NURSERY={recommended} is "
