@@ -168,12 +168,10 @@ class Bench:
                 "rate_per_source = 0.0\n"
                 "rate_per_sender = 0.0\n"
                 "[log]\n"
-                f"messages = {'true' if self.args.log else 'false'}\n")
+                f"messages = {'true' if getattr(self.args, 'log', True) else 'false'}\n")
         self.logPath = os.path.join(self.workdir, "twistd.log")
         self.gateway = subprocess.Popen(
-            [self.args.twistd or twistd(), "-n", "--pidfile=", "--logfile",
-             self.logPath,
-             "xmppgw", "--config", config],
+            self.gatewayCommand(config),
             cwd=self.workdir, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
@@ -188,6 +186,15 @@ class Bench:
         if "component link authenticated" not in self._log():
             raise RuntimeError("gateway did not come up:\n" + self._log()[-3000:])
         time.sleep(0.5)
+
+    def gatewayCommand(self, config):
+        """
+        The command line of the gateway: C{--twistd} (for the benchmarks
+        that have it, L{bench.soak} too), else L{twistd}.
+        """
+        return [getattr(self.args, "twistd", None) or twistd(), "-n",
+                "--pidfile=", "--logfile", self.logPath,
+                "xmppgw", "--config", config]
 
     def _log(self):
         try:

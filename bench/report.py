@@ -125,13 +125,16 @@ def soak(r):
 
 
 def main(paths):
+    if not paths or any(p in ("-h", "--help") for p in paths):
+        print(__doc__.strip())
+        return 0 if paths else 2
     for path in paths:
         with open(path) as f:
             r = json.load(f)
         m = r["machine"]
         print("%s: %s, %s cores, %s, %s, revision %s\n``%s``\n" % (
             r["benchmark"], m["cpu"], m["nproc"], m["python"], m["date"],
-            r.get("revision"), r["command"]))
+            r.get("revision"), r.get("command", "(command not recorded)")))
         report = {"inprocess": inprocess, "endtoend": endtoend,
                   "scale": scale, "s2s": s2s, "soak": soak,
                   "instructions": instructions}.get(r["benchmark"])
@@ -143,4 +146,4 @@ def main(paths):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

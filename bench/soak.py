@@ -25,18 +25,19 @@ Reported:
 Usage::
 
     .venv/bin/python -m bench.soak [--rate 500] [--duration 600]
-        [--proto udp|tcp] [--json FILE]
+        [--proto udp|tcp] [--twistd .venv-pypy/bin/twistd] [--json FILE]
 
 C{make bench} runs it with C{SOAK_ARGS} (empty: the 600 s default; e.g.
 C{make bench SOAK_ARGS="--duration 120"} for a shorter run).
 """
 
 import argparse
+import os
 import sys
 import time
 
 from bench.common import cpuSeconds, emit, memoryKB, resultsHeader
-from bench.endtoend import DOMAIN, Bench, Peer
+from bench.endtoend import DOMAIN, Bench, Peer, nurseryFromLog, twistd
 
 
 def sample(bench, t0):
@@ -46,7 +47,10 @@ def sample(bench, t0):
             "cpu_s": round(cpuSeconds(bench.gateway.pid), 2)}
 
 
-def main(argv=None):
+def parseArguments(argv=None):
+    """
+    The soak's command line (L{main}).
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=500.0,
                         help="messages per second (default 500)")
@@ -64,12 +68,23 @@ def main(argv=None):
     parser.add_argument("--keep-workdir", action="store_true",
                         help="keep the working directory (configurations "
                         "and logs) instead of removing it")
+    parser.add_argument("--twistd",
+                        help="the twistd that runs the gateway (default: "
+                        "the one next to this Python); e.g. "
+                        ".venv-pypy/bin/twistd to run it on PyPy")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     if not 0 < args.rate <= 20000 or not 1 <= args.duration <= 3600:
         parser.error("--rate must be in (0, 20000], --duration in [1, 3600]")
     if not 1 <= args.interval <= 600 or not 1 <= args.bucket <= 3600:
         parser.error("--interval must be in [1, 600], --bucket in [1, 3600]")
+    if args.twistd:
+        args.twistd = os.path.abspath(args.twistd)  # the gateway runs elsewhere
+    return args
+
+
+def main(argv=None):
+    args = parseArguments(argv)
     count = int(args.rate * args.duration)
     bucketMessages = max(1, int(args.rate * args.bucket))
     idle = 5.0
@@ -82,10 +97,16 @@ def main(argv=None):
         "duration": args.duration,
         "proto": args.proto,
         "log_messages": args.log,
+        "gateway_twistd": args.twistd or twistd(),
+        # Inherited by the gateway's twistd (bench.endtoend records the same).
+        "pypy_gc_nursery": os.environ.get("PYPY_GC_NURSERY"),
+        "pypy_gc_increment_step": os.environ.get("PYPY_GC_INCREMENT_STEP"),
+        "pypy_gc_major_collect": os.environ.get("PYPY_GC_MAJOR_COLLECT"),
         "sent": count,
     }
     try:
         bench.start()
+        results["gateway_pypy_nursery_mb"] = nurseryFromLog(bench._log())
         t0 = time.monotonic()
         samples = [sample(bench, t0)]
         rx = Peer("xmpp-recv", host="127.0.0.1", port=bench.prosody.c2sPort,

@@ -38,7 +38,7 @@ import time
 
 from twisted.internet import defer, task
 
-from bench.common import cpuSeconds, emit, gitRevision, machine, percentile
+from bench.common import cpuSeconds, emit, percentile, resultsHeader
 from xmppgw.store import (
     INBOUND, MemoryStore, PostgreSQLStore, SQLiteStore, Subscription)
 
@@ -158,8 +158,7 @@ def main(reactor, argv):
     if not 10 <= args.ops <= 100000:
         parser.error("--ops must be 10..100000")
 
-    results = {"benchmark": "store", "revision": gitRevision(),
-               "machine": machine(), "ops": args.ops, "stores": {}}
+    results = {**resultsHeader("store", argv), "ops": args.ops, "stores": {}}
     workdir = tempfile.mkdtemp(prefix="xmppgw-bench-store-")
     server = None
     try:

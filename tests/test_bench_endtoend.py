@@ -11,8 +11,9 @@ from twisted.trial import unittest
 
 from twisted.logger import Logger, formatEvent
 
+from bench import soak
 from bench.common import machine
-from bench.endtoend import Bench, nurseryFromLog
+from bench.endtoend import Bench, nurseryFromLog, twistd
 from xmppgw.gctune import reportNursery
 
 
@@ -190,3 +191,35 @@ class MachineTests(unittest.TestCase):
             self.assertGreater(nursery, 0)
         else:
             self.assertIsNone(nursery)
+
+
+class SoakCommandTests(unittest.TestCase):
+    """
+    L{bench.soak} builds its gateway through L{Bench} with its own command
+    line, which has fewer options than L{bench.endtoend}'s (it once had no
+    C{--twistd}, and the soak failed before starting).
+    """
+
+    def command(self, argv):
+        bench = Bench.__new__(Bench)
+        bench.args = soak.parseArguments(argv)
+        bench.logPath = "/w/twistd.log"
+        return bench.gatewayCommand("/w/gateway.toml")
+
+    def test_default(self):
+        """
+        Without C{--twistd}: the C{twistd} next to this Python.
+        """
+        self.assertEqual(
+            [twistd(), "-n", "--pidfile=", "--logfile", "/w/twistd.log",
+             "xmppgw", "--config", "/w/gateway.toml"], self.command([]))
+
+    def test_twistd(self):
+        """
+        C{--twistd} (made absolute: the gateway runs in another directory)
+        runs the gateway, e.g. on PyPy.
+        """
+        command = self.command(["--twistd", "venv/bin/twistd"])
+        self.assertEqual(os.path.abspath("venv/bin/twistd"), command[0])
+        self.assertEqual(["xmppgw", "--config", "/w/gateway.toml"],
+                         command[-3:])
