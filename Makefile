@@ -217,8 +217,8 @@ docs: venv
 # SOAK_ARGS (for the soak; empty: 600 s at 500/s), e.g. SOAK_ARGS="--duration 120",
 # and CRASH_ARGS (for the SIGKILL windows of each [xmpp] confirm_delivery mode,
 # bench/crash.py; empty: kernel,none,tcp, 5 kills each at 1,000/s), e.g.
-# CRASH_ARGS="--kills 20". Then benchmarks 1-3 again on PyPy (.venv-pypy) and
-# the UDP sweep on both interpreters, for the comparison.
+# CRASH_ARGS="--kills 20". Then benchmarks 1-3 and the soak again on PyPy
+# (.venv-pypy) and the UDP sweep on both interpreters, for the comparison.
 SOAK_ARGS ?=
 CRASH_ARGS ?=
 .PHONY: bench
@@ -250,9 +250,13 @@ bench: peers venv pypy-venv
 	  --json bench/results/inprocess-pypy-none.json
 	# Memory on PyPy as deployed (etc/xmppgw.service's collector settings):
 	# with the nursery PyPy may choose by itself from a large CPU cache it
-	# grew to 1.4 GB (docs/performance.rst, round 16).
+	# grew to 1.4 GB (docs/performance.rst, round 16); and the soak with
+	# the gateway on PyPy.
 	PYPY_GC_NURSERY=4MB PYPY_GC_INCREMENT_STEP=1MB \
 	  $(PYPY_VPY) -m bench.scale --json bench/results/scale-pypy.json
+	PYPY_GC_NURSERY=4MB PYPY_GC_INCREMENT_STEP=1MB \
+	  $(VPY) -m bench.soak --twistd $(PYPY_VENV)/bin/twistd \
+	  --json bench/results/soak-pypy.json $(SOAK_ARGS)
 	# Benchmark 1 in instructions on PyPy (JIT warmed up, about 10 minutes).
 	$(PYPY_VPY) -m bench.instructions --json bench/results/instructions-pypy.json
 	$(VPY) -m bench.endtoend --directions udp \

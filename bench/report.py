@@ -115,7 +115,9 @@ def soak(r):
             r["rss_end_mb"])],
         ["peak RSS MB", r["peak_rss_mb"]],
         ["gateway CPU µs per message", r["gateway_cpu_us_per_msg"]],
-    ])
+    ] + ([["gateway twistd, PyPy nursery MB", "%s, %s" % (
+        r["gateway_twistd"], r.get("gateway_pypy_nursery_mb"))]]
+         if "gateway_twistd" in r else []))
     two = table(["from s", "to s", "sent", "received", "p50 ms", "p99 ms",
                  "max ms"],
                 [[b["from_s"], b["to_s"], b["sent"], b["received"],
