@@ -27,10 +27,9 @@ configuration reload replaces a few small objects).
 On PyPy there is nothing to freeze, but one setting matters as much: the
 size of its young-object area (the nursery), which PyPy reads from
 C{PYPY_GC_NURSERY} when it starts and otherwise derives from the CPU
-cache size C{/proc/cpuinfo} names (half of it when that is over 8 MB). On
-an x86 server or VM that line is often the last-level cache shared by
-every core: on the Intel Xeon test VM (300 MB) PyPy chose a 150 MB
-nursery, and the idle gateway held 250 MB instead of 122 MB with the
+cache size C{/proc/cpuinfo} names. On an x86 server or VM that line is
+often the last-level cache shared by every core: on the Intel Xeon test
+VM (300 MB) PyPy chose half of it, a 150 MB nursery, and the idle gateway held 250 MB instead of 122 MB with the
 recommended 4 MB. Worse, PyPy starts no major collection while its heap
 is under 8 times the nursery (C{PYPY_GC_MIN}'s default): under load the
 gateway grew to 1,457 MB instead of 244 MB (docs/performance.rst, round
