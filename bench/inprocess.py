@@ -68,7 +68,6 @@ from twisted.logger import globalLogBeginner
 
 from bench.common import emit, percentile, resultsHeader
 from xmppgw import gctune
-from xmppgw.gctune import freezeStartupObjects
 from xmppgw.logs import FLUSH_INTERVAL, textObserver
 from xmppgw.addressing import AddressMapper
 from xmppgw.config import parseConfig
@@ -270,7 +269,7 @@ class Gateway:
         self.xmppTransport.echo = self.xs.dataReceived
         if freeze:
             # What FrozenStartupService does when twistd starts the gateway.
-            freezeStartupObjects()
+            gctune.freezeStartupObjects()
 
 
 def sipMessage(i, distinct):
