@@ -14,6 +14,7 @@ from twisted.logger import Logger, formatEvent
 from bench import soak
 from bench.common import machine
 from bench.endtoend import Bench, nurseryFromLog, twistd
+from tests.test_gctune import FakePyPyCollector
 from xmppgw.gctune import reportNursery
 
 
@@ -146,13 +147,7 @@ class NurseryFromLogTests(unittest.TestCase):
 
     def line(self, nursery, environ):
         events = []
-
-        class Collector:
-            def get_stats(self):
-                return argparse.Namespace(
-                    _s=argparse.Namespace(nursery_size=nursery))
-
-        reportNursery(Collector(), environ, Logger(
+        reportNursery(FakePyPyCollector(nursery), environ, Logger(
             namespace="xmppgw.gctune", observer=events.append))
         [event] = events
         return ("2026-11-27T22:03:54+0000 [xmppgw.gctune#%s] %s\n"

@@ -18,11 +18,8 @@ import sys
 from twisted.trial.unittest import TestCase
 
 from tests.interop.harness import makeWorkdir, requirePeers
-from tests.interop.test_pypy import pypyTwistd
+from tests.interop.test_pypy import ROOT, pypyTwistd
 from xmppgw.gctune import RECOMMENDED_NURSERY
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 
 
 def runBenchmark(name, argv, environ=None, timeout=180):
