@@ -181,8 +181,6 @@ class Bench:
             if self.gateway.poll() is not None:
                 break
             time.sleep(0.1)
-        else:
-            pass
         if "component link authenticated" not in self._log():
             raise RuntimeError("gateway did not come up:\n" + self._log()[-3000:])
         time.sleep(0.5)
