@@ -301,3 +301,7 @@ bench: peers venv pypy-venv
 	  --prosody-gc generational --prosody-nagle off --warmup 20 \
 	  --rates 2000,4000,6000,8000,10000,10000,10000,12000 --duration 5 \
 	  --keep-going --json bench/results/endtoend-udp-pypy-tuned-major3.json
+	# Issue 4's targets against everything in bench/results (met, not met,
+	# not measured, per file; docs/performance.rst).
+	$(VPY) -m bench.targets bench/results \
+	  --output bench/results/targets.txt

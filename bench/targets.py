@@ -1,0 +1,352 @@
+"""
+Issue 4's targets checked against the benchmarks' results files: for each
+target, what each file that measures it says, and whether that is met.
+
+Usage::
+
+    .venv/bin/python -m bench.targets [DIR] [--output FILE]
+
+C{DIR} defaults to C{bench/results}; C{make bench} ends with this check
+(and writes it to C{bench/results/targets.txt}). Each row names the file
+it read and the interpreter that ran the gateway. A target that no file
+measures is reported as "not measured", never as met; a row is met only
+when every figure it covers is (every step of a sweep, every address
+count of benchmark 1). The exit status is 0 whether the targets are met
+or not: this reports, it does not gate.
+
+Readings of the issue's words, stated here once:
+
+  - benchmark 1's "CPU per message" is the run's median of the process
+    CPU time per message (C{cpu_median_us}), with the metrics recorder
+    off as C{twistd xmppgw} runs without C{[metrics] listen}; one row per
+    address count (1, 100 and 10,000 by default);
+  - "the gateway's CPU per message no higher than Prosody's" holds for a
+    file when it holds in every step of it (any rate, any path but the
+    floor, which has no gateway);
+  - "10,000 messages/s with zero loss": every UDP step at 10,000/s or
+    more lost nothing, with the load offered at 99 % of its rate or more;
+  - the p99 target is read from the UDP steps at 4,000/s; Prosody alone
+    at that rate (the C{floor} path) is shown as a reference: when it is
+    over 5 ms itself, the gateway cannot meet the target on that machine;
+  - "flat over a 10-minute run": a soak of 600 s or more whose RSS grew
+    by at most C{FLAT_GROWTH_MB} from the middle of the run to its end.
+"""
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import sys
+
+from bench.report import table
+
+#: Issue 4's targets.
+SIP_TO_XMPP_US = 37.0
+XMPP_TO_SIP_US = 18.0
+ZERO_LOSS_RATE = 10000
+P99_RATE = 4000
+P99_MS = 5.0
+IDLE_RSS_MB = 60.0
+HELD = 10000
+HELD_RSS_MB = 200.0
+FLAT_SECONDS = 600.0
+#: What "flat" allows from the middle of the soak to its end: RSS is read
+#: in whole pages and moves by a fraction of a MB at a steady load.
+FLAT_GROWTH_MB = 2.0
+#: A step offered below this share of its rate did not test that rate.
+OFFERED_SHARE = 0.99
+
+MET = "met"
+NOT_MET = "not met"
+NOT_MEASURED = "not measured"
+#: A row that judges no target of the gateway (Prosody alone).
+REFERENCE = "reference"
+
+_BENCH1 = {"sipToXMPP": ("benchmark 1 CPU SIP -> XMPP <= 37 µs",
+                         SIP_TO_XMPP_US),
+           "xmppToSIP": ("benchmark 1 CPU XMPP -> SIP <= 18 µs",
+                         XMPP_TO_SIP_US)}
+T_CPU = "benchmark 2 gateway CPU <= Prosody's"
+T_RATE = "10,000/s SIP -> XMPP over UDP, none lost"
+T_P99 = "p99 <= 5 ms at 4,000/s"
+T_IDLE = "RSS <= 60 MB idle"
+T_HELD = "RSS <= 200 MB with 10,000 queued"
+T_FLAT = "memory flat over 10 minutes"
+
+
+def load(directory):
+    """
+    The results files of C{directory}, by file name.
+    """
+    results = {}
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        with open(path) as f:
+            results[os.path.basename(path)] = json.load(f)
+    return results
+
+
+def _ofKind(results, kind):
+    return [(name, r) for name, r in sorted(results.items())
+            if r.get("benchmark") == kind]
+
+
+def interpreter(r):
+    """
+    The interpreter that ran the gateway in the results C{r}: the
+    benchmark's own for the in-process ones, the gateway's C{twistd} for
+    those that run it as a process.
+    """
+    if r.get("benchmark") in ("endtoend", "soak"):
+        twistd = r.get("gateway_twistd") or ""
+        return "PyPy" if "pypy" in twistd.lower() else "CPython"
+    return r["machine"]["python"].split()[0]
+
+
+def _source(name, r, detail=None):
+    text = "%s (%s)" % (name, interpreter(r))
+    return text + (", " + detail if detail else "")
+
+
+def _verdict(ok):
+    return MET if ok else NOT_MET
+
+
+def _steps(n):
+    return "%d step%s" % (n, "" if n == 1 else "s")
+
+
+def _range(values, unit, digits=1):
+    low, high = min(values), max(values)
+    if low == high:
+        return "%.*f%s" % (digits, low, unit)
+    return "%.*f-%.*f%s" % (digits, low, digits, high, unit)
+
+
+def benchmark1(results):
+    rows = []
+    for direction, (target, limit) in _BENCH1.items():
+        found = False
+        for name, r in _ofKind(results, "inprocess"):
+            # Only the runs as twistd xmppgw runs by default (the log, the
+            # confirmation ping, the policy, the frozen start-up objects),
+            # each message alone in its reactor turn (the worst case); not
+            # the metrics comparison (--metrics both).
+            if (r.get("confirm_delivery", "ping") != "ping"
+                    or not r.get("log_messages", True)
+                    or not r.get("policy", True)
+                    or not r.get("gc_freeze", True)
+                    or r.get("batch", 1) != 1
+                    or r.get("metrics", "off") != "off"):
+                continue
+            for case in r["cases"]:
+                if case["direction"] != direction or case.get("metrics"):
+                    continue
+                found = True
+                value = case["cpu_median_us"]
+                rows.append([
+                    target,
+                    _source(name, r, "%d address%s" % (
+                        case["distinct"],
+                        "" if case["distinct"] == 1 else "es")),
+                    "%.1f µs (%.2fx)" % (value, value / limit),
+                    _verdict(value <= limit)])
+        if not found:
+            rows.append([target, "no in-process results", "-",
+                         NOT_MEASURED])
+    return rows
+
+
+def _gatewaySteps(r):
+    return [s for s in r["steps"] if s["direction"] != "floor"]
+
+
+def gatewayCPU(results):
+    rows = []
+    for name, r in _ofKind(results, "endtoend"):
+        ratios = [s["gateway_cpu_us_per_msg"] / s["prosody_cpu_us_per_msg"]
+                  for s in _gatewaySteps(r)
+                  if s["prosody_cpu_us_per_msg"] > 0]
+        if ratios:
+            rows.append([
+                T_CPU, _source(name, r),
+                "%s: %s (median %.2fx)" % (
+                    _steps(len(ratios)), _range(ratios, "x", 2),
+                    statistics.median(ratios)),
+                _verdict(max(ratios) <= 1.0)])
+    return rows or [[T_CPU, "no end-to-end results", "-", NOT_MEASURED]]
+
+
+def zeroLoss(results):
+    rows = []
+    highest = None
+    for name, r in _ofKind(results, "endtoend"):
+        udp = [s for s in r["steps"] if s["direction"] == "udp"]
+        if not udp:
+            continue
+        top = max(udp, key=lambda s: s["rate"])
+        if highest is None or top["rate"] > highest[2]["rate"]:
+            highest = (name, r, top)
+        fast = [s for s in udp if s["rate"] >= ZERO_LOSS_RATE]
+        if not fast:
+            continue
+        ok = all(s["lost"] == 0
+                 and s["offered_rate"] >= OFFERED_SHARE * s["rate"]
+                 for s in fast)
+        rows.append([
+            T_RATE, _source(name, r),
+            "%s at %s/s: lost %s of %s each; offered %s/s" % (
+                _steps(len(fast)), _range([s["rate"] for s in fast], "", 0),
+                ", ".join(str(s["lost"]) for s in fast),
+                _range([s["sent"] for s in fast], "", 0),
+                _range([s["offered_rate"] for s in fast], "", 0)),
+            _verdict(ok)])
+    if not rows:
+        if highest is None:
+            return [[T_RATE, "no UDP steps", "-", NOT_MEASURED]]
+        name, r, top = highest
+        rows.append([
+            T_RATE, _source(name, r),
+            "no step at 10,000/s; the highest, %d/s, lost %d" % (
+                top["rate"], top["lost"]),
+            NOT_MEASURED])
+    return rows
+
+
+def latency(results):
+    rows = []
+    for name, r in _ofKind(results, "endtoend"):
+        for direction, target in (("floor", REFERENCE), ("udp", None)):
+            p99 = [s["p99_ms"] for s in r["steps"]
+                   if s["direction"] == direction and s["rate"] == P99_RATE]
+            if not p99:
+                continue
+            if direction == "floor":
+                rows.append([
+                    T_P99, _source(name, r, "Prosody alone"),
+                    "%s: p99 %s; %s" % (
+                        _steps(len(p99)), _range(p99, " ms"),
+                        "over 5 ms without the gateway"
+                        if min(p99) > P99_MS else
+                        "the gateway can meet it here"),
+                    REFERENCE])
+            else:
+                rows.append([
+                    T_P99, _source(name, r),
+                    "%s: p99 %s" % (_steps(len(p99)), _range(p99, " ms")),
+                    _verdict(max(p99) <= P99_MS)])
+    return rows or [[T_P99, "no UDP steps at 4,000/s", "-", NOT_MEASURED]]
+
+
+def idleMemory(results):
+    rows = []
+    for name, r in sorted(results.items()):
+        idle = r.get("gateway_idle_rss_mb", r.get("rss_idle_mb"))
+        if r.get("benchmark") not in ("endtoend", "soak") or idle is None:
+            continue
+        nursery = r.get("gateway_pypy_nursery_mb")
+        rows.append([
+            T_IDLE, _source(name, r, (
+                "PyPy nursery %s MB" % (nursery,)) if nursery else None),
+            "%.1f MB" % (idle,), _verdict(idle <= IDLE_RSS_MB)])
+    return rows or [[T_IDLE, "no gateway process measured", "-",
+                     NOT_MEASURED]]
+
+
+def heldMemory(results):
+    rows = []
+    for name, r in _ofKind(results, "scale"):
+        held = r.get("held")
+        if not held or held.get("held") != HELD:
+            continue
+        if held.get("rss_mb") is None:
+            rows.append([
+                T_HELD, _source(name, r),
+                "grew %s MB; the file predates the RSS itself" % (
+                    held["rss_growth_mb"],), NOT_MEASURED])
+            continue
+        rows.append([
+            T_HELD, _source(name, r),
+            "%.1f MB (grew %.1f)" % (held["rss_mb"], held["rss_growth_mb"]),
+            _verdict(held["rss_mb"] <= HELD_RSS_MB)])
+    return rows or [[T_HELD, "no benchmark 3 results", "-", NOT_MEASURED]]
+
+
+def flatMemory(results):
+    rows = []
+    for name, r in _ofKind(results, "soak"):
+        growth = r["rss_growth_middle_to_end_mb"]
+        figure = "%s s: %.1f MB at the middle, %+.1f MB to the end" % (
+            "%g" % r["duration"], r["rss_middle_mb"], growth)
+        if r["duration"] < FLAT_SECONDS:
+            rows.append([T_FLAT, _source(name, r),
+                         figure + " (shorter than 10 minutes)",
+                         NOT_MEASURED])
+        else:
+            rows.append([T_FLAT, _source(name, r), figure,
+                         _verdict(growth <= FLAT_GROWTH_MB)])
+    return rows or [[T_FLAT, "no soak results", "-", NOT_MEASURED]]
+
+
+CHECKS = (benchmark1, gatewayCPU, zeroLoss, latency, idleMemory,
+          heldMemory, flatMemory)
+
+
+def check(results):
+    """
+    The rows C{[target, source, measured, verdict]} for the results files
+    C{results} (file name to its JSON), target by target.
+    """
+    rows = []
+    for one in CHECKS:
+        rows.extend(one(results))
+    return rows
+
+
+def report(results):
+    """
+    The check as text: where the files come from, the table, a summary.
+    """
+    lines = ["Results files (%d), each with when, where and from which "
+             "revision it was measured:" % (len(results),)]
+    for name, r in sorted(results.items()):
+        m = r["machine"]
+        lines.append("  %s: %s, %s, revision %s" % (
+            name, m["date"], m["cpu"], r.get("revision")))
+    rows = check(results)
+    lines.append("")
+    lines.append(table(["target", "file (gateway's interpreter)",
+                        "measured", "verdict"], rows))
+    counts = {}
+    for row in rows:
+        counts[row[3]] = counts.get(row[3], 0) + 1
+    lines.append("")
+    lines.append(", ".join("%s: %d" % (verdict, counts.get(verdict, 0))
+                           for verdict in (MET, NOT_MET, NOT_MEASURED,
+                                           REFERENCE)))
+    return "\n".join(lines)
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.targets",
+        description="Issue 4's targets against the benchmarks' results "
+                    "files.")
+    parser.add_argument("directory", nargs="?", default=os.path.join(
+        "bench", "results"), help="where the results files are (default "
+        "bench/results)")
+    parser.add_argument("--output", help="also write the report there")
+    args = parser.parse_args(argv)
+    results = load(args.directory)
+    if not results:
+        parser.error("no results files (*.json) in %s" % (args.directory,))
+    text = report(results)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,370 @@
+"""
+Tests for L{bench.targets}: issue 4's targets read from results files.
+"""
+
+import contextlib
+import io
+import json
+import os
+
+from twisted.trial import unittest
+
+from bench import targets
+from tests.test_bench_report import RESULTS
+
+MACHINE = {"cpu": "Test CPU", "nproc": 2, "python": "CPython 3.11.7",
+           "date": "2026-11-28 00:00:00 UTC"}
+
+
+def inprocess(cases, python="CPython 3.11.7", **settings):
+    """
+    Benchmark 1 results with C{cases}: C{(direction, distinct, cpu µs)}.
+    """
+    return {"benchmark": "inprocess",
+            "machine": dict(MACHINE, python=python), "revision": "abc",
+            "batch": 1, "confirm_delivery": "ping", "log_messages": True,
+            "gc_freeze": True, "policy": True, "metrics": "off",
+            **settings,
+            "cases": [{"direction": d, "distinct": n, "metrics": False,
+                       "cpu_median_us": us} for d, n, us in cases]}
+
+
+def step(direction="udp", rate=4000, lost=0, p99=3.0, gateway=50.0,
+         prosody=60.0, offered=None, sent=None):
+    return {"direction": direction, "rate": rate,
+            "offered_rate": rate if offered is None else offered,
+            "sent": rate * 5 if sent is None else sent, "lost": lost,
+            "p99_ms": p99, "gateway_cpu_us_per_msg": gateway,
+            "prosody_cpu_us_per_msg": prosody}
+
+
+def endtoend(steps, twistd="/x/.venv/bin/twistd", idle=55.0, **extra):
+    return {"benchmark": "endtoend", "machine": MACHINE, "revision": "abc",
+            "gateway_twistd": twistd, "steps": steps,
+            "gateway_idle_rss_mb": idle, **extra}
+
+
+def soak(duration=600.0, middle=100.0, growth=0.0, idle=57.0):
+    return {"benchmark": "soak", "machine": MACHINE, "revision": "abc",
+            "duration": duration, "rss_middle_mb": middle,
+            "rss_growth_middle_to_end_mb": growth, "rss_idle_mb": idle}
+
+
+def scale(growth=50.0, rss=None, held=10000):
+    h = {"held": held, "rss_growth_mb": growth}
+    if rss is not None:
+        h["rss_mb"] = rss
+    return {"benchmark": "scale", "machine": MACHINE, "revision": "abc",
+            "held": h, "flat": {}}
+
+
+def verdicts(rows, target=None):
+    return [row[3] for row in rows if target is None or row[0] == target]
+
+
+class Benchmark1Tests(unittest.TestCase):
+    """
+    L{targets.benchmark1}.
+    """
+
+    def test_rowPerAddressCount(self):
+        """
+        One row per direction and address count, each judged against its
+        direction's target on the CPU median, with the ratio.
+        """
+        rows = targets.benchmark1({"inprocess-pypy.json": inprocess(
+            [("sipToXMPP", 1, 37.0), ("sipToXMPP", 100, 37.1),
+             ("xmppToSIP", 1, 17.9), ("xmppToSIP", 10000, 40.0)],
+            python="PyPy 3.9.16")})
+        self.assertEqual(
+            [[r[1], r[2], r[3]] for r in rows],
+            [["inprocess-pypy.json (PyPy), 1 address", "37.0 µs (1.00x)",
+              targets.MET],
+             ["inprocess-pypy.json (PyPy), 100 addresses", "37.1 µs (1.00x)",
+              targets.NOT_MET],
+             ["inprocess-pypy.json (PyPy), 1 address", "17.9 µs (0.99x)",
+              targets.MET],
+             ["inprocess-pypy.json (PyPy), 10000 addresses",
+              "40.0 µs (2.22x)", targets.NOT_MET]])
+        self.assertEqual(
+            [r[0] for r in rows],
+            ["benchmark 1 CPU SIP -> XMPP <= 37 µs"] * 2
+            + ["benchmark 1 CPU XMPP -> SIP <= 18 µs"] * 2)
+
+    def test_onlyTheDefaultSetUp(self):
+        """
+        Runs that differ from C{twistd xmppgw}'s defaults or from one
+        message per reactor turn do not count: without the ping, the log,
+        the policy or the frozen objects, with a batch, and the metrics
+        comparison. With nothing else, the target is not measured.
+        """
+        fast = [("sipToXMPP", 1, 1.0), ("xmppToSIP", 1, 1.0)]
+        results = {
+            "a.json": inprocess(fast, confirm_delivery="none"),
+            "b.json": inprocess(fast, log_messages=False),
+            "c.json": inprocess(fast, policy=False),
+            "d.json": inprocess(fast, gc_freeze=False),
+            "e.json": inprocess(fast, batch=16),
+            "f.json": inprocess(fast, metrics="both"),
+        }
+        self.assertEqual(verdicts(targets.benchmark1(results)),
+                         [targets.NOT_MEASURED] * 2)
+        results["g.json"] = inprocess(fast)
+        self.assertEqual(verdicts(targets.benchmark1(results)),
+                         [targets.MET] * 2)
+
+    def test_metricsOnCasesSkipped(self):
+        """
+        A case with the metrics recorder on is not the default.
+        """
+        r = inprocess([("sipToXMPP", 1, 1.0)])
+        r["cases"][0]["metrics"] = True
+        rows = targets.benchmark1({"x.json": r})
+        self.assertEqual(verdicts(rows), [targets.NOT_MEASURED] * 2)
+
+
+class GatewayCPUTests(unittest.TestCase):
+    """
+    L{targets.gatewayCPU}: the gateway's CPU per message against
+    Prosody's, in every step.
+    """
+
+    def test_everyStep(self):
+        """
+        One step over Prosody's figure is enough for "not met"; the floor
+        (no gateway) is not a step of the gateway.
+        """
+        under = endtoend([step(gateway=50, prosody=100),
+                          step(rate=8000, gateway=40, prosody=50),
+                          step("floor", gateway=0, prosody=80)])
+        over = endtoend([step(gateway=50, prosody=100),
+                         step(rate=1000, gateway=101, prosody=100)])
+        rows = targets.gatewayCPU({"a.json": under, "b.json": over})
+        self.assertEqual(
+            [r[2:] for r in rows],
+            [["2 steps: 0.50-0.80x (median 0.65x)", targets.MET],
+             ["2 steps: 0.50-1.01x (median 0.76x)", targets.NOT_MET]])
+
+    def test_none(self):
+        """
+        No end-to-end results: not measured.
+        """
+        self.assertEqual(verdicts(targets.gatewayCPU({})),
+                         [targets.NOT_MEASURED])
+
+
+class ZeroLossTests(unittest.TestCase):
+    """
+    L{targets.zeroLoss}.
+    """
+
+    def test_met(self):
+        """
+        Every UDP step at 10,000/s or more lost nothing at the offered
+        rate: met; the file's gateway interpreter is named.
+        """
+        rows = targets.zeroLoss({"t.json": endtoend(
+            [step(rate=8000), step(rate=10000, sent=50000),
+             step(rate=12000, sent=50000)],
+            twistd="/x/.venv-pypy/bin/twistd")})
+        self.assertEqual(rows, [[
+            targets.T_RATE, "t.json (PyPy)",
+            "2 steps at 10000-12000/s: lost 0, 0 of 50000 each; "
+            "offered 10000-12000/s", targets.MET]])
+
+    def test_lossOrShortfall(self):
+        """
+        A loss in any such step, or a load offered below 99 % of its rate,
+        is not met.
+        """
+        lossy = endtoend([step(rate=10000), step(rate=10000, lost=1)])
+        slow = endtoend([step(rate=10000, offered=9800)])
+        self.assertEqual(
+            verdicts(targets.zeroLoss({"a.json": lossy, "b.json": slow})),
+            [targets.NOT_MET, targets.NOT_MET])
+
+    def test_notReached(self):
+        """
+        Without a step at 10,000/s the target is not measured, and the
+        highest UDP step is shown.
+        """
+        rows = targets.zeroLoss({"c.json": endtoend(
+            [step(rate=6000), step(rate=8000, lost=300),
+             step("tcp", rate=20000)])})
+        self.assertEqual(rows, [[
+            targets.T_RATE, "c.json (CPython)",
+            "no step at 10,000/s; the highest, 8000/s, lost 300",
+            targets.NOT_MEASURED]])
+        self.assertEqual(verdicts(targets.zeroLoss({})),
+                         [targets.NOT_MEASURED])
+
+
+class LatencyTests(unittest.TestCase):
+    """
+    L{targets.latency}: the p99 at 4,000/s, with Prosody alone as a
+    reference.
+    """
+
+    def test_p99(self):
+        """
+        Every UDP step at 4,000/s must be at or under 5 ms; other rates
+        do not count.
+        """
+        rows = targets.latency({
+            "a.json": endtoend([step(p99=4.0), step(p99=5.0),
+                                step(rate=8000, p99=90.0)]),
+            "b.json": endtoend([step(p99=4.0), step(p99=5.1)])})
+        self.assertEqual(
+            [r[2:] for r in rows],
+            [["2 steps: p99 4.0-5.0 ms", targets.MET],
+             ["2 steps: p99 4.0-5.1 ms", targets.NOT_MET]])
+
+    def test_floor(self):
+        """
+        Prosody alone is a reference row, which says whether it leaves the
+        gateway room under 5 ms.
+        """
+        rows = targets.latency({
+            "f.json": endtoend([step("floor", p99=6.0)]),
+            "g.json": endtoend([step("floor", p99=4.6)])})
+        self.assertEqual(
+            [r[1:] for r in rows],
+            [["f.json (CPython), Prosody alone",
+              "1 step: p99 6.0 ms; over 5 ms without the gateway",
+              targets.REFERENCE],
+             ["g.json (CPython), Prosody alone",
+              "1 step: p99 4.6 ms; the gateway can meet it here",
+              targets.REFERENCE]])
+
+    def test_none(self):
+        """
+        No UDP step at 4,000/s: not measured.
+        """
+        self.assertEqual(
+            verdicts(targets.latency({"a.json": endtoend([step(rate=1000)])})),
+            [targets.NOT_MEASURED])
+
+
+class MemoryTests(unittest.TestCase):
+    """
+    L{targets.idleMemory}, L{targets.heldMemory}, L{targets.flatMemory}.
+    """
+
+    def test_idle(self):
+        """
+        Each gateway process's idle RSS, from benchmark 2 and the soak,
+        with PyPy's nursery when recorded.
+        """
+        rows = targets.idleMemory({
+            "a.json": endtoend([], idle=60.0),
+            "b.json": endtoend([], twistd="/p/.venv-pypy/bin/twistd",
+                               idle=121.8, gateway_pypy_nursery_mb=4.0),
+            "c.json": soak(idle=57.0),
+            "d.json": scale()})
+        self.assertEqual(
+            [r[1:] for r in rows],
+            [["a.json (CPython)", "60.0 MB", targets.MET],
+             ["b.json (PyPy), PyPy nursery 4.0 MB", "121.8 MB",
+              targets.NOT_MET],
+             ["c.json (CPython)", "57.0 MB", targets.MET]])
+
+    def test_held(self):
+        """
+        The RSS with 10,000 held; a file without it (before round 17) is
+        not measured, and one that held another count does not count.
+        """
+        rows = targets.heldMemory({
+            "a.json": scale(rss=200.0), "b.json": scale(rss=200.1),
+            "c.json": scale(growth=48.4), "d.json": scale(rss=1.0, held=5)})
+        self.assertEqual(
+            [r[2:] for r in rows],
+            [["200.0 MB (grew 50.0)", targets.MET],
+             ["200.1 MB (grew 50.0)", targets.NOT_MET],
+             ["grew 48.4 MB; the file predates the RSS itself",
+              targets.NOT_MEASURED]])
+
+    def test_flat(self):
+        """
+        A soak of 10 minutes or more that grew at most 2 MB from its middle
+        to its end is flat; a shorter one is not measured.
+        """
+        rows = targets.flatMemory({
+            "a.json": soak(growth=2.0), "b.json": soak(growth=2.1),
+            "c.json": soak(duration=60.0)})
+        self.assertEqual(
+            [r[2:] for r in rows],
+            [["600 s: 100.0 MB at the middle, +2.0 MB to the end",
+              targets.MET],
+             ["600 s: 100.0 MB at the middle, +2.1 MB to the end",
+              targets.NOT_MET],
+             ["60 s: 100.0 MB at the middle, +0.0 MB to the end (shorter "
+              "than 10 minutes)", targets.NOT_MEASURED]])
+        self.assertEqual(verdicts(targets.flatMemory({})),
+                         [targets.NOT_MEASURED])
+
+
+class MainTests(unittest.TestCase):
+    """
+    L{targets.main} over a directory.
+    """
+
+    def main(self, argv):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = targets.main(argv)
+        return code, out.getvalue()
+
+    def test_committedResults(self):
+        """
+        The committed results give a row for every target, each with one
+        of the four verdicts, and a summary that counts them.
+        """
+        code, text = self.main([RESULTS])
+        self.assertEqual(0, code)
+        rows = targets.check(targets.load(RESULTS))
+        for target in (targets.T_CPU, targets.T_RATE, targets.T_P99,
+                       targets.T_IDLE, targets.T_HELD, targets.T_FLAT,
+                       "benchmark 1 CPU SIP -> XMPP <= 37 µs",
+                       "benchmark 1 CPU XMPP -> SIP <= 18 µs"):
+            self.assertIn(target, [row[0] for row in rows])
+        allowed = {targets.MET, targets.NOT_MET, targets.NOT_MEASURED,
+                   targets.REFERENCE}
+        self.assertEqual(set(verdicts(rows)) - allowed, set())
+        summary = text.rstrip().splitlines()[-1]
+        self.assertEqual(
+            summary,
+            ", ".join("%s: %d" % (v, verdicts(rows).count(v)) for v in (
+                targets.MET, targets.NOT_MET, targets.NOT_MEASURED,
+                targets.REFERENCE)))
+
+    def test_output(self):
+        """
+        C{--output} writes what is printed; the files' machines and
+        revisions head the report.
+        """
+        directory = self.mktemp()
+        os.mkdir(directory)
+        with open(os.path.join(directory, "soak.json"), "w") as f:
+            json.dump(soak(), f)
+        path = os.path.join(directory, "targets.txt")
+        code, text = self.main([directory, "--output", path])
+        self.assertEqual(0, code)
+        with open(path) as f:
+            self.assertEqual(text, f.read())
+        self.assertIn(
+            "  soak.json: 2026-11-28 00:00:00 UTC, Test CPU, revision abc",
+            text)
+        self.assertIn("memory flat over 10 minutes", text)
+
+    def test_emptyDirectory(self):
+        """
+        A directory without results files is a usage error.
+        """
+        directory = self.mktemp()
+        os.mkdir(directory)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            with self.assertRaises(SystemExit) as raised:
+                self.main([directory])
+        self.assertEqual(2, raised.exception.code)
+        self.assertIn("no results files", err.getvalue())
