@@ -21,10 +21,14 @@ Readings of the issue's words, stated here once:
     off as C{twistd xmppgw} runs without C{[metrics] listen}; one row per
     address count (1, 100 and 10,000 by default);
   - "the gateway's CPU per message no higher than Prosody's" holds for a
-    file when it holds in every step of it (any rate, any path but the
-    floor, which has no gateway);
-  - "10,000 messages/s with zero loss": every UDP step at 10,000/s or
-    more lost nothing, with the load offered at 99 % of its rate or more;
+    file when it holds in every step of it that lost nothing (any rate,
+    any path but the floor, which has no gateway); a step that lost
+    messages is past saturation, is judged by the loss target, and is
+    counted as left out;
+  - "10,000 messages/s with zero loss": every UDP step at 10,000/s lost
+    nothing, with the load offered at 99 % of its rate or more (steps
+    above that rate go beyond the target: the highest rate with none lost
+    is shown);
   - the p99 target is read from the UDP steps at 4,000/s; Prosody alone
     at that rate (the C{floor} path) is shown as a reference: when it is
     over 5 ms itself, the gateway cannot meet the target on that machine;
@@ -164,16 +168,23 @@ def _gatewaySteps(r):
 def gatewayCPU(results):
     rows = []
     for name, r in _ofKind(results, "endtoend"):
+        steps = [s for s in _gatewaySteps(r)
+                 if s["prosody_cpu_us_per_msg"] > 0]
+        lossless = [s for s in steps if s["lost"] == 0]
         ratios = [s["gateway_cpu_us_per_msg"] / s["prosody_cpu_us_per_msg"]
-                  for s in _gatewaySteps(r)
-                  if s["prosody_cpu_us_per_msg"] > 0]
-        if ratios:
-            rows.append([
-                T_CPU, _source(name, r),
-                "%s: %s (median %.2fx)" % (
-                    _steps(len(ratios)), _range(ratios, "x", 2),
-                    statistics.median(ratios)),
-                _verdict(max(ratios) <= 1.0)])
+                  for s in lossless]
+        if not ratios:
+            continue
+        worst = max(lossless, key=lambda s: (
+            s["gateway_cpu_us_per_msg"] / s["prosody_cpu_us_per_msg"]))
+        figure = "%s: %s (median %.2fx; highest at %d/s)" % (
+            _steps(len(ratios)), _range(ratios, "x", 2),
+            statistics.median(ratios), worst["rate"])
+        if len(lossless) < len(steps):
+            figure += "; %s that lost messages left out" % (
+                _steps(len(steps) - len(lossless)),)
+        rows.append([T_CPU, _source(name, r), figure,
+                     _verdict(max(ratios) <= 1.0)])
     return rows or [[T_CPU, "no end-to-end results", "-", NOT_MEASURED]]
 
 
@@ -187,19 +198,21 @@ def zeroLoss(results):
         top = max(udp, key=lambda s: s["rate"])
         if highest is None or top["rate"] > highest[2]["rate"]:
             highest = (name, r, top)
-        fast = [s for s in udp if s["rate"] >= ZERO_LOSS_RATE]
-        if not fast:
+        at = [s for s in udp if s["rate"] == ZERO_LOSS_RATE]
+        if not at:
             continue
         ok = all(s["lost"] == 0
                  and s["offered_rate"] >= OFFERED_SHARE * s["rate"]
-                 for s in fast)
+                 for s in at)
+        clean = [s["rate"] for s in udp if s["lost"] == 0]
         rows.append([
             T_RATE, _source(name, r),
-            "%s at %s/s: lost %s of %s each; offered %s/s" % (
-                _steps(len(fast)), _range([s["rate"] for s in fast], "", 0),
-                ", ".join(str(s["lost"]) for s in fast),
-                _range([s["sent"] for s in fast], "", 0),
-                _range([s["offered_rate"] for s in fast], "", 0)),
+            "%s at 10,000/s: lost %s of %s each; offered %s/s; the highest "
+            "rate with none lost: %s" % (
+                _steps(len(at)), ", ".join(str(s["lost"]) for s in at),
+                _range([s["sent"] for s in at], "", 0),
+                _range([s["offered_rate"] for s in at], "", 0),
+                "%d/s" % (max(clean),) if clean else "none"),
             _verdict(ok)])
     if not rows:
         if highest is None:
