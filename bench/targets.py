@@ -102,8 +102,12 @@ def interpreter(r):
     those that run it as a process.
     """
     if r.get("benchmark") in ("endtoend", "soak"):
+        # The nursery is read from the gateway's log, which reports it on
+        # PyPy only (since round 16); older files name the twistd only.
         twistd = r.get("gateway_twistd") or ""
-        return "PyPy" if "pypy" in twistd.lower() else "CPython"
+        pypy = (r.get("gateway_pypy_nursery_mb") is not None
+                or "pypy" in twistd.lower())
+        return "PyPy" if pypy else "CPython"
     return r["machine"]["python"].split()[0]
 
 
@@ -161,15 +165,12 @@ def benchmark1(results):
     return rows
 
 
-def _gatewaySteps(r):
-    return [s for s in r["steps"] if s["direction"] != "floor"]
-
-
 def gatewayCPU(results):
     rows = []
     for name, r in _ofKind(results, "endtoend"):
-        steps = [s for s in _gatewaySteps(r)
-                 if s["prosody_cpu_us_per_msg"] > 0]
+        # The floor has no gateway.
+        steps = [s for s in r["steps"] if s["direction"] != "floor"
+                 and s["prosody_cpu_us_per_msg"] > 0]
         lossless = [s for s in steps if s["lost"] == 0]
         ratios = [s["gateway_cpu_us_per_msg"] / s["prosody_cpu_us_per_msg"]
                   for s in lossless]

@@ -278,8 +278,8 @@ class MemoryTests(unittest.TestCase):
         """
         rows = targets.idleMemory({
             "a.json": endtoend([], idle=60.0),
-            "b.json": endtoend([], twistd="/p/.venv-pypy/bin/twistd",
-                               idle=121.8, gateway_pypy_nursery_mb=4.0),
+            "b.json": endtoend([], twistd="/usr/bin/twistd", idle=121.8,
+                               gateway_pypy_nursery_mb=4.0),
             "c.json": soak(idle=57.0),
             "d.json": scale()})
         self.assertEqual(
