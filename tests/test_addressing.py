@@ -1473,6 +1473,44 @@ class MemoTests(unittest.TestCase):
             if enabled:
                 gc.enable()
 
+    def test_bounded(self):
+        """
+        Each mapping remembers at most L{addressing.MEMO_SIZE} results, the
+        most recently used, and maps the others afresh with the same
+        result.
+        """
+        from xmppgw import addressing
+
+        self.assertGreaterEqual(addressing.JID_MEMO_SIZE,
+                                addressing.MEMO_SIZE)
+        self.patch(addressing, "MEMO_SIZE", 8)
+        mapper = AddressMapper("*", "gw.example", "gw.example", {})
+        for round_ in range(2):
+            for i in range(20):
+                self.assertEqual(
+                    "sip:bob%d@sip%d.example" % (i, i),
+                    mapper.jidTargetToSIP(
+                        "bob%d*sip%d.example@gw.example" % (i, i)))
+                self.assertEqual(
+                    "u%d*xmpp.example@gw.example" % (i,),
+                    mapper.jidSenderToSIP("u%d@xmpp.example" % (i,))[4:])
+                self.assertEqual(
+                    "alice%d@xmpp.example" % (i,),
+                    mapper.sipTargetToJID(
+                        "sip:alice%d*xmpp.example@gw.example" % (i,)))
+                self.assertEqual(
+                    "carol%d*sip.example@gw.example" % (i,),
+                    mapper.sipSenderToJID("sip:carol%d@sip.example" % (i,)))
+        for name in ("sipTargetToJID", "sipSenderToJID", "jidTargetToSIP",
+                     "jidSenderToSIP"):
+            info = getattr(mapper, name).cache_info()
+            self.assertEqual((8, 8), (info.maxsize, info.currsize), name)
+            # 20 distinct in a cycle through 8 places: every call missed.
+            self.assertEqual((0, 40), (info.hits, info.misses), name)
+        self.assertEqual("alice19@xmpp.example", mapper.sipTargetToJID(
+            "sip:alice19*xmpp.example@gw.example"))
+        self.assertEqual(1, mapper.sipTargetToJID.cache_info().hits)
+
 
 def _localpartOutcome(function, user):
     """
