@@ -630,9 +630,9 @@ def _checkSeparator(separator):
 #: used first out, so a gateway whose users outnumber it maps every
 #: address afresh (the cold path: on PyPy 1.2-1.6 µs and 4-6 KB of young
 #: objects per mapping). Each remembered result costs about 0.2 KB on
-#: CPython and 0.4 KB on PyPy (its collector's headroom included): with
-#: all four full and L{JID_MEMO_SIZE} JIDs, about 16 and 33 MB of resident
-#: memory. See docs/performance.rst, round 18.
+#: CPython and 0.5 KB on PyPy (its collector's headroom included): with
+#: all four full, about 13 and 31 MB of resident memory. See
+#: docs/performance.rst, round 18.
 MEMO_SIZE = 16384
 
 
@@ -860,9 +860,11 @@ _PLAIN_JID = re.compile(
 
 
 #: How many JIDs L{jidHost} and L{jidHostAndBare} remember (they forget
-#: them all when full): as many as the mapper's memos (L{MEMO_SIZE}), since
-#: each relayed message reads the JIDs the mapper wrote or read.
-JID_MEMO_SIZE = MEMO_SIZE
+#: them all when full). Not L{MEMO_SIZE}: two JIDs per address pair, and
+#: at 16,384 benchmark 1 with 10,000 addresses gained nothing measurable
+#: in time for about 3 MB more of PyPy's memory in benchmark 3's held run
+#: (docs/performance.rst, round 18).
+JID_MEMO_SIZE = 4096
 
 _jidParts = {}
 
