@@ -627,9 +627,10 @@ def _checkSeparator(separator):
 #: How many results of each mapping an L{AddressMapper} remembers: the
 #: addresses of that many active users per mapping (C{sipTargetToJID},
 #: C{sipSenderToJID}, C{jidTargetToSIP}, C{jidSenderToSIP}). Least recently
-#: used first out, so a gateway whose users outnumber it maps every
-#: address afresh (the cold path: on PyPy 1.2-1.6 µs and 4-6 KB of young
-#: objects per mapping). Each remembered result costs about 0.2 KB on
+#: used first out: with more active users than that, an address whose
+#: result was dropped is mapped afresh (all of them, when they take turns
+#: as in benchmark 1; on PyPy 1.2-1.6 µs and 4-6 KB of young objects per
+#: mapping). Each remembered result costs about 0.2 KB on
 #: CPython and 0.5 KB on PyPy (its collector's headroom included): with
 #: all four full, about 13 and 31 MB of resident memory. See
 #: docs/performance.rst, round 18.
