@@ -541,11 +541,14 @@ class NameAddrFastPathTests(unittest.TestCase):
 
     def test_headsBounded(self):
         """
-        The parsed C{<uri>} parts are bounded.
+        The parsed C{<uri>} parts are bounded: at most two generations of
+        1,024 (L{xmppgw.memo.bounded}).
         """
-        for i in range(1100):
+        for i in range(3000):
             parseNameAddr("<sip:u%d@example.org>;tag=%d" % (i, i))
-        self.assertLessEqual(uriModule._nameAddrHead.cache_info().currsize, 1024)
+            self.assertLessEqual(
+                uriModule._nameAddrHead.cache_info().currsize, 2048)
+        self.assertEqual(1024, uriModule._nameAddrHead.cache_info().maxsize)
 
 
 _URI_CASES = [

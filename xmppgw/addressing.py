@@ -76,6 +76,7 @@ import idna
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.protocols.jabber.xmpp_stringprep import nodeprep, resourceprep
 
+from xmppgw.memo import bounded
 from xmppgw.sip.uri import URIError, parseURI
 
 __all__ = [
@@ -350,7 +351,7 @@ def _checkLocalpart(local, whatFormat, whatArgument):
         )
 
 
-@functools.lru_cache(maxsize=4096)
+@bounded(4096)
 def _localpartFromUser(user):
     """
     Map a percent-decoded SIP user to an escaped JID localpart.
@@ -387,7 +388,7 @@ def _userToLocalpart(user):
     return _localpartFromUser(user)
 
 
-@functools.lru_cache(maxsize=4096)
+@bounded(4096)
 def _prepLocalpart(local):
     """
     Canonicalise the localpart of a received JID (nodeprep).
@@ -405,7 +406,7 @@ def _prepLocalpart(local):
     return prepared
 
 
-@functools.lru_cache(maxsize=4096)
+@bounded(4096)
 def _prepResource(resource):
     """
     Canonicalise a resourcepart (resourceprep) and check its size.
@@ -432,7 +433,7 @@ def _prepResource(resource):
 _LDH_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 
 
-@functools.lru_cache(maxsize=1024)
+@bounded(1024)
 def _canonDomain(text):
     """
     Canonicalise a domain given as SIP host or JID domainpart.
@@ -702,7 +703,7 @@ class AddressMapper:
         proxy = weakref.proxy(self)
         for name in ("sipTargetToJID", "sipSenderToJID", "jidTargetToSIP",
                      "jidSenderToSIP"):
-            setattr(self, name, functools.lru_cache(maxsize=MEMO_SIZE)(
+            setattr(self, name, bounded(MEMO_SIZE)(
                 functools.partial(getattr(AddressMapper, name), proxy)))
 
     @staticmethod

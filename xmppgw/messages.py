@@ -74,7 +74,6 @@ layer.
 """
 
 import codecs
-import functools
 import re
 from dataclasses import dataclass
 
@@ -86,6 +85,7 @@ from xmppgw.addressing import AddressError, jidHost
 from xmppgw.errors import NS_XML, isStanzaChild
 from xmppgw.fastxml import SimpleElement, addTextElement, unlinkTree
 from xmppgw.hashing import blake2b128
+from xmppgw.memo import bounded
 from xmppgw.sip.message import (
     Headers, Request, _canonCache, _headersOf, _newRequest, canonicalName)
 from xmppgw.sip.uri import URIError, _fastNew, parseNameAddr, parseURI
@@ -264,7 +264,7 @@ def parseMediaType(value):
     return mediaType, dict(params)
 
 
-@functools.lru_cache(maxsize=256)
+@bounded(256)
 def _parseMediaType(value):
     """
     L{parseMediaType}, with the parameters as a tuple of pairs; the results
@@ -373,7 +373,7 @@ def decodeText(data, charset=None):
     return text
 
 
-@functools.lru_cache(maxsize=64)
+@bounded(64)
 def _codecFor(label):
     """
     The name of the Python codec that decodes the charset C{label}, or

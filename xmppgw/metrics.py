@@ -25,11 +25,12 @@ for L{NullRecorder}) stays cheap: C{twisted.web} and what it pulls in
 CPython and 5 MB on PyPy that a gateway without metrics never needs.
 """
 
-import functools
 import re
 
 from twisted.application import service
 from twisted.logger import Logger
+
+from xmppgw.memo import bounded
 
 __all__ = [
     "NullRecorder",
@@ -74,7 +75,7 @@ METRIC_NAMES = (
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
-@functools.lru_cache(maxsize=256)
+@bounded(256)
 def _snake(name):
     """
     C{"holdExpired"} -> C{"hold_expired"}.

@@ -28,7 +28,7 @@ import ipaddress
 import platform
 import re
 from dataclasses import dataclass, fields as dataclassFields, replace
-from functools import lru_cache
+from xmppgw.memo import bounded
 from typing import Optional, Tuple
 
 from xmppgw.compat import compilePossessive
@@ -500,7 +500,7 @@ def parseParams(text: str, uriParams: bool = False) -> Params:
     return tuple(out)
 
 
-@lru_cache(maxsize=1024)
+@bounded(1024)
 def parseURI(text: str) -> URI:
     """
     Parse a URI.  Results are cached (bounded): a L{URI} is immutable.
@@ -666,7 +666,10 @@ def _unquote(quoted: str) -> str:
     return "".join(out)
 
 
-@lru_cache(maxsize=1024)
+# Smaller than the URI memos: a From or To with a tag is new text in every
+# dialogue, and the repeating part, C{<uri>}, is remembered apart
+# (L{_nameAddrHead}).
+@bounded(512)
 def parseNameAddr(text: str) -> NameAddr:
     """
     Results are cached (bounded): a L{NameAddr} is immutable.
@@ -746,7 +749,7 @@ def _parseNameAddr(text: str) -> NameAddr:
     return _fastNew(NameAddr, display=display, uri=uri, params=params)
 
 
-@lru_cache(maxsize=1024)
+@bounded(1024)
 def _nameAddrHead(head: str) -> NameAddr:
     """
     A name-addr that is C{<uri>} alone (the fast path of L{parseNameAddr}:

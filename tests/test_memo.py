@@ -1,0 +1,222 @@
+"""
+Tests for L{xmppgw.memo}.
+"""
+
+from collections import OrderedDict
+
+from hypothesis import (
+    HealthCheck, example, given, settings, strategies as st)
+from twisted.trial import unittest
+
+import sys
+
+from xmppgw import memo as memoModule
+from xmppgw.memo import MemoInfo
+
+
+class Counted:
+    """
+    A pure function of one argument that counts its calls and raises
+    L{ValueError} for negative numbers.
+    """
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, argument):
+        self.calls.append(argument)
+        if argument < 0:
+            raise ValueError("negative: %r" % (argument,))
+        return ("result", argument)
+
+
+class BoundedContractMixin:
+    """
+    What L{memoModule.bounded} promises (its docstring), for both ways of
+    keeping results: set C{bounded} to the decorator under test.
+    """
+
+    def test_remembers(self):
+        """
+        The second call with an argument returns the first call's result
+        without calling the function.
+        """
+        function = Counted()
+        memo = self.bounded(4)(function)
+        self.assertEqual(("result", 1), memo(1))
+        first = memo(2)
+        self.assertIs(first, memo(2))
+        self.assertEqual([1, 2], function.calls)
+        self.assertEqual(MemoInfo(misses=2, maxsize=4, currsize=2),
+                         memo.cache_info())
+
+    def test_errorsNotRemembered(self):
+        """
+        An exception propagates and the next call runs the function again.
+        """
+        function = Counted()
+        memo = self.bounded(4)(function)
+        for _ in range(2):
+            self.assertRaises(ValueError, memo, -1)
+        self.assertEqual([-1, -1], function.calls)
+        self.assertEqual(0, memo.cache_info().currsize)
+
+    def test_lastMaxsizeAlwaysKept(self):
+        """
+        The last C{maxsize} distinct arguments are found whatever came
+        before; at most 2 x C{maxsize} are held.
+        """
+        function = Counted()
+        memo = self.bounded(5)(function)
+        for argument in range(23):
+            memo(argument)
+            self.assertLessEqual(memo.cache_info().currsize, 10)
+        del function.calls[:]
+        for argument in range(18, 23):
+            memo(argument)
+        self.assertEqual([], function.calls)
+
+    def test_usedResultKept(self):
+        """
+        A result used again is kept as long as a new one, though it was
+        computed long before.
+        """
+        function = Counted()
+        memo = self.bounded(3)(function)
+        for argument in range(1, 20):
+            memo(0)
+            memo(argument)
+        self.assertEqual(1, function.calls.count(0))
+
+    def test_clear(self):
+        """
+        C{cache_clear} forgets every result and the count of misses.
+        """
+        function = Counted()
+        memo = self.bounded(2)(function)
+        for argument in (1, 2, 1):
+            memo(argument)
+        self.assertEqual(MemoInfo(2, 2, 2), memo.cache_info())
+        memo.cache_clear()
+        self.assertEqual(MemoInfo(0, 2, 0), memo.cache_info())
+        memo(1)
+        self.assertEqual([1, 2, 1], function.calls)
+        self.assertEqual(MemoInfo(1, 2, 1), memo.cache_info())
+
+    def test_wraps(self):
+        """
+        The memo has the function's name and docstring, and the function
+        as C{__wrapped__}.
+        """
+        def double(x):
+            """
+            Twice C{x}.
+            """
+            return 2 * x
+
+        memo = self.bounded(2)(double)
+        self.assertIs(double, memo.__wrapped__)
+        self.assertEqual("double", memo.__name__)
+        self.assertEqual(double.__doc__, memo.__doc__)
+        self.assertEqual(6, memo(3))
+
+    def test_badSize(self):
+        """
+        The size must be a positive L{int}.
+        """
+        for size in (0, -1, 2.0, None, True):
+            self.assertRaises(ValueError, self.bounded, size)
+
+    # One test in two classes (one for each decorator): Hypothesis sees
+    # two executors; with no database and derandomised that is harmless.
+    @settings(max_examples=1000, derandomize=True, deadline=None,
+              database=None,
+              suppress_health_check=[HealthCheck.differing_executors])
+    @given(st.integers(1, 6),
+           st.lists(st.integers(-1, 9), max_size=100))
+    # A result found in the old generation, used again after a turn-over.
+    @example(2, [0, 1, 2, 0, 3, 0, 4, 0])
+    def test_atLeastLRU(self, maxsize, arguments):
+        """
+        For any sequence of calls the results (and errors) are the
+        function's, the function runs only on arguments not remembered,
+        and whenever a least-recently-used memo of C{maxsize} would have
+        had the result, so has the memo.
+        """
+        function = Counted()
+        memo = self.bounded(maxsize)(function)
+        lru = OrderedDict()
+        for argument in arguments:
+            inLRU = argument in lru
+            before = len(function.calls)
+            try:
+                got = ("ok", memo(argument))
+            except ValueError:
+                got = ("raised",)
+            expected = ("ok", ("result", argument)) if argument >= 0 else (
+                "raised",)
+            self.assertEqual(expected, got)
+            ran = len(function.calls) - before
+            if inLRU:
+                self.assertEqual(0, ran, argument)
+            if argument >= 0:
+                lru[argument] = True
+                lru.move_to_end(argument)
+                if len(lru) > maxsize:
+                    lru.popitem(last=False)
+            self.assertLessEqual(memo.cache_info().currsize, 2 * maxsize)
+
+
+class GenerationalTests(BoundedContractMixin, unittest.TestCase):
+    """
+    L{memoModule.generational} (PyPy's L{memoModule.bounded}).
+    """
+
+    bounded = staticmethod(memoModule.generational)
+
+    def test_twoGenerations(self):
+        """
+        A result is copied out of the old generation when used, and the
+        rest of that generation is dropped at the next turn-over.
+        """
+        function = Counted()
+        memo = self.bounded(2)(function)
+        for argument in (0, 1, 2, 0, 3, 4, 0, 1):
+            memo(argument)
+        # 0 was used again after the first turn-over and kept through the
+        # second; 1 was not.
+        self.assertEqual([0, 1, 2, 3, 4, 1], function.calls)
+        self.assertLessEqual(memo.cache_info().currsize, 4)
+
+
+class LRUTests(BoundedContractMixin, unittest.TestCase):
+    """
+    L{memoModule.lru} (CPython's L{memoModule.bounded}).
+    """
+
+    bounded = staticmethod(memoModule.lru)
+
+    def test_holdsMaxsize(self):
+        """
+        At most C{maxsize} results are held.
+        """
+        function = Counted()
+        memo = self.bounded(3)(function)
+        for argument in range(10):
+            memo(argument)
+        self.assertEqual(MemoInfo(10, 3, 3), memo.cache_info())
+
+
+class ChoiceTests(unittest.TestCase):
+    """
+    Which one L{memoModule.bounded} is.
+    """
+
+    def test_perInterpreter(self):
+        """
+        PyPy's memos are L{memoModule.generational}, CPython's
+        L{memoModule.lru}.
+        """
+        expected = (memoModule.generational
+                    if sys.implementation.name == "pypy" else memoModule.lru)
+        self.assertIs(expected, memoModule.bounded)

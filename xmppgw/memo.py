@@ -1,0 +1,143 @@
+"""
+Bounded memos for pure functions of one hashable argument.
+
+The gateway remembers the results of its parsers and address mappings:
+the same URIs, JIDs and media types come back message after message.
+L{bounded} is the one decorator for these memos. What it promises, on
+both interpreters:
+
+  - an argument among the last C{maxsize} distinct arguments looked up
+    is always found (as in a least-recently-used memo of C{maxsize});
+  - at most 2 x C{maxsize} results are held;
+  - exceptions are not remembered: the function raises again on the
+    next call;
+  - C{cache_info()} gives a L{MemoInfo}, C{cache_clear()} forgets all.
+
+How it keeps them depends on the interpreter (docs/performance.rst,
+round 19):
+
+  - On CPython, L{functools.lru_cache} (L{lru}): it is written in C, and
+    no memo written in Python costs less on a hit (benchmark 1 under
+    callgrind: 0.7-1.5 % more instructions a message with L{generational}
+    throughout).
+  - On PyPy, L{generational}. PyPy's L{functools.lru_cache} is pure
+    Python (a lock, a linked list of 4-element lists, the argument tuple
+    made into a key) and was the largest single cost in benchmark 1's
+    profile, 9-12 % of a message. L{generational} costs one dictionary
+    lookup on a hit and nothing is reordered or unlinked.
+
+L{generational} keeps two generations: the results computed or used
+since the last turn-over (C{young}) and those of the generation before
+(C{old}). A result found in C{old} is copied into C{young}. When
+C{young} holds C{maxsize} results it becomes C{old} and the former
+C{old} is dropped. An argument is dropped only after C{maxsize} other
+distinct arguments were looked up since its last use (two turn-overs),
+hence the promise above. Fewer than C{maxsize} results are held unless
+more than C{maxsize} distinct arguments are in use.
+"""
+
+import functools
+import sys
+from typing import NamedTuple
+
+_MISSING = object()
+
+
+class MemoInfo(NamedTuple):
+    """
+    What a memo holds.
+
+    @ivar misses: calls that ran the function (the argument was not
+        remembered), since the last C{cache_clear}.
+    @ivar maxsize: the C{maxsize} the memo was made with.
+    @ivar currsize: the distinct arguments held now.
+    """
+
+    misses: int
+    maxsize: int
+    currsize: int
+
+
+def _checkSize(maxsize):
+    if type(maxsize) is not int or maxsize < 1:
+        raise ValueError("maxsize must be a positive int, not %r" % (maxsize,))
+
+
+def generational(maxsize):
+    """
+    A decorator: remember the results of a function of one hashable
+    positional argument in two generations of C{maxsize} (see the module
+    docstring).
+
+    @param maxsize: a positive L{int}.
+    """
+    _checkSize(maxsize)
+
+    def decorate(function):
+        young = {}
+        old = {}
+        misses = 0
+
+        def memo(argument):
+            nonlocal young, old, misses
+            value = young.get(argument, _MISSING)
+            if value is not _MISSING:
+                return value
+            value = old.get(argument, _MISSING)
+            if value is _MISSING:
+                misses += 1
+                value = function(argument)
+            if len(young) >= maxsize:
+                old = young
+                young = {}
+            young[argument] = value
+            return value
+
+        def cache_info():
+            return MemoInfo(misses, maxsize, len(young.keys() | old.keys()))
+
+        def cache_clear():
+            nonlocal young, old, misses
+            young = {}
+            old = {}
+            misses = 0
+
+        memo.cache_info = cache_info
+        memo.cache_clear = cache_clear
+        memo.__wrapped__ = function
+        for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+            try:
+                setattr(memo, name, getattr(function, name))
+            except AttributeError:
+                pass
+        return memo
+
+    return decorate
+
+
+def lru(maxsize):
+    """
+    A decorator: L{functools.lru_cache} of C{maxsize} for a function of
+    one hashable positional argument, with L{bounded}'s C{cache_info}.
+
+    @param maxsize: a positive L{int}.
+    """
+    _checkSize(maxsize)
+
+    def decorate(function):
+        memo = functools.lru_cache(maxsize=maxsize)(function)
+        info = memo.cache_info
+
+        def cache_info():
+            hits, misses, _, currsize = info()
+            return MemoInfo(misses, maxsize, currsize)
+
+        # An attribute of the instance hides the method of the type.
+        memo.cache_info = cache_info
+        return memo
+
+    return decorate
+
+
+#: The decorator the gateway's memos use (see the module docstring).
+bounded = generational if sys.implementation.name == "pypy" else lru
