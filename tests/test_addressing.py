@@ -1353,14 +1353,8 @@ class JIDHostTests(unittest.TestCase):
     def setUp(self):
         from xmppgw import addressing
 
-        saved = dict(addressing._jidParts)
-        addressing._jidParts.clear()
-
-        def restore():
-            addressing._jidParts.clear()
-            addressing._jidParts.update(saved)
-
-        self.addCleanup(restore)
+        addressing.jidHostAndBare.cache_clear()
+        self.addCleanup(addressing.jidHostAndBare.cache_clear)
 
     def test_remembered(self):
         """
@@ -1371,33 +1365,69 @@ class JIDHostTests(unittest.TestCase):
 
         from xmppgw import addressing
 
+        memo = addressing.jidHostAndBare
         for _ in range(2):
             self.assertRaises(InvalidFormat, addressing.jidHost, "a@b@c")
-        self.assertEqual({}, addressing._jidParts)
+        self.assertEqual((2, 0), memo.cache_info()[::2])
         self.assertEqual("xmpp.example",
                          addressing.jidHost("alice@xmpp.example/phone"))
-        self.assertEqual(
-            {"alice@xmpp.example/phone": ("xmpp.example",
-                                          "alice@xmpp.example")},
-            addressing._jidParts)
+        self.assertEqual(("xmpp.example", "alice@xmpp.example"),
+                         memo("alice@xmpp.example/phone"))
+        self.assertEqual((3, 1), memo.cache_info()[::2])
         # Remembered: the parsers are not consulted again.
-        self.patch(addressing, "_PLAIN_JID", None)
+        self.patch(addressing, "_PLAIN_LOCALPART", None)
         self.patch(addressing, "JID", None)
         self.assertEqual("xmpp.example",
                          addressing.jidHost("alice@xmpp.example/phone"))
+        self.assertEqual((3, 1), memo.cache_info()[::2])
 
     def test_bounded(self):
         """
-        At most L{addressing.JID_MEMO_SIZE} JIDs are remembered.
+        At most twice L{addressing.JID_MEMO_SIZE} JIDs are remembered (the
+        memo's two generations), the last L{addressing.JID_MEMO_SIZE} always.
         """
         from xmppgw import addressing
 
         limit = addressing.JID_MEMO_SIZE
-        for i in range(limit + 10):
+        memo = addressing.jidHostAndBare
+        for i in range(3 * limit):
             self.assertEqual("h%d.example" % (i,),
                              addressing.jidHost("u@h%d.example" % (i,)))
-            self.assertLessEqual(len(addressing._jidParts), limit)
-        self.assertIn("u@h%d.example" % (limit + 9,), addressing._jidParts)
+            self.assertLessEqual(memo.cache_info().currsize, 2 * limit)
+        misses = memo.cache_info().misses
+        self.assertEqual(3 * limit, misses)
+        for i in range(2 * limit, 3 * limit):
+            addressing.jidHost("u@h%d.example" % (i,))
+        self.assertEqual(misses, memo.cache_info().misses)
+
+    def test_notPlain(self):
+        """
+        JIDs that stringprep could change, or that L{JID} splits otherwise
+        than at the first C{@} and C{/}, are read by L{JID}: their parts are
+        L{JID}'s.
+        """
+        from xmppgw import addressing
+
+        for text, expected in [
+            ("Alice@xmpp.example", ("xmpp.example", "alice@xmpp.example")),
+            ("alice@XMPP.example/R", ("xmpp.example", "alice@xmpp.example")),
+            ("x.example/r@s/t", ("x.example", "x.example")),
+            ("a b@x.example", None),
+            ("a@x.example/", ("x.example", "a@x.example")),
+            ("@x.example", ("x.example", "x.example")),
+            ("a@-x.example", None),
+            ("a@x.example/r\u00e9", ("x.example", "a@x.example")),
+        ]:
+            try:
+                jid = JID(text)
+                fromJID = (jid.host, jid.userhost())
+            except Exception:
+                fromJID = None
+            self.assertEqual(expected, fromJID, text)
+            if expected is None:
+                self.assertRaises(Exception, addressing.jidHostAndBare, text)
+            else:
+                self.assertEqual(expected, addressing.jidHostAndBare(text))
 
     @given(st.lists(st.one_of(
         st.text(alphabet="aZ.-@/ \u00fc\u0130*\x00", max_size=12),

@@ -854,23 +854,28 @@ class AddressMapper:
 
 # A JID that stringprep leaves unchanged: a localpart of printable ASCII
 # without upper case, space or " & ' / : < > @; a lower-case ASCII host name;
-# a resource of printable ASCII.
-_PLAIN_JID = re.compile(
-    r"(?:[!#-%(-.0-9;=?\[-~]+@)?([a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
-    r"(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*)(?:/[ -~]+)?"
+# a resource of printable ASCII. Checked part by part (jidHostAndBare):
+# one pattern for the whole JID cost about 0.7 µs a JID (PyPy and CPython),
+# and hosts are few and remembered.
+_PLAIN_LOCALPART = re.compile(r"[!#-%(-.0-9;=?\[-~]+")
+_PLAIN_HOST = re.compile(
+    r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
 )
 
 
-#: How many JIDs L{jidHost} and L{jidHostAndBare} remember (they forget
-#: them all when full). Not L{MEMO_SIZE}: two JIDs per address pair, and
-#: at 16,384 benchmark 1 with 10,000 addresses gained nothing measurable
-#: in time for about 3 MB more of PyPy's memory in benchmark 3's held run
-#: (docs/performance.rst, round 18).
-JID_MEMO_SIZE = 4096
-
-_jidParts = {}
+@bounded(256)
+def _isPlainHost(host):
+    return _PLAIN_HOST.fullmatch(host) is not None
 
 
+#: How many JIDs L{jidHost} and L{jidHostAndBare} remember at least (the
+#: last ones looked up; L{xmppgw.memo.bounded}). Not L{MEMO_SIZE}: a JID
+#: read afresh costs 0.2 µs on PyPy and 0.6 µs on CPython, and on PyPy
+#: twice as many are held at most (docs/performance.rst, round 19).
+JID_MEMO_SIZE = 2048
+
+
+@bounded(JID_MEMO_SIZE)
 def jidHostAndBare(text):
     """
     C{(JID(text).host, JID(text).userhost())}, cheaply for the common case.
@@ -878,29 +883,28 @@ def jidHostAndBare(text):
     The mapper writes canonical JIDs, so when the whole JID is plain ASCII
     that stringprep leaves unchanged the parts are read without the
     stringprep work of L{JID}; anything else is parsed by L{JID}, which
-    raises as before. The last results (at most L{JID_MEMO_SIZE}) are
-    remembered: the same JIDs come back message after message (each
-    relayed message reads the host of its C{from} and C{to}, the policy
-    its sender's bare JID). Errors are not remembered.
+    raises as before. The results are remembered (L{JID_MEMO_SIZE}): the
+    same JIDs come back message after message (each relayed message reads
+    the host of its C{from} and C{to}, the policy its sender's bare JID).
+    Errors are not remembered.
 
     @raise twisted.words.protocols.jabber.jid.InvalidFormat: for a
         malformed JID (and the other errors L{JID} raises).
     """
-    parts = _jidParts.get(text)
-    if parts is not None:
-        return parts
-    match = _PLAIN_JID.fullmatch(text)
-    if match is not None:
-        # No "@" or "/" in a plain localpart: the bare JID is all before
-        # the first "/", as L{JID} reads it.
-        parts = (match.group(1), text.partition("/")[0])
-    else:
-        jid = JID(text)
-        parts = (jid.host, jid.userhost())
-    if len(_jidParts) >= JID_MEMO_SIZE:
-        _jidParts.clear()
-    _jidParts[text] = parts
-    return parts
+    # As L{JID} splits: the resource after the first "/", the localpart
+    # before the first "@" of the rest. A plain localpart or host has no
+    # "@", so a second "@" goes to L{JID}.
+    bare, slash, resource = text.partition("/")
+    local, at, host = bare.partition("@")
+    if not at:
+        host = local
+    if ((not at or _PLAIN_LOCALPART.fullmatch(local) is not None)
+            and _isPlainHost(host)
+            and (not slash or (resource and resource.isascii()
+                               and resource.isprintable()))):
+        return (host, bare)
+    jid = JID(text)
+    return (jid.host, jid.userhost())
 
 
 def jidHost(text):
@@ -910,7 +914,4 @@ def jidHost(text):
     @raise twisted.words.protocols.jabber.jid.InvalidFormat: for a
         malformed JID (and the other errors L{JID} raises).
     """
-    parts = _jidParts.get(text)
-    if parts is not None:
-        return parts[0]
     return jidHostAndBare(text)[0]
