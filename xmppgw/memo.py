@@ -32,7 +32,7 @@ since the last turn-over (C{young}) and those of the generation before
 C{young} holds C{maxsize} results it becomes C{old} and the former
 C{old} is dropped. An argument is dropped only after C{maxsize} other
 distinct arguments were looked up since its last use (two turn-overs),
-hence the promise above. Fewer than C{maxsize} results are held unless
+hence the promise above. At most C{maxsize} results are held unless
 more than C{maxsize} distinct arguments are in use.
 """
 
