@@ -865,6 +865,9 @@ _PLAIN_HOST = re.compile(
 
 @bounded(256)
 def _isPlainHost(host):
+    """
+    Whether C{host} is a lower-case ASCII host name (L{_PLAIN_HOST}).
+    """
     return _PLAIN_HOST.fullmatch(host) is not None
 
 

@@ -102,14 +102,9 @@ def generational(maxsize):
             old = {}
             misses = 0
 
+        functools.update_wrapper(memo, function)
         memo.cache_info = cache_info
         memo.cache_clear = cache_clear
-        memo.__wrapped__ = function
-        for name in ("__module__", "__name__", "__qualname__", "__doc__"):
-            try:
-                setattr(memo, name, getattr(function, name))
-            except AttributeError:
-                pass
         return memo
 
     return decorate

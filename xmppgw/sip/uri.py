@@ -28,10 +28,10 @@ import ipaddress
 import platform
 import re
 from dataclasses import dataclass, fields as dataclassFields, replace
-from xmppgw.memo import bounded
 from typing import Optional, Tuple
 
 from xmppgw.compat import compilePossessive
+from xmppgw.memo import bounded
 
 
 __all__ = [
