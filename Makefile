@@ -232,6 +232,9 @@ bench: peers venv pypy-venv
 	$(VPY) -m bench.inprocess --metrics both --no-memory \
 	  --json bench/results/inprocess-metrics.json
 	$(VPY) -m bench.scale --json bench/results/scale.json
+	# What the address mapper's memos hold in memory with 16,384 and
+	# 50,000 active addresses (docs/deployment.rst, "Memory").
+	$(VPY) -m bench.memos --json bench/results/memos.json
 	$(VPY) -m bench.gcpause
 	$(VPY) -m bench.instructions --json bench/results/instructions.json
 	# The same with 10,000 distinct addresses: the cold path (the bounded
@@ -254,6 +257,8 @@ bench: peers venv pypy-venv
 	# the gateway on PyPy.
 	PYPY_GC_NURSERY=4MB PYPY_GC_INCREMENT_STEP=1MB \
 	  $(PYPY_VPY) -m bench.scale --json bench/results/scale-pypy.json
+	PYPY_GC_NURSERY=4MB PYPY_GC_INCREMENT_STEP=1MB \
+	  $(PYPY_VPY) -m bench.memos --json bench/results/memos-pypy.json
 	PYPY_GC_NURSERY=4MB PYPY_GC_INCREMENT_STEP=1MB \
 	  $(VPY) -m bench.soak --twistd $(PYPY_VENV)/bin/twistd \
 	  --json bench/results/soak-pypy.json $(SOAK_ARGS)
