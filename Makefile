@@ -2,7 +2,10 @@
 #
 #   make test    Debian peers (prosody, sipp) if missing, the venv, then every
 #                test: unit and interop (python -m twisted.trial tests), then
-#                the unit tier again on PyPy (.venv-pypy, make test-pypy)
+#                the unit tier again on PyPy (.venv-pypy, make test-pypy),
+#                then on the compiled build (make test-compiled)
+#   make compiled    the optional compiled hot path for CPython, built into
+#                this checkout (xmppgw compile; docs/deployment.rst)
 #   make check   pyflakes over xmppgw, tests and twisted
 #   make clean   remove test and build leftovers (keeps .venv)
 #   make distclean   clean, and remove .venv too
@@ -40,6 +43,7 @@ DEBS := prosody sip-tester python3-venv lua-sec openssl ejabberd kamailio postgr
 test: peers venv pypy-venv
 	$(TRIAL) $(TESTS)
 	$(PYPY_TRIAL) $(UNIT_TESTS)
+	@$(MAKE) --no-print-directory test-compiled
 
 check: venv
 	$(VPY) -m pyflakes xmppgw tests twisted
@@ -172,12 +176,49 @@ $(PYPY_STAMP): $(PYPY_VPY) setup.cfg pyproject.toml
 test-pypy: pypy-venv
 	$(PYPY_TRIAL) $(UNIT_TESTS)
 
+# --- the optional compiled hot path (xmppgw/compiled.py) -----------------------
+# `make compiled` builds it into this checkout: Cython and setuptools (the
+# `compiled` extra) into .venv, gcc and Python's headers from Debian if
+# missing, then `xmppgw compile` (about 2 minutes on 2 cores).
+# `make compiled-tree` builds it in a copy of the tree (build/compiled, so
+# the checkout stays plain Python) and checks every hot module is compiled;
+# `make test-compiled` then runs the unit tier there, and `make bench` its
+# benchmarks (COMPILED_PY runs Python with the copy first on the path).
+COMPILED_DIR := build/compiled
+COMPILED_PY := cd $(COMPILED_DIR) && PYTHONPATH=$(abspath $(COMPILED_DIR)) $(abspath $(VPY))
+
+.PHONY: compiled compiled-deps compiled-tree test-compiled
+compiled-deps: venv
+	@inc=$$($(VPY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])'); \
+	if ! command -v gcc >/dev/null 2>&1 || [ ! -f "$$inc/Python.h" ]; then \
+	  $(MAKE) --no-print-directory peers DEBS="gcc python3-dev"; \
+	fi
+	@$(VPY) -c 'import Cython, setuptools' 2>/dev/null || \
+	  $(VPY) -m pip install --disable-pip-version-check -q -e '.[test,compiled]' \
+	    --config-settings editable_mode=compat
+
+compiled: compiled-deps
+	$(VENV)/bin/xmppgw compile
+
+compiled-tree: compiled-deps
+	rm -rf $(COMPILED_DIR) && mkdir -p $(COMPILED_DIR)
+	tar -cf - --exclude=./.git --exclude=./build --exclude='./.venv*' \
+	  --exclude=./twisted --exclude='*.so' --exclude=./xmppgw/compiled.json \
+	  --exclude='_trial_temp*' --exclude=__pycache__ --exclude=./run . | tar -xf - -C $(COMPILED_DIR)
+	cd $(COMPILED_DIR) && $(abspath $(VPY)) -m xmppgw.cli compile
+	cd $(COMPILED_DIR) && $(abspath $(VPY)) -m xmppgw.cli compile --check
+
+test-compiled: compiled-tree
+	$(COMPILED_PY) -m twisted.trial --temp-directory=_trial_temp-compiled $(UNIT_TESTS)
+
 # --- cleaning ----------------------------------------------------------------
 
 clean:
 	rm -rf _trial_temp _trial_temp-* _trial_temp.lock .hypothesis build dist
 	rm -f twisted/plugins/dropin.cache
 	find xmppgw tests twisted -name __pycache__ -type d -prune -exec rm -rf {} +
+	find xmppgw -name '*.so' -delete
+	rm -f xmppgw/compiled.json
 
 distclean: clean
 	rm -rf $(VENV) $(PYPY_VENV) xmppgw.egg-info
@@ -306,6 +347,16 @@ bench: peers venv pypy-venv
 	  --prosody-gc generational --prosody-nagle off --warmup 20 \
 	  --rates 2000,4000,6000,8000,10000,10000,10000,12000 --duration 5 \
 	  --keep-going --json bench/results/endtoend-udp-pypy-tuned-major3.json
+	# The optional compiled build (xmppgw compile; docs/deployment.rst) on
+	# CPython: benchmark 1, its instructions and benchmark 2.
+	@$(MAKE) --no-print-directory compiled-tree
+	$(COMPILED_PY) -m bench.inprocess --no-memory \
+	  --json $(CURDIR)/bench/results/inprocess-compiled.json
+	$(COMPILED_PY) -m bench.instructions \
+	  --json $(CURDIR)/bench/results/instructions-compiled.json
+	$(COMPILED_PY) -m bench.endtoend --directions udp,xmpp \
+	  --rates 1000,1000,2000,4000,6000,8000 --duration 5 --keep-going \
+	  --json $(CURDIR)/bench/results/endtoend-compiled.json
 	# Issue 4's targets against everything in bench/results (met, not met,
 	# not measured, per file; docs/performance.rst).
 	$(VPY) -m bench.targets bench/results \

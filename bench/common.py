@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+from xmppgw import compiled
 from xmppgw.gctune import nurserySize
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -111,9 +112,13 @@ def emit(results, path=None):
 def resultsHeader(name, argv=None):
     """
     The first keys of every benchmark's results: its C{name}, the
-    L{machine}, the L{gitRevision} and the command that ran it
+    L{machine}, the L{gitRevision}, the command that ran it
     (C{python -m bench.NAME} with C{argv}, or the process's arguments when
-    C{argv} is L{None} or empty).
+    C{argv} is L{None} or empty), and how many of the gateway's modules
+    this interpreter runs compiled (L{xmppgw.compiled}; 0 for plain
+    Python, always 0 on PyPy). A gateway process the benchmark starts
+    imports the same package, unless its C{twistd} is another
+    interpreter's.
     """
     return {
         "benchmark": name,
@@ -121,6 +126,7 @@ def resultsHeader(name, argv=None):
         "revision": gitRevision(),
         "command": " ".join([os.path.basename(sys.executable), "-m",
                              "bench." + name] + (argv or sys.argv[1:])),
+        "compiled_modules": len(compiled.status().compiled),
     }
 
 

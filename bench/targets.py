@@ -99,7 +99,8 @@ def interpreter(r):
     """
     The interpreter that ran the gateway in the results C{r}: the
     benchmark's own for the in-process ones, the gateway's C{twistd} for
-    those that run it as a process.
+    those that run it as a process; "CPython, compiled" for CPython with
+    the compiled build (C{compiled_modules} in the header).
     """
     if r.get("benchmark") in ("endtoend", "soak"):
         # The nursery is read from the gateway's log, which reports it on
@@ -107,8 +108,14 @@ def interpreter(r):
         twistd = r.get("gateway_twistd") or ""
         pypy = (r.get("gateway_pypy_nursery_mb") is not None
                 or "pypy" in twistd.lower())
-        return "PyPy" if pypy else "CPython"
-    return r["machine"]["python"].split()[0]
+        name = "PyPy" if pypy else "CPython"
+    else:
+        name = r["machine"]["python"].split()[0]
+    if name == "CPython" and r.get("compiled_modules"):
+        # The optional compiled build (xmppgw compile): another set-up,
+        # its own rows.
+        name = "CPython, compiled"
+    return name
 
 
 def _source(name, r, detail=None):

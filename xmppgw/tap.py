@@ -4,7 +4,8 @@ twistd integration: C{twistd [-n] xmppgw --config FILE}.
 
 The configuration is loaded and validated in L{Options.postOptions}, which
 twistd runs before it daemonizes, so every error reaches the terminal
-(naming the file and every bad key) and twistd exits non-zero.
+(naming the file and every bad key) and twistd exits non-zero; so does a
+compiled build that no longer matches its source (L{xmppgw.compiled}).
 L{makeService} accepts the parsed options (or any mapping with a C{config}
 key holding a L{xmppgw.config.Config}) and only wires.
 """
@@ -15,6 +16,7 @@ from twisted.application import service
 from twisted.python import usage
 from wokkel.generic import FallbackHandler
 
+from xmppgw import compiled
 from xmppgw.gctune import FrozenStartupService
 from xmppgw.addressing import AddressMapper
 from xmppgw.config import ConfigError, loadConfig
@@ -56,6 +58,10 @@ class Options(usage.Options):
             self["gateway"] = loadConfig(path)
         except ConfigError as e:
             raise usage.UsageError(f"invalid configuration:\n{e}")
+        try:
+            self["compiled"] = compiled.checkCurrent()
+        except compiled.CompiledError as e:
+            raise usage.UsageError(str(e))
 
 
 def buildGateway(config, reactor):
@@ -310,6 +316,8 @@ def makeService(options, reactor=None):
         from twisted.internet import reactor
     config = options["gateway"]
     top, router = buildGateway(config, reactor)
+    if options.get("compiled") is not None:
+        compiled.ReportService(options["compiled"]).setServiceParent(top)
     # Started last: keeps start-up objects out of the collector's walks.
     FrozenStartupService().setServiceParent(top)
     wrapper = (JSONLoggingService if config.log.format == "json"
