@@ -4,8 +4,8 @@ An optional compiled build of the gateway's hot path, for CPython.
 
 The gateway is pure Python. On CPython its CPU per message is spread over
 many small steps of interpreted code (docs/performance.rst); compiling the
-same source files with Cython, unchanged, takes about a quarter off the
-time of benchmark 1 (round 20 in docs/performance.rst). This module builds
+same source files with Cython, unchanged, takes about a fifth to a third
+off the time of benchmark 1 (round 20 in docs/performance.rst). This module builds
 that, checks it, and removes it:
 
     xmppgw compile            # build (needs Cython, setuptools, gcc, Python.h)
