@@ -705,7 +705,7 @@ def makeParser() -> argparse.ArgumentParser:
             "Compile the gateway's hot-path modules with Cython into the "
             "installed package (needs pip install 'xmppgw[compiled]', a C "
             "compiler and Python's headers), so that CPython runs them "
-            "about a quarter faster; see 'Compiled build' in "
+            "with about a fifth to a third less CPU; see 'Compiled build' in "
             "docs/deployment.rst. twistd xmppgw refuses to start while a "
             "compiled module no longer matches its source. Exit status 1 if "
             "the build fails or, with --check, unless every hot module is "
