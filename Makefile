@@ -182,7 +182,9 @@ test-pypy: pypy-venv
 # missing, then `xmppgw compile` (about 2 minutes on 2 cores).
 # `make compiled-tree` builds it in a copy of the tree (build/compiled, so
 # the checkout stays plain Python) and checks every hot module is compiled;
-# `make test-compiled` then runs the unit tier there, and `make bench` its
+# `make test-compiled` then runs the unit tier there and the gateway's
+# interop tests against Prosody and sipp (the gateway's twistd gets the copy
+# through PYTHONPATH and logs that it runs compiled), and `make bench` its
 # benchmarks (COMPILED_PY runs Python with the copy first on the path).
 COMPILED_DIR := build/compiled
 COMPILED_PY := cd $(COMPILED_DIR) && PYTHONPATH=$(abspath $(COMPILED_DIR)) $(abspath $(VPY))
@@ -208,8 +210,9 @@ compiled-tree: compiled-deps
 	cd $(COMPILED_DIR) && $(abspath $(VPY)) -m xmppgw.cli compile
 	cd $(COMPILED_DIR) && $(abspath $(VPY)) -m xmppgw.cli compile --check
 
-test-compiled: compiled-tree
-	$(COMPILED_PY) -m twisted.trial --temp-directory=_trial_temp-compiled $(UNIT_TESTS)
+test-compiled: peers compiled-tree
+	$(COMPILED_PY) -m twisted.trial --temp-directory=_trial_temp-compiled \
+	  $(UNIT_TESTS) tests.interop.test_gateway
 
 # --- cleaning ----------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from tests.interop.harness import (
     buildRequest, cleanupAll, freePort, gatewayConfig, makeWorkdir,
     messageWith, newCallID, requirePeers, runSipp, sipSendManyUDP, sipSendTCP,
     uniqueID)
+from xmppgw import compiled
 
 BODY = "héllo <b>&amp;</b> 'q' \"x\" 😀"
 GATEWAY = "gw.xmpp.test"
@@ -228,6 +229,17 @@ class SIPToXMPPTests(GatewayTestCase):
         The same over TCP.
         """
         self.checkDelivered("tcp")
+
+    def test_buildReported(self):
+        """
+        The gateway twistd started runs the same build as these tests and
+        says so at start-up: plain Python in the main run, every hot
+        module compiled in C{make test-compiled}'s run
+        (L{xmppgw.compiled}).
+        """
+        expected = compiled.describe(compiled.checkCurrent())
+        self.assertIn(f"[xmppgw.compiled#info] {expected}\n",
+                      self.gateway.log())
 
     def test_sippBurst(self):
         """
