@@ -117,6 +117,14 @@ def _relative(module):
     return module.replace(".", os.sep)
 
 
+def _stem(base, module):
+    """
+    The path of C{module} in the package in C{base}, without a suffix:
+    add C{".py"} or L{extensionSuffix}.
+    """
+    return os.path.join(base, _relative(module))
+
+
 def sourceDigest(path):
     """
     The SHA-256 of a file, in hexadecimal.
@@ -168,7 +176,7 @@ def status(base=None, suffix=None):
         digests = {}
     result = Status()
     for module in _modulesWithSource(base):
-        stem = os.path.join(base, _relative(module))
+        stem = _stem(base, module)
         if not os.path.exists(stem + suffix):
             if module in HOT_MODULES:
                 result.plain.append(module)
@@ -231,7 +239,7 @@ def remove(base=None, suffix=None):
     suffix = suffix or extensionSuffix()
     removed = []
     for module in _modulesWithSource(base):
-        path = os.path.join(base, _relative(module)) + suffix
+        path = _stem(base, module) + suffix
         if os.path.exists(path):
             os.remove(path)
             removed.append(module)
@@ -269,8 +277,7 @@ def cythonBuild(base, modules, workdir, jobs):
             f"{REQUIREMENT}")
     package = os.path.basename(base)
     extensions = [
-        Extension(f"{package}.{module}",
-                  [os.path.join(base, _relative(module)) + ".py"])
+        Extension(f"{package}.{module}", [_stem(base, module) + ".py"])
         for module in modules]
     extensions = cythonize(
         extensions, build_dir=os.path.join(workdir, "c"),
@@ -305,12 +312,11 @@ def build(base=None, modules=HOT_MODULES, jobs=None, compiler=cythonBuild,
             f"its C-API emulation)")
     base = base or packageDirectory()
     missing = [m for m in modules
-               if not os.path.exists(os.path.join(base, _relative(m)) + ".py")]
+               if not os.path.exists(_stem(base, m) + ".py")]
     if missing:
         raise CompiledError(f"no source for {', '.join(missing)} in {base}")
     remove(base)
-    digests = {m: sourceDigest(os.path.join(base, _relative(m)) + ".py")
-               for m in modules}
+    digests = {m: sourceDigest(_stem(base, m) + ".py") for m in modules}
     workdir = tempfile.mkdtemp(prefix="xmppgw-compile-")
     try:
         version = compiler(base, list(modules), workdir,
