@@ -52,8 +52,7 @@ class FakePackage:
         self.calls = getattr(self, "calls", []) + [(base, modules, jobs)]
         self.workdir = workdir
         for module in modules:
-            with open(self.path(module, SUFFIX), "wb") as f:
-                f.write(b"\x7fELF fake")
+            self.writeExtension(module)
         return "fake 1.0"
 
     def writeExtension(self, module):
