@@ -32,6 +32,32 @@ def percentile(values, fraction):
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def cpuPerMessage(timedNs, count, runCPU, runWallNs):
+    """
+    The CPU µs per message of a run: the wall time of its timed parts,
+    C{timedNs} ns for C{count} messages, times the share of the run's wall
+    time, C{runWallNs} ns, that the process spent on a CPU, C{runCPU}
+    seconds (at most 1: the benchmark runs in one thread, so its timed
+    parts cannot have used more CPU than their wall time).
+
+    Why not the process's CPU clock around each timed part: that clock is
+    a system call (about 265 ns a read on PyPy and 330 on CPython on the
+    Xeon VM of rounds 11-21, against 50 and 100 for the wall clock). Until
+    round 21, benchmark 1's XMPP -> SIP read it around each of its three
+    timed parts per message, and its CPU figure came out 1.2-1.9 µs a
+    message above its wall figure on PyPy and 1.7-3.2 µs on CPython (the
+    same runs; docs/performance.rst, round 21). The share counts the time
+    the machine gave to something else (a busy VM) in proportion, in the
+    timed parts and out of them alike.
+
+    @return: µs per message.
+    """
+    if count < 1 or runWallNs <= 0:
+        raise ValueError("a run needs messages and time")
+    share = min(1.0, runCPU * 1e9 / runWallNs)
+    return timedNs * share / count / 1000.0
+
+
 def machine():
     """
     A description of this machine: CPU model, cores, Python, date, and on

@@ -28,7 +28,13 @@ entries, miss on every message, so that case is the "cold" one):
 
   - µs per message: the median over C{--runs} runs of the mean over
     C{--count} messages, with the 10th and 90th percentile of those run
-    means, and the p50/p99 of single-message times;
+    means, and the p50/p99 of single-message times. The timed parts are
+    measured with the wall clock; the CPU figure (C{cpu_median_us}, the
+    one the issue's targets are read on) is that times the share of the
+    run the process spent on a CPU (L{bench.common.cpuPerMessage});
+  - the cost of the benchmark's own loop, per direction (C{harness}): the
+    same runs on a L{NullGateway}, which does nothing; it is part of
+    every figure of the direction;
   - memory per message from L{tracemalloc}: bytes still allocated per
     message after a batch (what the live transactions hold until Timer J/K)
     and the peak; plus the count of live blocks per message;
@@ -56,6 +62,7 @@ import re
 import platform
 import sys
 import time
+from types import SimpleNamespace
 
 try:
     import tracemalloc
@@ -66,7 +73,7 @@ from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogBeginner
 
-from bench.common import emit, percentile, resultsHeader
+from bench.common import cpuPerMessage, emit, percentile, resultsHeader
 from xmppgw import gctune
 from xmppgw.logs import FLUSH_INTERVAL, textObserver
 from xmppgw.addressing import AddressMapper
@@ -272,6 +279,36 @@ class Gateway:
             gctune.freezeStartupObjects()
 
 
+class NullGateway:
+    """
+    A gateway that does nothing, with the attributes L{Runner} uses: what
+    the benchmark measures with it is the cost of its own loop and clocks
+    (L{measureHarness}). The "gateway" answers each stanza with one SIP
+    request (a fixed MESSAGE, so that L{okFor} has its usual work, not
+    timed) and counts each C{200} as a relayed message; each SIP request in
+    is answered and forwarded, as far as the counts go.
+    """
+
+    def __init__(self):
+        self.clock = SimpleNamespace(advance=lambda dt: None)
+        self.udp = FakeUDP()
+        self.xmppTransport = SimpleNamespace(count=0)
+        self.router = SimpleNamespace(stats={"xmpp.relayed": 0}, _queues={})
+        self.xs = SimpleNamespace(dataReceived=self._stanza)
+        self.sipProtocol = SimpleNamespace(datagramReceived=self._datagram)
+        self._request = sipMessage(0, 1)
+
+    def _stanza(self, data):
+        self.udp.write(self._request, PROXY)
+
+    def _datagram(self, data, addr):
+        if data.startswith(b"SIP/2.0 200 "):
+            self.router.stats["xmpp.relayed"] += 1
+        else:
+            self.xmppTransport.count += 1
+            self.udp.write(b"SIP/2.0 202 Accepted\r\n\r\n", addr)
+
+
 def sipMessage(i, distinct):
     """
     The bytes of a SIP MESSAGE from SIP user C{i % distinct} to XMPP user
@@ -333,13 +370,19 @@ class Runner:
     Runs one direction on one gateway and checks every message went through.
     """
 
-    def __init__(self, gateway, step, batch=1):
+    def __init__(self, gateway, step, batch=1,
+                 wallClock=time.perf_counter_ns, cpuClock=time.process_time):
         self.g = gateway
         self.step = step
         #: Messages handled per reactor turn (the clock advances, and due
         #: timers and the link's end-of-turn work run, after each batch).
         self.batch = batch
         self.i = 0
+        #: The clocks: wall time in ns around each timed part (cheap, read
+        #: from the vDSO), the process's CPU time in seconds once at each
+        #: end of a run (a system call: see L{cpuPerMessage}).
+        self.wallClock = wallClock
+        self.cpuClock = cpuClock
 
     def sipToXMPP(self, count, distinct, timings=None):
         g = self.g
@@ -352,24 +395,29 @@ class Runner:
         batch = self.batch
         turns = [messages[k:k + batch] for k in range(0, count, batch)]
         udpBefore, xmppBefore = g.udp.count, g.xmppTransport.count
-        perf = time.perf_counter_ns
-        cpu0 = time.process_time()
+        perf = self.wallClock
+        cpu0 = self.cpuClock()
         t0 = perf()
         if timings is None:
             for turn in turns:
                 for data in turn:
                     receive(data, PEER)
                 advance(step * len(turn))
+            elapsed = perf() - t0
+            timed = elapsed
         else:
+            timed = 0
             for turn in turns:
                 a = perf()
                 for data in turn:
                     receive(data, PEER)
                 advance(step * len(turn))
-                each = (perf() - a) / len(turn)
+                spent = perf() - a
+                timed += spent
+                each = spent / len(turn)
                 timings.extend([each] * len(turn))
-        elapsed = perf() - t0
-        cpu = time.process_time() - cpu0
+            elapsed = perf() - t0
+        cpu = self.cpuClock() - cpu0
         if (g.udp.count - udpBefore != count
                 or g.xmppTransport.count - xmppBefore != count):
             raise RuntimeError(
@@ -378,7 +426,7 @@ class Runner:
                    g.udp.count - udpBefore))
         if not g.udp.last.startswith(b"SIP/2.0 202 "):
             raise RuntimeError("unexpected answer %r" % (g.udp.last[:40],))
-        return elapsed / count / 1000.0, cpu / count * 1e6
+        return timed / count / 1000.0, cpuPerMessage(timed, count, cpu, elapsed)
 
     def xmppToSIP(self, count, distinct, timings=None):
         g = self.g
@@ -396,21 +444,19 @@ class Runner:
         turns = [(b"".join(stanzas[k:k + batch]), len(stanzas[k:k + batch]))
                  for k in range(0, count, batch)]
         relayed = g.router.stats.get("xmpp.relayed", 0)
-        perf = time.perf_counter_ns
-        elapsed = 0
-        cpu = 0.0
+        perf = self.wallClock
+        timed = 0
         sent = []
         udp.write = lambda data, addr=None, write=udp.write: (
             sent.append(data), write(data, addr))
+        cpu0 = self.cpuClock()
+        t0 = perf()
         try:
             for data, n in turns:
                 del sent[:]
-                c = time.process_time()
                 a = perf()
                 parse(data)
-                b = perf()
-                cpu += time.process_time() - c
-                spent = b - a
+                spent = perf() - a
                 answered = 0
                 # One MESSAGE in flight per destination: the 200s release
                 # the queued ones (bounded: one round per stanza at most).
@@ -419,34 +465,30 @@ class Runner:
                         break
                     oks = [okFor(request) for request in sent]
                     del sent[:]
-                    c = time.process_time()
                     d = perf()
                     for ok in oks:
                         receive(ok, PROXY)
-                    e = perf()
-                    cpu += time.process_time() - c
-                    spent += e - d
+                    spent += perf() - d
                     answered += len(oks)
                 if answered != n or sent:
                     raise RuntimeError(
                         "XMPP->SIP: %d SIP requests answered for %d stanzas"
                         % (answered, n))
-                c = time.process_time()
                 d = perf()
                 advance(step * n)
-                e = perf()
-                cpu += time.process_time() - c
-                spent += e - d
-                elapsed += spent
+                spent += perf() - d
+                timed += spent
                 if timings is not None:
                     timings.extend([spent / n] * n)
+            elapsed = perf() - t0
+            cpu = self.cpuClock() - cpu0
         finally:
             del udp.write
         if g.router.stats.get("xmpp.relayed", 0) - relayed != count:
             raise RuntimeError("XMPP->SIP: not every message got its 200")
         if g.router._queues:
             raise RuntimeError("XMPP->SIP: router queues not empty")
-        return elapsed / count / 1000.0, cpu / count * 1e6
+        return timed / count / 1000.0, cpuPerMessage(timed, count, cpu, elapsed)
 
 
 def measureTime(direction, distinct, args, metrics=False):
@@ -470,6 +512,28 @@ def measureTime(direction, distinct, args, metrics=False):
     summary = _summary(gateway, means, cpus, singles)
     summary.update(young.perMessage(args.runs * args.count))
     return summary
+
+
+def measureHarness(direction, args):
+    """
+    What the benchmark's own loop costs per message in C{direction}: the
+    same runs as L{measureTime} (its warm-up, C{--runs} of C{--count}) on a
+    L{NullGateway}. Part of every figure of the direction, gateway's
+    work aside; reported beside them so that the share is known.
+
+    @return: C{{"harness_median_us": ..., "harness_cpu_median_us": ...}}.
+    """
+    runner = Runner(NullGateway(), 1.0 / args.rate, args.batch)
+    run = getattr(runner, direction)
+    for _ in range(args.warmup):
+        run(args.count, 1)
+    means, cpus = [], []
+    for _ in range(args.runs):
+        wall, cpu = run(args.count, 1, [])
+        means.append(wall)
+        cpus.append(cpu)
+    return {"harness_median_us": round(percentile(means, 0.5), 3),
+            "harness_cpu_median_us": round(percentile(cpus, 0.5), 3)}
 
 
 class YoungAllocations:
@@ -700,6 +764,7 @@ def main(argv=None):
     }
     if args.metrics == "both":
         results["metrics_ratio"] = []
+    results["harness"] = []
     for direction in ("sipToXMPP", "xmppToSIP"):
         for distinct in [int(d) for d in args.distinct.split(",")]:
             if args.metrics == "both":
@@ -746,6 +811,14 @@ def main(argv=None):
                       % (direction, distinct, ratio["cpu_ratio"],
                          ratio["cpu_delta_us"], ratio["wall_ratio"]),
                       file=sys.stderr)
+        # After the gateway's cases: on PyPy the runner's loops are then
+        # compiled for the real gateway first, as without this measure.
+        harness = {"direction": direction, **measureHarness(direction, args)}
+        results["harness"].append(harness)
+        print("%-10s the benchmark's own loop (no gateway): %.3f us/msg, "
+              "cpu %.3f us" % (direction, harness["harness_median_us"],
+                               harness["harness_cpu_median_us"]),
+              file=sys.stderr)
     emit(results, args.json)
     return results
 

@@ -11,6 +11,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from bench import inprocess
+from bench.common import cpuPerMessage
 from bench.inprocess import (
     GATEWAY_DOMAIN, PEER, Gateway, LogClock, Runner, YoungAllocations)
 from xmppgw.logs import FLUSH_INTERVAL, TextLineObserver
@@ -196,3 +197,128 @@ class YoungAllocationsTests(TestCase):
             self.assertGreater(young.perMessage(1)["young_bytes_per_msg"], 0)
         else:
             self.assertEqual({}, young.perMessage(1))
+
+
+class FakeClocks:
+    """
+    The runner's two clocks: the wall clock moves C{step} ns per read, the
+    CPU clock C{cpuStep} seconds per read; both count their reads.
+    """
+
+    def __init__(self, step=1000, cpuStep=0.5):
+        self.now = 0
+        self.cpu = 0.0
+        self.step = step
+        self.cpuStep = cpuStep
+        self.wallReads = 0
+        self.cpuReads = 0
+
+    def wall(self):
+        self.wallReads += 1
+        self.now += self.step
+        return self.now
+
+    def cpuTime(self):
+        self.cpuReads += 1
+        self.cpu += self.cpuStep
+        return self.cpu
+
+
+class CPUPerMessageTests(TestCase):
+    """
+    L{bench.common.cpuPerMessage}: the timed wall time times the run's CPU
+    share.
+    """
+
+    def test_share(self):
+        """
+        2 ms timed for 1,000 messages in a run that had the CPU half of its
+        1 s: 1 µs a message.
+        """
+        self.assertEqual(1.0, cpuPerMessage(2000000, 1000, 0.5,
+                                                      1000000000))
+
+    def test_atMostWall(self):
+        """
+        A CPU clock ahead of the wall clock (the two clocks' granularity)
+        does not make a message cost more CPU than its wall time.
+        """
+        self.assertEqual(2.0, cpuPerMessage(2000000, 1000, 1.2,
+                                                      1000000000))
+
+    def test_empty(self):
+        """
+        A run without messages or time has no figure.
+        """
+        self.assertRaises(ValueError, cpuPerMessage, 1, 0, 1, 1)
+        self.assertRaises(ValueError, cpuPerMessage, 1, 1, 1, 0)
+
+
+class RunnerClockTests(TestCase):
+    """
+    L{Runner} reads the CPU clock (a system call) only at the two ends of
+    a run, and times each message's parts with the wall clock.
+    """
+
+    def run_(self, direction, count, cpuStep=0.5):
+        clocks = FakeClocks(cpuStep=cpuStep)
+        runner = Runner(Gateway(logMessages=False, freeze=False), 0.001,
+                        wallClock=clocks.wall, cpuClock=clocks.cpuTime)
+        timings = []
+        wall, cpu = getattr(runner, direction)(count, 1, timings)
+        return clocks, timings, wall, cpu
+
+    def test_cpuClockTwicePerRun(self):
+        """
+        Twice per run whatever the count, in both directions (XMPP -> SIP
+        used to read it around each of three parts of every message).
+        """
+        for direction in ("sipToXMPP", "xmppToSIP"):
+            for count in (1, 20):
+                clocks = self.run_(direction, count)[0]
+                self.assertEqual(2, clocks.cpuReads, (direction, count))
+
+    def test_figures(self):
+        """
+        XMPP -> SIP: three timed parts a message, each two wall-clock reads
+        1 µs apart; the runner reports 3 µs wall and, the run having had
+        the CPU for half of its wall time, 1.5 µs CPU.
+        """
+        # 62 reads 1 µs apart: the run lasts 61 µs, of which 30.5 on a CPU.
+        clocks, timings, wall, cpu = self.run_("xmppToSIP", 10, 30.5e-6)
+        self.assertEqual(2 + 3 * 2 * 10, clocks.wallReads)
+        self.assertEqual([3000] * 10, timings)
+        self.assertEqual(3.0, wall)
+        self.assertAlmostEqual(1.5, cpu)
+
+    def test_figuresSIPToXMPP(self):
+        """
+        SIP -> XMPP: one timed part a message (the datagram in, the clock
+        advanced).
+        """
+        clocks, timings, wall, cpu = self.run_("sipToXMPP", 10)
+        self.assertEqual([1000.0] * 10, timings)
+        self.assertEqual(1.0, wall)
+        self.assertEqual(2 + 2 * 10, clocks.wallReads)
+
+
+class HarnessTests(TestCase):
+    """
+    L{inprocess.measureHarness}: the benchmark's loop on a gateway that
+    does nothing.
+    """
+
+    def test_nullGateway(self):
+        """
+        The runner's checks pass on a L{inprocess.NullGateway} in both
+        directions, and both figures are reported.
+        """
+        args = SimpleNamespace(rate=1000.0, batch=1, warmup=1, runs=3,
+                               count=20)
+        for direction in ("sipToXMPP", "xmppToSIP"):
+            figures = inprocess.measureHarness(direction, args)
+            self.assertEqual({"harness_median_us", "harness_cpu_median_us"},
+                             set(figures))
+            self.assertGreater(figures["harness_median_us"], 0)
+            self.assertLessEqual(figures["harness_cpu_median_us"],
+                                 figures["harness_median_us"])
