@@ -109,6 +109,27 @@ class Benchmark1Tests(unittest.TestCase):
             ["c.json (CPython, compiled), 1 address",
              "p.json (PyPy), 1 address", "q.json (CPython), 1 address"])
 
+    def test_harnessShown(self):
+        """
+        Where the file gives the cost of the benchmark's own loop per
+        direction, each row of that direction shows it; the verdict is on
+        the whole figure.
+        """
+        results = inprocess([("sipToXMPP", 1, 36.0), ("xmppToSIP", 1, 18.5)],
+                            python="PyPy 3.9.16")
+        results["harness"] = [
+            {"direction": "sipToXMPP", "harness_median_us": 0.1,
+             "harness_cpu_median_us": 0.102},
+            {"direction": "xmppToSIP", "harness_median_us": 0.27,
+             "harness_cpu_median_us": 0.265}]
+        rows = targets.benchmark1({"inprocess-pypy.json": results})
+        self.assertEqual(
+            [[r[2], r[3]] for r in rows],
+            [["36.0 µs (0.97x), of which the benchmark's loop 0.10",
+              targets.MET],
+             ["18.5 µs (1.03x), of which the benchmark's loop 0.27",
+              targets.NOT_MET]])
+
     def test_onlyTheDefaultSetUp(self):
         """
         Runs that differ from C{twistd xmppgw}'s defaults or from one
