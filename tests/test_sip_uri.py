@@ -494,6 +494,39 @@ _NAME_ADDR_CASES = [
 ]
 
 
+class NameAddrMemoTests(unittest.TestCase):
+    """
+    L{parseNameAddr}'s memo (L{uriModule.NAME_ADDR_MEMO_SIZE}): the
+    name-addrs of one message are read once while it is handled.
+    """
+
+    def test_oneMessageReadOnce(self):
+        """
+        The From (a new tag) and To of a message, looked up in turn as the
+        gateway does for a SIP MESSAGE, are parsed once each, message
+        after message, with the memo at its size for this interpreter.
+        """
+        self.assertEqual(uriModule.NAME_ADDR_MEMO_SIZE,
+                         parseNameAddr.cache_info().maxsize)
+        parseNameAddr.cache_clear()
+        for i in range(3 * uriModule.NAME_ADDR_MEMO_SIZE):
+            sender = "<sip:alice@sip.example.com>;tag=t%d" % (i,)
+            target = "<sip:user*xmpp.test@gw.example>"
+            for text in (sender, target, sender, sender, target, sender,
+                         target):
+                parseNameAddr(text)
+            # One miss per new From; the To was parsed by the first.
+            self.assertEqual(i + 2, parseNameAddr.cache_info().misses)
+
+    def test_sizePerMemoKind(self):
+        """
+        16 with PyPy's generational memo, 512 with CPython's
+        least-recently-used one.
+        """
+        expected = 16 if uriModule.bounded is uriModule.generational else 512
+        self.assertEqual(expected, uriModule.NAME_ADDR_MEMO_SIZE)
+
+
 class NameAddrFastPathTests(unittest.TestCase):
     """
     L{parseNameAddr} reads C{<uri>;params} with token parameters from the

@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields as dataclassFields, replace
 from typing import Optional, Tuple
 
 from xmppgw.compat import compilePossessive
-from xmppgw.memo import bounded
+from xmppgw.memo import bounded, generational
 
 
 __all__ = [
@@ -666,10 +666,23 @@ def _unquote(quoted: str) -> str:
     return "".join(out)
 
 
-# Smaller than the URI memos: a From or To with a tag is new text in every
-# dialogue, and the repeating part, C{<uri>}, is remembered apart
-# (L{_nameAddrHead}).
-@bounded(512)
+#: How many name-addrs L{parseNameAddr} remembers: fewer than the URI
+#: memos, since a From or To with a tag is new text in every dialogue
+#: (every MESSAGE outside one) and the repeating part, C{<uri>}, is
+#: remembered apart (L{_nameAddrHead}); what this memo still serves is
+#: the same header read again while one message is handled (seven times
+#: for SIP -> XMPP). On PyPy (L{generational} memos) 16: each result a
+#: larger memo keeps outlives the young generation of PyPy's collector and
+#: is copied out of it, which cost about 0.4 us per SIP -> XMPP message for
+#: a From that never comes back (docs/performance.rst, round 21); 16 keep
+#: all of one message's name-addrs. On CPython, whose memo
+#: (L{functools.lru_cache}) has no such cost, 512 also keep a To without
+#: a tag from one message to the next (0.6 us a message with 100
+#: addresses).
+NAME_ADDR_MEMO_SIZE = 16 if bounded is generational else 512
+
+
+@bounded(NAME_ADDR_MEMO_SIZE)
 def parseNameAddr(text: str) -> NameAddr:
     """
     Results are cached (bounded): a L{NameAddr} is immutable.
