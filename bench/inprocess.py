@@ -296,7 +296,7 @@ class NullGateway:
         self.router = SimpleNamespace(stats={"xmpp.relayed": 0}, _queues={})
         self.xs = SimpleNamespace(dataReceived=self._stanza)
         self.sipProtocol = SimpleNamespace(datagramReceived=self._datagram)
-        self._request = sipMessage(0, 1)
+        self._request = NULL_REQUEST
 
     def _stanza(self, data):
         self.udp.write(self._request, PROXY)
@@ -307,6 +307,25 @@ class NullGateway:
         else:
             self.xmppTransport.count += 1
             self.udp.write(b"SIP/2.0 202 Accepted\r\n\r\n", addr)
+
+
+#: The SIP request L{NullGateway} sends for each stanza: the gateway's
+#: MESSAGE for C{xmppMessage(0, 1)}, its random branch, tag and Call-ID
+#: fixed (C{HarnessTests.test_nullRequestShaped} compares the two), so
+#: that L{okFor} does for it what it does for the gateway's.
+NULL_REQUEST = (
+    b"MESSAGE sip:bob0@sip0.example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK0123456789abcdef01234567"
+    b";rport\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"To: <sip:bob0@sip0.example.com>\r\n"
+    b"From: <sip:user0*xmpp.test@127.0.0.1;gr=phone>;tag=0123456789ab\r\n"
+    b"Call-ID: 0123456789abcdef0123456789abcdef\r\n"
+    b"CSeq: 1 MESSAGE\r\n"
+    b"Content-Type: text/plain;charset=UTF-8\r\n"
+    b"Content-Length: 26\r\n"
+    b"\r\n"
+    b"Hello from XMPP, message 0")
 
 
 def sipMessage(i, distinct):

@@ -13,7 +13,16 @@ Method: benchmark 1's gateway (L{bench.inprocess.Gateway}, the defaults:
 log on, the confirmation ping, the policy) in a child process under
 callgrind, twice: once with the warm-up only and once with C{--count}
 more messages; the difference divided by C{--count} is the cost of one
-message (start-up, imports and the warm-up cancel out).
+message in benchmark 1's loop (start-up, imports and the warm-up cancel
+out). Callgrind counts the whole process, so that figure also holds what
+the loop does for each message outside the timed parts: building the
+SIP or XMPP bytes it feeds in and, XMPP -> SIP, the C{200 OK} its SIP
+peer builds for each request (L{bench.inprocess.okFor}: a regular
+expression over the request). The same pair of children on
+L{bench.inprocess.NullGateway} (which does nothing but answer as the
+gateway would) counts that loop; the results give both and the
+gateway's own count, the difference (from round 22; earlier files give
+the loop's count only).
 
 On PyPy (run it with PyPy's Python) the same, with what a JIT needs: a
 longer warm-up (C{--warmup}, 14,000 messages by default, after which the
@@ -86,25 +95,63 @@ def perMessage(base, loaded, count):
     return (loaded - base) / count
 
 
-def child(direction, runs, distinct, warmup=WARMUP_RUNS):
+def case(direction, count, gatewayCounts, nullCounts):
+    """
+    One direction's results: the instructions per message of the loop on
+    the gateway (C{instructions_per_message}, as before round 22), of the
+    loop alone on the null gateway (C{harness_instructions_per_message})
+    and their difference, the gateway's own
+    (C{gateway_instructions_per_message}).
+
+    @param gatewayCounts: the counts of the warm-up-only child and of the
+        child with C{count} more messages, on the gateway.
+    @param nullCounts: the same on the null gateway.
+    """
+    each = perMessage(gatewayCounts[0], gatewayCounts[1], count)
+    loop = perMessage(nullCounts[0], nullCounts[1], count)
+    return {
+        "direction": direction,
+        "instructions_per_message": round(each),
+        "harness_instructions_per_message": round(loop),
+        "gateway_instructions_per_message": round(each) - round(loop),
+        "base_instructions": gatewayCounts[0],
+        "loaded_instructions": gatewayCounts[1],
+        "harness_base_instructions": nullCounts[0],
+        "harness_loaded_instructions": nullCounts[1],
+    }
+
+
+#: What a child runs the loop on: benchmark 1's gateway, or the null
+#: gateway that counts the loop alone (L{child}).
+GATEWAYS = ("gateway", "null")
+
+
+def child(direction, runs, distinct, warmup=WARMUP_RUNS, gateway="gateway"):
     """
     The measured process: C{warmup} runs of L{RUN} messages, then C{runs}
-    more.
+    more, through L{bench.inprocess.Gateway} or, with C{gateway="null"},
+    L{bench.inprocess.NullGateway}.
     """
     from twisted.logger import globalLogBeginner
-    from bench.inprocess import Gateway, Runner, benchLogObserver
+    from bench.inprocess import Gateway, NullGateway, Runner, benchLogObserver
+    if gateway not in GATEWAYS:
+        raise ValueError("no such gateway %r" % (gateway,))
     globalLogBeginner.beginLoggingTo(
         [benchLogObserver(open(os.devnull, "w"))], discardBuffer=True,
         redirectStandardIO=False)
-    gateway = Gateway(logMessages=True)
-    run = getattr(Runner(gateway, 0.001), direction)
+    if gateway == "null":
+        measured = NullGateway()
+    else:
+        measured = Gateway(logMessages=True)
+    run = getattr(Runner(measured, 0.001), direction)
     for _ in range(warmup + runs):
         run(RUN, distinct)
 
 
-def measure(valgrind, direction, runs, distinct, warmup=WARMUP_RUNS):
+def measure(valgrind, direction, runs, distinct, warmup=WARMUP_RUNS,
+            gateway="gateway"):
     """
-    The callgrind instruction count of one child process.
+    The callgrind instruction count of one child process (L{child}).
     """
     # PyPy's JIT writes the machine code it runs: callgrind must look for
     # code written at run time (outside files) to count it right.
@@ -114,7 +161,7 @@ def measure(valgrind, direction, runs, distinct, warmup=WARMUP_RUNS):
             [valgrind, "--tool=callgrind", *selfModifying,
              "--callgrind-out-file=" + os.path.join(tmp, "out"),
              sys.executable, "-m", "bench.instructions", "--child",
-             direction, str(runs), str(distinct), str(warmup)],
+             direction, str(runs), str(distinct), str(warmup), gateway],
             capture_output=True, text=True, timeout=3600)
     if process.returncode != 0:
         raise RuntimeError("callgrind run failed (%d): %s" % (
@@ -135,12 +182,12 @@ def main(argv=None):
                                              PYPY_WARMUP_RUNS))
     parser.add_argument("--distinct", type=int, default=1,
                         help="distinct addresses (default 1)")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     if args.child:
-        direction, runs, distinct, warmup = args.child
-        child(direction, int(runs), int(distinct), int(warmup))
+        direction, runs, distinct, warmup, gateway = args.child
+        child(direction, int(runs), int(distinct), int(warmup), gateway)
         return 0
     if not (RUN <= args.count <= 100 * RUN and args.count % RUN == 0
             and 1 <= args.distinct <= 100000 and 0 <= args.warmup <= 100):
@@ -161,21 +208,25 @@ def main(argv=None):
         "cases": [],
     }
     runs = args.count // RUN
-    jobs = [(direction, n) for direction in DIRECTIONS for n in (0, runs)]
+    jobs = [(gateway, direction, n) for gateway in GATEWAYS
+            for direction in DIRECTIONS for n in (0, runs)]
     # Two child processes at a time (the machine's two CPUs); the counts
     # do not depend on what else runs.
     with ThreadPoolExecutor(max_workers=2) as pool:
         counts = dict(zip(jobs, pool.map(
-            lambda job: measure(valgrind, job[0], job[1], args.distinct,
-                                args.warmup),
+            lambda job: measure(valgrind, job[1], job[2], args.distinct,
+                                args.warmup, job[0]),
             jobs)))
     for direction in DIRECTIONS:
-        base, loaded = counts[direction, 0], counts[direction, runs]
-        each = perMessage(base, loaded, args.count)
-        results["cases"].append({
-            "direction": direction, "instructions_per_message": round(each),
-            "base_instructions": base, "loaded_instructions": loaded})
-        print("%-9s %9.0f instructions per message" % (direction, each),
+        results["cases"].append(case(
+            direction, args.count,
+            [counts["gateway", direction, n] for n in (0, runs)],
+            [counts["null", direction, n] for n in (0, runs)]))
+        print("%-9s %9d instructions per message in the loop, of which the "
+              "loop alone %d: the gateway %d" % (
+                  direction, results["cases"][-1]["instructions_per_message"],
+                  results["cases"][-1]["harness_instructions_per_message"],
+                  results["cases"][-1]["gateway_instructions_per_message"]),
               file=sys.stderr)
     emit(results, args.json)
     return 0

@@ -77,9 +77,14 @@ def endtoend(r):
 
 def instructions(r):
     distinct = r.get("distinct", 1)
-    return table(["direction", "distinct", "instructions per message"],
+    # Files from before round 22 have the loop's count only.
+    return table(["direction", "distinct", "instructions per message",
+                  "of which the loop", "the gateway"],
                  [[_direction(c["direction"]), distinct,
-                   c["instructions_per_message"]] for c in r["cases"]])
+                   c["instructions_per_message"],
+                   c.get("harness_instructions_per_message", "-"),
+                   c.get("gateway_instructions_per_message", "-")]
+                  for c in r["cases"]])
 
 
 def scale(r):

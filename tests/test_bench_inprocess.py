@@ -5,6 +5,7 @@ wires it (no timing is asserted here; speed is measured by make bench).
 
 import gc
 import io
+import re
 from types import SimpleNamespace
 
 from twisted.logger import globalLogPublisher
@@ -322,3 +323,24 @@ class HarnessTests(TestCase):
             self.assertGreater(figures["harness_median_us"], 0)
             self.assertLessEqual(figures["harness_cpu_median_us"],
                                  figures["harness_median_us"])
+
+    def test_nullRequestShaped(self):
+        """
+        The request the null gateway sends for each stanza, whose C{200 OK}
+        the loop builds, is the gateway's own for the first stanza, but
+        for its random branch, tag and Call-ID (of the same lengths).
+        """
+        gateway = inprocess.Gateway(logMessages=False, freeze=False)
+        sent = []
+        write = gateway.udp.write
+        gateway.udp.write = lambda data, addr=None: (
+            sent.append(data), write(data, addr))
+        gateway.xs.dataReceived(inprocess.xmppMessage(0, 1))
+        [request] = sent
+
+        def fixed(data):
+            return re.sub(rb"[0-9a-f]{12,}", b"<random>", data)
+
+        self.assertEqual(fixed(request), fixed(inprocess.NULL_REQUEST))
+        self.assertEqual(len(request), len(inprocess.NULL_REQUEST))
+        self.assertIn(b"<random>", fixed(request))
