@@ -4,6 +4,8 @@ Tests for L{xmppgw.store}: one contract, run against every store.
 
 import os
 import sqlite3
+import subprocess
+import sys
 
 from twisted.internet import defer
 from twisted.trial import unittest
@@ -284,6 +286,38 @@ class SQLiteStoreTests(StoreContractMixin, unittest.TestCase):
         indexes = {row[1] for row in store._db.execute(
             "PRAGMA index_list(subscriptions)")}
         self.assertIn("subscriptions_callID", indexes)
+
+
+class SQLiteLoadedTests(unittest.TestCase):
+    """
+    SQLite is loaded only by a gateway whose store is SQLite.
+    """
+
+    def imported(self, code):
+        process = subprocess.run(
+            [sys.executable, "-c", code + "\nimport sys\n"
+             "print('sqlite3' in sys.modules, '_sqlite3' in sys.modules)"],
+            capture_output=True, text=True, timeout=120)
+        self.assertEqual(0, process.returncode, process.stderr[-2000:])
+        return process.stdout.split()
+
+    def test_notWithMemoryStore(self):
+        """
+        The gateway's modules and a memory store leave C{sqlite3} out
+        (about 0.9 MB of an idle gateway on CPython).
+        """
+        self.assertEqual(["False", "False"], self.imported(
+            "import xmppgw.tap, xmppgw.presence\n"
+            "from xmppgw.store import openStore\n"
+            "openStore('memory', '/nonexistent')"))
+
+    def test_withSQLiteStore(self):
+        """
+        An SQLite store loads it.
+        """
+        self.assertEqual(["True", "True"], self.imported(
+            "from xmppgw.store import SQLiteStore\n"
+            "SQLiteStore(':memory:').close()"))
 
 
 class OpenStoreTests(unittest.TestCase):
