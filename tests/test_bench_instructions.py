@@ -177,9 +177,10 @@ class MainTests(TestCase):
         self.patch(instructions.shutil, "which", lambda name: "/valgrind")
         out = self.mktemp()
         self.assertEqual(0, instructions.main(
-            ["--count", "1000", "--distinct", "7", "--json", out]))
+            ["--count", "1000", "--distinct", "7", "--warmup", "3",
+             "--json", out]))
         self.assertEqual(
-            sorted((g, d, n, 7, instructions.WARMUP_RUNS)
+            sorted((g, d, n, 7, 3)
                    for g in instructions.GATEWAYS
                    for d in instructions.DIRECTIONS for n in (0, 1)),
             sorted(asked))
