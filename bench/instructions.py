@@ -218,15 +218,15 @@ def main(argv=None):
                                 args.warmup, job[0]),
             jobs)))
     for direction in DIRECTIONS:
-        results["cases"].append(case(
-            direction, args.count,
-            [counts["gateway", direction, n] for n in (0, runs)],
-            [counts["null", direction, n] for n in (0, runs)]))
+        one = case(direction, args.count,
+                   [counts["gateway", direction, n] for n in (0, runs)],
+                   [counts["null", direction, n] for n in (0, runs)])
+        results["cases"].append(one)
         print("%-9s %9d instructions per message in the loop, of which the "
               "loop alone %d: the gateway %d" % (
-                  direction, results["cases"][-1]["instructions_per_message"],
-                  results["cases"][-1]["harness_instructions_per_message"],
-                  results["cases"][-1]["gateway_instructions_per_message"]),
+                  direction, one["instructions_per_message"],
+                  one["harness_instructions_per_message"],
+                  one["gateway_instructions_per_message"]),
               file=sys.stderr)
     emit(results, args.json)
     return 0
