@@ -265,8 +265,15 @@ docs: venv
 # (.venv-pypy) and the UDP sweep on both interpreters, for the comparison.
 SOAK_ARGS ?=
 CRASH_ARGS ?=
+# PyPy's collector as deployed: the Environment=PYPY_GC_... lines of
+# etc/xmppgw.service (docs/deployment.rst), read from there so that the
+# benchmarks measure what the unit runs.
+PYPY_GC_DEPLOYED := $(shell sed -n \
+  's/^Environment=\(PYPY_GC_[A-Z_]*=[^[:space:]]*\)$$/\1/p' etc/xmppgw.service)
 .PHONY: bench
 bench: peers venv pypy-venv
+	@test -n "$(PYPY_GC_DEPLOYED)" || { echo "make bench: no" \
+	  "Environment=PYPY_GC_... line in etc/xmppgw.service" >&2; exit 1; }
 	@$(MAKE) --no-print-directory peers DEBS=valgrind
 	@$(VPY) -c "import pyinstrument" 2>/dev/null \
 	  || $(VPY) -m pip install --disable-pip-version-check -q -e '.[test,bench]' \
@@ -289,21 +296,26 @@ bench: peers venv pypy-venv
 	$(VPY) -m bench.endtoend --json bench/results/endtoend.json $(BENCH_ARGS)
 	$(VPY) -m bench.soak --json bench/results/soak.json $(SOAK_ARGS)
 	$(VPY) -m bench.crash --json bench/results/crash.json $(CRASH_ARGS)
-	# Both interpreters (docs/performance.rst, "PyPy").
-	$(PYPY_VPY) -m bench.inprocess --json bench/results/inprocess-pypy.json
+	# Both interpreters (docs/performance.rst, "PyPy"); PyPy as deployed
+	# and, for comparison with the rounds before 23, with the nursery PyPy
+	# chooses by itself (150 MB on the Intel Xeon VM).
+	$(PYPY_GC_DEPLOYED) $(PYPY_VPY) -m bench.inprocess \
+	  --json bench/results/inprocess-pypy.json
+	$(PYPY_VPY) -m bench.inprocess \
+	  --json bench/results/inprocess-pypy-own-nursery.json
 	$(VPY) -m bench.inprocess --no-memory --confirm none \
 	  --json bench/results/inprocess-none.json
-	$(PYPY_VPY) -m bench.inprocess --no-memory --confirm none \
+	$(PYPY_GC_DEPLOYED) $(PYPY_VPY) -m bench.inprocess --confirm none \
 	  --json bench/results/inprocess-pypy-none.json
 	# Memory on PyPy as deployed (etc/xmppgw.service's collector settings):
 	# with the nursery PyPy may choose by itself from a large CPU cache it
 	# grew to 1.4 GB (docs/performance.rst, round 16); and the soak with
 	# the gateway on PyPy.
-	PYPY_GC_NURSERY=4MB PYPY_GC_INCREMENT_STEP=1MB \
+	$(PYPY_GC_DEPLOYED) \
 	  $(PYPY_VPY) -m bench.scale --json bench/results/scale-pypy.json
-	PYPY_GC_NURSERY=4MB PYPY_GC_INCREMENT_STEP=1MB \
+	$(PYPY_GC_DEPLOYED) \
 	  $(PYPY_VPY) -m bench.memos --json bench/results/memos-pypy.json
-	PYPY_GC_NURSERY=4MB PYPY_GC_INCREMENT_STEP=1MB \
+	$(PYPY_GC_DEPLOYED) \
 	  $(VPY) -m bench.soak --twistd $(PYPY_VENV)/bin/twistd \
 	  --json bench/results/soak-pypy.json $(SOAK_ARGS)
 	# Benchmark 1 in instructions on PyPy (JIT warmed up, about 10 minutes).
@@ -336,7 +348,7 @@ bench: peers venv pypy-venv
 	$(VPY) -m bench.endtoend --directions udp --prosody-gc generational \
 	  --rates 1000,1000,1000,2000,4000,6000,8000 --duration 5 --keep-going \
 	  --json bench/results/endtoend-udp-cpython-prosodygen.json
-	PYPY_GC_NURSERY=4MB PYPY_GC_INCREMENT_STEP=1MB $(VPY) -m bench.endtoend \
+	$(PYPY_GC_DEPLOYED) $(VPY) -m bench.endtoend \
 	  --twistd $(PYPY_VENV)/bin/twistd --directions udp \
 	  --prosody-gc generational --prosody-nagle off --warmup 20 \
 	  --rates 2000,4000,6000,8000,10000,10000,10000,12000 --duration 5 \
@@ -344,7 +356,7 @@ bench: peers venv pypy-venv
 	# The same with PyPy's major collections started later (the optional
 	# PYPY_GC_MAJOR_COLLECT=3 of docs/deployment.rst: a shorter tail for
 	# more memory).
-	PYPY_GC_MAJOR_COLLECT=3 PYPY_GC_NURSERY=4MB PYPY_GC_INCREMENT_STEP=1MB \
+	PYPY_GC_MAJOR_COLLECT=3 $(PYPY_GC_DEPLOYED) \
 	  $(VPY) -m bench.endtoend \
 	  --twistd $(PYPY_VENV)/bin/twistd --directions udp \
 	  --prosody-gc generational --prosody-nagle off --warmup 20 \

@@ -58,11 +58,14 @@ def cpuPerMessage(timedNs, count, runCPU, runWallNs):
     return timedNs * share / count / 1000.0
 
 
-def machine():
+def machine(environ=os.environ):
     """
     A description of this machine: CPU model, cores, Python, date, and on
-    PyPy the nursery in MB (PyPy's figures depend on it: see
-    L{xmppgw.gctune}).
+    PyPy the nursery in MB and the collector's settings from the
+    environment (C{PYPY_GC_*}, as C{etc/xmppgw.service} sets them; PyPy's
+    figures depend on them: see L{xmppgw.gctune}).
+
+    @param environ: the environment the settings are read from.
     """
     model = "unknown"
     try:
@@ -83,6 +86,10 @@ def machine():
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "pypy_nursery_mb": (None if nursery is None
                             else round(nursery / (1024 * 1024), 1)),
+        # CPython ignores them: recorded only where they apply.
+        "pypy_gc_settings": (None if nursery is None else {
+            name: value for name, value in sorted(environ.items())
+            if name.startswith("PYPY_GC_")}),
     }
 
 

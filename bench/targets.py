@@ -161,6 +161,9 @@ def benchmark1(results):
             # beside the figures it is part of.
             loop = {h["direction"]: h["harness_cpu_median_us"]
                     for h in r.get("harness", ())}
+            # PyPy's figures depend on its nursery (docs/deployment.rst).
+            nursery = r["machine"].get("pypy_nursery_mb")
+            nursery = ", PyPy nursery %s MB" % (nursery,) if nursery else ""
             for case in r["cases"]:
                 if case["direction"] != direction or case.get("metrics"):
                     continue
@@ -172,9 +175,9 @@ def benchmark1(results):
                         loop[direction],)
                 rows.append([
                     target,
-                    _source(name, r, "%d address%s" % (
+                    _source(name, r, "%d address%s%s" % (
                         case["distinct"],
-                        "" if case["distinct"] == 1 else "es")),
+                        "" if case["distinct"] == 1 else "es", nursery)),
                     measured, _verdict(value <= limit)])
         if not found:
             rows.append([target, "no in-process results", "-",

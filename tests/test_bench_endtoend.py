@@ -187,6 +187,22 @@ class MachineTests(unittest.TestCase):
         else:
             self.assertIsNone(nursery)
 
+    def test_gcSettings(self):
+        """
+        On PyPy the collector's settings from the environment (the
+        C{PYPY_GC_} variables, nothing else), on CPython, which ignores
+        them, L{None}.
+        """
+        settings = machine({"PYPY_GC_NURSERY": "4MB", "PATH": "/bin",
+                            "PYPY_GC_INCREMENT_STEP": "1MB"})[
+                                "pypy_gc_settings"]
+        if platform.python_implementation() == "PyPy":
+            self.assertEqual({"PYPY_GC_INCREMENT_STEP": "1MB",
+                              "PYPY_GC_NURSERY": "4MB"}, settings)
+            self.assertEqual({}, machine({"PATH": "/bin"})["pypy_gc_settings"])
+        else:
+            self.assertIsNone(settings)
+
 
 class SoakCommandTests(unittest.TestCase):
     """

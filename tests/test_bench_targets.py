@@ -130,6 +130,19 @@ class Benchmark1Tests(unittest.TestCase):
              ["18.5 µs (1.03x), of which the benchmark's loop 0.27",
               targets.NOT_MET]])
 
+    def test_nurseryShown(self):
+        """
+        PyPy's figures depend on its nursery: where the file names it, each
+        row shows it.
+        """
+        results = inprocess([("sipToXMPP", 1, 30.0)], python="PyPy 3.9.16")
+        results["machine"]["pypy_nursery_mb"] = 4.0
+        rows = targets.benchmark1({"inprocess-pypy.json": results})
+        self.assertEqual(
+            ["inprocess-pypy.json (PyPy), 1 address, PyPy nursery 4.0 MB",
+             "no in-process results"],
+            [row[1] for row in rows])
+
     def test_onlyTheDefaultSetUp(self):
         """
         Runs that differ from C{twistd xmppgw}'s defaults or from one
