@@ -23,8 +23,12 @@ for 5 s, as in production, so their cost (and the memory they hold) is in
 the numbers.
 
 Reported per direction and per number of distinct addresses (1, 100,
-10,000 senders and recipients; with 10,000 the mapping caches, 1,024-4,096
-entries, miss on every message, so that case is the "cold" one):
+10,000 senders and recipients; with 10,000 the memos of the URI and JID
+parsers, 1,024 and 2,048 entries, miss on every message, so that case is
+the "cold" one; the address mapper's, 16,384, do not). Each case has a
+gateway of its own, and the timed runs of a direction's cases are
+interleaved (L{measureCases}), so that a slower spell of the machine
+slows them alike:
 
   - µs per message: the median over C{--runs} runs of the mean over
     C{--count} messages, with the 10th and 90th percentile of those run
@@ -51,8 +55,8 @@ C{--metrics both} measures every case with metrics off (the
 L{NullRecorder} the router has without C{[metrics] listen}) and on (a
 L{MetricsRecorder} attached to the router and the link, as
 L{xmppgw.metrics.buildOperations} attaches it), on two gateways whose timed
-runs alternate, and reports the ratio (issue 6: counters cheap enough to
-leave on).
+runs are interleaved with each other's and the other cases', and reports
+the ratio (issue 6: counters cheap enough to leave on).
 """
 
 import argparse
@@ -299,7 +303,9 @@ class NullGateway:
         self._request = NULL_REQUEST
 
     def _stanza(self, data):
-        self.udp.write(self._request, PROXY)
+        # One read holds a turn's stanzas (--batch): one request each.
+        for _ in range(data.count(b"<message ")):
+            self.udp.write(self._request, PROXY)
 
     def _datagram(self, data, addr):
         if data.startswith(b"SIP/2.0 200 "):
@@ -510,33 +516,57 @@ class Runner:
         return timed / count / 1000.0, cpuPerMessage(timed, count, cpu, elapsed)
 
 
-def measureTime(direction, distinct, args, metrics=False):
-    gateway = Gateway(logMessages=args.log, freeze=args.freeze,
-                      metrics=metrics, confirm=args.confirm,
-                      policy=args.policy)
-    runner = Runner(gateway, 1.0 / args.rate, args.batch)
-    run = getattr(runner, direction)
+def measureCases(direction, cases, args):
+    """
+    The cases C{cases} of C{direction}, each C{(distinct, metrics)} on a
+    gateway of its own in this process, their timed runs interleaved: one
+    run of each case per round, each round starting with the next case
+    (against order effects). A change in the machine's speed, which on
+    this shared VM lasts seconds to minutes, then hits every case alike
+    instead of the one that was running (round 23 in
+    docs/performance.rst: one case of a run once came out twice as slow as
+    the others, in a run of sequential cases).
+
+    @param cases: a list of C{(distinct, metrics)}: the number of distinct
+        addresses, and whether the gateway has a L{MetricsRecorder}.
+    @return: a list of dicts (C{median_us}, C{cpu_median_us}, ...), in the
+        order of C{cases}.
+    """
+    gateways = [Gateway(logMessages=args.log, freeze=args.freeze,
+                        metrics=metrics, confirm=args.confirm,
+                        policy=args.policy) for _, metrics in cases]
+    runners = [Runner(g, 1.0 / args.rate, args.batch) for g in gateways]
+    runs = [getattr(r, direction) for r in runners]
+    distincts = [distinct for distinct, _ in cases]
     # Warm up: imports, caches for the 1 and 100 cases, the timer heap
     # (and PyPy's JIT).
     for _ in range(args.warmup):
-        run(args.count, distinct)
-    means, cpus, singles = [], [], []
-    young = YoungAllocations()
-    with young:
-        for _ in range(args.runs):
-            wall, cpu = run(args.count, distinct, singles)
+        for run, distinct in zip(runs, distincts):
+            run(args.count, distinct)
+    samples = [([], [], [], YoungAllocations()) for _ in cases]
+    n = len(cases)
+    for k in range(args.runs):
+        for j in range(n):
+            v = (k + j) % n
+            means, cpus, singles, young = samples[v]
+            with young:
+                wall, cpu = runs[v](args.count, distincts[v], singles)
             means.append(wall)
             cpus.append(cpu)
-    checkRecorded(gateway, direction, runner.i)
-    summary = _summary(gateway, means, cpus, singles)
-    summary.update(young.perMessage(args.runs * args.count))
-    return summary
+    out = []
+    for gateway, runner, (means, cpus, singles, young) in zip(
+            gateways, runners, samples):
+        checkRecorded(gateway, direction, runner.i)
+        summary = _summary(gateway, means, cpus, singles)
+        summary.update(young.perMessage(args.runs * args.count))
+        out.append(summary)
+    return out
 
 
 def measureHarness(direction, args):
     """
     What the benchmark's own loop costs per message in C{direction}: the
-    same runs as L{measureTime} (its warm-up, C{--runs} of C{--count}) on a
+    same runs as L{measureCases} (its warm-up, C{--runs} of C{--count}) on a
     L{NullGateway}. Part of every figure of the direction, gateway's
     work aside; reported beside them so that the share is known.
 
@@ -641,41 +671,6 @@ def checkRecorded(gateway, direction, total):
     # One scrape, to check the exposition works on this gateway (not timed).
     if b"xmppgw_messages_total" not in recorder.exposition():
         raise RuntimeError("metrics: exposition lacks xmppgw_messages_total")
-
-
-def measureMetrics(direction, distinct, args):
-    """
-    The same case with metrics off (L{NullRecorder}) and on (a
-    L{MetricsRecorder} attached to the router and the link), on two
-    gateways in this process whose timed runs alternate (off, on, off,
-    on, ...), so that a change in the machine's load hits both alike.
-
-    @return: C{(off, on)}, each a dict like L{measureTime}'s.
-    """
-    variants = [False, True]
-    gateways = [Gateway(logMessages=args.log, freeze=args.freeze,
-                        metrics=m, confirm=args.confirm,
-                        policy=args.policy) for m in variants]
-    runners = [Runner(g, 1.0 / args.rate) for g in gateways]
-    runs = [getattr(r, direction) for r in runners]
-    for _ in range(args.warmup):
-        for run in runs:
-            run(args.count, distinct)
-    samples = [([], [], []) for _ in variants]
-    for k in range(args.runs):
-        # Alternate which variant goes first, against order effects.
-        order = (0, 1) if k % 2 == 0 else (1, 0)
-        for v in order:
-            means, cpus, singles = samples[v]
-            wall, cpu = runs[v](args.count, distinct, singles)
-            means.append(wall)
-            cpus.append(cpu)
-    out = []
-    for gateway, runner, (means, cpus, singles) in zip(
-            gateways, runners, samples):
-        checkRecorded(gateway, direction, runner.i)
-        out.append(_summary(gateway, means, cpus, singles))
-    return out
 
 
 def measureMemory(direction, distinct, args, metrics=False):
@@ -784,36 +779,37 @@ def main(argv=None):
     if args.metrics == "both":
         results["metrics_ratio"] = []
     results["harness"] = []
+    variants = [False, True] if args.metrics == "both" else [
+        args.metrics == "on"]
     for direction in ("sipToXMPP", "xmppToSIP"):
-        for distinct in [int(d) for d in args.distinct.split(",")]:
-            if args.metrics == "both":
-                measured = measureMetrics(direction, distinct, args)
-                variants = [False, True]
-            else:
-                variants = [args.metrics == "on"]
-                measured = [measureTime(direction, distinct, args,
-                                        metrics=variants[0])]
-            cases = []
-            for metrics, timing in zip(variants, measured):
-                case = {"direction": direction, "distinct": distinct,
-                        "metrics": metrics}
-                case.update(timing)
-                if args.memory:
-                    case.update(measureMemory(direction, distinct, args,
-                                              metrics=metrics))
-                results["cases"].append(case)
-                cases.append(case)
-                young = case.get("young_bytes_per_msg")
-                print("%-10s distinct=%-6d metrics %-3s %7.2f us/msg "
-                      "(p10 %.2f, p90 %.2f) cpu %.2f us%s"
-                      % (direction, distinct, "on" if metrics else "off",
-                         case["median_us"], case["p10_us"], case["p90_us"],
-                         case["cpu_median_us"],
-                         "" if young is None
-                         else ", allocates %.1f KB" % (young / 1024.0,)),
-                      file=sys.stderr)
-            if args.metrics == "both":
-                off, on = cases
+        # Every case of the direction in one interleaved measure.
+        wanted = [(int(d), metrics) for d in args.distinct.split(",")
+                  for metrics in variants]
+        measured = measureCases(direction, wanted, args)
+        byCase = {}
+        for (distinct, metrics), timing in zip(wanted, measured):
+            case = {"direction": direction, "distinct": distinct,
+                    "metrics": metrics}
+            case.update(timing)
+            if args.memory:
+                case.update(measureMemory(direction, distinct, args,
+                                          metrics=metrics))
+            results["cases"].append(case)
+            byCase[distinct, metrics] = case
+            young = case.get("young_bytes_per_msg")
+            print("%-10s distinct=%-6d metrics %-3s %7.2f us/msg "
+                  "(p10 %.2f, p90 %.2f) cpu %.2f us%s"
+                  % (direction, distinct, "on" if metrics else "off",
+                     case["median_us"], case["p10_us"], case["p90_us"],
+                     case["cpu_median_us"],
+                     "" if young is None
+                     else ", allocates %.1f KB" % (young / 1024.0,)),
+                  file=sys.stderr)
+        if args.metrics == "both":
+            for distinct, metrics in wanted:
+                if metrics:
+                    continue
+                off, on = byCase[distinct, False], byCase[distinct, True]
                 ratio = {
                     "direction": direction, "distinct": distinct,
                     "cpu_off_us": off["cpu_median_us"],

@@ -22,8 +22,9 @@ fakes them. Then, round robin over the domains:
 Time runs as in L{bench.inprocess} (a private reactor whose clock advances
 1/rate per message; timers on Twisted's heap). Reported: median over
 C{--runs} runs of the CPU and wall µs per message, for each number of
-peer domains (C{--peers}, default C{1,100,1000}). What must hold: nothing per
-message grows with the number of peers.
+peer domains (C{--peers}, default C{1,100,1000}), each on a gateway of its
+own, their timed runs interleaved (L{measure}). What must hold: nothing
+per message grows with the number of peers.
 
 Usage::
 
@@ -305,18 +306,31 @@ class Runner:
         return wall / count / 1000.0, cpuPerMessage(wall, count, cpu, elapsed)
 
 
-def measure(direction, peers, args):
-    gateway = ServerGateway(peers, freeze=args.freeze)
-    runner = Runner(gateway, 1.0 / args.rate)
-    run = getattr(runner, direction)
+def measure(direction, peerCounts, args):
+    """
+    Each number of peer domains in C{peerCounts} on a gateway of its own,
+    their timed runs interleaved: one run of each per round, each round
+    starting with the next (as L{bench.inprocess.measureCases}), so that
+    a slower spell of the machine slows them alike and the comparison
+    between peer counts, the point of this benchmark, holds.
+
+    @return: a list of case dicts, in the order of C{peerCounts}.
+    """
+    gateways = [ServerGateway(peers, freeze=args.freeze)
+                for peers in peerCounts]
+    runs = [getattr(Runner(g, 1.0 / args.rate), direction) for g in gateways]
     for _ in range(3):
-        run(args.count)
-    walls, cpus = [], []
-    for _ in range(args.runs):
-        wall, cpu = run(args.count)
-        walls.append(wall)
-        cpus.append(cpu)
-    return {
+        for run in runs:
+            run(args.count)
+    samples = [([], []) for _ in peerCounts]
+    n = len(peerCounts)
+    for k in range(args.runs):
+        for j in range(n):
+            v = (k + j) % n
+            wall, cpu = runs[v](args.count)
+            samples[v][0].append(wall)
+            samples[v][1].append(cpu)
+    return [{
         "direction": direction,
         "peers": peers,
         "median_us": round(percentile(walls, 0.5), 2),
@@ -325,7 +339,7 @@ def measure(direction, peers, args):
         "cpu_median_us": round(percentile(cpus, 0.5), 2),
         "streams": gateway.s2s.streamCounts(),
         "pending_timers": len(gateway.clock.getDelayedCalls()),
-    }
+    } for peers, gateway, (walls, cpus) in zip(peerCounts, gateways, samples)]
 
 
 def main(argv=None):
@@ -360,8 +374,8 @@ def main(argv=None):
         "cases": [],
     }
     for direction in ("sipToXMPP", "xmppToSIP"):
-        for n in peers:
-            case = measure(direction, n, args)
+        for case in measure(direction, peers, args):
+            n = case["peers"]
             results["cases"].append(case)
             print("%-10s peers=%-5d %7.2f us/msg (p10 %.2f, p90 %.2f) cpu "
                   "%.2f us" % (direction, n, case["median_us"],

@@ -303,6 +303,69 @@ class RunnerClockTests(TestCase):
         self.assertEqual(2 + 2 * 10, clocks.wallReads)
 
 
+class MeasureCasesTests(TestCase):
+    """
+    L{inprocess.measureCases}: every case of a direction on its own
+    gateway, their timed runs interleaved.
+    """
+
+    def args(self, **kwargs):
+        return SimpleNamespace(**{
+            "rate": 1000.0, "batch": 1, "warmup": 1, "runs": 3, "count": 10,
+            "log": False, "freeze": False, "confirm": "ping",
+            "policy": True, **kwargs})
+
+    def test_summaries(self):
+        """
+        One summary per case, in the order asked, each over C{runs} runs
+        on a gateway of its own that relayed every message of its runs;
+        with metrics on, the recorder counted them.
+        """
+        for direction in ("sipToXMPP", "xmppToSIP"):
+            out = inprocess.measureCases(
+                direction, [(1, False), (5, False), (1, True)], self.args())
+            self.assertEqual(3, len(out))
+            for summary in out:
+                self.assertGreater(summary["cpu_median_us"], 0)
+                self.assertLessEqual(summary["p10_us"], summary["p90_us"])
+
+    def test_interleaved(self):
+        """
+        The warm-up runs every case in turn; then each round runs every
+        case once, starting with the next case each round.
+        """
+        calls = []
+
+        def run(self, count, distinct, timings=None):
+            calls.append((distinct, timings is not None))
+            return 1.0, 1.0
+
+        self.patch(inprocess.Runner, "sipToXMPP", run)
+        inprocess.measureCases(
+            "sipToXMPP", [(1, False), (100, False), (10000, False)],
+            self.args(warmup=2, runs=4))
+        self.assertEqual(
+            [(1, False), (100, False), (10000, False)] * 2
+            + [(d, True) for d in (1, 100, 10000, 100, 10000, 1, 10000, 1,
+                                   100, 1, 100, 10000)],
+            calls)
+
+    def test_batch(self):
+        """
+        C{--batch} reaches every case's runner.
+        """
+        batches = []
+
+        def run(self, count, distinct, timings=None):
+            batches.append(self.batch)
+            return 1.0, 1.0
+
+        self.patch(inprocess.Runner, "xmppToSIP", run)
+        inprocess.measureCases("xmppToSIP", [(1, False), (100, False)],
+                               self.args(batch=4))
+        self.assertEqual({4}, set(batches))
+
+
 class HarnessTests(TestCase):
     """
     L{inprocess.measureHarness}: the benchmark's loop on a gateway that
@@ -323,6 +386,17 @@ class HarnessTests(TestCase):
             self.assertGreater(figures["harness_median_us"], 0)
             self.assertLessEqual(figures["harness_cpu_median_us"],
                                  figures["harness_median_us"])
+
+    def test_nullGatewayBatch(self):
+        """
+        With several messages per reactor turn (C{--batch}), where one read
+        holds the turn's stanzas, the null gateway still answers each.
+        """
+        args = SimpleNamespace(rate=1000.0, batch=4, warmup=1, runs=2,
+                               count=20)
+        for direction in ("sipToXMPP", "xmppToSIP"):
+            figures = inprocess.measureHarness(direction, args)
+            self.assertGreater(figures["harness_median_us"], 0)
 
     def test_nullRequestShaped(self):
         """

@@ -3,6 +3,8 @@ Tests for L{bench.s2s}: benchmark 3's server-mode gateway relays both ways
 (no timing is asserted here; speed is measured by make bench).
 """
 
+from types import SimpleNamespace
+
 from twisted.trial.unittest import TestCase
 
 from bench import s2s
@@ -52,3 +54,41 @@ class RunnerTests(TestCase):
                 clock.reads = 0
                 getattr(runner, direction)(count)
                 self.assertEqual(2, clock.reads, (direction, count))
+
+
+class MeasureTests(TestCase):
+    """
+    L{s2s.measure}: each peer count on its own gateway, the timed runs
+    interleaved.
+    """
+
+    def test_cases(self):
+        """
+        One case per peer count, in the order asked, with its figures and
+        its gateway's streams (one pair per peer domain).
+        """
+        args = SimpleNamespace(rate=1000.0, runs=2, count=6, freeze=False)
+        for direction in ("sipToXMPP", "xmppToSIP"):
+            cases = s2s.measure(direction, [1, 3], args)
+            self.assertEqual([1, 3], [c["peers"] for c in cases])
+            for case in cases:
+                self.assertGreater(case["cpu_median_us"], 0)
+                self.assertEqual(direction, case["direction"])
+
+    def test_interleaved(self):
+        """
+        After three warm-up rounds, each round runs every peer count once,
+        starting with the next one each round.
+        """
+        calls = []
+
+        def run(self, count):
+            calls.append((len(self.g.domains), count))
+            return 1.0, 1.0
+
+        self.patch(s2s.Runner, "sipToXMPP", run)
+        args = SimpleNamespace(rate=1000.0, runs=3, count=5, freeze=False)
+        s2s.measure("sipToXMPP", [1, 2, 3], args)
+        self.assertEqual([(1, 5), (2, 5), (3, 5)] * 3
+                         + [(1, 5), (2, 5), (3, 5), (2, 5), (3, 5), (1, 5),
+                            (3, 5), (1, 5), (2, 5)], calls)
