@@ -318,8 +318,11 @@ bench: peers venv pypy-venv
 	$(PYPY_GC_DEPLOYED) \
 	  $(VPY) -m bench.soak --twistd $(PYPY_VENV)/bin/twistd \
 	  --json bench/results/soak-pypy.json $(SOAK_ARGS)
-	# Benchmark 1 in instructions on PyPy (JIT warmed up, about 10 minutes).
+	# Benchmark 1 in instructions on PyPy (JIT warmed up, about 10 minutes
+	# each), with 1 and 10,000 addresses.
 	$(PYPY_VPY) -m bench.instructions --json bench/results/instructions-pypy.json
+	$(PYPY_VPY) -m bench.instructions --distinct 10000 \
+	  --json bench/results/instructions-pypy-cold.json
 	$(VPY) -m bench.endtoend --directions udp \
 	  --rates 1000,1000,1000,2000,4000,6000,8000 --duration 5 --keep-going \
 	  --json bench/results/endtoend-udp-cpython.json

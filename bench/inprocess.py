@@ -705,8 +705,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=2000,
                         help="messages per run (default 2000)")
-    parser.add_argument("--runs", type=int, default=11,
-                        help="timed runs per case (default 11)")
+    parser.add_argument("--runs", type=int, default=21,
+                        help="timed runs per case (default 21; interleaved "
+                        "with the other cases')")
     parser.add_argument("--rate", type=float, default=1000.0,
                         help="simulated messages per second: the clock "
                         "advances 1/rate per message (default 1000)")

@@ -349,8 +349,9 @@ def main(argv=None):
                         "1,100,1000)")
     parser.add_argument("--count", type=int, default=2000,
                         help="messages per run (default 2000)")
-    parser.add_argument("--runs", type=int, default=11,
-                        help="timed runs per case (default 11)")
+    parser.add_argument("--runs", type=int, default=21,
+                        help="timed runs per case (default 21; interleaved "
+                        "with the other cases')")
     parser.add_argument("--rate", type=float, default=1000.0,
                         help="simulated messages per second (default 1000)")
     parser.add_argument("--no-freeze", dest="freeze", action="store_false",
