@@ -58,6 +58,17 @@ def cpuPerMessage(timedNs, count, runCPU, runWallNs):
     return timedNs * share / count / 1000.0
 
 
+def interleaved(rounds, cases):
+    """
+    The order in which interleaved runs go: C{rounds} rounds of one run of
+    each of C{cases} cases, each round starting with the next case (against
+    order effects): the case indexes, one after another.
+    """
+    for k in range(rounds):
+        for j in range(cases):
+            yield (k + j) % cases
+
+
 def machine(environ=os.environ):
     """
     A description of this machine: CPU model, cores, Python, date, and on

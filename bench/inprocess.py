@@ -77,7 +77,8 @@ from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogBeginner
 
-from bench.common import cpuPerMessage, emit, percentile, resultsHeader
+from bench.common import (
+    cpuPerMessage, emit, interleaved, percentile, resultsHeader)
 from xmppgw import gctune
 from xmppgw.logs import FLUSH_INTERVAL, textObserver
 from xmppgw.addressing import AddressMapper
@@ -519,9 +520,8 @@ class Runner:
 def measureCases(direction, cases, args):
     """
     The cases C{cases} of C{direction}, each C{(distinct, metrics)} on a
-    gateway of its own in this process, their timed runs interleaved: one
-    run of each case per round, each round starting with the next case
-    (against order effects). A change in the machine's speed, which on
+    gateway of its own in this process, their timed runs interleaved
+    (L{bench.common.interleaved}). A change in the machine's speed, which on
     this shared VM lasts seconds to minutes, then hits every case alike
     instead of the one that was running (round 23 in
     docs/performance.rst: one case of a run once came out twice as slow as
@@ -544,15 +544,12 @@ def measureCases(direction, cases, args):
         for run, distinct in zip(runs, distincts):
             run(args.count, distinct)
     samples = [([], [], [], YoungAllocations()) for _ in cases]
-    n = len(cases)
-    for k in range(args.runs):
-        for j in range(n):
-            v = (k + j) % n
-            means, cpus, singles, young = samples[v]
-            with young:
-                wall, cpu = runs[v](args.count, distincts[v], singles)
-            means.append(wall)
-            cpus.append(cpu)
+    for v in interleaved(args.runs, len(cases)):
+        means, cpus, singles, young = samples[v]
+        with young:
+            wall, cpu = runs[v](args.count, distincts[v], singles)
+        means.append(wall)
+        cpus.append(cpu)
     out = []
     for gateway, runner, (means, cpus, singles, young) in zip(
             gateways, runners, samples):

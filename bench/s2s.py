@@ -41,7 +41,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import globalLogBeginner
 
-from bench.common import cpuPerMessage, emit, percentile, resultsHeader
+from bench.common import (
+    cpuPerMessage, emit, interleaved, percentile, resultsHeader)
 from bench.inprocess import (
     LOG_CLOCK, BenchClock, benchLogObserver, okFor, wireFakeSIP)
 from xmppgw.addressing import AddressMapper
@@ -309,8 +310,7 @@ class Runner:
 def measure(direction, peerCounts, args):
     """
     Each number of peer domains in C{peerCounts} on a gateway of its own,
-    their timed runs interleaved: one run of each per round, each round
-    starting with the next (as L{bench.inprocess.measureCases}), so that
+    their timed runs interleaved (L{bench.common.interleaved}), so that
     a slower spell of the machine slows them alike and the comparison
     between peer counts, the point of this benchmark, holds.
 
@@ -323,13 +323,10 @@ def measure(direction, peerCounts, args):
         for run in runs:
             run(args.count)
     samples = [([], []) for _ in peerCounts]
-    n = len(peerCounts)
-    for k in range(args.runs):
-        for j in range(n):
-            v = (k + j) % n
-            wall, cpu = runs[v](args.count)
-            samples[v][0].append(wall)
-            samples[v][1].append(cpu)
+    for v in interleaved(args.runs, len(peerCounts)):
+        wall, cpu = runs[v](args.count)
+        samples[v][0].append(wall)
+        samples[v][1].append(cpu)
     return [{
         "direction": direction,
         "peers": peers,

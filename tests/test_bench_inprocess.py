@@ -12,7 +12,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from bench import inprocess
-from bench.common import cpuPerMessage
+from bench.common import cpuPerMessage, interleaved
 from bench.inprocess import (
     GATEWAY_DOMAIN, PEER, Gateway, LogClock, Runner, YoungAllocations)
 from xmppgw.logs import FLUSH_INTERVAL, TextLineObserver
@@ -223,6 +223,27 @@ class FakeClocks:
         self.cpuReads += 1
         self.cpu += self.cpuStep
         return self.cpu
+
+
+class InterleavedTests(TestCase):
+    """
+    L{bench.common.interleaved}: the order of interleaved runs.
+    """
+
+    def test_order(self):
+        """
+        One run of every case per round, each round starting with the
+        next case.
+        """
+        self.assertEqual([0, 1, 2, 1, 2, 0, 2, 0, 1, 0, 1, 2],
+                         list(interleaved(4, 3)))
+
+    def test_oneCase(self):
+        """
+        With one case, its runs one after another; with no rounds, none.
+        """
+        self.assertEqual([0, 0, 0], list(interleaved(3, 1)))
+        self.assertEqual([], list(interleaved(0, 3)))
 
 
 class CPUPerMessageTests(TestCase):
