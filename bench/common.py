@@ -116,18 +116,42 @@ def cpuSeconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def statusKB(text, names):
+    """
+    The fields C{names} of the text of a C{/proc/PID/status}, in KiB, in
+    that order; 0 for a field the text lacks.
+    """
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name in names:
+            found[name] = int(value.split()[0])
+    return tuple(found.get(name, 0) for name in names)
+
+
+def _status(pid):
+    with open("/proc/%d/status" % (pid,)) as f:
+        return f.read()
+
+
 def memoryKB(pid):
     """
     C{(VmRSS, VmHWM)} of process C{pid}, in KiB, from C{/proc/PID/status}.
     """
-    rss = hwm = 0
-    with open("/proc/%d/status" % (pid,)) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-            elif line.startswith("VmHWM:"):
-                hwm = int(line.split()[1])
-    return rss, hwm
+    return statusKB(_status(pid), ("VmRSS", "VmHWM"))
+
+
+def residentSplitKB(pid):
+    """
+    C{(RssAnon, RssFile)} of process C{pid}, in KiB: the two parts of its
+    RSS that matter when sizing a machine. Anonymous pages are the
+    process's own (heap, PyPy's nursery and JIT code); file-backed pages
+    are the interpreter's and the libraries' mapped code and data, shared
+    with every process that maps the same files (a second gateway on the
+    same interpreter adds only its anonymous part) and which the kernel may
+    drop under memory pressure.
+    """
+    return statusKB(_status(pid), ("RssAnon", "RssFile"))
 
 
 def childPIDs(pid):

@@ -52,7 +52,8 @@ import sys
 import tempfile
 import time
 
-from bench.common import cpuSeconds, emit, memoryKB, resultsHeader
+from bench.common import (
+    cpuSeconds, emit, memoryKB, residentSplitKB, resultsHeader)
 from xmppgw.localpeers import PrivateProsody, freePort, terminate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -388,6 +389,9 @@ def main(argv=None):
         bench.start()
         rss, hwm = memoryKB(bench.gateway.pid)
         results["gateway_idle_rss_mb"] = round(rss / 1024, 1)
+        anon, mapped = residentSplitKB(bench.gateway.pid)
+        results["gateway_idle_rss_anon_mb"] = round(anon / 1024, 1)
+        results["gateway_idle_rss_file_mb"] = round(mapped / 1024, 1)
         # What PyPy uses, whether set above or chosen by PyPy itself.
         results["gateway_pypy_nursery_mb"] = nurseryFromLog(bench._log())
         warmupRate = int(args.rates.split(",")[0])

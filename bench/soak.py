@@ -36,14 +36,18 @@ import os
 import sys
 import time
 
-from bench.common import cpuSeconds, emit, memoryKB, resultsHeader
+from bench.common import (
+    cpuSeconds, emit, memoryKB, residentSplitKB, resultsHeader)
 from bench.endtoend import DOMAIN, Bench, Peer, nurseryFromLog, twistd
 
 
 def sample(bench, t0):
     rss, hwm = memoryKB(bench.gateway.pid)
+    anon, mapped = residentSplitKB(bench.gateway.pid)
     return {"t": round(time.monotonic() - t0, 1),
             "rss_mb": round(rss / 1024, 1), "peak_mb": round(hwm / 1024, 1),
+            "anon_mb": round(anon / 1024, 1),
+            "file_mb": round(mapped / 1024, 1),
             "cpu_s": round(cpuSeconds(bench.gateway.pid), 2)}
 
 
@@ -151,6 +155,8 @@ def main(argv=None):
     # middle and end of the load.
     during = samples[1:-1] or samples
     results["rss_idle_mb"] = samples[0]["rss_mb"]
+    results["rss_idle_anon_mb"] = samples[0]["anon_mb"]
+    results["rss_idle_file_mb"] = samples[0]["file_mb"]
     results["rss_start_mb"] = during[0]["rss_mb"]
     results["rss_middle_mb"] = during[len(during) // 2]["rss_mb"]
     results["rss_end_mb"] = during[-1]["rss_mb"]

@@ -12,7 +12,7 @@ from twisted.trial import unittest
 from twisted.logger import Logger, formatEvent
 
 from bench import soak
-from bench.common import machine
+from bench.common import machine, residentSplitKB, statusKB
 from bench.endtoend import Bench, nurseryFromLog, twistd
 from tests.test_gctune import FakePyPyCollector
 from xmppgw.gctune import reportNursery
@@ -202,6 +202,37 @@ class MachineTests(unittest.TestCase):
             self.assertEqual({}, machine({"PATH": "/bin"})["pypy_gc_settings"])
         else:
             self.assertIsNone(settings)
+
+
+class StatusTests(unittest.TestCase):
+    """
+    L{bench.common.statusKB} and L{bench.common.residentSplitKB}: the
+    memory figures of benchmark 2 and the soak, from C{/proc/PID/status}.
+    """
+
+    def test_fields(self):
+        """
+        The named fields in KiB, in the order asked, whatever the order of
+        the lines; 0 for a field that is missing.
+        """
+        text = ("Name:\tpypy3\nVmHWM:\t  140000 kB\nVmRSS:\t  123456 kB\n"
+                "RssAnon:\t   70000 kB\nRssFile:\t   53456 kB\n")
+        self.assertEqual((123456, 140000),
+                         statusKB(text, ("VmRSS", "VmHWM")))
+        self.assertEqual((53456, 70000, 0),
+                         statusKB(text, ("RssFile", "RssAnon", "RssShmem")))
+
+    def test_ownProcess(self):
+        """
+        Of a real process (this one) the anonymous and file-backed parts
+        are both there and add up to no more than its RSS (the rest being
+        shared memory).
+        """
+        anon, mapped = residentSplitKB(os.getpid())
+        rss = statusKB(open("/proc/self/status").read(), ("VmRSS",))[0]
+        self.assertGreater(anon, 0)
+        self.assertGreater(mapped, 0)
+        self.assertLessEqual(anon + mapped, rss + 1024)
 
 
 class SoakCommandTests(unittest.TestCase):

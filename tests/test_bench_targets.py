@@ -44,10 +44,11 @@ def endtoend(steps, twistd="/x/.venv/bin/twistd", idle=55.0, **extra):
             "gateway_idle_rss_mb": idle, **extra}
 
 
-def soak(duration=600.0, middle=100.0, growth=0.0, idle=57.0):
+def soak(duration=600.0, middle=100.0, growth=0.0, idle=57.0, **extra):
     return {"benchmark": "soak", "machine": MACHINE, "revision": "abc",
             "duration": duration, "rss_middle_mb": middle,
-            "rss_growth_middle_to_end_mb": growth, "rss_idle_mb": idle}
+            "rss_growth_middle_to_end_mb": growth, "rss_idle_mb": idle,
+            **extra}
 
 
 def scale(growth=50.0, rss=None, held=10000):
@@ -342,6 +343,23 @@ class MemoryTests(unittest.TestCase):
               targets.NOT_MET],
              ["c.json (CPython)", "57.0 MB", targets.MET],
              ["e.json (CPython, compiled)", "60.2 MB", targets.NOT_MET]])
+
+    def test_idleSplit(self):
+        """
+        Where a file records the split of the idle RSS, the row gives the
+        process's own (anonymous) part and its mapped files' part; the
+        verdict is still on the whole RSS.
+        """
+        rows = targets.idleMemory({
+            "a.json": endtoend([], twistd="/usr/bin/twistd", idle=122.0,
+                               gateway_idle_rss_anon_mb=70.5,
+                               gateway_idle_rss_file_mb=51.5),
+            "b.json": soak(idle=55.0, rss_idle_anon_mb=38.0,
+                           rss_idle_file_mb=17.0)})
+        self.assertEqual(
+            [r[2:] for r in rows],
+            [["122.0 MB (own 70.5, mapped files 51.5)", targets.NOT_MET],
+             ["55.0 MB (own 38.0, mapped files 17.0)", targets.MET]])
 
     def test_held(self):
         """
