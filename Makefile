@@ -365,6 +365,19 @@ bench: peers venv pypy-venv
 	  --prosody-gc generational --prosody-nagle off --warmup 20 \
 	  --rates 2000,4000,6000,8000,10000,10000,10000,12000 --duration 5 \
 	  --keep-going --json bench/results/endtoend-udp-pypy-tuned-major3.json
+	# The latency target at its own rate, in steady state: five steps at
+	# 4,000/s after 20 s of warm-up at that rate (a sweep's 4,000/s step
+	# comes right after 2,000/s, where PyPy's JIT has not yet compiled the
+	# code a faster rate runs), tuned PyPy and CPython.
+	$(PYPY_GC_DEPLOYED) $(VPY) -m bench.endtoend \
+	  --twistd $(PYPY_VENV)/bin/twistd --directions udp \
+	  --prosody-gc generational --prosody-nagle off --warmup 20 \
+	  --rates 4000,4000,4000,4000,4000 --duration 5 --keep-going \
+	  --json bench/results/endtoend-udp-pypy-tuned-4000.json
+	$(VPY) -m bench.endtoend --directions udp \
+	  --prosody-gc generational --prosody-nagle off --warmup 20 \
+	  --rates 4000,4000,4000,4000,4000 --duration 5 --keep-going \
+	  --json bench/results/endtoend-udp-cpython-tuned-4000.json
 	# The optional compiled build (xmppgw compile; docs/deployment.rst) on
 	# CPython: benchmark 1, its instructions and benchmark 2.
 	@$(MAKE) --no-print-directory compiled-tree
