@@ -129,29 +129,23 @@ def statusKB(text, names):
     return tuple(found.get(name, 0) for name in names)
 
 
-def _status(pid):
+#: The memory fields of C{/proc/PID/status} the benchmarks record: the RSS
+#: and its peak, and the RSS's two parts that matter when sizing a
+#: machine. C{RssAnon} is the process's own (heap, PyPy's nursery and JIT
+#: code); C{RssFile} is pages of mapped files (the interpreter, the
+#: libraries), shared with every process that maps the same files (a
+#: second gateway on the same interpreter adds only its own part) and which
+#: the kernel may drop under memory pressure.
+MEMORY_FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
+
+
+def memoryKB(pid, names=("VmRSS", "VmHWM")):
+    """
+    The fields C{names} of C{/proc/PID/status} of process C{pid}, in KiB
+    (by default C{(VmRSS, VmHWM)}; see L{MEMORY_FIELDS}).
+    """
     with open("/proc/%d/status" % (pid,)) as f:
-        return f.read()
-
-
-def memoryKB(pid):
-    """
-    C{(VmRSS, VmHWM)} of process C{pid}, in KiB, from C{/proc/PID/status}.
-    """
-    return statusKB(_status(pid), ("VmRSS", "VmHWM"))
-
-
-def residentSplitKB(pid):
-    """
-    C{(RssAnon, RssFile)} of process C{pid}, in KiB: the two parts of its
-    RSS that matter when sizing a machine. Anonymous pages are the
-    process's own (heap, PyPy's nursery and JIT code); file-backed pages
-    are the interpreter's and the libraries' mapped code and data, shared
-    with every process that maps the same files (a second gateway on the
-    same interpreter adds only its anonymous part) and which the kernel may
-    drop under memory pressure.
-    """
-    return statusKB(_status(pid), ("RssAnon", "RssFile"))
+        return statusKB(f.read(), names)
 
 
 def childPIDs(pid):

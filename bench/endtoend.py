@@ -53,7 +53,7 @@ import tempfile
 import time
 
 from bench.common import (
-    cpuSeconds, emit, memoryKB, residentSplitKB, resultsHeader)
+    MEMORY_FIELDS, cpuSeconds, emit, memoryKB, resultsHeader)
 from xmppgw.localpeers import PrivateProsody, freePort, terminate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -387,9 +387,8 @@ def main(argv=None):
     }
     try:
         bench.start()
-        rss, hwm = memoryKB(bench.gateway.pid)
+        rss, _, anon, mapped = memoryKB(bench.gateway.pid, MEMORY_FIELDS)
         results["gateway_idle_rss_mb"] = round(rss / 1024, 1)
-        anon, mapped = residentSplitKB(bench.gateway.pid)
         results["gateway_idle_rss_anon_mb"] = round(anon / 1024, 1)
         results["gateway_idle_rss_file_mb"] = round(mapped / 1024, 1)
         # What PyPy uses, whether set above or chosen by PyPy itself.

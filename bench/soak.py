@@ -37,13 +37,12 @@ import sys
 import time
 
 from bench.common import (
-    cpuSeconds, emit, memoryKB, residentSplitKB, resultsHeader)
+    MEMORY_FIELDS, cpuSeconds, emit, memoryKB, resultsHeader)
 from bench.endtoend import DOMAIN, Bench, Peer, nurseryFromLog, twistd
 
 
 def sample(bench, t0):
-    rss, hwm = memoryKB(bench.gateway.pid)
-    anon, mapped = residentSplitKB(bench.gateway.pid)
+    rss, hwm, anon, mapped = memoryKB(bench.gateway.pid, MEMORY_FIELDS)
     return {"t": round(time.monotonic() - t0, 1),
             "rss_mb": round(rss / 1024, 1), "peak_mb": round(hwm / 1024, 1),
             "anon_mb": round(anon / 1024, 1),

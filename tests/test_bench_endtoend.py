@@ -12,7 +12,7 @@ from twisted.trial import unittest
 from twisted.logger import Logger, formatEvent
 
 from bench import soak
-from bench.common import machine, residentSplitKB, statusKB
+from bench.common import MEMORY_FIELDS, machine, memoryKB, statusKB
 from bench.endtoend import Bench, nurseryFromLog, twistd
 from tests.test_gctune import FakePyPyCollector
 from xmppgw.gctune import reportNursery
@@ -206,8 +206,8 @@ class MachineTests(unittest.TestCase):
 
 class StatusTests(unittest.TestCase):
     """
-    L{bench.common.statusKB} and L{bench.common.residentSplitKB}: the
-    memory figures of benchmark 2 and the soak, from C{/proc/PID/status}.
+    L{bench.common.statusKB} and L{bench.common.memoryKB}: the memory
+    figures of benchmark 2 and the soak, from C{/proc/PID/status}.
     """
 
     def test_fields(self):
@@ -224,12 +224,13 @@ class StatusTests(unittest.TestCase):
 
     def test_ownProcess(self):
         """
-        Of a real process (this one) the anonymous and file-backed parts
-        are both there and add up to no more than its RSS (the rest being
-        shared memory).
+        Of a real process (this one): by default the RSS and its peak; the
+        anonymous and file-backed parts are both there and add up to no
+        more than its RSS (the rest being shared memory).
         """
-        anon, mapped = residentSplitKB(os.getpid())
-        rss = statusKB(open("/proc/self/status").read(), ("VmRSS",))[0]
+        self.assertEqual(2, len(memoryKB(os.getpid())))
+        rss, hwm, anon, mapped = memoryKB(os.getpid(), MEMORY_FIELDS)
+        self.assertGreaterEqual(hwm, rss)
         self.assertGreater(anon, 0)
         self.assertGreater(mapped, 0)
         self.assertLessEqual(anon + mapped, rss + 1024)
