@@ -44,7 +44,10 @@ slows them alike:
     and the peak; plus the count of live blocks per message;
   - on PyPy (no C{tracemalloc}) instead the bytes allocated per message
     during the timed runs, from the collector's minor collections
-    (L{YoungAllocations}: C{young_bytes_per_msg}, C{minor_collections}).
+    (L{YoungAllocations}: C{young_bytes_per_msg}, C{minor_collections}),
+    and the collector's own time per message in those runs: its minor
+    collections and the steps of its major ones (C{gc_minor_us},
+    C{gc_major_us}, C{major_steps}).
 
 Usage::
 
@@ -590,6 +593,14 @@ class YoungAllocations:
     the nursery size, per message, is what one message allocated (to
     within one nursery over the whole run). Elsewhere it measures nothing.
 
+    It also adds up the time the collector reported (the hooks'
+    C{duration}, in seconds): the minor collections, and the steps of the
+    major collections (C{on_gc_collect_step}). That is the collector's
+    share of the run, the loop's own untimed work included (building the
+    messages, L{okFor}); PyPy calls the hooks at its next check for
+    pending actions, so a collection at the very end of a run may be
+    counted in the next one or not at all.
+
     @param hooks: PyPy's C{gc.hooks} (for tests: a fake); L{None} where
         there is none.
     @param nurserySize: the nursery in bytes (default:
@@ -602,32 +613,47 @@ class YoungAllocations:
                             else gctune.nurserySize() if hooks is not None
                             else None)
         self.collections = 0
+        self.minorSeconds = 0.0
+        self.majorSteps = 0
+        self.majorSeconds = 0.0
         self._previous = None
 
     def _onMinor(self, stats):
         self.collections += stats.count
+        self.minorSeconds += stats.duration
+
+    def _onStep(self, stats):
+        self.majorSteps += stats.count
+        self.majorSeconds += stats.duration
 
     def __enter__(self):
         if self.hooks is not None:
-            self._previous = self.hooks.on_gc_minor
+            self._previous = (self.hooks.on_gc_minor,
+                              self.hooks.on_gc_collect_step)
             self.hooks.on_gc_minor = self._onMinor
+            self.hooks.on_gc_collect_step = self._onStep
         return self
 
     def __exit__(self, *exc):
         if self.hooks is not None:
-            self.hooks.on_gc_minor = self._previous
+            (self.hooks.on_gc_minor,
+             self.hooks.on_gc_collect_step) = self._previous
         return False
 
     def perMessage(self, messages):
         """
-        The fields for the results: C{minor_collections} and
-        C{young_bytes_per_msg} over C{messages} messages; nothing without
-        C{gc.hooks}.
+        The fields for the results over C{messages} messages:
+        C{minor_collections}, C{young_bytes_per_msg}, C{major_steps}, and
+        the collector's time per message in µs, C{gc_minor_us} and
+        C{gc_major_us}; nothing without C{gc.hooks}.
         """
         if self.hooks is None:
             return {}
         result = {"minor_collections": self.collections,
-                  "young_bytes_per_msg": None}
+                  "young_bytes_per_msg": None,
+                  "major_steps": self.majorSteps,
+                  "gc_minor_us": round(self.minorSeconds * 1e6 / messages, 2),
+                  "gc_major_us": round(self.majorSeconds * 1e6 / messages, 2)}
         if self.nurserySize:
             result["young_bytes_per_msg"] = round(
                 self.collections * self.nurserySize / messages)
@@ -796,12 +822,15 @@ def main(argv=None):
             byCase[distinct, metrics] = case
             young = case.get("young_bytes_per_msg")
             print("%-10s distinct=%-6d metrics %-3s %7.2f us/msg "
-                  "(p10 %.2f, p90 %.2f) cpu %.2f us%s"
+                  "(p10 %.2f, p90 %.2f) cpu %.2f us%s%s"
                   % (direction, distinct, "on" if metrics else "off",
                      case["median_us"], case["p10_us"], case["p90_us"],
                      case["cpu_median_us"],
                      "" if young is None
-                     else ", allocates %.1f KB" % (young / 1024.0,)),
+                     else ", allocates %.1f KB" % (young / 1024.0,),
+                     "" if "gc_minor_us" not in case
+                     else ", collector %.2f + %.2f us (minor + major)"
+                     % (case["gc_minor_us"], case["gc_major_us"])),
                   file=sys.stderr)
         if args.metrics == "both":
             for distinct, metrics in wanted:

@@ -173,6 +173,11 @@ def benchmark1(results):
                 if direction in loop:
                     measured += ", of which the benchmark's loop %.2f" % (
                         loop[direction],)
+                if "gc_minor_us" in case:
+                    # PyPy (files from round 25 on): the collector's time
+                    # in the runs, loop included.
+                    measured += ", the collector %.1f" % (
+                        case["gc_minor_us"] + case["gc_major_us"],)
                 rows.append([
                     target,
                     _source(name, r, "%d address%s%s" % (

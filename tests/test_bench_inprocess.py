@@ -140,6 +140,7 @@ class FakeHooks:
 
     def __init__(self):
         self.on_gc_minor = "previous hook"
+        self.on_gc_collect_step = "previous step hook"
 
 
 class YoungAllocationsTests(TestCase):
@@ -150,18 +151,25 @@ class YoungAllocationsTests(TestCase):
 
     def test_counts(self):
         """
-        Inside C{with} every minor collection reported is counted; the
-        bytes per message are collections times the nursery over the
-        messages; the previous hook is back afterwards.
+        Inside C{with} every minor collection and major collection step
+        reported is counted, with its time; the bytes per message are
+        collections times the nursery over the messages, the times are in
+        µs per message; the previous hooks are back afterwards.
         """
         hooks = FakeHooks()
         young = YoungAllocations(hooks, nurserySize=4096)
         with young:
             self.assertNotEqual("previous hook", hooks.on_gc_minor)
-            hooks.on_gc_minor(SimpleNamespace(count=3))
-            hooks.on_gc_minor(SimpleNamespace(count=2))
+            self.assertNotEqual("previous step hook",
+                                hooks.on_gc_collect_step)
+            hooks.on_gc_minor(SimpleNamespace(count=3, duration=0.002))
+            hooks.on_gc_collect_step(SimpleNamespace(count=4, duration=0.003))
+            hooks.on_gc_minor(SimpleNamespace(count=2, duration=0.0005))
         self.assertEqual("previous hook", hooks.on_gc_minor)
-        self.assertEqual({"minor_collections": 5, "young_bytes_per_msg": 2048},
+        self.assertEqual("previous step hook", hooks.on_gc_collect_step)
+        self.assertEqual({"minor_collections": 5, "young_bytes_per_msg": 2048,
+                          "major_steps": 4, "gc_minor_us": 250.0,
+                          "gc_major_us": 300.0},
                          young.perMessage(10))
 
     def test_unknownNursery(self):
@@ -171,7 +179,9 @@ class YoungAllocationsTests(TestCase):
         young = YoungAllocations(FakeHooks(), nurserySize=0)
         with young:
             pass
-        self.assertEqual({"minor_collections": 0, "young_bytes_per_msg": None},
+        self.assertEqual({"minor_collections": 0, "young_bytes_per_msg": None,
+                          "major_steps": 0, "gc_minor_us": 0.0,
+                          "gc_major_us": 0.0},
                          young.perMessage(10))
 
     def test_noHooks(self):
@@ -196,6 +206,7 @@ class YoungAllocationsTests(TestCase):
         if hasattr(gc, "hooks"):
             self.assertGreater(young.collections, 0)
             self.assertGreater(young.perMessage(1)["young_bytes_per_msg"], 0)
+            self.assertGreater(young.perMessage(1)["gc_minor_us"], 0)
         else:
             self.assertEqual({}, young.perMessage(1))
 

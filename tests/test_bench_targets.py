@@ -131,6 +131,21 @@ class Benchmark1Tests(unittest.TestCase):
              ["18.5 µs (1.03x), of which the benchmark's loop 0.27",
               targets.NOT_MET]])
 
+    def test_collectorShown(self):
+        """
+        Where a case gives PyPy's collector time per message (minor
+        collections and major steps), its row shows their sum; the
+        verdict is on the whole figure.
+        """
+        results = inprocess([("sipToXMPP", 10000, 42.0)],
+                            python="PyPy 3.9.16")
+        results["cases"][0].update(gc_minor_us=5.84, gc_major_us=4.82)
+        rows = targets.benchmark1({"inprocess-pypy.json": results})
+        self.assertEqual([["42.0 µs (1.14x), the collector 10.7",
+                           targets.NOT_MET]],
+                         [[r[2], r[3]] for r in rows
+                          if r[0] == "benchmark 1 CPU SIP -> XMPP <= 37 µs"])
+
     def test_nurseryShown(self):
         """
         PyPy's figures depend on its nursery: where the file names it, each
