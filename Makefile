@@ -26,6 +26,8 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 TRIAL := $(VPY) -m twisted.trial
 TESTS ?= tests
+# Kamailio's xmpp module with its one fix (see DEBS below; bench/kamailio-xmpp.sh).
+KAMAILIO_XMPP := build/kamailio-xmpp/xmpp.so
 STAMP := $(VENV)/.stamp-install
 
 # Debian packages the tests need: the real peers, and the venv module of the
@@ -36,11 +38,16 @@ STAMP := $(VENV)/.stamp-install
 # ejabberd and kamailio (dispatcher), about 20 s to install. Shared
 # presence store (tests/interop/test_store_postgresql.py): postgresql, whose
 # binaries the test runs on a private cluster and a free port.
-DEBS := prosody sip-tester python3-venv lua-sec openssl ejabberd kamailio postgresql
+# The reference of benchmark 2 (bench.endtoend --reference, and its interop
+# smoke test): Kamailio's xmpp module, the C implementation of issue 4,
+# built from the Debian source of the installed kamailio with its one fix
+# (bench/kamailio-xmpp.sh); libexpat1-dev is what it is built against.
+DEBS := prosody sip-tester python3-venv lua-sec openssl ejabberd kamailio postgresql \
+  libexpat1-dev
 
 .PHONY: test check clean distclean peers venv
 
-test: peers venv pypy-venv
+test: peers venv pypy-venv $(KAMAILIO_XMPP)
 	$(TRIAL) $(TESTS)
 	$(PYPY_TRIAL) $(UNIT_TESTS)
 	@$(MAKE) --no-print-directory test-compiled
@@ -253,6 +260,13 @@ docs: venv
 	  echo "docs: $$out"; \
 	done
 
+# --- The C module of issue 4 ---------------------------------------------------
+# Kamailio's xmpp module from the Debian source of the installed kamailio, with
+# the one fix that makes it run (about 5 s and 13 MB of source, fetched with
+# apt-get into build/; the system's apt setup is not changed).
+$(KAMAILIO_XMPP): bench/kamailio-xmpp.sh | peers
+	sh bench/kamailio-xmpp.sh $(dir $(KAMAILIO_XMPP))
+
 # --- make bench: the benchmarks (not part of make test) --------------------------
 # In-process cost per message, end to end through a private Prosody on
 # loopback, scale and memory; results in bench/results/*.json and on stdout.
@@ -271,7 +285,7 @@ CRASH_ARGS ?=
 PYPY_GC_DEPLOYED := $(shell sed -n \
   's/^Environment=\(PYPY_GC_[A-Z_]*=[^[:space:]]*\)$$/\1/p' etc/xmppgw.service)
 .PHONY: bench
-bench: peers venv pypy-venv
+bench: peers venv pypy-venv $(KAMAILIO_XMPP)
 	@test -n "$(PYPY_GC_DEPLOYED)" || { echo "make bench: no" \
 	  "Environment=PYPY_GC_... line in etc/xmppgw.service" >&2; exit 1; }
 	@$(MAKE) --no-print-directory peers DEBS=valgrind
@@ -378,6 +392,19 @@ bench: peers venv pypy-venv
 	  --prosody-gc generational --prosody-nagle off --warmup 20 \
 	  --rates 4000,4000,4000,4000,4000 --duration 5 --keep-going \
 	  --json bench/results/endtoend-udp-cpython-tuned-4000.json
+	# The C module of issue 4 (Kamailio's xmpp module with its one fix,
+	# bench/kamailio-xmpp.sh) beside the gateway, step by step through the
+	# same Prosody: the gateway's CPU per message against the C module's
+	# measured on this machine in the same minutes (docs/performance.rst,
+	# round 26). CPython, and PyPy as deployed with the tuned Prosody.
+	$(VPY) -m bench.endtoend --reference $(KAMAILIO_XMPP) \
+	  --directions udp,xmpp --rates 1000,2000,4000,8000 --duration 5 \
+	  --keep-going --json bench/results/endtoend-reference-cpython.json
+	$(PYPY_GC_DEPLOYED) $(VPY) -m bench.endtoend \
+	  --twistd $(PYPY_VENV)/bin/twistd --reference $(KAMAILIO_XMPP) \
+	  --prosody-gc generational --prosody-nagle off --warmup 20 \
+	  --directions udp,xmpp --rates 2000,4000,6000,8000,10000 --duration 5 \
+	  --keep-going --json bench/results/endtoend-reference-pypy.json
 	# The optional compiled build (xmppgw compile; docs/deployment.rst) on
 	# CPython: benchmark 1, its instructions and benchmark 2.
 	@$(MAKE) --no-print-directory compiled-tree

@@ -27,6 +27,15 @@ load peers
     not capacity); the gateway's C{outbound_proxy} is a UDP SIP agent that
     answers 200.
 
+With C{--reference XMPP_SO}, every step also runs through the C
+implementation the gateway replaces, Kamailio's xmpp module (built by
+C{bench/kamailio-xmpp.sh} with the one fix that makes it run; see
+L{KamailioReference}), as a second component of the same Prosody: each
+rate of each direction runs once through each, one right after the other
+(the order alternating from step to step), so that the gateway's CPU per
+message and the C module's are measured on the same machine in the same
+minute. Their rows carry C{"gateway": "xmppgw"} or C{"kamailio"}.
+
 Per step: offered and delivered rate, loss, duplicates, p50/p99/max
 latency (send -> delivery, both clocks C{CLOCK_MONOTONIC}), the gateway's
 and Prosody's CPU per message (C{/proc/PID/stat} utime+stime over the step
@@ -53,7 +62,8 @@ import tempfile
 import time
 
 from bench.common import (
-    MEMORY_FIELDS, cpuSeconds, emit, memoryKB, resultsHeader)
+    MEMORY_FIELDS, childPIDs, cpuSeconds, emit, memoryKB, resultsHeader,
+    statusKB)
 from xmppgw.localpeers import PrivateProsody, freePort, terminate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,6 +75,8 @@ DIRECTIONS = ("udp", "tcp", "xmpp", "floor")
 #: The component the floor's load peer connects as (the gateway holds
 #: L{COMPONENT}).
 FLOOR_COMPONENT = "floor.xmpp.test"
+#: The component Kamailio's xmpp module connects as (C{--reference}).
+REFERENCE_COMPONENT = "kam.xmpp.test"
 
 
 #: The nursery size in the gateway's start-up report (L{xmppgw.gctune}):
@@ -121,6 +133,218 @@ class Peer:
         return json.loads(lines[-1])
 
 
+def processTree(pid):
+    """
+    C{pid} and its descendants, as they are now (parents before children).
+    """
+    pids = [pid]
+    for p in pids:  # grows as it goes: bounded by the processes there are
+        pids.extend(childPIDs(p))
+    return pids
+
+
+def treeCPUSeconds(pid):
+    """
+    User plus system CPU seconds of C{pid} and its descendants now (those
+    that have exited are not counted: Kamailio's processes live as long as
+    it does).
+    """
+    total = 0.0
+    for p in processTree(pid):
+        try:
+            total += cpuSeconds(p)
+        except OSError:
+            pass  # gone since it was listed
+    return total
+
+
+def connectionsTo(port, tables=("/proc/net/tcp", "/proc/net/tcp6")):
+    """
+    How many established TCP connections (IPv4 and IPv6) have C{port} as
+    their remote port now (the kernel's C{tables}).
+    """
+    wanted = ":%04X" % (port,)
+    count = 0
+    for table in tables:
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[2].endswith(wanted) and fields[3] == "01":
+                        count += 1
+        except (OSError, StopIteration):
+            pass
+    return count
+
+
+def treePssKB(pid):
+    """
+    The proportional set size (C{Pss} of C{/proc/PID/smaps_rollup}) of
+    C{pid} and its descendants, in KiB: their memory with the pages they
+    share (Kamailio's shared memory, the libraries) counted once.
+    """
+    total = 0
+    for p in processTree(pid):
+        try:
+            with open("/proc/%d/smaps_rollup" % (p,)) as f:
+                total += statusKB(f.read(), ("Pss",))[0]
+        except OSError:
+            pass
+    return total
+
+
+#: Kamailio's configuration for the reference: what the module's README
+#: gives for a stand-alone gateway (absorb retransmissions with
+#: C{t_newtran}, then C{xmpp_send_message()} and C{200}), in component
+#: mode, with the gateway's own addresses and ports. C{children=2}: one UDP
+#: worker per core of the 2-core machine the issue names; C{debug=2}, the
+#: level of Debian's default C{kamailio.cfg}, logged to a file as the
+#: gateway's log is.
+KAMAILIO_CFG = """#!KAMAILIO
+debug=2
+log_stderror=yes
+fork=yes
+children=2
+check_via=no
+dns=no
+rev_dns=no
+listen=udp:127.0.0.1:{sipPort}
+listen=tcp:127.0.0.1:{sipPort}
+alias=127.0.0.1
+mpath="{modules}"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "maxfwd.so"
+loadmodule "{xmppSo}"
+modparam("xmpp", "backend", "component")
+modparam("xmpp", "domain_separator", "*")
+modparam("xmpp", "gateway_domain", "127.0.0.1")
+modparam("xmpp", "xmpp_domain", "{component}")
+modparam("xmpp", "xmpp_host", "127.0.0.1")
+modparam("xmpp", "xmpp_port", {xmppPort})
+modparam("xmpp", "xmpp_password", "{secret}")
+modparam("xmpp", "outbound_proxy", "sip:127.0.0.1:{sinkPort}")
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (!t_newtran()) {{
+        sl_reply_error();
+        exit;
+    }}
+    if (method == "MESSAGE") {{
+        if (xmpp_send_message()) {{
+            t_reply("200", "Accepted");
+        }} else {{
+            t_reply("404", "Not found");
+        }}
+        exit;
+    }}
+    t_reply("503", "Service unavailable");
+}}
+"""
+
+#: Where Debian's kamailio package keeps its modules.
+KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+
+
+def kamailioVersion():
+    """
+    The first line of C{kamailio -V} ("version: kamailio 5.6.3 ..."), or
+    L{None}.
+    """
+    try:
+        out = subprocess.run(["kamailio", "-V"], capture_output=True,
+                             text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out else None
+
+
+class KamailioReference:
+    """
+    Kamailio (Debian's package) with the xmpp module C{xmppSo}, connected
+    to the benchmark's Prosody as L{REFERENCE_COMPONENT}: the C module
+    of issue 4, run beside the gateway (C{--reference}). Its CPU is that
+    of all its processes (the main one, the UDP workers, the timers and
+    the module's XMPP process), its memory their summed C{Pss}.
+    """
+
+    def __init__(self, workdir, xmppSo, prosody, sinkPort, modules=None):
+        self.workdir = workdir
+        self.xmppSo = xmppSo
+        self.prosody = prosody
+        self.sinkPort = sinkPort
+        self.modules = modules or KAMAILIO_MODULES
+        # The same port over UDP and TCP, as the gateway's.
+        self.sipPort = freePort("both")
+        self.component = REFERENCE_COMPONENT
+        self.process = None
+        self.logPath = os.path.join(workdir, "kamailio.log")
+        #: Kamailio's shared memory (C{-m}) and each process's own (C{-M}),
+        #: in MB. Debian's defaults (64 and 8, C{/etc/default/kamailio})
+        #: run out at about 5,000 transactions alive: every MESSAGE's
+        #: transaction lives 5 s after its reply (the wait timer), so from
+        #: 1,000/s on Kamailio answered the rest 500 (round 26). The
+        #: benchmark measures CPU, not that limit; the memory is only used
+        #: as the transactions need it.
+        self.sharedMB = 1024
+        self.privateMB = 16
+
+    def config(self):
+        return KAMAILIO_CFG.format(
+            sipPort=self.sipPort, modules=self.modules, xmppSo=self.xmppSo,
+            component=self.component, xmppPort=self.prosody.componentPort,
+            secret=self.prosody.componentSecret, sinkPort=self.sinkPort)
+
+    def start(self, timeout=20.0):
+        path = os.path.join(self.workdir, "kamailio.cfg")
+        with open(path, "w") as f:
+            f.write(self.config())
+        with open(self.logPath, "w") as log:
+            self.process = subprocess.Popen(
+                ["kamailio", "-f", path, "-DD", "-E", "-w", self.workdir,
+                 "-Y", self.workdir, "-P",
+                 os.path.join(self.workdir, "kamailio.pid"),
+                 "-m", str(self.sharedMB), "-M", str(self.privateMB)],
+                cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT)
+        # Up when its XMPP process has connected to Prosody's component
+        # port (the module logs nothing of it at debug=2); the handshake
+        # that follows takes milliseconds. A failed handshake would show
+        # as the steps' loss.
+        before = connectionsTo(self.prosody.componentPort)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            if connectionsTo(self.prosody.componentPort) > before:
+                time.sleep(1.0)
+                return
+            time.sleep(0.1)
+        raise RuntimeError("Kamailio's xmpp module did not connect:\n"
+                           + self._log()[-3000:])
+
+    def _log(self):
+        try:
+            with open(self.logPath, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def cpuSeconds(self):
+        return treeCPUSeconds(self.process.pid)
+
+    def memoryMB(self):
+        return round(treePssKB(self.process.pid) / 1024, 1)
+
+    def stop(self):
+        if self.process is not None:
+            terminate(self.process, 5.0)
+
+
 def _perMessage(result, count):
     """
     A load peer's CPU per message in µs, from the C{cpu_seconds} it
@@ -134,20 +358,29 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.workdir = tempfile.mkdtemp(prefix="xmppgw-bench-")
+        reference = getattr(args, "reference", None)
         self.prosody = PrivateProsody(
             os.path.join(self.workdir, "prosody"), domain=DOMAIN,
             componentDomain=COMPONENT, users={"rx": "rxpass", "tx": "txpass"},
             offlineStorage=False, logLevel="warn",
             gcMode=getattr(args, "prosody_gc", None),
             nagle=getattr(args, "prosody_nagle", "on") != "off",
-            extraComponents=[FLOOR_COMPONENT])
+            extraComponents=[FLOOR_COMPONENT]
+            + ([REFERENCE_COMPONENT] if reference else []))
         self.sipPort = freePort("udp")
         self.sinkPort = freePort("udp")
         self.gateway = None
         self.holdLimit = getattr(args, "hold_limit", 0)
+        #: The C module beside the gateway (C{--reference}), or L{None}.
+        self.reference = None
+        if reference:
+            self.reference = KamailioReference(
+                self.workdir, reference, self.prosody, self.sinkPort)
 
     def start(self):
         self.prosody.start()
+        if self.reference is not None:
+            self.reference.start()
         config = os.path.join(self.workdir, "gateway.toml")
         with open(config, "w") as f:
             f.write(
@@ -211,6 +444,8 @@ class Bench:
         try:
             if self.gateway is not None:
                 terminate(self.gateway, 5.0)
+            if self.reference is not None:
+                self.reference.stop()
             self.prosody.stop()
         finally:
             if getattr(self.args, "keep_workdir", False):
@@ -219,12 +454,22 @@ class Bench:
             else:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def _snapshot(self):
-        return (cpuSeconds(self.gateway.pid),
-                cpuSeconds(self.prosody.process.pid))
+    def _snapshot(self, reference=False):
+        gateway = (self.reference.cpuSeconds() if reference
+                   else cpuSeconds(self.gateway.pid))
+        return (gateway, cpuSeconds(self.prosody.process.pid))
 
-    def step(self, direction, rate):
+    def step(self, direction, rate, reference=False):
+        """
+        One step: C{direction} at C{rate} through the gateway, or through
+        the C module if C{reference} (then the row's C{gateway_*} figures
+        are Kamailio's).
+        """
         args = self.args
+        sipPort, component = self.sipPort, COMPONENT
+        if reference:
+            sipPort = self.reference.sipPort
+            component = self.reference.component
         count = max(1, min(args.max_count, int(rate * args.duration)))
         idle = 3.0
         gw0, pr0 = self._snapshot()
@@ -234,7 +479,7 @@ class Bench:
                       password="rxpass", expect=count,
                       timeout=args.duration * 3 + 30, idle=idle)
             rx.ready()
-            gw0, pr0 = self._snapshot()
+            gw0, pr0 = self._snapshot(reference)
             if direction == "floor":
                 load = Peer("component-load", host="127.0.0.1",
                             port=self.prosody.componentPort,
@@ -244,7 +489,7 @@ class Bench:
                             rate=rate, count=count, drain=idle)
             else:
                 load = Peer("sip-load", proto=direction, host="127.0.0.1",
-                            port=self.sipPort,
+                            port=sipPort,
                             target="sip:rx*%s@127.0.0.1" % (DOMAIN,),
                             rate=rate, count=count, users=args.users,
                             drain=idle + 2)
@@ -254,19 +499,25 @@ class Bench:
             sink = Peer("sip-recv", port=self.sinkPort, expect=count,
                         timeout=args.duration * 3 + 30, idle=idle)
             sink.ready()
-            gw0, pr0 = self._snapshot()
+            gw0, pr0 = self._snapshot(reference)
             load = Peer("xmpp-load", host="127.0.0.1",
                         port=self.prosody.c2sPort, user="tx", domain=DOMAIN,
                         password="txpass",
-                        targetFormat="user%%d*sip.example.com@%s" % (COMPONENT,),
+                        targetFormat="user%%d*sip.example.com@%s" % (component,),
                         users=args.users, rate=rate, count=count, drain=idle)
             sent = load.result(args.duration * 3 + 30)
             got = sink.result(args.duration * 3 + 30)
-        gw1, pr1 = self._snapshot()
-        rss, hwm = memoryKB(self.gateway.pid)
+        gw1, pr1 = self._snapshot(reference)
+        if reference:
+            # Its processes' summed Pss (shared memory counted once); no
+            # peak is kept for a tree.
+            rss = hwm = self.reference.memoryMB() * 1024
+        else:
+            rss, hwm = memoryKB(self.gateway.pid)
         prosodyHWM = memoryKB(self.prosody.process.pid)[1]
         delivered = got["received"]
         row = {
+            "gateway": "kamailio" if reference else "xmppgw",
             "direction": direction,
             "rate": rate,
             "sent": count,
@@ -294,7 +545,7 @@ class Bench:
             "error_stanzas": sent.get("error_stanzas",
                                       got.get("error_stanzas")),
         }
-        print("%(direction)-4s rate %(rate)6d: delivered %(delivered)6d/"
+        print("%(gateway)-8s %(direction)-4s rate %(rate)6d: delivered %(delivered)6d/"
               "%(sent)-6d p50 %(p50_ms)s p99 %(p99_ms)s max %(max_ms)s ms, "
               "gw %(gateway_cpu_us_per_msg)s us/msg, prosody "
               "%(prosody_cpu_us_per_msg)s us/msg, sender "
@@ -351,6 +602,12 @@ def main(argv=None):
                         help="Nagle's algorithm on Prosody's sockets: on "
                         "(Prosody's default) or off (network_settings = "
                         "{ nagle = false }; see docs/deployment.rst)")
+    parser.add_argument("--reference", metavar="XMPP_SO",
+                        help="also run every step (but the floor's) "
+                        "through Kamailio with this xmpp module, the C "
+                        "implementation of issue 4 (built by "
+                        "bench/kamailio-xmpp.sh), as a second component "
+                        "of the same Prosody")
     parser.add_argument("--keep-workdir", action="store_true",
                         help="keep the working directory (the gateway's "
                         "and Prosody's configurations and logs) instead of "
@@ -359,6 +616,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.twistd:
         args.twistd = os.path.abspath(args.twistd)  # the gateway runs elsewhere
+    if args.reference:
+        args.reference = os.path.abspath(args.reference)
+        if not os.path.isfile(args.reference):
+            parser.error("--reference %s: no such file (make bench builds "
+                         "it with bench/kamailio-xmpp.sh)" % (args.reference,))
     if (not 0 < args.duration <= 60 or not 0 < args.max_count <= 10**6
             or not 0 <= args.warmup <= 60):
         parser.error("--duration must be in (0, 60], --max-count in "
@@ -377,6 +639,9 @@ def main(argv=None):
         "hold_limit": args.hold_limit or None,
         "prosody_gc": args.prosody_gc or "default",
         "prosody_nagle": args.prosody_nagle,
+        "reference": None if not args.reference else {
+            "gateway": "kamailio", "xmpp_so": args.reference,
+            "kamailio": kamailioVersion()},
         # Inherited by the gateway's twistd (PyPy's nursery size, major
         # collection step and threshold; see docs/deployment.rst):
         # recorded, since they change PyPy's figures.
@@ -398,11 +663,19 @@ def main(argv=None):
         # Bounded: --warmup is at most 60 s, one step of --duration at a time.
         while time.monotonic() < warmupEnd:
             bench.step("udp", warmupRate)
+        order = 0
         for direction in args.directions.split(","):
             for rate in [int(r) for r in args.rates.split(",")]:
-                row = bench.step(direction, rate)
-                results["steps"].append(row)
-                if row["lost"] and not args.keep_going:
+                # With the reference, both at this rate, one right after
+                # the other, the order alternating from step to step.
+                subjects = [False]
+                if bench.reference is not None and direction != "floor":
+                    subjects = [False, True] if order % 2 == 0 else [True, False]
+                    order += 1
+                rows = [bench.step(direction, rate, reference)
+                        for reference in subjects]
+                results["steps"].extend(rows)
+                if any(row["lost"] for row in rows) and not args.keep_going:
                     break
         results["gateway_final_rss_mb"] = round(
             memoryKB(bench.gateway.pid)[0] / 1024, 1)

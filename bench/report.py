@@ -57,8 +57,12 @@ def inprocess(r):
 def endtoend(r):
     rows = []
     for s in r["steps"]:
+        path = s["direction"]
+        if s.get("gateway", "xmppgw") != "xmppgw":
+            # --reference: the C module's step beside the gateway's.
+            path += " (%s)" % (s["gateway"],)
         rows.append([
-            s["direction"], s["rate"], s["offered_rate"], s["delivered"],
+            path, s["rate"], s["offered_rate"], s["delivered"],
             s["sent"], s["lost"], s["delivered_rate"], s["p50_ms"],
             s["p99_ms"], s["max_ms"], s["gateway_cpu_us_per_msg"],
             s["prosody_cpu_us_per_msg"],

@@ -13,7 +13,10 @@ from twisted.logger import Logger, formatEvent
 
 from bench import soak
 from bench.common import MEMORY_FIELDS, machine, memoryKB, statusKB
-from bench.endtoend import Bench, nurseryFromLog, twistd
+from bench.common import cpuSeconds
+from bench.endtoend import (
+    REFERENCE_COMPONENT, Bench, KamailioReference, connectionsTo,
+    nurseryFromLog, processTree, treeCPUSeconds, treePssKB, twistd)
 from tests.test_gctune import FakePyPyCollector
 from xmppgw.gctune import reportNursery
 
@@ -38,6 +41,7 @@ class StopTests(unittest.TestCase):
         with open(os.path.join(bench.workdir, "twistd.log"), "w") as f:
             f.write("a log line\n")
         bench.gateway = None
+        bench.reference = None
         bench.prosody = _FakeProsody()
         return bench
 
@@ -59,6 +63,16 @@ class StopTests(unittest.TestCase):
         bench.stop()
         self.assertTrue(bench.prosody.stopped)
         self.assertTrue(os.path.exists(os.path.join(bench.workdir, "twistd.log")))
+
+    def test_stopsReference(self):
+        """
+        With C{--reference} the C module's Kamailio is stopped too.
+        """
+        bench = self.bench()
+        bench.reference = _FakeProsody()
+        bench.stop()
+        self.assertTrue(bench.reference.stopped)
+        self.assertTrue(bench.prosody.stopped)
 
     def test_removedWhenStopFails(self):
         """
@@ -117,6 +131,44 @@ class OptionTests(unittest.TestCase):
             self.assertEqual((endtoend.FLOOR_COMPONENT,),
                              bench.prosody.extraComponents)
 
+    def test_reference(self):
+        """
+        C{--reference} names the C module's file, made absolute (Kamailio
+        runs in the working directory); Prosody then declares its
+        component beside the gateway's, and without it does not.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("not really a module\n")
+        args = self.parsed(["--reference", path])
+        self.assertEqual(os.path.abspath(path), args.reference)
+        bench = Bench(args)
+        self.addCleanup(bench.stop)
+        self.assertIn(REFERENCE_COMPONENT, bench.prosody.extraComponents)
+        self.assertEqual(os.path.abspath(path), bench.reference.xmppSo)
+        self.assertEqual(bench.sinkPort, bench.reference.sinkPort)
+        self.assertNotEqual(bench.sipPort, bench.reference.sipPort)
+        self.assertIsNone(self.parsed([]).reference)
+
+    def test_referenceMissing(self):
+        """
+        A C{--reference} file that does not exist is refused before
+        anything starts, naming what builds it.
+        """
+        from bench import endtoend
+
+        class Refused(Exception):
+            pass
+
+        def error(parser, message):
+            raise Refused(message)
+
+        self.patch(endtoend, "Bench", lambda args: self.fail("ran"))
+        self.patch(endtoend.argparse.ArgumentParser, "error", error)
+        error = self.assertRaises(
+            Refused, endtoend.main, ["--reference", "/nonexistent/xmpp.so"])
+        self.assertIn("bench/kamailio-xmpp.sh", str(error))
+
     def test_directions(self):
         """
         C{--directions} takes the known directions, C{floor} among them,
@@ -137,6 +189,176 @@ class OptionTests(unittest.TestCase):
         error = self.assertRaises(
             Refused, endtoend.main, ["--directions", "udp,upd"])
         self.assertIn("unknown --directions upd", str(error))
+
+
+class _FakeStepBench:
+    """
+    A L{Bench} that records the steps L{bench.endtoend.main} asks for.
+    """
+
+    def __init__(self, args, reference=True):
+        self.args = args
+        self.reference = object() if reference else None
+        self.gateway = argparse.Namespace(pid=os.getpid())
+        self.calls = []
+        self.stopped = False
+
+    def start(self):
+        pass
+
+    def _log(self):
+        return ""
+
+    def stop(self):
+        self.stopped = True
+
+    def step(self, direction, rate, reference=False):
+        self.calls.append((direction, rate, reference))
+        return {"direction": direction, "rate": rate, "lost": 0,
+                "gateway": "kamailio" if reference else "xmppgw"}
+
+
+class ReferenceStepsTests(unittest.TestCase):
+    """
+    With C{--reference} every step but the floor's runs through the gateway
+    and through the C module, one right after the other, the order
+    alternating from step to step.
+    """
+
+    def steps(self, argv, reference=True):
+        from bench import endtoend
+        made = []
+
+        def fake(args):
+            made.append(_FakeStepBench(args, reference))
+            return made[0]
+
+        self.patch(endtoend, "Bench", fake)
+        self.patch(endtoend, "emit", lambda results, path: None)
+        self.patch(endtoend, "kamailioVersion", lambda: "version: test")
+        results = endtoend.main(argv)
+        self.assertTrue(made[0].stopped)
+        return made[0].calls, results
+
+    def test_alternating(self):
+        """
+        UDP at two rates, then XMPP -> SIP, then the floor (no C module
+        there); the results name the module and carry every row.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("module\n")
+        calls, results = self.steps([
+            "--reference", path, "--directions", "udp,xmpp,floor",
+            "--rates", "100,200"])
+        self.assertEqual(
+            [("udp", 100, False), ("udp", 100, True),
+             ("udp", 200, True), ("udp", 200, False),
+             ("xmpp", 100, False), ("xmpp", 100, True),
+             ("xmpp", 200, True), ("xmpp", 200, False),
+             ("floor", 100, False), ("floor", 200, False)], calls)
+        self.assertEqual(10, len(results["steps"]))
+        self.assertEqual(
+            {"gateway": "kamailio", "xmpp_so": os.path.abspath(path),
+             "kamailio": "version: test"}, results["reference"])
+
+    def test_without(self):
+        """
+        Without C{--reference}, one step per rate, through the gateway.
+        """
+        calls, results = self.steps(
+            ["--directions", "udp", "--rates", "100,200"], reference=False)
+        self.assertEqual([("udp", 100, False), ("udp", 200, False)], calls)
+        self.assertIsNone(results["reference"])
+
+
+class ProcessTreeTests(unittest.TestCase):
+    """
+    The C module's accounting: Kamailio runs as a tree of processes.
+    """
+
+    def test_tree(self):
+        """
+        L{processTree} lists a process and its children; their CPU time is
+        at least the parent's own, and their summed Pss is positive.
+        """
+        import subprocess
+        import sys
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.stdin.read()"],
+            stdin=subprocess.PIPE)
+        self.addCleanup(child.wait)
+        self.addCleanup(child.stdin.close)
+        tree = processTree(os.getpid())
+        self.assertEqual(os.getpid(), tree[0])
+        self.assertIn(child.pid, tree)
+        self.assertGreaterEqual(treeCPUSeconds(os.getpid()),
+                                cpuSeconds(os.getpid()))
+        self.assertGreater(treePssKB(os.getpid()), 0)
+
+    def test_connections(self):
+        """
+        L{connectionsTo} counts the established connections (state 01) to
+        a remote port in the kernel's tables, IPv4 and IPv6, and not a
+        listening socket or another port.
+        """
+        tcp = os.path.join(self.mktemp())
+        tcp6 = self.mktemp()
+        header = ("  sl  local_address rem_address   st tx_queue rx_queue "
+                  "tr tm->when retrnsmt   uid  timeout inode\n")
+        with open(tcp, "w") as f:
+            f.write(header
+                    + "   0: 0100007F:A1B2 0100007F:14E3 01 00000000:00000000 "
+                      "00:00000000 00000000     0        0 1 1\n"
+                    + "   1: 0100007F:14E3 00000000:0000 0A 00000000:00000000 "
+                      "00:00000000 00000000     0        0 2 1\n"
+                    + "   2: 0100007F:A1B3 0100007F:14E4 01 00000000:00000000 "
+                      "00:00000000 00000000     0        0 3 1\n"
+                    + "   3: 0100007F:A1B4 0100007F:14E3 06 00000000:00000000 "
+                      "00:00000000 00000000     0        0 4 1\n")
+        with open(tcp6, "w") as f:
+            f.write(header
+                    + "   0: 00000000000000000000000001000000:A1B5 "
+                      "00000000000000000000000001000000:14E3 01 "
+                      "00000000:00000000 00:00000000 00000000 0 0 5 1\n")
+        self.assertEqual(2, connectionsTo(5347, (tcp, tcp6)))
+        self.assertEqual(1, connectionsTo(5348, (tcp, tcp6)))
+        self.assertEqual(0, connectionsTo(5347, ("/nonexistent",)))
+
+
+class KamailioConfigTests(unittest.TestCase):
+    """
+    L{KamailioReference.config}: Kamailio's configuration for the C module.
+    """
+
+    def test_config(self):
+        """
+        The module in component mode with the benchmark's Prosody, ports
+        (SIP over UDP and TCP, as the gateway) and sink; C{tm} loaded before C{sl} (which binds to it when it
+        starts), and every MESSAGE through C{xmpp_send_message()}.
+        """
+        prosody = argparse.Namespace(componentPort=15347,
+                                     componentSecret="s3cret")
+        reference = KamailioReference("/w", "/m/xmpp.so", prosody, 15099,
+                                      modules="/mods/")
+        text = reference.config()
+        for transport in ("udp", "tcp"):
+            self.assertIn("listen=%s:127.0.0.1:%d\n"
+                          % (transport, reference.sipPort), text)
+        for line in ('mpath="/mods/"', 'loadmodule "/m/xmpp.so"',
+                     'modparam("xmpp", "backend", "component")',
+                     'modparam("xmpp", "xmpp_domain", "%s")'
+                     % (REFERENCE_COMPONENT,),
+                     'modparam("xmpp", "xmpp_port", 15347)',
+                     'modparam("xmpp", "xmpp_password", "s3cret")',
+                     'modparam("xmpp", "gateway_domain", "127.0.0.1")',
+                     'modparam("xmpp", "outbound_proxy", '
+                     '"sip:127.0.0.1:15099")',
+                     "if (xmpp_send_message()) {"):
+            self.assertIn(line + "\n", text)
+        self.assertLess(text.index('loadmodule "tm.so"'),
+                        text.index('loadmodule "sl.so"'))
+        self.assertEqual(text.count("{"), text.count("}"))
 
 
 class NurseryFromLogTests(unittest.TestCase):

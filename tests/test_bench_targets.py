@@ -30,8 +30,9 @@ def inprocess(cases, python="CPython 3.11.7", **settings):
 
 
 def step(direction="udp", rate=4000, lost=0, p99=3.0, gateway=50.0,
-         prosody=60.0, offered=None, sent=None):
-    return {"direction": direction, "rate": rate,
+         prosody=60.0, offered=None, sent=None, subject=None):
+    extra = {} if subject is None else {"gateway": subject}
+    return {**extra, "direction": direction, "rate": rate,
             "offered_rate": rate if offered is None else offered,
             "sent": rate * 5 if sent is None else sent, "lost": lost,
             "p99_ms": p99, "gateway_cpu_us_per_msg": gateway,
@@ -236,6 +237,87 @@ class GatewayCPUTests(unittest.TestCase):
         """
         self.assertEqual(verdicts(targets.gatewayCPU({})),
                          [targets.NOT_MEASURED])
+
+
+class CModuleCPUTests(unittest.TestCase):
+    """
+    L{targets.cModuleCPU}: the gateway's CPU per message against the C
+    module's in the same run (C{bench.endtoend --reference}); the C
+    module's steps count for no other target.
+    """
+
+    def withReference(self, steps):
+        return {"r.json": endtoend(steps, reference={"gateway": "kamailio"})}
+
+    def test_pairs(self):
+        """
+        Each step of the gateway next to the C module's at the same rate
+        (in either order) is a pair, per direction; the C module's figures
+        are shown beside the ratios.
+        """
+        rows = targets.cModuleCPU(self.withReference([
+            step(rate=1000, gateway=300, subject="xmppgw"),
+            step(rate=1000, gateway=150, subject="kamailio"),
+            step(rate=2000, gateway=100, subject="kamailio"),
+            step(rate=2000, gateway=250, subject="xmppgw"),
+            step("xmpp", rate=1000, gateway=90, subject="xmppgw"),
+            step("xmpp", rate=1000, gateway=100, subject="kamailio")]))
+        self.assertEqual(
+            [r[1:] for r in rows],
+            [["r.json (CPython), udp", "2 steps: 2.00-2.50x (median 2.25x); "
+              "the gateway 250.0-300.0 µs, the C module 100.0-150.0 µs",
+              targets.NOT_MET],
+             ["r.json (CPython), xmpp", "1 step: 0.90x (median 0.90x); "
+              "the gateway 90.0 µs, the C module 100.0 µs", targets.MET]])
+        self.assertEqual(
+            [targets.T_CMODULE["udp"], targets.T_CMODULE["xmpp"]],
+            [r[0] for r in rows])
+
+    def test_lossLeftOut(self):
+        """
+        A pair in which either lost messages is left out and counted; a
+        direction with no other pair is not measured.
+        """
+        rows = targets.cModuleCPU(self.withReference([
+            step(rate=1000, gateway=120, subject="xmppgw"),
+            step(rate=1000, gateway=100, subject="kamailio"),
+            step(rate=8000, gateway=100, subject="kamailio", lost=3),
+            step(rate=8000, gateway=90, subject="xmppgw"),
+            step("tcp", rate=1000, lost=1, subject="xmppgw"),
+            step("tcp", rate=1000, subject="kamailio")]))
+        self.assertEqual(
+            [r[2:] for r in rows],
+            [["1 step: 1.20x (median 1.20x); the gateway 120.0 µs, the C "
+              "module 100.0 µs; 1 step that lost messages left out",
+              targets.NOT_MET],
+             ["1 step, all with messages lost", targets.NOT_MEASURED]])
+
+    def test_unpaired(self):
+        """
+        Steps of the gateway alone (files without the reference) give no
+        pair; with no pair anywhere the target is not measured.
+        """
+        self.assertEqual([], targets.referencePairs(endtoend(
+            [step(rate=1000), step(rate=1000), step(rate=2000)])))
+        self.assertEqual(
+            [targets.NOT_MEASURED],
+            verdicts(targets.cModuleCPU({"a.json": endtoend([step()])})))
+
+    def test_onlyTheGatewayElsewhere(self):
+        """
+        The C module's steps are not the gateway's: they are left out of
+        the Prosody comparison, the loss and the latency targets.
+        """
+        results = self.withReference([
+            step(rate=10000, sent=50000, gateway=50, prosody=100,
+                 subject="xmppgw"),
+            step(rate=10000, sent=50000, gateway=500, prosody=100,
+                 lost=7, p99=90.0, subject="kamailio"),
+            step(rate=4000, p99=3.0, subject="xmppgw"),
+            step(rate=4000, p99=80.0, subject="kamailio")])
+        self.assertEqual([targets.MET], verdicts(targets.gatewayCPU(results)))
+        self.assertEqual([targets.MET], verdicts(targets.zeroLoss(results)))
+        self.assertEqual([targets.MET], verdicts(targets.latency(results)))
 
 
 class ZeroLossTests(unittest.TestCase):

@@ -73,6 +73,7 @@ PROGRAMS = {
     "prosody": "prosody",
     "prosodyctl": "prosody",
     "sipp": "sip-tester",
+    "kamailio": "kamailio",
 }
 
 

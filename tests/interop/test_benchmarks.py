@@ -17,7 +17,9 @@ import sys
 
 from twisted.trial.unittest import TestCase
 
-from tests.interop.harness import makeWorkdir, requirePeers
+from twisted.trial.unittest import SkipTest
+
+from tests.interop.harness import HarnessError, inCI, makeWorkdir, requirePeers
 from tests.interop.test_pypy import ROOT, pypyTwistd
 from xmppgw.gctune import RECOMMENDED_NURSERY
 
@@ -66,6 +68,48 @@ class EndToEndBenchmarkTests(TestCase):
             self.assertEqual(0, step["lost"], step)
         self.assertIsNone(results["gateway_pypy_nursery_mb"])
         self.assertGreater(results["gateway_idle_rss_mb"], 0)
+
+
+#: Kamailio's xmpp module with its one fix, as C{make test} builds it
+#: (Makefile: C{KAMAILIO_XMPP}, C{bench/kamailio-xmpp.sh}).
+KAMAILIO_XMPP = os.path.join(ROOT, "build", "kamailio-xmpp", "xmpp.so")
+
+
+class ReferenceBenchmarkTests(TestCase):
+    """
+    C{bench.endtoend --reference}: the C module of issue 4 (Kamailio's
+    xmpp module) beside the gateway, one short step each way.
+    """
+
+    def setUp(self):
+        requirePeers("prosody", "kamailio")
+        if not os.path.exists(KAMAILIO_XMPP):
+            message = ("%s is missing: 'make test' builds it "
+                       "(bench/kamailio-xmpp.sh)" % (KAMAILIO_XMPP,))
+            if inCI():
+                raise HarnessError("CI: " + message)
+            raise SkipTest(message)
+
+    def test_bothDirections(self):
+        """
+        SIP -> XMPP over UDP and XMPP -> SIP at 100/s for a second, through
+        the gateway and through the C module: each relays everything both
+        ways (the module with its fix survives Prosody's stream header),
+        in alternating order, and the results name the module.
+        """
+        results = runBenchmark("endtoend", [
+            "--reference", KAMAILIO_XMPP, "--directions", "udp,xmpp",
+            "--rates", "100", "--duration", "1"])
+        self.assertEqual(
+            [("xmppgw", "udp"), ("kamailio", "udp"),
+             ("kamailio", "xmpp"), ("xmppgw", "xmpp")],
+            [(step["gateway"], step["direction"])
+             for step in results["steps"]])
+        for step in results["steps"]:
+            self.assertEqual(100, step["sent"], step)
+            self.assertEqual(0, step["lost"], step)
+        self.assertEqual(KAMAILIO_XMPP, results["reference"]["xmpp_so"])
+        self.assertIn("kamailio", results["reference"]["kamailio"])
 
 
 class SoakBenchmarkTests(TestCase):
