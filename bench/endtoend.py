@@ -371,6 +371,8 @@ class Bench:
         self.sinkPort = freePort("udp")
         self.gateway = None
         self.holdLimit = getattr(args, "hold_limit", 0)
+        #: [xmpp] confirm_delivery, or L{None} for the gateway's default.
+        self.confirmDelivery = getattr(args, "confirm_delivery", None)
         #: The C module beside the gateway (C{--reference}), or L{None}.
         self.reference = None
         if reference:
@@ -383,26 +385,7 @@ class Bench:
             self.reference.start()
         config = os.path.join(self.workdir, "gateway.toml")
         with open(config, "w") as f:
-            f.write(
-                "[xmpp]\n"
-                'gateway_domain = "127.0.0.1"\n'
-                f'xmpp_domain = "{COMPONENT}"\n'
-                'xmpp_host = "127.0.0.1"\n'
-                f"xmpp_port = {self.prosody.componentPort}\n"
-                f'xmpp_password = "{self.prosody.componentSecret}"\n'
-                f'outbound_proxy = "sip:127.0.0.1:{self.sinkPort}"\n'
-                "reconnect_initial_interval = 0.2\n"
-                "[sip]\n"
-                f'listen = ["udp:127.0.0.1:{self.sipPort}", '
-                f'"tcp:127.0.0.1:{self.sipPort}"]\n'
-                "queue_limit = 1000\n"
-                + (f"hold_limit = {self.holdLimit}\n"
-                   if self.holdLimit else "") +
-                "[policy]\n"
-                "rate_per_source = 0.0\n"
-                "rate_per_sender = 0.0\n"
-                "[log]\n"
-                f"messages = {'true' if getattr(self.args, 'log', True) else 'false'}\n")
+            f.write(self.gatewayConfig())
         self.logPath = os.path.join(self.workdir, "twistd.log")
         self.gateway = subprocess.Popen(
             self.gatewayCommand(config),
@@ -418,6 +401,36 @@ class Bench:
         if "component link authenticated" not in self._log():
             raise RuntimeError("gateway did not come up:\n" + self._log()[-3000:])
         time.sleep(0.5)
+
+    def gatewayConfig(self):
+        """
+        The gateway's configuration file: the defaults, but the addresses
+        and ports of this run, its C{[sip] queue_limit}, C{hold_limit} and
+        C{[xmpp] confirm_delivery} where given, the rate limits off and
+        C{[log] messages} as asked.
+        """
+        return (
+            "[xmpp]\n"
+            'gateway_domain = "127.0.0.1"\n'
+            f'xmpp_domain = "{COMPONENT}"\n'
+            'xmpp_host = "127.0.0.1"\n'
+            f"xmpp_port = {self.prosody.componentPort}\n"
+            f'xmpp_password = "{self.prosody.componentSecret}"\n'
+            f'outbound_proxy = "sip:127.0.0.1:{self.sinkPort}"\n'
+            "reconnect_initial_interval = 0.2\n"
+            + (f'confirm_delivery = "{self.confirmDelivery}"\n'
+               if self.confirmDelivery else "") +
+            "[sip]\n"
+            f'listen = ["udp:127.0.0.1:{self.sipPort}", '
+            f'"tcp:127.0.0.1:{self.sipPort}"]\n'
+            "queue_limit = 1000\n"
+            + (f"hold_limit = {self.holdLimit}\n"
+               if self.holdLimit else "") +
+            "[policy]\n"
+            "rate_per_source = 0.0\n"
+            "rate_per_sender = 0.0\n"
+            "[log]\n"
+            f"messages = {'true' if getattr(self.args, 'log', True) else 'false'}\n")
 
     def gatewayCommand(self, config):
         """
@@ -602,6 +615,12 @@ def main(argv=None):
                         help="Nagle's algorithm on Prosody's sockets: on "
                         "(Prosody's default) or off (network_settings = "
                         "{ nagle = false }; see docs/deployment.rst)")
+    parser.add_argument("--confirm-delivery",
+                        choices=("ping", "tcp", "kernel", "none"),
+                        help="[xmpp] confirm_delivery of the gateway "
+                        "(default: its default, ping); none answers the SIP "
+                        "MESSAGE once the stanza is written, as the C "
+                        "module does")
     parser.add_argument("--reference", metavar="XMPP_SO",
                         help="also run every step (but the floor's) "
                         "through Kamailio with this xmpp module, the C "
@@ -639,6 +658,7 @@ def main(argv=None):
         "hold_limit": args.hold_limit or None,
         "prosody_gc": args.prosody_gc or "default",
         "prosody_nagle": args.prosody_nagle,
+        "confirm_delivery": args.confirm_delivery or "ping",
         "reference": None if not args.reference else {
             "gateway": "kamailio", "xmpp_so": args.reference,
             "kamailio": kamailioVersion()},

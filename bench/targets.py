@@ -167,6 +167,10 @@ def interpreter(r):
 
 def _source(name, r, detail=None):
     text = "%s (%s)" % (name, interpreter(r))
+    confirm = r.get("confirm_delivery", "ping")
+    if confirm != "ping":
+        # Not the default: the gateway answers before the server confirmed.
+        text += ", confirm_delivery %s" % (confirm,)
     return text + (", " + detail if detail else "")
 
 

@@ -150,6 +150,22 @@ class OptionTests(unittest.TestCase):
         self.assertNotEqual(bench.sipPort, bench.reference.sipPort)
         self.assertIsNone(self.parsed([]).reference)
 
+    def test_confirmDelivery(self):
+        """
+        C{--confirm-delivery} sets the gateway's C{[xmpp]
+        confirm_delivery}; without it the file leaves the gateway's
+        default (ping).
+        """
+        from xmppgw.compat import tomllib
+        for argv, expected in (([], None),
+                               (["--confirm-delivery", "none"], "none")):
+            bench = Bench(self.parsed(argv))
+            self.addCleanup(bench.stop)
+            config = tomllib.loads(bench.gatewayConfig())
+            self.assertEqual(expected,
+                             config["xmpp"].get("confirm_delivery"))
+            self.assertEqual(0.0, config["policy"]["rate_per_sender"])
+
     def test_referenceMissing(self):
         """
         A C{--reference} file that does not exist is refused before

@@ -292,6 +292,19 @@ class CModuleCPUTests(unittest.TestCase):
               targets.NOT_MET],
              ["1 step, all with messages lost", targets.NOT_MEASURED]])
 
+    def test_confirmDeliveryNamed(self):
+        """
+        A run whose gateway did not wait for the server's confirmation
+        (C{--confirm-delivery none}, as the C module) says so in its rows.
+        """
+        results = {"n.json": endtoend(
+            [step(rate=1000, gateway=90, subject="xmppgw"),
+             step(rate=1000, gateway=100, subject="kamailio")],
+            confirm_delivery="none")}
+        self.assertEqual(
+            ["n.json (CPython), confirm_delivery none, udp"],
+            [row[1] for row in targets.cModuleCPU(results)])
+
     def test_unpaired(self):
         """
         Steps of the gateway alone (files without the reference) give no
