@@ -354,6 +354,18 @@ def _goodNamespace(value):
     return known
 
 
+#: What L{_readStanza} returns for an element that does not end in its
+#: text (yet).
+INCOMPLETE = "incomplete"
+
+#: The most bytes of an incomplete stanza that L{_readSimpleStanzas}
+#: keeps back from expat until the next chunk (a larger one goes to expat
+#: as it comes). Each chunk reads the kept bytes again, so this bounds
+#: that work; two reads of the component link (8 KB each) hold any stanza
+#: a message makes.
+HOLD_LIMIT = 16384
+
+
 def _readStanza(text, pos, defaultUri, maxElements):
     """
     Read one top-level element of the simple kind at C{text[pos]} (a
@@ -368,9 +380,10 @@ def _readStanza(text, pos, defaultUri, maxElements):
     ones; no comments, processing instructions, CDATA sections or
     DOCTYPE.
 
-    @return: C{(element, end)}, or L{None} when the element is not of
-        that kind, is not complete in C{text}, or has more than
-        C{maxElements} elements.
+    @return: C{(element, end)}; L{INCOMPLETE} when C{text} ends before the
+        element does and what comes before is of that kind; L{None} when
+        the element is not of that kind or has more than C{maxElements}
+        elements.
     """
     stack = []
     uris = [defaultUri]
@@ -384,7 +397,7 @@ def _readStanza(text, pos, defaultUri, maxElements):
         if text.startswith("<", pos):
             close = find(">", pos)
             if close == -1:
-                return None
+                return INCOMPLETE
             if text.startswith("</", pos):
                 if not stack:
                     return None
@@ -482,7 +495,7 @@ def _readStanza(text, pos, defaultUri, maxElements):
             return None
         lt = find("<", pos)
         if lt == -1:
-            return None
+            return INCOMPLETE
         data = text[pos:lt]
         if not data.isprintable() and _BAD_TEXT.search(data) is not None:
             return None
@@ -516,10 +529,19 @@ def _readSimpleStanzas(stream):
     """
     Have C{stream.parse} read whole stanzas of the simple kind
     (L{_readStanza}) itself, without expat, when a chunk starts between
-    two stanzas and expat holds nothing back; everything else (the rest
-    of such a chunk from the first stanza that is not of that kind or not
-    complete, and every chunk while expat is inside a stanza or holds an
-    incomplete token) goes to expat as before.
+    two stanzas and expat holds nothing back. A chunk that ends inside a
+    stanza of that kind (so far) keeps the stanza's bytes back, up to
+    L{HOLD_LIMIT}, and reads them again with the next chunk. Everything
+    else (the rest of a chunk from the first stanza that is not of that
+    kind, an incomplete one over L{HOLD_LIMIT}, and every chunk while
+    expat is inside a stanza or holds an incomplete token) goes to expat
+    as before.
+
+    The stanzas and events are expat's; what differs is when an error in
+    a stanza that was kept back is found: when the stanza is complete (or
+    passes L{HOLD_LIMIT}), not in the chunk where the error is; an
+    incomplete stanza at the end of the stream is dropped unread, as
+    expat's buffer is.
 
     Expat costs most of what reading a stanza costs (on CPython about 10
     us for a C{<message/>} with a body: the byte scan, and seven calls of
@@ -556,22 +578,44 @@ def _readSimpleStanzas(stream):
             state[0] += len(data)
             state[1] = parser.CurrentByteIndex == state[0]
 
+    # The bytes of an incomplete stanza kept back from expat (at most
+    # HOLD_LIMIT): read again with the next chunk.
+    held = [b""]
+
     def parse(buffer):
+        if held[0]:
+            buffer = held[0] + buffer
+            held[0] = b""
         if (not state[1] or state[2] or stream.currElem is not None
                 or stream.documentStarted != 1
-                or type(buffer) is not bytes or not buffer.endswith(b">")):
+                or type(buffer) is not bytes):
             return expat(buffer)
+        cut = b""
         try:
             text = buffer.decode("utf-8")
         except UnicodeDecodeError:
-            return expat(buffer)
+            # The chunk may end inside a character (of an incomplete
+            # stanza): read up to it.
+            for k in (1, 2, 3):
+                try:
+                    text = buffer[:-k].decode("utf-8")
+                except UnicodeDecodeError:
+                    continue
+                cut = buffer[-k:]
+                break
+            else:
+                return expat(buffer)
         pos = 0
         end = len(text)
         read = False
+        incomplete = False
         while True:
             pos = _SPACE.match(text, pos).end()
             if pos == end:
-                return
+                if not cut:
+                    return
+                incomplete = True
+                break
             # Checked per stanza: a handler may end or reset the stream,
             # or change the caps.
             if (stream.currElem is not None or state[2]
@@ -581,6 +625,9 @@ def _readSimpleStanzas(stream):
                 text, pos, stream.defaultNsStack[-1],
                 getattr(stream, "maxElementCount", _NO_CAP))
             if stanza is None:
+                break
+            if stanza is INCOMPLETE:
+                incomplete = True
                 break
             element, after = stanza
             maxSize = getattr(stream, "maxStanzaSize", None)
@@ -592,12 +639,28 @@ def _readSimpleStanzas(stream):
             stream.elementCount = 0
             stream.stanzaSize = 0
             stream.ElementEvent(element)
-        rest = text[pos:].encode("utf-8")
-        if (read and not _COUNTS_ELEMENTS
-                and getattr(stream, "_xmppgwCapped", False)):
+        rest = text[pos:].encode("utf-8") + cut
+        capped = (not _COUNTS_ELEMENTS
+                  and getattr(stream, "_xmppgwCapped", False))
+        if read and capped:
             # The caps of xmppgw.safexml counted the whole chunk before
             # this call; the stanzas read here reset them: count the rest.
             stream.stanzaSize = len(rest)
+        if (incomplete and len(rest) <= HOLD_LIMIT
+                and stream.currElem is None and not state[2]):
+            # The stanza the chunk ends inside of waits for the next chunk
+            # here, not in expat, which would then take every chunk until
+            # one ended between two stanzas: under load (chunks of a
+            # continuous stream) nearly none. Its bytes count for the size
+            # cap as they arrive (xmppgw.safexml's caps counted them
+            # already; Twisted's own count them when expat gets them): one
+            # over the cap goes to expat, which refuses it as before.
+            counted = (getattr(stream, "stanzaSize", 0)
+                       + (0 if capped else len(rest)))
+            maxSize = getattr(stream, "maxStanzaSize", None)
+            if maxSize is None or counted <= maxSize:
+                held[0] = rest
+                return
         expat(rest)
 
     stream.parse = parse
