@@ -159,6 +159,47 @@ def childPIDs(pid):
         return []
 
 
+def processTree(pid):
+    """
+    C{pid} and its descendants, as they are now (parents before children).
+    """
+    pids = [pid]
+    for p in pids:  # grows as it goes: bounded by the processes there are
+        pids.extend(childPIDs(p))
+    return pids
+
+
+def treeCPUSeconds(pid):
+    """
+    User plus system CPU seconds of C{pid} and its descendants now (those
+    that have exited are not counted: Kamailio's processes live as long as
+    it does).
+    """
+    total = 0.0
+    for p in processTree(pid):
+        try:
+            total += cpuSeconds(p)
+        except OSError:
+            pass  # gone since it was listed
+    return total
+
+
+def treePssKB(pid):
+    """
+    The proportional set size (C{Pss} of C{/proc/PID/smaps_rollup}) of
+    C{pid} and its descendants, in KiB: their memory with the pages they
+    share (Kamailio's shared memory, the libraries) counted once.
+    """
+    total = 0
+    for p in processTree(pid):
+        try:
+            with open("/proc/%d/smaps_rollup" % (p,)) as f:
+                total += statusKB(f.read(), ("Pss",))[0]
+        except OSError:
+            pass
+    return total
+
+
 def emit(results, path=None):
     """
     Print C{results} as JSON on stdout and, if C{path} is given, write it

@@ -62,8 +62,8 @@ import tempfile
 import time
 
 from bench.common import (
-    MEMORY_FIELDS, childPIDs, cpuSeconds, emit, memoryKB, resultsHeader,
-    statusKB)
+    MEMORY_FIELDS, cpuSeconds, emit, memoryKB, resultsHeader, treeCPUSeconds,
+    treePssKB)
 from xmppgw.localpeers import PrivateProsody, freePort, terminate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -133,29 +133,15 @@ class Peer:
         return json.loads(lines[-1])
 
 
-def processTree(pid):
+def readLog(path):
     """
-    C{pid} and its descendants, as they are now (parents before children).
+    The text of the log file C{path} so far, or C{""} if there is none yet.
     """
-    pids = [pid]
-    for p in pids:  # grows as it goes: bounded by the processes there are
-        pids.extend(childPIDs(p))
-    return pids
-
-
-def treeCPUSeconds(pid):
-    """
-    User plus system CPU seconds of C{pid} and its descendants now (those
-    that have exited are not counted: Kamailio's processes live as long as
-    it does).
-    """
-    total = 0.0
-    for p in processTree(pid):
-        try:
-            total += cpuSeconds(p)
-        except OSError:
-            pass  # gone since it was listed
-    return total
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def connectionsTo(port, tables=("/proc/net/tcp", "/proc/net/tcp6")):
@@ -176,22 +162,6 @@ def connectionsTo(port, tables=("/proc/net/tcp", "/proc/net/tcp6")):
         except (OSError, StopIteration):
             pass
     return count
-
-
-def treePssKB(pid):
-    """
-    The proportional set size (C{Pss} of C{/proc/PID/smaps_rollup}) of
-    C{pid} and its descendants, in KiB: their memory with the pages they
-    share (Kamailio's shared memory, the libraries) counted once.
-    """
-    total = 0
-    for p in processTree(pid):
-        try:
-            with open("/proc/%d/smaps_rollup" % (p,)) as f:
-                total += statusKB(f.read(), ("Pss",))[0]
-        except OSError:
-            pass
-    return total
 
 
 #: Kamailio's configuration for the reference: what the module's README
@@ -328,11 +298,7 @@ class KamailioReference:
                            + self._log()[-3000:])
 
     def _log(self):
-        try:
-            with open(self.logPath, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return readLog(self.logPath)
 
     def cpuSeconds(self):
         return treeCPUSeconds(self.process.pid)
@@ -442,11 +408,7 @@ class Bench:
                 "xmppgw", "--config", config]
 
     def _log(self):
-        try:
-            with open(self.logPath, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return readLog(self.logPath)
 
     def stop(self):
         """

@@ -13,10 +13,11 @@ from twisted.logger import Logger, formatEvent
 
 from bench import soak
 from bench.common import MEMORY_FIELDS, machine, memoryKB, statusKB
-from bench.common import cpuSeconds
+from bench.common import (
+    cpuSeconds, processTree, treeCPUSeconds, treePssKB)
 from bench.endtoend import (
     REFERENCE_COMPONENT, Bench, KamailioReference, connectionsTo,
-    nurseryFromLog, processTree, treeCPUSeconds, treePssKB, twistd)
+    nurseryFromLog, twistd)
 from tests.test_gctune import FakePyPyCollector
 from xmppgw.gctune import reportNursery
 
@@ -109,6 +110,23 @@ class OptionTests(unittest.TestCase):
         self.assertRaises(Stop, endtoend.main, argv)
         return seen[0]
 
+    def refused(self, argv):
+        """
+        The message with which the command line C{argv} is refused, before
+        anything starts.
+        """
+        from bench import endtoend
+
+        class Refused(Exception):
+            pass
+
+        def error(parser, message):
+            raise Refused(message)
+
+        self.patch(endtoend, "Bench", lambda args: self.fail("ran"))
+        self.patch(endtoend.argparse.ArgumentParser, "error", error)
+        return str(self.assertRaises(Refused, endtoend.main, argv))
+
     def test_keepWorkdir(self):
         """
         C{--keep-workdir} is an option of the command line.
@@ -171,19 +189,8 @@ class OptionTests(unittest.TestCase):
         A C{--reference} file that does not exist is refused before
         anything starts, naming what builds it.
         """
-        from bench import endtoend
-
-        class Refused(Exception):
-            pass
-
-        def error(parser, message):
-            raise Refused(message)
-
-        self.patch(endtoend, "Bench", lambda args: self.fail("ran"))
-        self.patch(endtoend.argparse.ArgumentParser, "error", error)
-        error = self.assertRaises(
-            Refused, endtoend.main, ["--reference", "/nonexistent/xmpp.so"])
-        self.assertIn("bench/kamailio-xmpp.sh", str(error))
+        self.assertIn("bench/kamailio-xmpp.sh", self.refused(
+            ["--reference", "/nonexistent/xmpp.so"]))
 
     def test_directions(self):
         """
@@ -192,19 +199,8 @@ class OptionTests(unittest.TestCase):
         """
         self.assertEqual("floor,udp",
                          self.parsed(["--directions", "floor,udp"]).directions)
-        from bench import endtoend
-
-        class Refused(Exception):
-            pass
-
-        def error(parser, message):
-            raise Refused(message)
-
-        self.patch(endtoend, "Bench", lambda args: self.fail("ran"))
-        self.patch(endtoend.argparse.ArgumentParser, "error", error)
-        error = self.assertRaises(
-            Refused, endtoend.main, ["--directions", "udp,upd"])
-        self.assertIn("unknown --directions upd", str(error))
+        self.assertIn("unknown --directions upd",
+                      self.refused(["--directions", "udp,upd"]))
 
 
 class _FakeStepBench:
