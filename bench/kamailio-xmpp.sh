@@ -28,8 +28,12 @@ upstream=${version%-*}
 work="$out/src"
 rm -rf "$work"
 mkdir -p "$work/lists/partial"
+# The release this machine runs (its installed kamailio comes from it).
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
 cat > "$work/sources.list" <<EOF
-deb-src http://deb.debian.org/debian bookworm main
+deb-src http://deb.debian.org/debian $codename main
+deb-src http://deb.debian.org/debian $codename-updates main
+deb-src http://deb.debian.org/debian-security $codename-security main
 EOF
 apt_opts="-o Dir::Etc::SourceList=$work/sources.list \
   -o Dir::Etc::SourceParts=/nonexistent -o Dir::State::Lists=$work/lists \
