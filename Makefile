@@ -1,6 +1,7 @@
 # xmppgw developer targets.
 #
-#   make test    Debian peers (prosody, sipp) if missing, the venv, then every
+#   make test    Debian peers (prosody, sipp) if missing, the venv, Kamailio's
+#                xmpp module for the benchmark's reference (build/), then every
 #                test: unit and interop (python -m twisted.trial tests), then
 #                the unit tier again on PyPy (.venv-pypy, make test-pypy),
 #                then on the compiled build (make test-compiled)
