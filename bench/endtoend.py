@@ -303,8 +303,8 @@ class KamailioReference:
     def cpuSeconds(self):
         return treeCPUSeconds(self.process.pid)
 
-    def memoryMB(self):
-        return round(treePssKB(self.process.pid) / 1024, 1)
+    def memoryKB(self):
+        return treePssKB(self.process.pid)
 
     def stop(self):
         if self.process is not None:
@@ -486,7 +486,7 @@ class Bench:
         if reference:
             # Its processes' summed Pss (shared memory counted once); no
             # peak is kept for a tree.
-            rss = hwm = self.reference.memoryMB() * 1024
+            rss = hwm = self.reference.memoryKB()
         else:
             rss, hwm = memoryKB(self.gateway.pid)
         prosodyHWM = memoryKB(self.prosody.process.pid)[1]

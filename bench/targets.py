@@ -113,12 +113,13 @@ def _ofKind(results, kind):
             if r.get("benchmark") == kind]
 
 
-def gatewaySteps(r):
+def stepsOf(r, gateway="xmppgw"):
     """
-    The steps of benchmark 2's results C{r} that ran through the gateway:
-    not those of the C module beside it (C{--reference}).
+    The steps of benchmark 2's results C{r} that ran through C{gateway}:
+    C{"xmppgw"} (older files name none) or C{"kamailio"}, the C module
+    beside it (C{--reference}).
     """
-    return [s for s in r["steps"] if s.get("gateway", "xmppgw") == "xmppgw"]
+    return [s for s in r["steps"] if s.get("gateway", "xmppgw") == gateway]
 
 
 def referencePairs(r):
@@ -242,7 +243,7 @@ def gatewayCPU(results):
     rows = []
     for name, r in _ofKind(results, "endtoend"):
         # The floor has no gateway.
-        steps = [s for s in gatewaySteps(r) if s["direction"] != "floor"
+        steps = [s for s in stepsOf(r) if s["direction"] != "floor"
                  and s["prosody_cpu_us_per_msg"] > 0]
         byRatio = [(s["gateway_cpu_us_per_msg"] / s["prosody_cpu_us_per_msg"],
                     s["rate"]) for s in steps if s["lost"] == 0]
@@ -264,7 +265,7 @@ def zeroLoss(results):
     rows = []
     highest = None
     for name, r in _ofKind(results, "endtoend"):
-        udp = [s for s in gatewaySteps(r) if s["direction"] == "udp"]
+        udp = [s for s in stepsOf(r) if s["direction"] == "udp"]
         if not udp:
             continue
         top = max(udp, key=lambda s: s["rate"])
@@ -272,8 +273,8 @@ def zeroLoss(results):
             highest = (name, r, top)
         at = [s for s in udp if s["rate"] == ZERO_LOSS_RATE]
         # The C module beside it (--reference), as a reference.
-        theirs = [s for s in r["steps"] if s.get("gateway") == "kamailio"
-                  and s["direction"] == "udp" and s["rate"] == ZERO_LOSS_RATE]
+        theirs = [s for s in stepsOf(r, "kamailio")
+                  if s["direction"] == "udp" and s["rate"] == ZERO_LOSS_RATE]
         if theirs:
             rows.append([
                 T_RATE, _source(name, r, "the C module"),
@@ -313,7 +314,7 @@ def latency(results):
     rows = []
     for name, r in _ofKind(results, "endtoend"):
         for direction in ("floor", "udp"):
-            p99 = [s["p99_ms"] for s in gatewaySteps(r)
+            p99 = [s["p99_ms"] for s in stepsOf(r)
                    if s["direction"] == direction and s["rate"] == P99_RATE]
             if not p99:
                 continue
@@ -332,9 +333,8 @@ def latency(results):
                     "%s: p99 %s" % (_steps(len(p99)), _range(p99, " ms")),
                     _verdict(max(p99) <= P99_MS)])
         # The C module beside it (--reference), as a reference.
-        theirs = [s["p99_ms"] for s in r["steps"]
-                  if s.get("gateway") == "kamailio" and s["direction"] == "udp"
-                  and s["rate"] == P99_RATE]
+        theirs = [s["p99_ms"] for s in stepsOf(r, "kamailio")
+                  if s["direction"] == "udp" and s["rate"] == P99_RATE]
         if theirs:
             rows.append([
                 T_P99, _source(name, r, "the C module"),
