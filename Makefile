@@ -330,6 +330,9 @@ bench: peers venv pypy-venv $(KAMAILIO_XMPP)
 	  $(PYPY_VPY) -m bench.scale --json bench/results/scale-pypy.json
 	$(PYPY_GC_DEPLOYED) \
 	  $(PYPY_VPY) -m bench.memos --json bench/results/memos-pypy.json
+	# Server mode with 1, 100 and 1,000 peer domains on PyPy as deployed.
+	$(PYPY_GC_DEPLOYED) \
+	  $(PYPY_VPY) -m bench.s2s --json bench/results/s2s-pypy.json
 	$(PYPY_GC_DEPLOYED) \
 	  $(VPY) -m bench.soak --twistd $(PYPY_VENV)/bin/twistd \
 	  --json bench/results/soak-pypy.json $(SOAK_ARGS)

@@ -338,12 +338,12 @@ NULL_REQUEST = (
     b"Hello from XMPP, message 0")
 
 
-def sipMessage(i, distinct):
+def sipMessage(i, distinct, first=0):
     """
-    The bytes of a SIP MESSAGE from SIP user C{i % distinct} to XMPP user
-    C{i % distinct}, as a SIP proxy would send it.
+    The bytes of a SIP MESSAGE from SIP user C{first + i % distinct} to XMPP
+    user C{first + i % distinct}, as a SIP proxy would send it.
     """
-    n = i % distinct
+    n = first + i % distinct
     branch = "z9hG4bK-%d-%x" % (i, id(sipMessage))
     body = b"Hello from SIP, message %d" % (i,)
     return (

@@ -39,6 +39,20 @@ Readings of the issue's words, stated here once:
     a file ran it beside the gateway (C{--reference});
   - "flat over a 10-minute run": a soak of 600 s or more whose RSS grew
     by at most C{FLAT_GROWTH_MB} from the middle of the run to its end;
+  - benchmark 3's "nothing per message may grow with the number of peers
+    or queued messages" (from round 27): a cost per message at most
+    C{FLAT_COST_RATIO} times the smallest case's, for every case a file
+    measured: benchmark 1's CPU per message with 100 and 10,000 addresses
+    against 1 (the files of its own rows), server mode's with 100 and
+    1,000 S2S peer domains against 1 (C{bench.s2s}), and the cost of
+    holding a MESSAGE while the link is down in the second half of 10,000
+    against the first (C{bench.scale}): the median message of each tenth,
+    averaged over each half, i.e. what every message costs; the means of
+    the tenths are shown beside: they also carry the collector's passes
+    over the whole heap, which come when the heap has grown by a share of
+    itself and cost in proportion to it, so the same per message however
+    large the heap, but fall in whichever tenth they happen to (one
+    such pass of PyPy's, about 60 ms, in 10,000 held messages);
   - "at or under the C module's cost per message": where a benchmark 2
     file also ran each step through Kamailio's xmpp module
     (C{--reference}, from round 26), the gateway's CPU per message over
@@ -73,6 +87,11 @@ FLAT_SECONDS = 600.0
 #: What "flat" allows from the middle of the soak to its end: RSS is read
 #: in whole pages and moves by a fraction of a MB at a steady load.
 FLAT_GROWTH_MB = 2.0
+#: Benchmark 3's "nothing per message may grow": what a case may cost
+#: over the smallest one (1 address, 1 peer domain, the first half of the
+#: held messages). Repeated runs of one tree on these VMs differ by up to
+#: about this much (docs/performance.rst).
+FLAT_COST_RATIO = 1.10
 #: A step offered below this share of its rate did not test that rate.
 OFFERED_SHARE = 0.99
 
@@ -92,6 +111,9 @@ T_P99 = "p99 <= 5 ms at 4,000/s"
 T_IDLE = "RSS <= 60 MB idle"
 T_HELD = "RSS <= 200 MB with 10,000 queued"
 T_FLAT = "memory flat over 10 minutes"
+T_GROW_ADDRESSES = "benchmark 3 per message flat: addresses"
+T_GROW_PEERS = "benchmark 3 per message flat: S2S peers"
+T_GROW_HELD = "benchmark 3 per message flat: 10,000 queued"
 T_CMODULE = {"udp": "benchmark 2 CPU SIP -> XMPP <= the C module's",
              "tcp": "benchmark 2 CPU SIP -> XMPP <= the C module's",
              "xmpp": "benchmark 2 CPU XMPP -> SIP <= the C module's"}
@@ -190,22 +212,27 @@ def _range(values, unit, digits=1):
     return "%.*f-%.*f%s" % (digits, low, digits, high, unit)
 
 
+def _defaultInprocess(results):
+    """
+    Benchmark 1's files run as twistd xmppgw runs by default (the log, the
+    confirmation ping, the policy, the frozen start-up objects), each
+    message alone in its reactor turn (the worst case); not the metrics
+    comparison (--metrics both).
+    """
+    return [(name, r) for name, r in _ofKind(results, "inprocess")
+            if r.get("confirm_delivery", "ping") == "ping"
+            and r.get("log_messages", True)
+            and r.get("policy", True)
+            and r.get("gc_freeze", True)
+            and r.get("batch", 1) == 1
+            and r.get("metrics", "off") == "off"]
+
+
 def benchmark1(results):
     rows = []
     for direction, (target, limit) in _BENCH1.items():
         found = False
-        for name, r in _ofKind(results, "inprocess"):
-            # Only the runs as twistd xmppgw runs by default (the log, the
-            # confirmation ping, the policy, the frozen start-up objects),
-            # each message alone in its reactor turn (the worst case); not
-            # the metrics comparison (--metrics both).
-            if (r.get("confirm_delivery", "ping") != "ping"
-                    or not r.get("log_messages", True)
-                    or not r.get("policy", True)
-                    or not r.get("gc_freeze", True)
-                    or r.get("batch", 1) != 1
-                    or r.get("metrics", "off") != "off"):
-                continue
+        for name, r in _defaultInprocess(results):
             # The benchmark's own loop (files from round 21 on), shown
             # beside the figures it is part of.
             loop = {h["direction"]: h["harness_cpu_median_us"]
@@ -431,8 +458,93 @@ def flatMemory(results):
     return rows or [[T_FLAT, "no soak results", "-", NOT_MEASURED]]
 
 
+def _growth(costs, noun):
+    """
+    The figure and verdict of a "flat" row: C{costs} maps a count (of
+    addresses, of peer domains) to the µs per message with it; each count
+    against the smallest.
+
+    @return: C{(figure, verdict)}, or L{None} with fewer than two counts.
+    """
+    counts = sorted(costs)
+    if len(counts) < 2:
+        return None
+    base = costs[counts[0]]
+    ratios = {n: costs[n] / base for n in counts[1:]}
+    figure = "%s against %s %s%s (%s µs)" % (
+        ", ".join("%.2fx with %s" % (ratios[n], format(n, ","))
+                  for n in counts[1:]),
+        format(counts[0], ","), noun, "" if counts[0] == 1 else "s",
+        " / ".join("%.1f" % (costs[n],) for n in counts))
+    return figure, _verdict(max(ratios.values()) <= FLAT_COST_RATIO)
+
+
+_DIRECTIONS = (("sipToXMPP", "SIP -> XMPP"), ("xmppToSIP", "XMPP -> SIP"))
+
+
+def growthWithAddresses(results):
+    rows = []
+    for name, r in _defaultInprocess(results):
+        for direction, label in _DIRECTIONS:
+            costs = {c["distinct"]: c["cpu_median_us"] for c in r["cases"]
+                     if c["direction"] == direction and not c.get("metrics")}
+            found = _growth(costs, "address")
+            if found:
+                rows.append([T_GROW_ADDRESSES, _source(name, r, label),
+                             found[0], found[1]])
+    return rows or [[T_GROW_ADDRESSES, "no in-process results", "-",
+                     NOT_MEASURED]]
+
+
+def growthWithPeers(results):
+    rows = []
+    for name, r in _ofKind(results, "s2s"):
+        for direction, label in _DIRECTIONS:
+            costs = {c["peers"]: c["cpu_median_us"] for c in r["cases"]
+                     if c["direction"] == direction}
+            found = _growth(costs, "peer domain")
+            if found:
+                rows.append([T_GROW_PEERS, _source(name, r, label),
+                             found[0], found[1]])
+    return rows or [[T_GROW_PEERS, "no server-mode results", "-",
+                     NOT_MEASURED]]
+
+
+def growthWithHeld(results):
+    rows = []
+    for name, r in _ofKind(results, "scale"):
+        held = r.get("held")
+        if not held or held.get("held") != HELD:
+            continue
+        means = held.get("tenths_us_per_msg")
+        medians = held.get("tenths_median_us")
+        edges = "first / last tenth %.1f / %.1f µs" % (
+            held["first_10pct_us_per_msg"], held["last_10pct_us_per_msg"])
+        if not means or not medians or len(medians) != 10:
+            rows.append([T_GROW_HELD, _source(name, r),
+                         edges + "; the file predates the tenths (round 27)",
+                         NOT_MEASURED])
+            continue
+
+        def halves(tenths):
+            first, second = sum(tenths[:5]) / 5, sum(tenths[5:]) / 5
+            return second / first, "%.2fx (%.1f / %.1f µs)" % (
+                second / first, first, second)
+
+        ratio, text = halves(medians)
+        rows.append([
+            T_GROW_HELD, _source(name, r),
+            "median message: second half %s; means: %s, %s%s" % (
+                text, halves(means)[1], edges,
+                "" if held.get("warmup_held") else ", no warm-up"),
+            _verdict(ratio <= FLAT_COST_RATIO)])
+    return rows or [[T_GROW_HELD, "no benchmark 3 results", "-",
+                     NOT_MEASURED]]
+
+
 CHECKS = (benchmark1, gatewayCPU, cModuleCPU, zeroLoss, latency, idleMemory,
-          heldMemory, flatMemory)
+          heldMemory, flatMemory, growthWithAddresses, growthWithPeers,
+          growthWithHeld)
 
 
 def check(results):

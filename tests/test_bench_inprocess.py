@@ -450,3 +450,24 @@ class HarnessTests(TestCase):
         self.assertEqual(fixed(request), fixed(inprocess.NULL_REQUEST))
         self.assertEqual(len(request), len(inprocess.NULL_REQUEST))
         self.assertIn(b"<random>", fixed(request))
+
+
+class MessagesTests(TestCase):
+    """
+    L{inprocess.sipMessage}: the users it writes.
+    """
+
+    def test_users(self):
+        """
+        Message C{i} is from and to user C{i % distinct}, counted from
+        C{first} (0 by default): C{bench.scale}'s warm-up takes users the
+        timed run does not.
+        """
+        self.assertIn(b"MESSAGE sip:user7*xmpp.test@",
+                      inprocess.sipMessage(107, 100))
+        self.assertIn(b"From: <sip:alice7@sip7.example.com>",
+                      inprocess.sipMessage(107, 100))
+        message = inprocess.sipMessage(107, 100, first=10000)
+        self.assertIn(b"MESSAGE sip:user10007*xmpp.test@", message)
+        self.assertIn(b"From: <sip:alice10007@sip7.example.com>", message)
+        self.assertIn(b"Call-ID: c107@", message)

@@ -53,11 +53,35 @@ def soak(duration=600.0, middle=100.0, growth=0.0, idle=57.0, **extra):
 
 
 def scale(growth=50.0, rss=None, held=10000):
-    h = {"held": held, "rss_growth_mb": growth}
+    h = {"held": held, "rss_growth_mb": growth,
+         "first_10pct_us_per_msg": 1.0, "last_10pct_us_per_msg": 2.0}
     if rss is not None:
         h["rss_mb"] = rss
     return {"benchmark": "scale", "machine": MACHINE, "revision": "abc",
             "held": h, "flat": {}}
+
+
+def s2s(cases):
+    """
+    Server mode's results with C{cases}: C{(direction, peers, cpu µs)}.
+    """
+    return {"benchmark": "s2s", "machine": MACHINE, "revision": "abc",
+            "cases": [{"direction": d, "peers": n, "cpu_median_us": us}
+                      for d, n, us in cases]}
+
+
+def heldTenths(medians, means=None, warmup=6000, held=10000):
+    """
+    Benchmark 3's results with the held run's tenths: their C{medians}
+    and C{means} (µs per message; default: the medians).
+    """
+    means = medians if means is None else means
+    r = scale(rss=100.0, held=held)
+    r["held"].update(first_10pct_us_per_msg=means[0],
+                     last_10pct_us_per_msg=means[-1],
+                     tenths_us_per_msg=means, tenths_median_us=medians,
+                     warmup_held=warmup)
+    return r
 
 
 def verdicts(rows, target=None):
@@ -543,6 +567,88 @@ class MemoryTests(unittest.TestCase):
                          [targets.NOT_MEASURED])
 
 
+class GrowthTests(unittest.TestCase):
+    """
+    L{targets.growthWithAddresses}, L{targets.growthWithPeers},
+    L{targets.growthWithHeld}: benchmark 3's "nothing per message may
+    grow".
+    """
+
+    def test_addresses(self):
+        """
+        Benchmark 1's default runs: each address count against 1, per
+        direction, met while none costs more than 1.10x; the other set-ups
+        and a file with one count give no row.
+        """
+        rows = targets.growthWithAddresses({
+            "a.json": inprocess([("sipToXMPP", 1, 10.0),
+                                 ("sipToXMPP", 100, 10.5),
+                                 ("sipToXMPP", 10000, 11.0),
+                                 ("xmppToSIP", 1, 10.0),
+                                 ("xmppToSIP", 10000, 11.2)]),
+            "b.json": inprocess([("sipToXMPP", 1, 10.0),
+                                 ("sipToXMPP", 10000, 30.0)],
+                                confirm_delivery="none"),
+            "c.json": inprocess([("sipToXMPP", 1, 10.0)])})
+        self.assertEqual(
+            [r[1:] for r in rows],
+            [["a.json (CPython), SIP -> XMPP",
+              "1.05x with 100, 1.10x with 10,000 against 1 address "
+              "(10.0 / 10.5 / 11.0 µs)", targets.MET],
+             ["a.json (CPython), XMPP -> SIP",
+              "1.12x with 10,000 against 1 address (10.0 / 11.2 µs)",
+              targets.NOT_MET]])
+        self.assertEqual(verdicts(targets.growthWithAddresses({})),
+                         [targets.NOT_MEASURED])
+
+    def test_peers(self):
+        """
+        Server mode: each count of peer domains against the smallest, every
+        count judged.
+        """
+        rows = targets.growthWithPeers({"s.json": s2s([
+            ("sipToXMPP", 1, 100.0), ("sipToXMPP", 100, 101.0),
+            ("sipToXMPP", 1000, 115.0), ("xmppToSIP", 1, 80.0),
+            ("xmppToSIP", 100, 72.0)])})
+        self.assertEqual(
+            [r[1:] for r in rows],
+            [["s.json (CPython), SIP -> XMPP",
+              "1.01x with 100, 1.15x with 1,000 against 1 peer domain "
+              "(100.0 / 101.0 / 115.0 µs)", targets.NOT_MET],
+             ["s.json (CPython), XMPP -> SIP",
+              "0.90x with 100 against 1 peer domain (80.0 / 72.0 µs)",
+              targets.MET]])
+        self.assertEqual(verdicts(targets.growthWithPeers({})),
+                         [targets.NOT_MEASURED])
+
+    def test_held(self):
+        """
+        Holding 10,000: the median message of each tenth, the second half
+        against the first, so that neither one slow tenth nor a collection
+        of the whole heap (which the means carry, shown beside) decides it;
+        a file without the tenths (before round 27) is not measured;
+        another count is not read.
+        """
+        rows = targets.growthWithHeld({
+            "a.json": heldTenths([10.0] * 4 + [14.0] + [10.0] * 4 + [12.0],
+                                 means=[20.0] * 5 + [30.0] * 5),
+            "b.json": heldTenths([10.0] * 5 + [11.2] * 5, warmup=0),
+            "c.json": scale(rss=100.0),
+            "d.json": heldTenths([1.0] * 10, held=50)})
+        self.assertEqual(
+            [r[1:] for r in rows],
+            [["a.json (CPython)", "median message: second half 0.96x (10.8 "
+              "/ 10.4 µs); means: 1.50x (20.0 / 30.0 µs), first / last "
+              "tenth 20.0 / 30.0 µs", targets.MET],
+             ["b.json (CPython)", "median message: second half 1.12x (10.0 "
+              "/ 11.2 µs); means: 1.12x (10.0 / 11.2 µs), first / last "
+              "tenth 10.0 / 11.2 µs, no warm-up", targets.NOT_MET],
+             ["c.json (CPython)", "first / last tenth 1.0 / 2.0 µs; the "
+              "file predates the tenths (round 27)", targets.NOT_MEASURED]])
+        self.assertEqual(verdicts(targets.growthWithHeld({})),
+                         [targets.NOT_MEASURED])
+
+
 class MainTests(unittest.TestCase):
     """
     L{targets.main} over a directory.
@@ -564,6 +670,8 @@ class MainTests(unittest.TestCase):
         rows = targets.check(targets.load(RESULTS))
         for target in (targets.T_CPU, targets.T_RATE, targets.T_P99,
                        targets.T_IDLE, targets.T_HELD, targets.T_FLAT,
+                       targets.T_GROW_ADDRESSES, targets.T_GROW_PEERS,
+                       targets.T_GROW_HELD,
                        "benchmark 1 CPU SIP -> XMPP <= 37 µs",
                        "benchmark 1 CPU XMPP -> SIP <= 18 µs"):
             self.assertIn(target, [row[0] for row in rows])
