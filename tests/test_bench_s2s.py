@@ -3,6 +3,7 @@ Tests for L{bench.s2s}: benchmark 3's server-mode gateway relays both ways
 (no timing is asserted here; speed is measured by make bench).
 """
 
+import re
 from types import SimpleNamespace
 
 from twisted.trial.unittest import TestCase
@@ -92,3 +93,27 @@ class MeasureTests(TestCase):
         self.assertEqual([(1, 5), (2, 5), (3, 5)] * 3
                          + [(1, 5), (2, 5), (3, 5), (2, 5), (3, 5), (1, 5),
                             (3, 5), (1, 5), (2, 5)], calls)
+
+
+class AddressesTests(TestCase):
+    """
+    The messages of the cases differ by their peer domains only.
+    """
+
+    def test_sameAddressCount(self):
+        """
+        Over the messages a run sends round robin (message C{i} to or from
+        the domain C{i % peers}), 1, 100 and 1,000 peer domains make the
+        same C{USERS} distinct addresses each way.
+        """
+        for peers in (1, 100, 1000):
+            domains = [s2s.peerDomain(k) for k in range(peers)]
+            to, sender = set(), set()
+            for i in range(3 * s2s.USERS):
+                domain = domains[i % peers]
+                to.add(re.search(rb"\r\nTo: <([^>]*)>",
+                                 s2s.sipMessage(i, domain)).group(1))
+                sender.add(re.search(rb"from='([^']*)'",
+                                     s2s.xmppMessage(i, domain)).group(1))
+            self.assertEqual((peers, s2s.USERS, s2s.USERS),
+                             (peers, len(to), len(sender)))
