@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 from twisted.words.xish import domish
 
+from xmppgw import fastxml
 from xmppgw.xmpp.dialback import generateKey
 from xmppgw.xmpp.server import (
     DialbackFailed, QueueFull, RemoteServerNotFound, RemoteServerTimeout,
@@ -423,6 +424,32 @@ class IncomingTests(ServiceMixin, unittest.TestCase):
         xs.dataReceived(b"<!-- hello -->")
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.received, [])
+
+    def test_fasterParser(self):
+        """
+        Each parser of an S2S stream, incoming and outgoing, the one made
+        after a reset (STARTTLS restarts the stream) included, gets the
+        faster handlers of L{fastxml.speedUpElementStream}, as the
+        component link's do; the hardening still applies (the tests
+        around this one).
+        """
+        seen = []
+        original = fastxml.speedUpElementStream
+
+        def spy(stream):
+            seen.append(stream)
+            return original(stream)
+
+        self.patch(fastxml, "speedUpElementStream", spy)
+        xs, transport = self.incoming()
+        self.assertEqual([xs.stream], seen)
+        xs.reset()
+        self.assertEqual(2, len(seen))
+        self.assertIs(xs.stream, seen[-1])
+        self.deliver(message(frm=f"bob*sip.test@{OURS}", to=f"alice@{PEER}"))
+        out, _ = self.outgoingConnection()
+        self.assertIs(out.stream, seen[-1])
+        self.assertEqual(3, len(seen))
 
     def test_stanzaSize(self):
         """

@@ -20,7 +20,8 @@ L{speedUpElementStream} is the other direction: it gives a
 L{domish.ExpatElementStream} faster handlers for the common start tag
 (unqualified attributes) and character data, building the same elements;
 on PyPy it also has the stream read whole stanzas of the simple kind
-without expat (L{_readSimpleStanzas}).
+without expat (L{_readSimpleStanzas}); L{speedUpXmlStream} applies it to
+every parser of an XML stream (server mode's S2S streams).
 """
 
 import platform
@@ -31,7 +32,8 @@ from twisted.words.xish import domish
 from xmppgw.errors import NS_XML
 
 __all__ = ["SimpleElement", "addTextElement", "escapeText", "escapeAttribute",
-           "isHandled", "speedUpElementStream", "unlinkTree"]
+           "isHandled", "speedUpElementStream", "speedUpXmlStream",
+           "unlinkTree"]
 
 
 def escapeText(text):
@@ -292,6 +294,33 @@ def speedUpElementStream(stream):
     if READ_WITHOUT_EXPAT:
         _readSimpleStanzas(stream)
     return stream
+
+
+def speedUpXmlStream(xs):
+    """
+    Have every parser of the XML stream C{xs} (the first, and each new one
+    after a reset, e.g. after STARTTLS) built with the handlers of
+    L{speedUpElementStream}: what the component link's
+    L{xmppgw.xmpp.component.LinkXmlStream} does in its class, for a plain
+    L{twisted.words.xish.xmlstream.XmlStream} (the S2S streams of server
+    mode).
+
+    Call it on a new stream, before L{xmppgw.safexml.hardenXmlStream}, so
+    that the hardening wraps these handlers as it wraps Twisted's.
+
+    @param xs: a L{twisted.words.xish.xmlstream.XmlStream} whose parser
+        has not been made yet.
+    @return: C{xs}.
+    """
+    original = xs._initializeStream
+
+    def initializeStream():
+        original()
+        if type(xs.stream) is domish.ExpatElementStream:
+            speedUpElementStream(xs.stream)
+
+    xs._initializeStream = initializeStream
+    return xs
 
 
 # Reading simple stanzas without expat ----------------------------------------

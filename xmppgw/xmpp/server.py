@@ -56,7 +56,7 @@ from twisted.words.xish import domish
 from zope.interface import implementer
 
 from xmppgw.addressing import jidHost
-from xmppgw.fastxml import unlinkTree
+from xmppgw.fastxml import speedUpXmlStream, unlinkTree
 from xmppgw.sockio import tuneStream
 from xmppgw.safexml import hardenXmlStream
 from xmppgw.xmpp.dialback import (
@@ -626,6 +626,7 @@ class _OutgoingFactory(protocol.ClientFactory):
     def buildProtocol(self, addr):
         xs = xmlstream.XmlStream(OutgoingAuthenticator(self.link))
         xs.factory = self
+        speedUpXmlStream(xs)
         hardenXmlStream(xs, self.link.s2s.maxStanzaSize)
         return xs
 
@@ -1232,6 +1233,7 @@ class _IncomingFactory(protocol.ServerFactory):
             return None
         xs = xmlstream.XmlStream(IncomingAuthenticator(self.s2s))
         xs.factory = self
+        speedUpXmlStream(xs)
         hardenXmlStream(xs, self.s2s.maxStanzaSize)
         return xs
 
