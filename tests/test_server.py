@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 from twisted.words.xish import domish
 
-from xmppgw import fastxml
+from xmppgw.xmpp import component
 from xmppgw.xmpp.dialback import generateKey
 from xmppgw.xmpp.server import (
     DialbackFailed, QueueFull, RemoteServerNotFound, RemoteServerTimeout,
@@ -425,29 +425,32 @@ class IncomingTests(ServiceMixin, unittest.TestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.received, [])
 
-    def test_fasterParser(self):
+    def test_fasterStream(self):
         """
-        Each parser of an S2S stream, incoming and outgoing, the one made
-        after a reset (STARTTLS restarts the stream) included, gets the
-        faster handlers of L{fastxml.speedUpElementStream}, as the
-        component link's do; the hardening still applies (the tests
-        around this one).
+        S2S streams, incoming and outgoing, are the component link's
+        L{LinkXmlStream}: each of their parsers, the one made after a reset
+        (STARTTLS restarts the stream) included, gets the faster handlers
+        of L{fastxml.speedUpElementStream}; element dispatch and writing
+        take its shortcuts. The hardening still applies (the tests around
+        this one).
         """
         seen = []
-        original = fastxml.speedUpElementStream
+        original = component.speedUpElementStream
 
         def spy(stream):
             seen.append(stream)
             return original(stream)
 
-        self.patch(fastxml, "speedUpElementStream", spy)
+        self.patch(component, "speedUpElementStream", spy)
         xs, transport = self.incoming()
+        self.assertIs(type(xs), component.LinkXmlStream)
         self.assertEqual([xs.stream], seen)
         xs.reset()
         self.assertEqual(2, len(seen))
         self.assertIs(xs.stream, seen[-1])
         self.deliver(message(frm=f"bob*sip.test@{OURS}", to=f"alice@{PEER}"))
         out, _ = self.outgoingConnection()
+        self.assertIs(type(out), component.LinkXmlStream)
         self.assertIs(out.stream, seen[-1])
         self.assertEqual(3, len(seen))
 

@@ -20,8 +20,7 @@ L{speedUpElementStream} is the other direction: it gives a
 L{domish.ExpatElementStream} faster handlers for the common start tag
 (unqualified attributes) and character data, building the same elements;
 on PyPy it also has the stream read whole stanzas of the simple kind
-without expat (L{_readSimpleStanzas}); L{speedUpXmlStream} applies it to
-every parser of an XML stream (server mode's S2S streams).
+without expat (L{_readSimpleStanzas}).
 """
 
 import platform
@@ -32,8 +31,7 @@ from twisted.words.xish import domish
 from xmppgw.errors import NS_XML
 
 __all__ = ["SimpleElement", "addTextElement", "escapeText", "escapeAttribute",
-           "isHandled", "speedUpElementStream", "speedUpXmlStream",
-           "unlinkTree"]
+           "isHandled", "speedUpElementStream", "unlinkTree"]
 
 
 def escapeText(text):
@@ -295,32 +293,6 @@ def speedUpElementStream(stream):
         _readSimpleStanzas(stream)
     return stream
 
-
-def speedUpXmlStream(xs):
-    """
-    Have every parser of the XML stream C{xs} (the first, and each new one
-    after a reset, e.g. after STARTTLS) built with the handlers of
-    L{speedUpElementStream}: what the component link's
-    L{xmppgw.xmpp.component.LinkXmlStream} does in its class, for a plain
-    L{twisted.words.xish.xmlstream.XmlStream} (the S2S streams of server
-    mode).
-
-    Call it on a new stream, before L{xmppgw.safexml.hardenXmlStream}, so
-    that the hardening wraps these handlers as it wraps Twisted's.
-
-    @param xs: a L{twisted.words.xish.xmlstream.XmlStream} whose parser
-        has not been made yet.
-    @return: C{xs}.
-    """
-    original = xs._initializeStream
-
-    def initializeStream():
-        original()
-        if type(xs.stream) is domish.ExpatElementStream:
-            speedUpElementStream(xs.stream)
-
-    xs._initializeStream = initializeStream
-    return xs
 
 
 # Reading simple stanzas without expat ----------------------------------------

@@ -454,8 +454,10 @@ def _nameOnly(query):
 
 class LinkXmlStream(xmlstream.XmlStream):
     """
-    The component link's XML stream: a L{xmlstream.XmlStream} with two
-    shortcuts for the per-stanza work, both with the same results.
+    The gateway's XML stream, the component link's and (since round 27)
+    each S2S stream of server mode (L{xmppgw.xmpp.server}): a
+    L{xmlstream.XmlStream} with shortcuts for the per-stanza work, all
+    with the same results.
 
      - Element dispatch (L{dispatch} without an event name) visits only the
        observers whose XPath query can match the element's name, in the

@@ -56,9 +56,10 @@ from twisted.words.xish import domish
 from zope.interface import implementer
 
 from xmppgw.addressing import jidHost
-from xmppgw.fastxml import speedUpXmlStream, unlinkTree
+from xmppgw.fastxml import unlinkTree
 from xmppgw.sockio import tuneStream
 from xmppgw.safexml import hardenXmlStream
+from xmppgw.xmpp.component import LinkXmlStream
 from xmppgw.xmpp.dialback import (
     NS_DIALBACK, NS_DIALBACK_FEATURES, generateKey, keysEqual)
 from xmppgw.xmpp.srv import S2SResolver, ServiceNotAvailable
@@ -624,9 +625,8 @@ class _OutgoingFactory(protocol.ClientFactory):
         self.link = link
 
     def buildProtocol(self, addr):
-        xs = xmlstream.XmlStream(OutgoingAuthenticator(self.link))
+        xs = LinkXmlStream(OutgoingAuthenticator(self.link))
         xs.factory = self
-        speedUpXmlStream(xs)
         hardenXmlStream(xs, self.link.s2s.maxStanzaSize)
         return xs
 
@@ -1231,9 +1231,8 @@ class _IncomingFactory(protocol.ServerFactory):
             _log.warn("S2S: refusing a connection from {addr}: {n} streams "
                       "already open", addr=addr, n=len(self.s2s._incoming))
             return None
-        xs = xmlstream.XmlStream(IncomingAuthenticator(self.s2s))
+        xs = LinkXmlStream(IncomingAuthenticator(self.s2s))
         xs.factory = self
-        speedUpXmlStream(xs)
         hardenXmlStream(xs, self.s2s.maxStanzaSize)
         return xs
 
