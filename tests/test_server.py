@@ -353,6 +353,19 @@ class OutgoingTests(ServiceMixin, unittest.TestCase):
         self.assertNotIn(b"gone", transport.value())
         self.assertIn(b"kept", transport.value())
 
+    def test_oneIdleTimer(self):
+        """
+        The idle timers of all the streams are one timer in the reactor
+        (L{xmppgw.idle}); C{idleTimeout} is the watch's.
+        """
+        before = len(self.reactor.getDelayedCalls())
+        for k in range(5):
+            self.incoming(frm=f"peer{k}.test")
+        self.assertEqual(len(self.s2s._idleWatch), 5)
+        self.assertEqual(len(self.reactor.getDelayedCalls()), before + 1)
+        self.s2s.idleTimeout = 30
+        self.assertEqual(self.s2s._idleWatch.timeout, 30)
+
     def test_idleClose(self):
         """
         An idle verified stream is closed; the next stanza opens a new one.

@@ -1363,6 +1363,25 @@ class OutboundStreamTests(TransportTestMixin, unittest.TestCase):
         self.successResultOf(self.sip.send(outgoingRequest(), Target("tcp", "203.0.113.7", 5060)))
         self.assertEqual(len(self.reactor.tcpClients), 1)
 
+    def test_oneIdleTimer(self):
+        """
+        The idle timers of every TCP/TLS connection are one timer in the
+        reactor (L{xmppgw.idle}); C{idleTimeout} is the watch's, and a
+        change to it applies to the connections already open.
+        """
+        sip = self.makeTransport(self.listen, idleTimeout=30)
+        before = len(self.reactor.getDelayedCalls())
+        connections = [self.connectInbound(peer=("198.51.100.7", 40000 + k),
+                                           factory=self.tcpFactory())
+                       for k in range(5)]
+        self.assertEqual(len(sip._idleWatch), 5)
+        self.assertEqual(len(self.reactor.getDelayedCalls()), before + 1)
+        sip.idleTimeout = 60
+        self.reactor.advance(30)
+        self.assertFalse(any(t.disconnecting for _, t in connections))
+        self.reactor.advance(30)
+        self.assertTrue(all(t.disconnecting for _, t in connections))
+
     def test_idleOutboundClosed(self):
         """
         An outbound connection is closed after idleTimeout without traffic,

@@ -55,6 +55,7 @@ from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from xmppgw.idle import IdleWatch
 from xmppgw.sockio import listenUDP, tuneStream
 from xmppgw.sip.message import (
     _SIMPLE_VIA_RE,
@@ -547,7 +548,7 @@ class SIPStreamProtocol(Protocol):
         self.peerHost = None
         self.peerPort = None
         self._queue = []
-        self._idleCall = None
+        self._idleTimer = sipTransport._idleWatch.timer(self._idle)
         self._closed = False
         self._closeWaiters = []
         self._framer = StreamFramer(sipTransport.maxMessageSize)
@@ -717,16 +718,9 @@ class SIPStreamProtocol(Protocol):
         return d
 
     def _resetIdle(self):
-        timeout = self.sipTransport.idleTimeout
-        if not timeout:
-            return
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.reset(timeout)
-        else:
-            self._idleCall = self.sipTransport.reactor.callLater(timeout, self._idle)
+        self._idleTimer.touch()
 
     def _idle(self):
-        self._idleCall = None
         log.info("Closing idle SIP {proto} connection with {host}:{port}",
                  proto=self.proto, host=self.peerHost, port=self.peerPort)
         self.close()
@@ -739,9 +733,7 @@ class SIPStreamProtocol(Protocol):
             return
         self._closed = True
         self.connected = 0
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.cancel()
-        self._idleCall = None
+        self._idleTimer.stop()
         self.sipTransport._connectionLost(self)
         queue, self._queue = self._queue, []
         for _message, d in queue:
@@ -988,7 +980,9 @@ class SIPTransport(MultiService):
         self.receiver = receiver
         self.maxMessageSize = maxMessageSize
         self.logTraffic = logTraffic
-        self.idleTimeout = idleTimeout
+        # The idle timers of every TCP/TLS connection, one timer in the
+        # reactor (xmppgw.idle).
+        self._idleWatch = IdleWatch(reactor, idleTimeout)
         self.maxConnections = maxConnections
         self.connectTimeout = connectTimeout
         self.maxQueuedMessages = maxQueuedMessages
@@ -1085,6 +1079,18 @@ class SIPTransport(MultiService):
         from twisted.internet.ssl import optionsForClientTLS
 
         return optionsForClientTLS(host)
+
+    @property
+    def idleTimeout(self):
+        """
+        Seconds without traffic before a TCP/TLS connection is closed (0:
+        never).
+        """
+        return self._idleWatch.timeout
+
+    @idleTimeout.setter
+    def idleTimeout(self, value):
+        self._idleWatch.timeout = value
 
     def stopService(self):
         """

@@ -57,6 +57,7 @@ from zope.interface import implementer
 
 from xmppgw.addressing import jidHost
 from xmppgw.fastxml import unlinkTree
+from xmppgw.idle import IdleWatch
 from xmppgw.sockio import tuneStream
 from xmppgw.safexml import hardenXmlStream
 from xmppgw.xmpp.component import LinkXmlStream
@@ -343,35 +344,6 @@ def _dialbackError(name, frm, to, condition, errorType="cancel", id=None):
     return element
 
 
-class _Idle:
-    """
-    A restartable one-shot timer on an injected clock.
-    """
-
-    def __init__(self, clock, timeout, onIdle):
-        self.clock = clock
-        self.timeout = timeout
-        self.onIdle = onIdle
-        self._call = None
-
-    def touch(self):
-        if not self.timeout:
-            return
-        if self._call is not None and self._call.active():
-            self._call.reset(self.timeout)
-        else:
-            self._call = self.clock.callLater(self.timeout, self._fire)
-
-    def _fire(self):
-        self._call = None
-        self.onIdle()
-
-    def stop(self):
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-
-
 class _StreamBase(xmlstream.Authenticator):
     """
     What incoming and outgoing S2S streams share: element dispatch, idle
@@ -384,7 +356,7 @@ class _StreamBase(xmlstream.Authenticator):
     def __init__(self, s2s):
         xmlstream.Authenticator.__init__(self)
         self.s2s = s2s
-        self.idle = _Idle(s2s.clock, s2s.idleTimeout, self._onIdle)
+        self.idle = s2s._idleWatch.timer(self._onIdle)
         self._closeCall = None
         self.lastStreamError = None
 
@@ -1312,7 +1284,8 @@ class S2SService(service.Service):
         self.tls = tls
         self.listenHost = listenHost
         self.listenPort = listenPort
-        self.idleTimeout = idleTimeout
+        # The idle timers of every stream, one timer in the reactor.
+        self._idleWatch = IdleWatch(reactor, idleTimeout)
         self.queueLimit = queueLimit
         self.queueTTL = queueTTL
         self.negotiateTimeout = negotiateTimeout
@@ -1325,6 +1298,17 @@ class S2SService(service.Service):
         self.port = None
         self._links = {}
         self._incoming = set()
+
+    @property
+    def idleTimeout(self):
+        """
+        Seconds of silence before a stream is closed (0: never).
+        """
+        return self._idleWatch.timeout
+
+    @idleTimeout.setter
+    def idleTimeout(self, value):
+        self._idleWatch.timeout = value
 
     def _count(self, key, n=1):
         self.stats[key] = self.stats.get(key, 0) + n
@@ -1489,6 +1473,7 @@ class S2SService(service.Service):
             link.fail(ServiceStopped(link.domain, "the gateway is stopping"))
         for stream in list(self._incoming):
             stream.close()
+        self._idleWatch.clear()
         port, self.port = self.port, None
         if port is not None:
             return defer.maybeDeferred(port.stopListening)
