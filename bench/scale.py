@@ -134,7 +134,8 @@ def held(args):
     # 10,000 on) than the timed run's, so that no part of the timed run
     # finds its addresses in the memos because of it.
     Runner(gateway, 0.001).sipToXMPP(2000, 100)
-    warmup = args.held_warmup
+    # At most what the hold limit lets the link-down gateway hold.
+    warmup = min(args.held_warmup, args.held)
     if warmup:
         linkDown(gateway)
         answered = gateway.udp.count

@@ -423,12 +423,18 @@ def idleMemory(results):
                      NOT_MEASURED]]
 
 
+def _heldRuns(results):
+    """
+    Benchmark 3's held runs of C{HELD} messages: C{(file name, results,
+    the held run's figures)}.
+    """
+    return [(name, r, r["held"]) for name, r in _ofKind(results, "scale")
+            if r.get("held") and r["held"].get("held") == HELD]
+
+
 def heldMemory(results):
     rows = []
-    for name, r in _ofKind(results, "scale"):
-        held = r.get("held")
-        if not held or held.get("held") != HELD:
-            continue
+    for name, r, held in _heldRuns(results):
         if held.get("rss_mb") is None:
             rows.append([
                 T_HELD, _source(name, r),
@@ -482,40 +488,36 @@ def _growth(costs, noun):
 _DIRECTIONS = (("sipToXMPP", "SIP -> XMPP"), ("xmppToSIP", "XMPP -> SIP"))
 
 
-def growthWithAddresses(results):
+def _growthRows(target, files, count, noun, none):
+    """
+    The "flat" rows of C{target}: for each file of C{files} and each
+    direction, the CPU per message of its cases by C{count} (their field
+    for the number of addresses or peers) against the smallest.
+    """
     rows = []
-    for name, r in _defaultInprocess(results):
+    for name, r in files:
         for direction, label in _DIRECTIONS:
-            costs = {c["distinct"]: c["cpu_median_us"] for c in r["cases"]
+            costs = {c[count]: c["cpu_median_us"] for c in r["cases"]
                      if c["direction"] == direction and not c.get("metrics")}
-            found = _growth(costs, "address")
+            found = _growth(costs, noun)
             if found:
-                rows.append([T_GROW_ADDRESSES, _source(name, r, label),
-                             found[0], found[1]])
-    return rows or [[T_GROW_ADDRESSES, "no in-process results", "-",
-                     NOT_MEASURED]]
+                rows.append([target, _source(name, r, label), *found])
+    return rows or [[target, none, "-", NOT_MEASURED]]
+
+
+def growthWithAddresses(results):
+    return _growthRows(T_GROW_ADDRESSES, _defaultInprocess(results),
+                       "distinct", "address", "no in-process results")
 
 
 def growthWithPeers(results):
-    rows = []
-    for name, r in _ofKind(results, "s2s"):
-        for direction, label in _DIRECTIONS:
-            costs = {c["peers"]: c["cpu_median_us"] for c in r["cases"]
-                     if c["direction"] == direction}
-            found = _growth(costs, "peer domain")
-            if found:
-                rows.append([T_GROW_PEERS, _source(name, r, label),
-                             found[0], found[1]])
-    return rows or [[T_GROW_PEERS, "no server-mode results", "-",
-                     NOT_MEASURED]]
+    return _growthRows(T_GROW_PEERS, _ofKind(results, "s2s"), "peers",
+                       "peer domain", "no server-mode results")
 
 
 def growthWithHeld(results):
     rows = []
-    for name, r in _ofKind(results, "scale"):
-        held = r.get("held")
-        if not held or held.get("held") != HELD:
-            continue
+    for name, r, held in _heldRuns(results):
         means = held.get("tenths_us_per_msg")
         medians = held.get("tenths_median_us")
         edges = "first / last tenth %.1f / %.1f µs" % (

@@ -46,3 +46,12 @@ class HeldTests(unittest.TestCase):
                          result["tenths_us_per_msg"][0])
         self.assertEqual(result["last_10pct_us_per_msg"],
                          result["tenths_us_per_msg"][-1])
+
+    def test_warmupWithinHoldLimit(self):
+        """
+        The warm-up holds no more than the timed run may (the hold limit
+        is C{held}).
+        """
+        result = scale.held(argparse.Namespace(held=20, held_warmup=50))
+        self.assertEqual(20, result["warmup_held"])
+        self.assertEqual(20, result["held"])

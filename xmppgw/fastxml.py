@@ -294,7 +294,6 @@ def speedUpElementStream(stream):
     return stream
 
 
-
 # Reading simple stanzas without expat ----------------------------------------
 
 #: Whether L{speedUpElementStream} also reads simple stanzas without expat

@@ -86,15 +86,17 @@ class IdleWatch:
     def _check(self):
         self._call = None
         last = self._last
+        if not self.timeout:
+            # Set to never since the timer was armed.
+            last.clear()
+            return
         while last:
             timer, touched = next(iter(last.items()))
-            rest = touched + (self.timeout or 0) - self.clock.seconds()
-            if self.timeout and rest > 0:
+            rest = touched + self.timeout - self.clock.seconds()
+            if rest > 0:
                 self._call = self.clock.callLater(rest, self._check)
                 return
             del last[timer]
-            if not self.timeout:
-                continue
             try:
                 timer.onIdle()
             except Exception:
