@@ -7,6 +7,7 @@ stream runs over a L{StringTransport}, and the server's side is played by
 feeding bytes to C{dataReceived}.
 """
 
+import itertools
 import re
 import socket
 
@@ -2401,6 +2402,53 @@ class LinkXmlStreamTests(unittest.TestCase):
         xs.transport = StringTransport()
         xs.send(fast)
         self.assertIn(b"<body>&lt;1 &amp; 2&gt;</body>", xs.transport.value())
+
+
+    def test_sendInStreamNamespace(self):
+        """
+        A L{SimpleElement} put in the stream's own namespace (server mode's
+        C{normalizeStanza}, C{jabber:server}) is written without
+        L{domish.Element.toXml}, with the bytes Twisted's stream writes;
+        so is every mix of that namespace, none and others, the fast way
+        or not.
+        """
+        ns = "jabber:server"
+
+        def message(uri, default, childUri, childDefault, extra=None):
+            m = SimpleElement((None, "message"))
+            m["to"] = "bob@xmpp.example"
+            m.addElement("body", content="hi & <bye>")
+            m.uri, m.defaultUri = uri, default
+            body = m.children[0]
+            body.uri, body.defaultUri = childUri, childDefault
+            if extra:
+                m.addElement((extra, "active"))
+            return m
+
+        choices = (None, ns, "jabber:client")
+        variants = [message(*v) for v in itertools.product(choices, repeat=4)]
+        variants.append(message(ns, ns, ns, ns, extra="urn:example"))
+        fast = 0
+        for stanza in variants:
+            written = []
+            for xs in linkStreams():
+                xs.namespace = ns
+                xs.transport = StringTransport()
+                xs.send(stanza)
+                written.append(xs.transport.value())
+            self.assertEqual(written[0], written[1], stanza.toXml())
+            fast += stanza._fastXml(1, ns) is not None
+        # (None, None) or (ns, ns), for the message and its body.
+        self.assertEqual(4, fast)
+        normalized = message(ns, ns, ns, ns)
+        normalized.toXml = lambda *args, **kwargs: self.fail("toXml called")
+        xs = linkStreams()[1]
+        xs.namespace = ns
+        xs.transport = StringTransport()
+        xs.send(normalized)
+        self.assertEqual(
+            b"<message to='bob@xmpp.example'><body>hi &amp; &lt;bye&gt;"
+            b"</body></message>", xs.transport.value())
 
 
 class FakeRouter:

@@ -179,6 +179,31 @@ class OutgoingTests(ServiceMixin, unittest.TestCase):
         self.assertIn(b"from='bob*sip.test@gw.test'", written)
         self.assertIn(b"<body>hi</body></message>", written)
 
+    def test_notifyWithoutDeferred(self):
+        """
+        With C{notify}, a stanza for a verified stream is written at once,
+        C{notify(None)} is called before C{deliver} returns, and there is
+        no Deferred (L{None}); a stanza that has to wait gets the Deferred,
+        which passes its outcome to C{notify} when it is written.
+        """
+        outcomes = []
+        waiting = self.s2s.deliver(
+            message(frm=f"bob*sip.test@{OURS}", to=f"alice@{PEER}"),
+            outcomes.append)
+        self.assertIsInstance(waiting, defer.Deferred)
+        self.assertEqual(outcomes, [])
+        xs, transport = self.outgoingConnection()
+        self.peerHeader(xs)
+        xs.dataReceived(f"<db:result from='{PEER}' to='{OURS}' type='valid'/>".encode())
+        self.assertEqual(outcomes, [None])
+        transport.clear()
+        handle = self.s2s.deliver(
+            message(frm=f"bob*sip.test@{OURS}", to=f"alice@{PEER}", body="now"),
+            outcomes.append)
+        self.assertIsNone(handle)
+        self.assertEqual(outcomes, [None, None])
+        self.assertIn(b"<body>now</body>", transport.value())
+
     def test_noDelay(self):
         """
         An outgoing stream turns Nagle's algorithm off when connected

@@ -160,13 +160,25 @@ class SimpleElement(domish.Element):
             self, prefixes=prefixes, closeElement=closeElement,
             defaultUri=defaultUri, prefixesInScope=prefixesInScope)
 
-    def _fastXml(self, closeElement):
+    def _fastXml(self, closeElement, namespace=None):
         """
         The serialized element, or L{None} when it is not of the simple
         shape.
+
+        @param namespace: the default namespace it is written in (an XML
+            stream's, e.g. C{jabber:server} on an S2S stream), or L{None}.
+            An element or child whose C{uri} and C{defaultUri} are both
+            that namespace is written as one with neither, which is what
+            L{domish.Element.toXml} writes for it with that C{defaultUri}
+            (no C{xmlns}): server mode's stanzas, put in C{jabber:server}
+            by L{xmppgw.xmpp.server.normalizeStanza}, take the fast way.
         """
-        if (self.uri is not None or self.defaultUri is not None
-                or self.localPrefixes or not closeElement):
+        if not closeElement or self.localPrefixes:
+            return None
+        uri = self.uri
+        if (uri is not None or self.defaultUri is not None) and (
+                namespace is None or uri != namespace
+                or self.defaultUri != namespace):
             return None
         name = self.name
         out = ["<", name]
@@ -182,9 +194,13 @@ class SimpleElement(domish.Element):
             if kind is str:
                 out.append(escapeText(child))
                 continue
-            if (kind is not domish.Element and kind is not SimpleElement) or (
-                    child.uri is not None or child.defaultUri is not None
+            if (kind is not domish.Element and kind is not SimpleElement
                     or child.localPrefixes):
+                return None
+            uri = child.uri
+            if (uri is not None or child.defaultUri is not None) and (
+                    namespace is None or uri != namespace
+                    or child.defaultUri != namespace):
                 return None
             out.append("<")
             out.append(child.name)

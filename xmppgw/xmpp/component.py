@@ -472,7 +472,9 @@ class LinkXmlStream(xmlstream.XmlStream):
      - The parser builds elements with the handlers of
        L{xmppgw.fastxml.speedUpElementStream}.
      - L{send} writes text and the simple stanzas of
-       L{xmppgw.fastxml.SimpleElement} without the generic element checks;
+       L{xmppgw.fastxml.SimpleElement} (also those in the stream's own
+       namespace, as server mode puts its stanzas in C{jabber:server})
+       without the generic element checks;
        the bytes, the C{rawDataOutFn} call (traffic log, byte count) and the
        transport write are those of L{xmlstream.XmlStream.send}.
     """
@@ -579,7 +581,7 @@ class LinkXmlStream(xmlstream.XmlStream):
         """
         kind = type(obj)
         if kind is SimpleElement:
-            text = obj._fastXml(1)
+            text = obj._fastXml(1, self.namespace)
             if text is not None:
                 obj = text
                 kind = str
