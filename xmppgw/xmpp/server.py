@@ -676,14 +676,14 @@ class OutgoingLink:
                 return True
         return False
 
-    def enqueue(self, stanza):
+    def wait(self, stanza):
         """
-        Send C{stanza} now if the stream is verified, else queue it.
+        Queue C{stanza} for when the stream is verified (L{sendNow} did not
+        write it).
 
-        @rtype: L{defer.Deferred}
+        @return: a L{defer.Deferred} firing with L{None} once it is
+            written, or failing with an L{S2SError}.
         """
-        if self.sendNow(stanza):
-            return defer.succeed(None)
         if self.state == CLOSED:
             return defer.fail(RemoteServerTimeout(self.domain, "stream closed"))
         if len(self.queue) >= self.s2s.queueLimit:
@@ -1374,9 +1374,9 @@ class S2SService(service.Service):
             return defer.fail(ServiceStopped(domain, "S2S service not running"))
         normalizeStanza(stanza)
         link = self._linkFor(domain)
-        if now and link.sendNow(stanza):
-            return None
-        return link.enqueue(stanza)
+        if link.sendNow(stanza):
+            return None if now else defer.succeed(None)
+        return link.wait(stanza)
 
     def send(self, stanza):
         """
