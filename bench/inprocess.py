@@ -520,6 +520,18 @@ class Runner:
         return timed / count / 1000.0, cpuPerMessage(timed, count, cpu, elapsed)
 
 
+def warmupRuns(asked, count, distincts):
+    """
+    How many untimed runs come before the timed ones: C{asked} (C{--warmup}),
+    or more if a case has more addresses than C{asked} runs of C{count}
+    messages would go through (each message of a run is from and to the
+    next address of its case, in turn).
+
+    @param distincts: the cases' numbers of distinct addresses.
+    """
+    return max(asked, -(-max(distincts) // count))
+
+
 def measureCases(direction, cases, args):
     """
     The cases C{cases} of C{direction}, each C{(distinct, metrics)} on a
@@ -541,9 +553,11 @@ def measureCases(direction, cases, args):
     runners = [Runner(g, 1.0 / args.rate, args.batch) for g in gateways]
     runs = [getattr(r, direction) for r in runners]
     distincts = [distinct for distinct, _ in cases]
-    # Warm up: imports, caches for the 1 and 100 cases, the timer heap
-    # (and PyPy's JIT).
-    for _ in range(args.warmup):
+    # Warm up: imports, the memos (every case sends from and to each of
+    # its addresses once at least, so that the timed runs measure the
+    # steady state, not the first sight of an address: round 28), the
+    # timer heap (and PyPy's JIT).
+    for _ in range(warmupRuns(args.warmup, args.count, distincts)):
         for run, distinct in zip(runs, distincts):
             run(args.count, distinct)
     samples = [([], [], [], YoungAllocations()) for _ in cases]
@@ -770,7 +784,10 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed runs before the timed ones (default "
                         "3; 30 on PyPy, whose JIT compiles the hot paths "
-                        "after some thousands of messages)")
+                        "after some thousands of messages); more when a "
+                        "case has more addresses than these runs send "
+                        "messages (every address is seen once before the "
+                        "timed runs)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     if args.warmup is None:

@@ -375,12 +375,34 @@ class MeasureCasesTests(TestCase):
         self.patch(inprocess.Runner, "sipToXMPP", run)
         inprocess.measureCases(
             "sipToXMPP", [(1, False), (100, False), (10000, False)],
-            self.args(warmup=2, runs=4))
+            self.args(warmup=2, runs=4, count=5000))
         self.assertEqual(
             [(1, False), (100, False), (10000, False)] * 2
             + [(d, True) for d in (1, 100, 10000, 100, 10000, 1, 10000, 1,
                                    100, 1, 100, 10000)],
             calls)
+
+    def test_warmupCoversAddresses(self):
+        """
+        The warm-up runs as often as C{--warmup} asks, and more if a case
+        would not otherwise have sent a message from each of its addresses
+        (round 28: the 10,000-address case's first timed runs had been its
+        first sight of 4,000 of them).
+        """
+        self.assertEqual(3, inprocess.warmupRuns(3, 2000, [1, 100, 6000]))
+        self.assertEqual(5, inprocess.warmupRuns(3, 2000, [1, 100, 10000]))
+        self.assertEqual(6, inprocess.warmupRuns(3, 2000, [1, 10001]))
+        runs = []
+
+        def run(self, count, distinct, timings=None):
+            runs.append((count, distinct, timings is not None))
+            return 1.0, 1.0
+
+        self.patch(inprocess.Runner, "xmppToSIP", run)
+        inprocess.measureCases("xmppToSIP", [(1, False), (25, False)],
+                               self.args(warmup=1, runs=1, count=10))
+        self.assertEqual([(10, 1, False), (10, 25, False)] * 3
+                         + [(10, 1, True), (10, 25, True)], runs)
 
     def test_batch(self):
         """

@@ -220,3 +220,46 @@ class ChoiceTests(unittest.TestCase):
         expected = (memoModule.generational
                     if sys.implementation.name == "pypy" else memoModule.lru)
         self.assertIs(expected, memoModule.bounded)
+
+
+class PerAddressTests(unittest.TestCase):
+    """
+    L{memoModule.perAddress}: the size of the memos that follow the
+    addresses in use.
+    """
+
+    def test_perInterpreter(self):
+        """
+        On PyPy the size asked; on CPython
+        L{memoModule.CPYTHON_ADDRESS_MEMO_SIZE}, twice the address mapper's
+        memos (an address reaches the parsers as a From and as a To).
+        """
+        from xmppgw.addressing import MEMO_SIZE
+        self.assertEqual(2 * MEMO_SIZE, memoModule.CPYTHON_ADDRESS_MEMO_SIZE)
+        expected = (1024 if memoModule.bounded is memoModule.generational
+                    else memoModule.CPYTHON_ADDRESS_MEMO_SIZE)
+        self.assertEqual(expected, memoModule.perAddress(1024))
+
+    def test_wired(self):
+        """
+        The memos and tables of the URIs, JIDs and request lines take their
+        size from it.
+        """
+        from xmppgw import addressing
+        from xmppgw.sip import message, uri
+        self.assertEqual(memoModule.perAddress(1024),
+                         uri.parseURI.cache_info().maxsize)
+        self.assertEqual(memoModule.perAddress(1024),
+                         uri._nameAddrHead.cache_info().maxsize)
+        self.assertEqual(memoModule.perAddress(4096),
+                         addressing._prepLocalpart.cache_info().maxsize)
+        self.assertEqual(memoModule.perAddress(2048), addressing.JID_MEMO_SIZE)
+        self.assertEqual(memoModule.perAddress(1024), message._START_LINES_MAX)
+        self.assertEqual(memoModule.perAddress(2048), message._HEADER_LINES_MAX)
+
+    def test_badSize(self):
+        """
+        The size for PyPy is checked on both interpreters.
+        """
+        self.assertRaises(ValueError, memoModule.perAddress, 0)
+        self.assertRaises(ValueError, memoModule.perAddress, "1024")

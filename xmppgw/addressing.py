@@ -76,7 +76,7 @@ import idna
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.protocols.jabber.xmpp_stringprep import nodeprep, resourceprep
 
-from xmppgw.memo import bounded
+from xmppgw.memo import bounded, perAddress
 from xmppgw.sip.uri import URIError, parseURI
 
 __all__ = [
@@ -388,7 +388,7 @@ def _userToLocalpart(user):
     return _localpartFromUser(user)
 
 
-@bounded(4096)
+@bounded(perAddress(4096))
 def _prepLocalpart(local):
     """
     Canonicalise the localpart of a received JID (nodeprep).
@@ -872,10 +872,12 @@ def _isPlainHost(host):
 
 
 #: How many JIDs L{jidHost} and L{jidHostAndBare} remember at least (the
-#: last ones looked up; L{xmppgw.memo.bounded}). Not L{MEMO_SIZE}: a JID
-#: read afresh costs 0.2 µs on PyPy and 0.6 µs on CPython, and on PyPy
-#: twice as many are held at most (docs/performance.rst, round 19).
-JID_MEMO_SIZE = 2048
+#: last ones looked up; L{xmppgw.memo.bounded}): on CPython as many as
+#: the other memos that follow the addresses in use
+#: (L{xmppgw.memo.perAddress}; round 28 in docs/performance.rst); on PyPy
+#: 2,048, not L{MEMO_SIZE}: a JID read afresh costs 0.2 µs there, and
+#: twice as many are held at most (round 19).
+JID_MEMO_SIZE = perAddress(2048)
 
 
 @bounded(JID_MEMO_SIZE)

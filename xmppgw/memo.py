@@ -136,3 +136,38 @@ def lru(maxsize):
 
 #: The decorator the gateway's memos use (see the module docstring).
 bounded = generational if sys.implementation.name == "pypy" else lru
+
+#: The size, on CPython, of the memos and tables whose arguments follow
+#: the addresses in use (L{perAddress}): twice the 16,384 addresses the
+#: address mapper remembers in each direction (its C{MEMO_SIZE}), since
+#: every address reaches these parsers twice, as a From and a To, or as a
+#: URI and the name-addr around it.
+CPYTHON_ADDRESS_MEMO_SIZE = 32768
+
+
+def perAddress(pypySize):
+    """
+    The size of a memo (or of a table emptied when full) whose arguments
+    follow the addresses in use: the URIs, name-addrs and JIDs of the
+    messages and the request lines that carry them.
+
+    On CPython L{CPYTHON_ADDRESS_MEMO_SIZE}: with as many active addresses
+    as the address mapper remembers, no parser repeats its work, and a
+    message costs about what it costs with one address (benchmark 1 with
+    10,000 addresses: 1.3-1.4 times the cost with 1 at the sizes PyPy
+    keeps; docs/performance.rst, round 28). The price is resident memory
+    that follows the addresses in use, about 2.3 KB per address once all
+    of these memos hold it (45 MB in benchmark 3's held run, which cycles
+    through 20,000 addresses; nothing at idle).
+
+    On PyPy C{pypySize}, the size each memo had before: every result a
+    memo keeps outlives PyPy's young generation and is copied out of it,
+    and memos of 32,768 took 29 MB more of its heap with 10,000 addresses
+    (round 25), which benchmark 3's held run (191.5 MB of its 200) does
+    not leave.
+
+    @param pypySize: the size on PyPy, a positive L{int}.
+    @return: the size on this interpreter.
+    """
+    _checkSize(pypySize)
+    return pypySize if bounded is generational else CPYTHON_ADDRESS_MEMO_SIZE

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple, Union
 
 from xmppgw.compat import compilePossessive
+from xmppgw.memo import perAddress
 from xmppgw.randomid import randomHex
 from xmppgw.sip.uri import (
     URIError, Params, _fastNew, _fastReplace, _paramValue, _hasParam,
@@ -743,9 +744,9 @@ def _checkVersion(version: str) -> Optional[SIPParseError]:
 
 #: C{{start line: (isResponse, method or code, Request-URI or reason)}}
 #: for the start lines read before that had no error (bounded: emptied
-#: when full).
+#: when full; 1,024 on PyPy, more on CPython: L{perAddress}).
 _startLines = {}
-_START_LINES_MAX = 1024
+_START_LINES_MAX = perAddress(1024)
 #: The longest start or header line kept (L{_startLines},
 #: L{_headerLines}): the caches hold a bounded number of bytes.
 _LINE_KEPT_MAX = 256
@@ -764,9 +765,9 @@ def _keepStartLine(line: str, parts: tuple) -> None:
 #: as L{parseMessage} reads them (bounded: emptied when full). Most lines
 #: repeat from message to message (Max-Forwards, CSeq, Content-Type, the
 #: To of a peer); those of the headers in L{_UNIQUE_LINES} nearly never do
-#: and are not kept.
+#: and are not kept. 2,048 on PyPy, more on CPython (L{perAddress}).
 _headerLines = {}
-_HEADER_LINES_MAX = 2048
+_HEADER_LINES_MAX = perAddress(2048)
 _UNIQUE_LINES = frozenset(["Via", "Call-ID", "From"])
 
 

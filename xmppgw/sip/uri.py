@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields as dataclassFields, replace
 from typing import Optional, Tuple
 
 from xmppgw.compat import compilePossessive
-from xmppgw.memo import bounded, generational
+from xmppgw.memo import bounded, generational, perAddress
 
 
 __all__ = [
@@ -500,7 +500,7 @@ def parseParams(text: str, uriParams: bool = False) -> Params:
     return tuple(out)
 
 
-@bounded(1024)
+@bounded(perAddress(1024))
 def parseURI(text: str) -> URI:
     """
     Parse a URI.  Results are cached (bounded): a L{URI} is immutable.
@@ -762,7 +762,7 @@ def _parseNameAddr(text: str) -> NameAddr:
     return _fastNew(NameAddr, display=display, uri=uri, params=params)
 
 
-@bounded(1024)
+@bounded(perAddress(1024))
 def _nameAddrHead(head: str) -> NameAddr:
     """
     A name-addr that is C{<uri>} alone (the fast path of L{parseNameAddr}:
