@@ -156,9 +156,9 @@ def perAddress(pypySize):
     message costs about what it costs with one address (benchmark 1 with
     10,000 addresses: 1.3-1.4 times the cost with 1 at the sizes PyPy
     keeps; docs/performance.rst, round 28). The price is resident memory
-    that follows the addresses in use, about 2.3 KB per address once all
-    of these memos hold it (45 MB in benchmark 3's held run, which cycles
-    through 20,000 addresses; nothing at idle).
+    that follows the addresses in use, about 2.8 KB per address once all
+    of these memos hold it (45.6 MB in benchmark 3's held run, which goes
+    through 16,000 addresses; nothing at idle).
 
     On PyPy C{pypySize}, the size each memo had before: every result a
     memo keeps outlives PyPy's young generation and is copied out of it,
