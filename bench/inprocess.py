@@ -809,7 +809,11 @@ def main(argv=None):
         "runs": args.runs,
         "simulated_rate": args.rate,
         "batch": args.batch,
-        "warmup_runs": args.warmup,
+        # The untimed runs each case had (--warmup, or more for a case with
+        # more addresses than those runs send: warmupRuns).
+        "warmup_runs": warmupRuns(
+            args.warmup, args.count,
+            [int(d) for d in args.distinct.split(",")]),
         "confirm_delivery": args.confirm,
         "log_messages": args.log,
         "gc_freeze": args.freeze,
