@@ -16,18 +16,19 @@ from xmppgw.memo import MemoInfo
 
 class Counted:
     """
-    A pure function of one argument that counts its calls and raises
-    L{ValueError} for negative numbers.
+    A pure function of one argument, the text of an integer, that counts
+    its calls (the integers) and raises L{ValueError} for negative ones.
     """
 
     def __init__(self):
         self.calls = []
 
     def __call__(self, argument):
-        self.calls.append(argument)
-        if argument < 0:
+        number = int(argument)
+        self.calls.append(number)
+        if number < 0:
             raise ValueError("negative: %r" % (argument,))
-        return ("result", argument)
+        return ("result", number)
 
 
 class BoundedContractMixin:
@@ -43,9 +44,9 @@ class BoundedContractMixin:
         """
         function = Counted()
         memo = self.bounded(4)(function)
-        self.assertEqual(("result", 1), memo(1))
-        first = memo(2)
-        self.assertIs(first, memo(2))
+        self.assertEqual(("result", 1), memo("1"))
+        first = memo("2")
+        self.assertIs(first, memo("2"))
         self.assertEqual([1, 2], function.calls)
         self.assertEqual(MemoInfo(misses=2, maxsize=4, currsize=2),
                          memo.cache_info())
@@ -57,7 +58,7 @@ class BoundedContractMixin:
         function = Counted()
         memo = self.bounded(4)(function)
         for _ in range(2):
-            self.assertRaises(ValueError, memo, -1)
+            self.assertRaises(ValueError, memo, "-1")
         self.assertEqual([-1, -1], function.calls)
         self.assertEqual(0, memo.cache_info().currsize)
 
@@ -69,11 +70,11 @@ class BoundedContractMixin:
         function = Counted()
         memo = self.bounded(5)(function)
         for argument in range(23):
-            memo(argument)
+            memo(str(argument))
             self.assertLessEqual(memo.cache_info().currsize, 10)
         del function.calls[:]
         for argument in range(18, 23):
-            memo(argument)
+            memo(str(argument))
         self.assertEqual([], function.calls)
 
     def test_usedResultKept(self):
@@ -84,8 +85,8 @@ class BoundedContractMixin:
         function = Counted()
         memo = self.bounded(3)(function)
         for argument in range(1, 20):
-            memo(0)
-            memo(argument)
+            memo("0")
+            memo(str(argument))
         self.assertEqual(1, function.calls.count(0))
 
     def test_clear(self):
@@ -95,11 +96,11 @@ class BoundedContractMixin:
         function = Counted()
         memo = self.bounded(2)(function)
         for argument in (1, 2, 1):
-            memo(argument)
+            memo(str(argument))
         self.assertEqual(MemoInfo(2, 2, 2), memo.cache_info())
         memo.cache_clear()
         self.assertEqual(MemoInfo(0, 2, 0), memo.cache_info())
-        memo(1)
+        memo("1")
         self.assertEqual([1, 2, 1], function.calls)
         self.assertEqual(MemoInfo(1, 2, 1), memo.cache_info())
 
@@ -110,7 +111,7 @@ class BoundedContractMixin:
         """
         def double(x):
             """
-            Twice C{x}.
+            C{x} twice.
             """
             return 2 * x
 
@@ -118,7 +119,39 @@ class BoundedContractMixin:
         self.assertIs(double, memo.__wrapped__)
         self.assertEqual("double", memo.__name__)
         self.assertEqual(double.__doc__, memo.__doc__)
-        self.assertEqual(6, memo(3))
+        self.assertEqual("33", memo("3"))
+
+    def test_longArgumentsNotKept(self):
+        """
+        The result for an argument longer than L{memoModule.MAX_KEPT_LENGTH}
+        is computed on every call and never held (so that what a memo
+        holds is bounded in bytes), and it pushes nothing out; one of that
+        length is kept as any other.
+        """
+        function = Counted()
+        memo = self.bounded(2)(function)
+        limit = memoModule.MAX_KEPT_LENGTH
+        atLimit = "7".zfill(limit)
+        tooLong = "8".zfill(limit + 1)
+        memo("1")
+        for _ in range(3):
+            self.assertEqual(("result", 8), memo(tooLong))
+        self.assertEqual(("result", 7), memo(atLimit))
+        self.assertEqual(("result", 7), memo(atLimit))
+        memo("1")
+        self.assertEqual([1, 8, 8, 8, 7], function.calls)
+        self.assertEqual(MemoInfo(5, 2, 2), memo.cache_info())
+
+    def test_otherArgumentsKept(self):
+        """
+        An argument that is not text (the address mapper also takes parsed
+        URIs and JIDs) is kept as before.
+        """
+        function = Counted()
+        memo = self.bounded(2)(function)
+        memo(10 ** 300)
+        memo(10 ** 300)
+        self.assertEqual([10 ** 300], function.calls)
 
     def test_badSize(self):
         """
@@ -150,7 +183,7 @@ class BoundedContractMixin:
             inLRU = argument in lru
             before = len(function.calls)
             try:
-                got = ("ok", memo(argument))
+                got = ("ok", memo(str(argument)))
             except ValueError:
                 got = ("raised",)
             expected = ("ok", ("result", argument)) if argument >= 0 else (
@@ -182,7 +215,7 @@ class GenerationalTests(BoundedContractMixin, unittest.TestCase):
         function = Counted()
         memo = self.bounded(2)(function)
         for argument in (0, 1, 2, 0, 3, 4, 0, 1):
-            memo(argument)
+            memo(str(argument))
         # 0 was used again after the first turn-over and kept through the
         # second; 1 was not.
         self.assertEqual([0, 1, 2, 3, 4, 1], function.calls)
@@ -203,7 +236,7 @@ class LRUTests(BoundedContractMixin, unittest.TestCase):
         function = Counted()
         memo = self.bounded(3)(function)
         for argument in range(10):
-            memo(argument)
+            memo(str(argument))
         self.assertEqual(MemoInfo(10, 3, 3), memo.cache_info())
 
 

@@ -518,6 +518,24 @@ class NameAddrMemoTests(unittest.TestCase):
             # One miss per new From; the To was parsed by the first.
             self.assertEqual(i + 2, parseNameAddr.cache_info().misses)
 
+    def test_longNotKept(self):
+        """
+        A peer's overlong From, To or Request-URI is parsed as any other and
+        its results are not kept by the memos (L{memo.MAX_KEPT_LENGTH}): a
+        memo's bytes stay bounded whatever the peers send.
+        """
+        from xmppgw import memo
+        user = "u" * memo.MAX_KEPT_LENGTH
+        memos = (parseNameAddr, uriModule._nameAddrHead, uriModule.parseURI)
+        before = [m.cache_info().currsize for m in memos]
+        for i in range(5):
+            nameAddr = parseNameAddr("<sip:%s%d@example.org>" % (user, i))
+            self.assertEqual(user + str(i), nameAddr.uri.user)
+            self.assertEqual(
+                "example.org",
+                uriModule.parseURI("sip:%s%d@example.org" % (user, i)).host)
+        self.assertEqual(before, [m.cache_info().currsize for m in memos])
+
     def test_sizePerMemoKind(self):
         """
         16 with PyPy's generational memo, 512 with CPython's

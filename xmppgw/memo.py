@@ -7,7 +7,14 @@ L{bounded} is the one decorator for these memos. What it promises, on
 both interpreters:
 
   - an argument among the last C{maxsize} distinct arguments looked up
-    is always found (as in a least-recently-used memo of C{maxsize});
+    is always found (as in a least-recently-used memo of C{maxsize}),
+    unless it is text longer than L{MAX_KEPT_LENGTH}: the result for such
+    text is computed on every call and never kept, so that what a memo
+    holds is bounded in bytes, not only in count (the arguments come from
+    the peers: a Request-URI may be as long as a datagram, and a kept
+    result holds about twice its argument). The gateway passes text to
+    every memo; other arguments (parsed URIs and JIDs, which the address
+    mapper also takes) are kept whatever their size;
   - at most 2 x C{maxsize} results are held;
   - exceptions are not remembered: the function raises again on the
     next call;
@@ -41,6 +48,13 @@ import sys
 from typing import NamedTuple
 
 _MISSING = object()
+
+#: The longest argument (in characters) whose result a memo keeps. Real
+#: URIs, name-addrs, JIDs, media types and charset labels are far
+#: shorter; a memo of 32,768 (L{perAddress}) then holds at most about 32
+#: MB, where 64 KB arguments could have made it 4 GB (round 28 in
+#: docs/performance.rst).
+MAX_KEPT_LENGTH = 256
 
 
 class MemoInfo(NamedTuple):
@@ -83,6 +97,9 @@ def generational(maxsize):
             value = young.get(argument, _MISSING)
             if value is not _MISSING:
                 return value
+            if type(argument) is str and len(argument) > MAX_KEPT_LENGTH:
+                misses += 1
+                return function(argument)
             value = old.get(argument, _MISSING)
             if value is _MISSING:
                 misses += 1
@@ -113,22 +130,37 @@ def generational(maxsize):
 def lru(maxsize):
     """
     A decorator: L{functools.lru_cache} of C{maxsize} for a function of
-    one hashable positional argument, with L{bounded}'s C{cache_info}.
+    one hashable positional argument, with L{bounded}'s C{cache_info}
+    (the function alone for text longer than L{MAX_KEPT_LENGTH}).
 
     @param maxsize: a positive L{int}.
     """
     _checkSize(maxsize)
 
     def decorate(function):
-        memo = functools.lru_cache(maxsize=maxsize)(function)
-        info = memo.cache_info
+        cached = functools.lru_cache(maxsize=maxsize)(function)
+        info = cached.cache_info
+        long = 0
+
+        def memo(argument):
+            nonlocal long
+            if type(argument) is not str or len(argument) <= MAX_KEPT_LENGTH:
+                return cached(argument)
+            long += 1
+            return function(argument)
 
         def cache_info():
             hits, misses, _, currsize = info()
-            return MemoInfo(misses, maxsize, currsize)
+            return MemoInfo(misses + long, maxsize, currsize)
 
-        # An attribute of the instance hides the method of the type.
+        def cache_clear():
+            nonlocal long
+            cached.cache_clear()
+            long = 0
+
+        functools.update_wrapper(memo, function)
         memo.cache_info = cache_info
+        memo.cache_clear = cache_clear
         return memo
 
     return decorate
