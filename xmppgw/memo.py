@@ -51,9 +51,9 @@ _MISSING = object()
 
 #: The longest argument (in characters) whose result a memo keeps. Real
 #: URIs, name-addrs, JIDs, media types and charset labels are far
-#: shorter; a memo of 32,768 (L{perAddress}) then holds at most about 32
-#: MB, where 64 KB arguments could have made it 4 GB (round 28 in
-#: docs/performance.rst).
+#: shorter; a memo of 32,768 (L{perAddress}) then holds at most about 35
+#: MB of parsed URIs, where 64 KB arguments could have made it 4 GB
+#: (round 28 in docs/performance.rst).
 MAX_KEPT_LENGTH = 256
 
 
