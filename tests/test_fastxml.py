@@ -510,6 +510,25 @@ class ReadSimpleStanzasTests(unittest.TestCase):
         self.assertEqual(len(simple) + 1, len(events))
         self.assertEqual(len(_HEADER), stream.parser.CurrentByteIndex)
 
+    def test_longPartsNotKept(self):
+        """
+        A stanza whose tag parts (attributes, namespace) are longer than
+        the memos' limit (L{xmppgw.memo.MAX_KEPT_LENGTH}) is read as expat
+        reads it, and its parts are not kept: the caches hold a bounded
+        number of bytes whatever the peers send.
+        """
+        from xmppgw import fastxml, memo
+        long = "a" * memo.MAX_KEPT_LENGTH
+        stanza = ("<message to='%s@b' xmlns='urn:x:%s'><body>x</body>"
+                  "</message>" % (long, long))
+        events, error, stream = self.assertSameFeed(
+            [_HEADER, stanza.encode("ascii")])
+        self.assertIsNone(error)
+        for cache in (fastxml._heads, fastxml._keys, fastxml._endNames,
+                      fastxml._namespaces):
+            self.assertEqual(
+                [], [k for k in cache if len(k) > memo.MAX_KEPT_LENGTH])
+
     def test_listedEdges(self):
         """
         Stanzas at the edges of the simple kind, each fed as a chunk of its

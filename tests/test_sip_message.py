@@ -7,6 +7,7 @@ import re
 from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 
+from xmppgw import memo as memoModule
 from xmppgw.sip import message as messageModule
 from xmppgw.sip.message import (
     REASON_PHRASES, FramingError, Headers, Request, Response, SIPParseError,
@@ -1325,6 +1326,32 @@ class LineCacheTests(unittest.TestCase):
         self.assertEqual(list(messageModule._startLines), [])
         self.assertEqual(sorted(messageModule._headerLines),
                          ["Content-Length: 0", "Subject: short"])
+
+    def test_longNamesAndViasNotKept(self):
+        """
+        Header names and Via lines longer than C{_LINE_KEPT_MAX} are read
+        as any other and not kept by the name and Via caches either (the
+        rule of L{xmppgw.memo.MAX_KEPT_LENGTH}); those of that length are.
+        """
+        limit = messageModule._LINE_KEPT_MAX
+        self.assertEqual(memoModule.MAX_KEPT_LENGTH, limit)
+        # Empty caches (others' tests may have filled the name caches,
+        # which stop keeping names once full).
+        self.patch(messageModule, "_canonCache", messageModule._CanonicalNames())
+        self.patch(messageModule, "_nameCache", {})
+        longName = "X-" + "a" * (limit - 1)
+        longVia = "SIP/2.0/UDP h.example;branch=z9hG4bK" + "b" * limit
+        data = ("MESSAGE sip:a@b SIP/2.0\r\nVia: %s\r\n%s: 1\r\n"
+                "Content-Length: 0\r\n\r\n" % (longVia, longName)).encode()
+        message = parseMessage(data)
+        self.assertEqual("1", message.headers.get(longName))
+        self.assertEqual(longVia, message.headers.get("Via"))
+        self.assertEqual("h.example", messageModule._parsedVias(longVia)[0].host)
+        self.assertNotIn(longName, messageModule._nameCache)
+        self.assertNotIn(longName, messageModule._canonCache)
+        self.assertNotIn(longVia, messageModule._viaCache)
+        messageModule.canonicalName(longName[:limit])
+        self.assertIn(longName[:limit], messageModule._canonCache)
 
     def test_bounded(self):
         """

@@ -929,6 +929,26 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
             self.receivedRequest("SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bK%d" % (i,), CLIENT)
         self.assertLessEqual(len(_udpReplies), transportModule._UDP_REPLIES_MAX)
 
+    def test_longNotKept(self):
+        """
+        A top Via line or a host longer than the memos' limit
+        (L{xmppgw.memo.MAX_KEPT_LENGTH}) is not kept: the response still
+        goes where the Via says, worked out again; the caches hold a
+        bounded number of bytes whatever the peers send.
+        """
+        _udpReplies.clear()
+        _ipHosts.clear()
+        self.addCleanup(_ipHosts.clear)
+        longVia = ("SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bK"
+                   + "b" * transportModule.MAX_KEPT_LENGTH)
+        request, source = self.receivedRequest(longVia, CLIENT)
+        self.assertEqual({}, _udpReplies)
+        self.assertIsNone(self.sip.send(makeResponse(request, 200), source))
+        self.assertEqual(self.udpWritten()[0][1], CLIENT)
+        longHost = "h" * transportModule.MAX_KEPT_LENGTH + ".example"
+        self.assertFalse(_isIP(longHost))
+        self.assertNotIn(longHost, _ipHosts)
+
     def test_replyToName(self):
         """
         A response whose reply address is a host name (a C{maddr}) is sent

@@ -29,6 +29,7 @@ import re
 from twisted.words.xish import domish
 
 from xmppgw.errors import NS_XML
+from xmppgw.memo import MAX_KEPT_LENGTH
 
 __all__ = ["SimpleElement", "addTextElement", "escapeText", "escapeAttribute",
            "isHandled", "speedUpElementStream", "unlinkTree"]
@@ -336,7 +337,8 @@ _SPACE = re.compile("[ \t\n]*")
 _NAMESPACE = re.compile("[A-Za-z0-9:/._#?=%~+!$(),;@-]+")
 _RESERVED_NAMESPACES = frozenset([NS_XML, "http://www.w3.org/2000/xmlns/"])
 #: The parts of start and end tags read before, and what they gave
-#: (L{False}: not of the simple kind); bounded (emptied when full).
+#: (L{False}: not of the simple kind); bounded (emptied when full; parts
+#: longer than L{MAX_KEPT_LENGTH} are not kept, as in the memos).
 _heads = {}
 _keys = {}
 _endNames = {}
@@ -353,6 +355,8 @@ def _cached(cache, pattern, text):
     if known is None:
         match = pattern.fullmatch(text)
         known = match.groups() if match is not None else False
+        if len(text) > MAX_KEPT_LENGTH:
+            return known
         if len(cache) >= _PARTS_MAX:
             cache.clear()
         cache[text] = known
@@ -364,6 +368,8 @@ def _goodNamespace(value):
     if known is None:
         known = (_NAMESPACE.fullmatch(value) is not None
                  and value not in _RESERVED_NAMESPACES)
+        if len(value) > MAX_KEPT_LENGTH:
+            return known
         if len(_namespaces) >= _PARTS_MAX:
             _namespaces.clear()
         _namespaces[value] = known

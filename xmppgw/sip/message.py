@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple, Union
 
 from xmppgw.compat import compilePossessive
-from xmppgw.memo import perAddress
+from xmppgw.memo import MAX_KEPT_LENGTH, perAddress
 from xmppgw.randomid import randomHex
 from xmppgw.sip.uri import (
     URIError, Params, _fastNew, _fastReplace, _paramValue, _hasParam,
@@ -116,7 +116,7 @@ class _CanonicalNames(dict):
             canon = _SPECIAL[lower]
         else:
             canon = "-".join(w[:1].upper() + w[1:] for w in lower.split("-"))
-        if len(self) < _CANON_CACHE_MAX:
+        if len(self) < _CANON_CACHE_MAX and len(name) <= _LINE_KEPT_MAX:
             self[name] = canon
         return canon
 
@@ -497,6 +497,8 @@ def _keepVias(value: str, vias: Tuple[Via, ...]) -> None:
     a line known to parse to exactly C{vias} (one the caller formatted from
     parsed values, see L{xmppgw.sip.transport}).
     """
+    if len(value) > _LINE_KEPT_MAX:
+        return
     if len(_viaCache) >= _VIA_CACHE_MAX:
         _viaCache.clear()
     _viaCache[value] = vias
@@ -716,7 +718,7 @@ def _headerName(name: str) -> Optional[str]:
     if not _TOKEN_RE.fullmatch(name):
         return None
     canon = canonicalName(name)
-    if len(_nameCache) < _NAME_CACHE_MAX:
+    if len(_nameCache) < _NAME_CACHE_MAX and len(name) <= _LINE_KEPT_MAX:
         _nameCache[name] = canon
     return canon
 
@@ -747,9 +749,11 @@ def _checkVersion(version: str) -> Optional[SIPParseError]:
 #: when full; 1,024 on PyPy, more on CPython: L{perAddress}).
 _startLines = {}
 _START_LINES_MAX = perAddress(1024)
-#: The longest start or header line kept (L{_startLines},
-#: L{_headerLines}): the caches hold a bounded number of bytes.
-_LINE_KEPT_MAX = 256
+#: The longest start or header line, Via line or header name kept
+#: (L{_startLines}, L{_headerLines}, L{_viaCache}, L{_nameCache},
+#: L{_canonCache}; L{xmppgw.memo.MAX_KEPT_LENGTH}, the memos' rule): the
+#: caches hold a bounded number of bytes whatever the peers send.
+_LINE_KEPT_MAX = MAX_KEPT_LENGTH
 
 
 def _keepStartLine(line: str, parts: tuple) -> None:
