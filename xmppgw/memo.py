@@ -193,10 +193,9 @@ def perAddress(pypySize):
     through 16,000 addresses; nothing at idle).
 
     On PyPy C{pypySize}, the size each memo had before: every result a
-    memo keeps outlives PyPy's young generation and is copied out of it,
-    and memos of 32,768 took 29 MB more of its heap with 10,000 addresses
-    (round 25), which benchmark 3's held run (191.5 MB of its 200) does
-    not leave.
+    memo keeps outlives PyPy's young generation and is copied out of it
+    (round 25), and memos of 32,768 took benchmark 3's held run from 191.0
+    to 208.7 MB, over its 200 (round 28).
 
     @param pypySize: the size on PyPy, a positive L{int}.
     @return: the size on this interpreter.
