@@ -296,3 +296,31 @@ class PerAddressTests(unittest.TestCase):
         """
         self.assertRaises(ValueError, memoModule.perAddress, 0)
         self.assertRaises(ValueError, memoModule.perAddress, "1024")
+
+
+class KeepBoundedTests(unittest.TestCase):
+    """
+    L{memoModule.keepBounded}: the parsers' caches keyed by peer text.
+    """
+
+    def test_emptiedWhenFull(self):
+        """
+        A table holding C{maxsize} entries is emptied before the next one
+        is kept.
+        """
+        table = {}
+        for key in "abc":
+            memoModule.keepBounded(table, key, key.upper(), 2)
+        self.assertEqual({"c": "C"}, table)
+
+    def test_longKeyNotKept(self):
+        """
+        A key longer than L{memoModule.MAX_KEPT_LENGTH} is not kept and
+        leaves the table as it was; one of that length is kept.
+        """
+        table = {"a": 1}
+        limit = memoModule.MAX_KEPT_LENGTH
+        memoModule.keepBounded(table, "x" * (limit + 1), 2, 1)
+        self.assertEqual({"a": 1}, table)
+        memoModule.keepBounded(table, "x" * limit, 3, 2)
+        self.assertEqual({"a": 1, "x" * limit: 3}, table)

@@ -939,13 +939,14 @@ class UDPSendTests(TransportTestMixin, unittest.TestCase):
         _udpReplies.clear()
         _ipHosts.clear()
         self.addCleanup(_ipHosts.clear)
+        from xmppgw.memo import MAX_KEPT_LENGTH
         longVia = ("SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bK"
-                   + "b" * transportModule.MAX_KEPT_LENGTH)
+                   + "b" * MAX_KEPT_LENGTH)
         request, source = self.receivedRequest(longVia, CLIENT)
         self.assertEqual({}, _udpReplies)
         self.assertIsNone(self.sip.send(makeResponse(request, 200), source))
         self.assertEqual(self.udpWritten()[0][1], CLIENT)
-        longHost = "h" * transportModule.MAX_KEPT_LENGTH + ".example"
+        longHost = "h" * MAX_KEPT_LENGTH + ".example"
         self.assertFalse(_isIP(longHost))
         self.assertNotIn(longHost, _ipHosts)
 

@@ -29,7 +29,7 @@ import re
 from twisted.words.xish import domish
 
 from xmppgw.errors import NS_XML
-from xmppgw.memo import MAX_KEPT_LENGTH
+from xmppgw.memo import keepBounded
 
 __all__ = ["SimpleElement", "addTextElement", "escapeText", "escapeAttribute",
            "isHandled", "speedUpElementStream", "unlinkTree"]
@@ -337,8 +337,8 @@ _SPACE = re.compile("[ \t\n]*")
 _NAMESPACE = re.compile("[A-Za-z0-9:/._#?=%~+!$(),;@-]+")
 _RESERVED_NAMESPACES = frozenset([NS_XML, "http://www.w3.org/2000/xmlns/"])
 #: The parts of start and end tags read before, and what they gave
-#: (L{False}: not of the simple kind); bounded (emptied when full; parts
-#: longer than L{MAX_KEPT_LENGTH} are not kept, as in the memos).
+#: (L{False}: not of the simple kind); bounded (L{keepBounded}: emptied
+#: when full, no long part kept).
 _heads = {}
 _keys = {}
 _endNames = {}
@@ -355,11 +355,7 @@ def _cached(cache, pattern, text):
     if known is None:
         match = pattern.fullmatch(text)
         known = match.groups() if match is not None else False
-        if len(text) > MAX_KEPT_LENGTH:
-            return known
-        if len(cache) >= _PARTS_MAX:
-            cache.clear()
-        cache[text] = known
+        keepBounded(cache, text, known, _PARTS_MAX)
     return known
 
 
@@ -368,11 +364,7 @@ def _goodNamespace(value):
     if known is None:
         known = (_NAMESPACE.fullmatch(value) is not None
                  and value not in _RESERVED_NAMESPACES)
-        if len(value) > MAX_KEPT_LENGTH:
-            return known
-        if len(_namespaces) >= _PARTS_MAX:
-            _namespaces.clear()
-        _namespaces[value] = known
+        keepBounded(_namespaces, value, known, _PARTS_MAX)
     return known
 
 

@@ -169,6 +169,20 @@ def lru(maxsize):
 #: The decorator the gateway's memos use (see the module docstring).
 bounded = generational if sys.implementation.name == "pypy" else lru
 
+
+def keepBounded(table, key, value, maxsize):
+    """
+    Remember C{value} for the text C{key} in C{table}, one of the parsers'
+    caches keyed by text from the peers: a L{dict} emptied when it holds
+    C{maxsize} entries, and no key longer than L{MAX_KEPT_LENGTH} (the
+    memos' rule), so that it is bounded in bytes as well as in count. The
+    caller works a key that is not kept out again when it comes back.
+    """
+    if len(key) <= MAX_KEPT_LENGTH:
+        if len(table) >= maxsize:
+            table.clear()
+        table[key] = value
+
 #: The size, on CPython, of the memos and tables whose arguments follow
 #: the addresses in use (L{perAddress}): twice the 16,384 addresses the
 #: address mapper remembers in each direction (its C{MEMO_SIZE}), since

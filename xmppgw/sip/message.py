@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple, Union
 
 from xmppgw.compat import compilePossessive
-from xmppgw.memo import MAX_KEPT_LENGTH, perAddress
+from xmppgw.memo import MAX_KEPT_LENGTH, keepBounded, perAddress
 from xmppgw.randomid import randomHex
 from xmppgw.sip.uri import (
     URIError, Params, _fastNew, _fastReplace, _paramValue, _hasParam,
@@ -497,11 +497,7 @@ def _keepVias(value: str, vias: Tuple[Via, ...]) -> None:
     a line known to parse to exactly C{vias} (one the caller formatted from
     parsed values, see L{xmppgw.sip.transport}).
     """
-    if len(value) > _LINE_KEPT_MAX:
-        return
-    if len(_viaCache) >= _VIA_CACHE_MAX:
-        _viaCache.clear()
-    _viaCache[value] = vias
+    keepBounded(_viaCache, value, vias, _VIA_CACHE_MAX)
 
 
 #: A Via line in its usual shape: one value, no blanks but the one before
@@ -750,18 +746,16 @@ def _checkVersion(version: str) -> Optional[SIPParseError]:
 _startLines = {}
 _START_LINES_MAX = perAddress(1024)
 #: The longest start or header line, Via line or header name kept
-#: (L{_startLines}, L{_headerLines}, L{_viaCache}, L{_nameCache},
-#: L{_canonCache}; L{xmppgw.memo.MAX_KEPT_LENGTH}, the memos' rule): the
-#: caches hold a bounded number of bytes whatever the peers send.
+#: (L{_startLines}, L{_headerLines}, L{_viaCache} through
+#: L{xmppgw.memo.keepBounded}; L{_nameCache}, L{_canonCache}, which stop
+#: taking names when full): the memos' rule,
+#: L{xmppgw.memo.MAX_KEPT_LENGTH}; the caches hold a bounded number of
+#: bytes whatever the peers send.
 _LINE_KEPT_MAX = MAX_KEPT_LENGTH
 
 
 def _keepStartLine(line: str, parts: tuple) -> None:
-    if len(line) > _LINE_KEPT_MAX:
-        return
-    if len(_startLines) >= _START_LINES_MAX:
-        _startLines.clear()
-    _startLines[line] = parts
+    keepBounded(_startLines, line, parts, _START_LINES_MAX)
 
 
 #: C{{header line: (canonical name, value)}}: the header lines read before
@@ -957,10 +951,8 @@ def parseMessage(data: bytes) -> Message:
             if canon is not None:
                 item = (canon, value.strip(" \t"))
                 append(item)
-                if canon not in _UNIQUE_LINES and len(line) <= _LINE_KEPT_MAX:
-                    if len(known) >= _HEADER_LINES_MAX:
-                        known.clear()
-                    known[line] = item
+                if canon not in _UNIQUE_LINES:
+                    keepBounded(known, line, item, _HEADER_LINES_MAX)
                 continue
         if not line:
             continue

@@ -56,7 +56,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from xmppgw.idle import IdleWatch
-from xmppgw.memo import MAX_KEPT_LENGTH
+from xmppgw.memo import keepBounded
 from xmppgw.sockio import listenUDP, tuneStream
 from xmppgw.sip.message import (
     _SIMPLE_VIA_RE,
@@ -196,11 +196,7 @@ def _isIP(host):
     known = _ipHosts.get(host)
     if known is None:
         known = isIPAddress(host) or isIPv6Address(host)
-        if len(host) > MAX_KEPT_LENGTH:
-            return known
-        if len(_ipHosts) >= _IP_HOSTS_MAX:
-            _ipHosts.clear()
-        _ipHosts[host] = known
+        keepBounded(_ipHosts, host, known, _IP_HOSTS_MAX)
     return known
 
 
@@ -257,12 +253,7 @@ _UDP_REPLIES_MAX = 1024
 
 
 def _keepReply(text, reply):
-    if len(text) > MAX_KEPT_LENGTH:
-        # Not kept (bounded bytes, as the memos): worked out again.
-        return
-    if len(_udpReplies) >= _UDP_REPLIES_MAX:
-        _udpReplies.clear()
-    _udpReplies[text] = reply
+    keepBounded(_udpReplies, text, reply, _UDP_REPLIES_MAX)
 
 
 def _udpReplyAddress(via):
