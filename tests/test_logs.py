@@ -744,8 +744,7 @@ class MessageLineTests(RouterTestsMixin, unittest.TestCase):
         with capturedLogs() as events:
             self.receive(sipMessage())
             self.clock.advance(0.125)
-            self.link.isAuthenticated = True
-            self.router.xmppLinkUp()
+            self.link.comeUp()
         [event] = [e for e in events if e.get("direction")]
         self.assertEqual(LogLevel.info, event["log_level"])
         self.assertEqual(125.0, event["latencyMs"])

@@ -270,8 +270,7 @@ class RouterMetricsTests(RouterTestsMixin, unittest.TestCase):
         self.assertEqual(1.0, self.value("xmppgw_queued_messages",
                                          queue="sip_held"))
         self.clock.advance(0.5)
-        self.link.isAuthenticated = True
-        self.router.xmppLinkUp()
+        self.link.comeUp()
         self.assertEqual(0.0, self.value("xmppgw_queued_messages",
                                          queue="sip_held"))
         self.assertEqual(1.0, self.value("xmppgw_messages_total", origin="sip",

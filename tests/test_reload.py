@@ -130,8 +130,7 @@ class ReloaderTests(ReloadTestsMixin, unittest.TestCase):
         self.write('gwmap = ["sip.example=xmpp.example"]')
         self.assertTrue(self.reloader.reload())
         self.clock.advance(1)
-        self.link.isAuthenticated = True
-        self.router.xmppLinkUp()
+        self.link.comeUp()
         self.assertEqual([202], [r.code for r in held.responses])
         [stanza] = self.link.sent
         self.assertEqual("bob@gw.example", stanza["from"])

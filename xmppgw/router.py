@@ -3,12 +3,15 @@
 The router: the one object that links the SIP side and the XMPP side.
 
 SIP -> XMPP: a MESSAGE that passes the request policy (L{xmppgw.sip.uas}) and
-maps (L{xmppgw.messages}) becomes a C{<message/>} stanza. The SIP server
-transaction is answered with the success code only once the stanza has been
-written to the authenticated XMPP link (project decision 12). While the link
-is down the transaction is I{held}, in a bounded queue, for at most
-C{holdTimeout} seconds; then it is answered 503 with C{Retry-After}. So a 2xx
-always means "handed to the XMPP server", never "only in our memory".
+maps (L{xmppgw.messages}) becomes a C{<message/>} stanza. The stanza goes to
+the XMPP side's C{deliver}, and the SIP server transaction is answered with
+the success code only once that side reports it handed to the XMPP server
+(project decision 12: confirmed by the component's server, or written to a
+verified S2S stream). While it waits (the link is down, or the
+confirmation has not come) the transaction is I{held}, at most
+C{holdLimit} of them, for at most C{holdTimeout} seconds; then it is
+answered 503 with C{Retry-After}. So a 2xx always means "handed to the XMPP
+server", never "only in our memory".
 
 XMPP -> SIP: a C{<message/>} with a body becomes a SIP MESSAGE sent through a
 client transaction, at most one in flight per destination URI (RFC 3428
@@ -157,21 +160,6 @@ class _Delivery:
         self.answered = False
 
 
-class _Held:
-    """
-    A SIP MESSAGE waiting for the XMPP link to come up.
-    """
-
-    __slots__ = ("request", "transaction", "stanza", "timer", "received")
-
-    def __init__(self, request, transaction, stanza, timer, received):
-        self.request = request
-        self.transaction = transaction
-        self.stanza = stanza
-        self.timer = timer
-        self.received = received
-
-
 class _Outgoing:
     """
     An XMPP message on its way to SIP.
@@ -202,8 +190,9 @@ class MessageRouter:
         @param clock: an L{IReactorTime} provider.
         @param mapper: an L{xmppgw.addressing.AddressMapper}.
         @param sip: the L{xmppgw.sip.transaction.TransactionLayer}.
-        @param xmpp: the XMPP link: C{isAuthenticated} and C{send(element)}
-            raising L{LinkDown}.
+        @param xmpp: the XMPP side: C{isAuthenticated}, C{send(element)}
+            raising L{LinkDown}, and C{deliver(stanza, notify)} for the
+            stanzas of SIP MESSAGEs (see L{_deliver}).
         @param settings: L{RouterSettings}.
         """
         self.clock = clock
@@ -214,7 +203,6 @@ class MessageRouter:
         # Bound once: the class attribute (a descriptor) builds a new
         # Logger on every access. Same namespace and source as it gives.
         self._log = type(self)._log.__get__(self, type(self))
-        self._held = deque()
         self._delivering = set()
         # The deliveries in arrival order (answered ones are dropped from
         # the head lazily) and the one timer for the oldest: every delivery
@@ -262,7 +250,7 @@ class MessageRouter:
             "destinations": SIP destinations with a queue}}.
         """
         return {
-            "sipHeld": len(self._held) + len(self._delivering),
+            "sipHeld": len(self._delivering),
             "xmppToSIP": sum(len(q) for q in self._queues.values()),
             "destinations": len(self._queues),
         }
@@ -340,23 +328,7 @@ class MessageRouter:
             self._logSIP(request, stanza, code, reason)
             transaction.respond(makeResponse(request, code, reason))
             return
-        now = self.clock.seconds()
-        if getattr(self.xmpp, "deliver", None) is not None:
-            self._deliver(request, transaction, stanza, now)
-            return
-        if self.xmpp.isAuthenticated and not self._held:
-            self._relay(request, transaction, stanza, now)
-            return
-        if len(self._held) >= settings.holdLimit:
-            self._count("sip.overflow")
-            self._refuseHeld(
-                request, transaction, stanza, "Too many messages waiting", now
-            )
-            return
-        timer = self.clock.callLater(
-            settings.holdTimeout, self._holdExpired, request
-        )
-        self._held.append(_Held(request, transaction, stanza, timer, now))
+        self._deliver(request, transaction, stanza, self.clock.seconds())
 
     def _optionsResponse(self, request, ok):
         """
@@ -475,22 +447,6 @@ class MessageRouter:
         if jidHost(attributes["to"]) == domain:
             return (482, "Loop Detected")
         return None
-
-    def _relay(self, request, transaction, stanza, received):
-        """
-        Write a stanza to the XMPP link and answer the SIP sender.
-        """
-        try:
-            self.xmpp.send(stanza)
-        except LinkDown:
-            self._refuseHeld(
-                request, transaction, stanza, "XMPP link down", received
-            )
-            return
-        self._count("sip.relayed")
-        code = self.settings.successCode
-        self._logSIP(request, stanza, code, None, received)
-        transaction.respond(makeResponse(request, code))
 
     def _deliver(self, request, transaction, stanza, received):
         """
@@ -665,34 +621,6 @@ class MessageRouter:
         self._logSIP(request, stanza, 503, reason, received)
         transaction.respond(response)
 
-    def _holdExpired(self, request):
-        for held in self._held:
-            if held.request is request:
-                self._held.remove(held)
-                self._count("sip.holdExpired")
-                self._refuseHeld(
-                    held.request,
-                    held.transaction,
-                    held.stanza,
-                    "XMPP link down",
-                    held.received,
-                )
-                return
-
-    def xmppLinkUp(self):
-        """
-        The XMPP link is authenticated: relay every held message, in order.
-        """
-        while self._held and self.xmpp.isAuthenticated:
-            held = self._held.popleft()
-            held.timer.cancel()
-            self._relay(held.request, held.transaction, held.stanza, held.received)
-
-    def xmppLinkDown(self):
-        """
-        The XMPP link is gone; messages from SIP are held from now on.
-        """
-
     # Shutdown
 
     def shutdown(self):
@@ -723,13 +651,6 @@ class MessageRouter:
             # _finishDelivery).
             self._deliveryTimer.cancel()
             self._deliveryTimer = None
-        while self._held:
-            held = self._held.popleft()
-            if held.timer.active():
-                held.timer.cancel()
-            self._count("sip.shutdown")
-            self._refuseHeld(held.request, held.transaction, held.stanza,
-                             "Gateway shutting down", held.received)
         for queue in list(self._queues.values()):
             while len(queue) > 1:
                 outgoing = queue.pop()
@@ -1082,10 +1003,6 @@ class GatewayHandler(XMPPHandler):
         self._log.info(
             "XMPP component link authenticated as {domain}", domain=self.domain
         )
-        self.router.xmppLinkUp()
-
-    def connectionLost(self, reason):
-        self.router.xmppLinkDown()
 
     def _onMessage(self, stanza):
         if isHandled(stanza):
