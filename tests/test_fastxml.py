@@ -10,7 +10,7 @@ from xmppgw import fastxml
 from xmppgw.errors import NS_XML
 from xmppgw.fastxml import (
     SimpleElement, addTextElement, isHandled, escapeAttribute, escapeText,
-    speedUpElementStream, unlinkTree)
+    parserWithoutIntern, speedUpElementStream, unlinkTree)
 from xmppgw.safexml import hardenParser
 
 _text = st.text(
@@ -312,6 +312,45 @@ class SpeedUpElementStreamTests(unittest.TestCase):
         self.assertEqual([], calls)
         parseAll(_HEADER + b"<message xml:lang='en'/>", True)
         self.assertEqual([["jabber:component:accept", "message"]], calls)
+
+    def test_keepsNoNames(self):
+        """
+        The sped-up stream's parser has no C{intern} dictionary: new
+        element and attribute names from the peer are not kept, and the
+        stanzas still come out whole; hardening applies to that parser.
+        """
+        stream = hardenParser(speedUpElementStream(domish.ExpatElementStream()))
+        self.assertIsNone(stream.parser.intern)
+        stanzas = []
+        stream.DocumentStartEvent = lambda e: None
+        stream.ElementEvent = stanzas.append
+        stream.parse(_HEADER)
+        for n in range(50):
+            stream.parse(b"<message a%d='v'><x%d xmlns='urn:n%d'>t</x%d>"
+                         b"</message>" % (n, n, n, n))
+        self.assertEqual(50, len(stanzas))
+        [child] = stanzas[-1].children
+        self.assertEqual(("x49", "urn:n49", "t", "v"),
+                         (child.name, child.uri, str(child),
+                          stanzas[-1]["a49"]))
+        self.assertRaises(domish.ParserError, stream.parse,
+                          b"<!-- a comment -->")
+
+    def test_parserWithoutIntern(self):
+        """
+        L{parserWithoutIntern} gives a parser with the handlers of the one
+        it replaces and no C{intern} dictionary.
+        """
+        stream = domish.ExpatElementStream()
+        old = stream.parser
+        new = parserWithoutIntern(old)
+        self.assertIsNone(new.intern)
+        self.assertIsNotNone(old.intern)
+        for name in ("StartElementHandler", "EndElementHandler",
+                     "CharacterDataHandler", "StartNamespaceDeclHandler",
+                     "EndNamespaceDeclHandler"):
+            self.assertEqual(getattr(old, name), getattr(new, name))
+        self.assertIsNone(new.CommentHandler)
 
     def test_elementCap(self):
         """

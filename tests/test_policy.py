@@ -646,6 +646,25 @@ class SafeXMLTests(unittest.TestCase):
                           str(count - 1)),
                          (last["id"], last["to"], str(last.body)))
 
+    def test_internNamesBounded(self):
+        """
+        New element and attribute names do not grow a long-lived parser's
+        C{intern} dictionary without bound either (every expat keeps
+        names).
+        """
+        stream = hardenParser(domish.elementStream(), 10000)
+        stanzas = []
+        stream.DocumentStartEvent = lambda e: None
+        stream.ElementEvent = stanzas.append
+        stream.parse(b"<s xmlns='jabber:component:accept'>")
+        count = INTERN_LIMIT * 3
+        for n in range(count):
+            stream.parse(b"<message a%d='v'><x%d/></message>" % (n, n))
+        self.assertLessEqual(len(stream.parser.intern), INTERN_LIMIT + 10)
+        self.assertEqual(count, len(stanzas))
+        self.assertEqual("x%d" % (count - 1,),
+                         stanzas[-1].firstChildElement().name)
+
     def test_xmlStreamDropsConnection(self):
         """
         A hardened L{XmlStream} drops the connection at a DOCTYPE, also

@@ -24,6 +24,7 @@ without expat (L{_readSimpleStanzas}).
 """
 
 import platform
+import pyexpat
 import re
 
 from twisted.words.xish import domish
@@ -32,7 +33,8 @@ from xmppgw.errors import NS_XML
 from xmppgw.memo import keepBounded
 
 __all__ = ["SimpleElement", "addTextElement", "escapeText", "escapeAttribute",
-           "isHandled", "speedUpElementStream", "unlinkTree"]
+           "isHandled", "parserWithoutIntern", "speedUpElementStream",
+           "unlinkTree"]
 
 
 def escapeText(text):
@@ -242,12 +244,20 @@ def speedUpElementStream(stream):
     attribute (C{xml:lang}) or without a default namespace to the original
     handler.
 
-    Call it on a new stream, before anything wraps its parser's handlers
-    (L{xmppgw.safexml.hardenParser} wraps these as it wraps Twisted's).
+    The stream's parser is made again without an C{intern} dictionary
+    (L{parserWithoutIntern}): expat's names (tags, attribute names) are
+    then new strings each time instead of looked up in a dictionary of
+    the stream's own, which is cheaper and keeps nothing (that dictionary
+    grew with every new name a peer sent).
+
+    Call it on a new stream, before it parses anything and before anything
+    wraps its parser's handlers (L{xmppgw.safexml.hardenParser} wraps
+    these as it wraps Twisted's).
 
     @param stream: a L{domish.ExpatElementStream}.
     @return: C{stream}.
     """
+    stream.parser = parserWithoutIntern(stream.parser)
     slowStart = stream._onStartElement
     new = _newElement
     element = _Element
@@ -309,6 +319,36 @@ def speedUpElementStream(stream):
     if READ_WITHOUT_EXPAT:
         _readSimpleStanzas(stream)
     return stream
+
+
+#: The handlers of an expat parser (C{pyexpat}'s names for them).
+_HANDLERS = tuple(name for name in dir(pyexpat.ParserCreate())
+                  if name.endswith("Handler"))
+
+
+def parserWithoutIntern(parser):
+    """
+    A parser as L{domish.ExpatElementStream} makes it (UTF-8, names with
+    their namespace before a space), with C{parser}'s handlers, and no
+    C{intern} dictionary.
+
+    C{pyexpat} hands out each name as a new string, then looks it up in
+    the parser's C{intern} dictionary and returns the one kept there (or
+    keeps it): a dictionary per stream that keeps every name the peer
+    ever sent (on CPython without a limit: a peer sending new element or
+    attribute names grew it by one entry each), and a lookup per name
+    (about 6 % of expat's instructions for a C{<message/>} on CPython).
+    Without it the names are equal strings, not the same ones, which no
+    reader of these elements depends on.
+
+    @param parser: a new C{pyexpat} parser that has parsed nothing.
+    """
+    new = pyexpat.ParserCreate("UTF-8", " ", intern=None)
+    for name in _HANDLERS:
+        handler = getattr(parser, name)
+        if handler is not None:
+            setattr(new, name, handler)
+    return new
 
 
 # Reading simple stanzas without expat ----------------------------------------

@@ -53,7 +53,7 @@ def hardenParser(stream, maxStanzaSize=None):
     if (parser is not None and not hasattr(stream, "maxStanzaSize")
             and not getattr(stream, "_xmppgwCapped", False)):
         _addStanzaCaps(stream, parser)
-    if (parser is not None and INTERNS_VALUES
+    if (parser is not None and getattr(parser, "intern", None) is not None
             and not getattr(stream, "_xmppgwInternBounded", False)):
         _boundIntern(stream, parser)
     if maxStanzaSize is not None and hasattr(stream, "maxStanzaSize"):
@@ -126,26 +126,6 @@ def _addStanzaCaps(stream, parser):
     parser.EndElementHandler = resettingEnd
 
 
-def _internsValues():
-    """
-    Whether this Python's expat parsers keep attribute values in their
-    C{intern} dictionary. CPython's keep only names (a few dozen on an XMPP
-    stream); PyPy's keep every attribute value too, so on a stream that
-    lives for days (the component link) the dictionary, and the memory,
-    would grow with every stanza's C{id}, C{to} and C{from}.
-    """
-    import pyexpat
-
-    parser = pyexpat.ParserCreate("UTF-8", " ")
-    # Strings are made (and interned) for the handlers only.
-    parser.StartElementHandler = lambda name, attributes: None
-    parser.Parse(b"<a b='xmppgw-intern-probe'/>", True)
-    return "xmppgw-intern-probe" in (getattr(parser, "intern", None) or {})
-
-
-#: Whether L{_boundIntern} is needed (PyPy).
-INTERNS_VALUES = _internsValues()
-
 #: The most entries kept in an expat parser's C{intern} dictionary between
 #: stanzas (L{_boundIntern}).
 INTERN_LIMIT = 1000
@@ -155,7 +135,13 @@ def _boundIntern(stream, parser):
     """
     Empty C{parser}'s C{intern} dictionary whenever an element ends with
     more than L{INTERN_LIMIT} entries in it: it is only a cache of strings
-    (expat hands out equal strings either way).
+    (expat hands out equal strings either way). An expat parser keeps
+    every element and attribute name in it, and on PyPy every attribute
+    value too, so on a stream that lives for days (the component link)
+    the dictionary, and the memory, would grow with every new name a peer
+    sends (and on PyPy with every stanza's C{id}, C{to} and C{from}). The
+    gateway's own streams have parsers without one
+    (L{xmppgw.fastxml.parserWithoutIntern}); this bounds the others.
     """
     stream._xmppgwInternBounded = True
     intern = parser.intern
