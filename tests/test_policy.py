@@ -624,11 +624,14 @@ class SafeXMLTests(unittest.TestCase):
         stream.parse(b"<s><m><a/><b/></m><m><a/><b/></m>")
         self.assertRaises(domish.ParserError, stream.parse, b"<m><a/><b/><c/></m>")
 
-    def test_internBounded(self):
+    def feedHardened(self, stanza):
         """
-        A long-lived stream's parser does not keep every attribute value it
-        has seen (PyPy's expat interns them): its C{intern} dictionary stays
-        bounded, and the stanzas still parse whole.
+        Feed a hardened stream (with its parser's own C{intern}
+        dictionary) three times L{INTERN_LIMIT} stanzas, C{stanza} with
+        C{%(n)d} replaced by each C{n}; check the dictionary stayed bounded and every
+        stanza came out.
+
+        @return: the stanzas.
         """
         stream = hardenParser(domish.elementStream(), 10000)
         stanzas = []
@@ -637,10 +640,20 @@ class SafeXMLTests(unittest.TestCase):
         stream.parse(b"<s xmlns='jabber:component:accept'>")
         count = INTERN_LIMIT * 3
         for n in range(count):
-            stream.parse(b"<message id='m%d' to='u%d@x'><body>%d</body></message>"
-                         % (n, n, n))
+            stream.parse(stanza % {b"n": n})
         self.assertLessEqual(len(stream.parser.intern), INTERN_LIMIT + 10)
         self.assertEqual(count, len(stanzas))
+        return stanzas
+
+    def test_internBounded(self):
+        """
+        A long-lived stream's parser does not keep every attribute value it
+        has seen (PyPy's expat interns them): its C{intern} dictionary stays
+        bounded, and the stanzas still parse whole.
+        """
+        stanzas = self.feedHardened(
+            b"<message id='m%(n)d' to='u%(n)d@x'><body>%(n)d</body></message>")
+        count = len(stanzas)
         last = stanzas[-1]
         self.assertEqual(("m%d" % (count - 1,), "u%d@x" % (count - 1,),
                           str(count - 1)),
@@ -652,17 +665,8 @@ class SafeXMLTests(unittest.TestCase):
         C{intern} dictionary without bound either (every expat keeps
         names).
         """
-        stream = hardenParser(domish.elementStream(), 10000)
-        stanzas = []
-        stream.DocumentStartEvent = lambda e: None
-        stream.ElementEvent = stanzas.append
-        stream.parse(b"<s xmlns='jabber:component:accept'>")
-        count = INTERN_LIMIT * 3
-        for n in range(count):
-            stream.parse(b"<message a%d='v'><x%d/></message>" % (n, n))
-        self.assertLessEqual(len(stream.parser.intern), INTERN_LIMIT + 10)
-        self.assertEqual(count, len(stanzas))
-        self.assertEqual("x%d" % (count - 1,),
+        stanzas = self.feedHardened(b"<message a%(n)d='v'><x%(n)d/></message>")
+        self.assertEqual("x%d" % (len(stanzas) - 1,),
                          stanzas[-1].firstChildElement().name)
 
     def test_xmlStreamDropsConnection(self):
