@@ -289,7 +289,7 @@ PYPY_GC_DEPLOYED := $(shell sed -n \
 bench: peers venv pypy-venv $(KAMAILIO_XMPP)
 	@test -n "$(PYPY_GC_DEPLOYED)" || { echo "make bench: no" \
 	  "Environment=PYPY_GC_... line in etc/xmppgw.service" >&2; exit 1; }
-	@$(MAKE) --no-print-directory peers DEBS=valgrind
+	@$(MAKE) --no-print-directory peers DEBS="valgrind gcc"
 	@$(VPY) -c "import pyinstrument" 2>/dev/null \
 	  || $(VPY) -m pip install --disable-pip-version-check -q -e '.[test,bench]' \
 	       --config-settings editable_mode=compat

@@ -4,45 +4,50 @@ instructions one message costs the gateway, under valgrind's callgrind.
 
 Timings on a shared VM vary by 10-25 % from run to run (and more when its
 host is busy), which hides the few-percent changes an optimisation round
-is made of. An instruction count does not depend on the neighbours: two
-runs of the same tree agree to well under 1 %. It is not a time (cache
-misses and the wake-ups of benchmark 2 are not in it) and it compares
-two trees; use the timed benchmarks for the figures.
+is made of. An instruction count does not depend on the neighbours. It is
+not a time (cache misses and the wake-ups of benchmark 2 are not in it)
+and it compares two trees; use the timed benchmarks for the figures.
 
 Method: benchmark 1's gateway (L{bench.inprocess.Gateway}, the defaults:
 log on, the confirmation ping, the policy) in a child process under
-callgrind, twice: once with the warm-up only and once with C{--count}
-more messages; the difference divided by C{--count} is the cost of one
-message in benchmark 1's loop (start-up, imports and the warm-up cancel
-out). Callgrind counts the whole process, so that figure also holds what
-the loop does for each message outside the timed parts: building the
-SIP or XMPP bytes it feeds in and, XMPP -> SIP, the C{200 OK} its SIP
+callgrind, started with collection off (C{--collect-atstart=no}). The
+child runs the warm-up, turns collection on, runs C{--count} messages
+and turns it off again, through a valgrind client request
+(C{CALLGRIND_TOGGLE_COLLECT}) in a small C library built for the run
+with C{gcc} (L{markerLibrary}); callgrind's C{Collected} count divided by
+C{--count} is the cost of one message in benchmark 1's loop. Start-up,
+imports and the warm-up are not counted at all. The count also holds
+what the loop does for each message outside the timed parts: building
+the SIP or XMPP bytes it feeds in and, XMPP -> SIP, the C{200 OK} its SIP
 peer builds for each request (L{bench.inprocess.okFor}: a regular
-expression over the request). The same pair of children on
+expression over the request). The same child on
 L{bench.inprocess.NullGateway} (which does nothing but answer as the
 gateway would) counts that loop; the results give both and the
-gateway's own count, the difference (from round 22; earlier files give
-the loop's count only).
+gateway's own count, the difference.
+
+Until round 30 each count was the difference of two whole-process
+counts, a child with the warm-up only and one with the counted messages
+too. On CPython that agreed with this within 2 %; on PyPy the warm-up
+alone (the JIT compiling) varied by up to 2.7 % between processes, about
+30,000 instructions per message once divided by 8,000 messages, so two
+counts of one tree could differ by 15 %. Counting the messages only,
+two processes of one tree agree within 1 % on PyPy too (round 30:
+141,015 and 142,075 for SIP -> XMPP).
 
 On PyPy (run it with PyPy's Python) the same, with what a JIT needs: a
 longer warm-up (C{--warmup}, 14,000 messages by default, after which the
 loops and bridges of the two paths are compiled), 8,000 messages counted,
 and callgrind told that code is written at run time
-(C{--smc-check=all-non-file}). Each child then runs for about four
-minutes. The count includes the JIT's own work and the collector's, as
-the time does, and it is much less steady than CPython's: the warm-up-only
-counts of one tree mostly agreed within 0.35 % between processes (with
-hash seeds 0, 1 and 2 and address randomisation off, and without), but
-one counted 2 % more (cause not found), which over 8,000 messages is
-about 15 % per message. On PyPy use it for large differences, with a
-larger C{--count}, or repeated.
+(C{--smc-check=all-non-file}). The count includes the JIT's own work and
+the collector's during the counted messages, as the time does.
 
 Usage::
 
     .venv/bin/python -m bench.instructions [--count 3000] [--json FILE]
     .venv-pypy/bin/python -m bench.instructions [--count 8000] [--json FILE]
 
-Needs C{valgrind} (Debian package C{valgrind}; C{make bench} installs it).
+Needs C{valgrind} and C{gcc} (Debian packages C{valgrind}, which has
+C{valgrind/callgrind.h}, and C{gcc}; C{make bench} installs them).
 A/B of two trees: run it from each tree's directory (C{python -m} imports
 C{xmppgw} from the current directory).
 """
@@ -57,9 +62,10 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from bench.common import emit, resultsHeader
+
 DIRECTIONS = ("sipToXMPP", "xmppToSIP")
 #: Messages per run of the child's loop (one L{bench.inprocess.Runner}
-#: call), and the warm-up runs both children make.
+#: call), and the warm-up runs before the count.
 RUN = 1000
 WARMUP_RUNS = 2
 #: On PyPy: the warm-up runs and the messages counted by default.
@@ -68,6 +74,13 @@ PYPY_COUNT = 8000
 PYPY = sys.implementation.name == "pypy"
 
 _COLLECTED = re.compile(r"==\d+== Collected : (\d+)")
+
+#: The marker library's source: one function that toggles callgrind's
+#: collection (a no-op outside valgrind).
+MARKER_SOURCE = """\
+#include <valgrind/callgrind.h>
+void xmppgw_toggle_collect(void) { CALLGRIND_TOGGLE_COLLECT; }
+"""
 
 
 def collected(stderr):
@@ -84,40 +97,40 @@ def collected(stderr):
     return int(match.group(1))
 
 
-def perMessage(base, loaded, count):
+def perMessage(counted, count):
     """
-    Instructions per message from the count of the warm-up-only run
-    (C{base}) and of the run with C{count} more messages (C{loaded}).
+    Instructions per message from the count collected over C{count}
+    messages.
+
+    @raise ValueError: no message, or nothing collected (the child never
+        turned collection on).
     """
-    if count <= 0 or loaded < base:
-        raise ValueError("need count > 0 and loaded >= base, not %r, %r, %r"
-                         % (count, base, loaded))
-    return (loaded - base) / count
+    if count <= 0 or counted <= 0:
+        raise ValueError("need count > 0 and instructions counted, not "
+                         "%r, %r" % (count, counted))
+    return counted / count
 
 
-def case(direction, count, gatewayCounts, nullCounts):
+def case(direction, count, gatewayCount, nullCount):
     """
     One direction's results: the instructions per message of the loop on
-    the gateway (C{instructions_per_message}, as before round 22), of the
-    loop alone on the null gateway (C{harness_instructions_per_message})
-    and their difference, the gateway's own
-    (C{gateway_instructions_per_message}).
+    the gateway (C{instructions_per_message}), of the loop alone on the
+    null gateway (C{harness_instructions_per_message}) and their
+    difference, the gateway's own (C{gateway_instructions_per_message}).
 
-    @param gatewayCounts: the counts of the warm-up-only child and of the
-        child with C{count} more messages, on the gateway.
-    @param nullCounts: the same on the null gateway.
+    @param gatewayCount: the instructions collected over C{count}
+        messages, on the gateway.
+    @param nullCount: the same on the null gateway.
     """
-    each = perMessage(gatewayCounts[0], gatewayCounts[1], count)
-    loop = perMessage(nullCounts[0], nullCounts[1], count)
+    each = perMessage(gatewayCount, count)
+    loop = perMessage(nullCount, count)
     return {
         "direction": direction,
         "instructions_per_message": round(each),
         "harness_instructions_per_message": round(loop),
         "gateway_instructions_per_message": round(each) - round(loop),
-        "base_instructions": gatewayCounts[0],
-        "loaded_instructions": gatewayCounts[1],
-        "harness_base_instructions": nullCounts[0],
-        "harness_loaded_instructions": nullCounts[1],
+        "counted_instructions": gatewayCount,
+        "harness_counted_instructions": nullCount,
     }
 
 
@@ -126,16 +139,50 @@ def case(direction, count, gatewayCounts, nullCounts):
 GATEWAYS = ("gateway", "null")
 
 
-def child(direction, runs, distinct, warmup=WARMUP_RUNS, gateway="gateway"):
+def markerLibrary(directory, compiler="gcc"):
+    """
+    Build the marker library (L{MARKER_SOURCE}) in C{directory}.
+
+    @return: the library's path.
+    @raise RuntimeError: it could not be built (no C{gcc}, or no
+        C{valgrind/callgrind.h}), with the compiler's message.
+    """
+    source = os.path.join(directory, "marker.c")
+    library = os.path.abspath(os.path.join(directory, "marker.so"))
+    with open(source, "w") as f:
+        f.write(MARKER_SOURCE)
+    try:
+        process = subprocess.run(
+            [compiler, "-shared", "-fPIC", "-O2", "-o", library, source],
+            capture_output=True, text=True, timeout=120)
+    except OSError as e:
+        raise RuntimeError("cannot build the callgrind marker with %s: %s"
+                           % (compiler, e))
+    if process.returncode != 0:
+        raise RuntimeError("cannot build the callgrind marker (Debian "
+                           "packages gcc and valgrind): %s"
+                           % (process.stderr[-1000:],))
+    return library
+
+
+def child(direction, runs, distinct, warmup=WARMUP_RUNS, gateway="gateway",
+          marker=None):
     """
     The measured process: C{warmup} runs of L{RUN} messages, then C{runs}
     more, through L{bench.inprocess.Gateway} or, with C{gateway="null"},
-    L{bench.inprocess.NullGateway}.
+    L{bench.inprocess.NullGateway}; with C{marker} (the path of
+    L{markerLibrary}), callgrind's collection is toggled on just before
+    those C{runs} and off just after.
     """
     from twisted.logger import globalLogBeginner
     from bench.inprocess import Gateway, NullGateway, Runner, benchLogObserver
     if gateway not in GATEWAYS:
         raise ValueError("no such gateway %r" % (gateway,))
+    toggle = None
+    if marker is not None:
+        import ctypes
+        toggle = ctypes.CDLL(marker).xmppgw_toggle_collect
+        toggle.restype = None
     globalLogBeginner.beginLoggingTo(
         [benchLogObserver(open(os.devnull, "w"))], discardBuffer=True,
         redirectStandardIO=False)
@@ -144,24 +191,33 @@ def child(direction, runs, distinct, warmup=WARMUP_RUNS, gateway="gateway"):
     else:
         measured = Gateway(logMessages=True)
     run = getattr(Runner(measured, 0.001), direction)
-    for _ in range(warmup + runs):
+    for _ in range(warmup):
         run(RUN, distinct)
+    if toggle is not None:
+        toggle()
+    for _ in range(runs):
+        run(RUN, distinct)
+    if toggle is not None:
+        toggle()
 
 
-def measure(valgrind, direction, runs, distinct, warmup=WARMUP_RUNS,
-            gateway="gateway"):
+def measure(valgrind, marker, direction, runs, distinct,
+            warmup=WARMUP_RUNS, gateway="gateway"):
     """
-    The callgrind instruction count of one child process (L{child}).
+    The callgrind instruction count of the counted runs of one child
+    process (L{child}).
     """
     # PyPy's JIT writes the machine code it runs: callgrind must look for
     # code written at run time (outside files) to count it right.
     selfModifying = ["--smc-check=all-non-file"] if PYPY else []
     with tempfile.TemporaryDirectory() as tmp:
         process = subprocess.run(
-            [valgrind, "--tool=callgrind", *selfModifying,
+            [valgrind, "--tool=callgrind", "--collect-atstart=no",
+             *selfModifying,
              "--callgrind-out-file=" + os.path.join(tmp, "out"),
              sys.executable, "-m", "bench.instructions", "--child",
-             direction, str(runs), str(distinct), str(warmup), gateway],
+             direction, str(runs), str(distinct), str(warmup), gateway,
+             marker],
             capture_output=True, text=True, timeout=3600)
     if process.returncode != 0:
         raise RuntimeError("callgrind run failed (%d): %s" % (
@@ -182,12 +238,13 @@ def main(argv=None):
                                              PYPY_WARMUP_RUNS))
     parser.add_argument("--distinct", type=int, default=1,
                         help="distinct addresses (default 1)")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     if args.child:
-        direction, runs, distinct, warmup, gateway = args.child
-        child(direction, int(runs), int(distinct), int(warmup), gateway)
+        direction, runs, distinct, warmup, gateway, marker = args.child
+        child(direction, int(runs), int(distinct), int(warmup), gateway,
+              marker)
         return 0
     if not (RUN <= args.count <= 100 * RUN and args.count % RUN == 0
             and 1 <= args.distinct <= 100000 and 0 <= args.warmup <= 100):
@@ -205,22 +262,27 @@ def main(argv=None):
         "count": args.count,
         "distinct": args.distinct,
         "warmup_messages": args.warmup * RUN,
+        "method": "collection toggled around the counted messages",
         "cases": [],
     }
     runs = args.count // RUN
-    jobs = [(gateway, direction, n) for gateway in GATEWAYS
-            for direction in DIRECTIONS for n in (0, runs)]
-    # Two child processes at a time (the machine's two CPUs); the counts
-    # do not depend on what else runs.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        counts = dict(zip(jobs, pool.map(
-            lambda job: measure(valgrind, job[1], job[2], args.distinct,
-                                args.warmup, job[0]),
-            jobs)))
+    jobs = [(gateway, direction) for gateway in GATEWAYS
+            for direction in DIRECTIONS]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            marker = markerLibrary(tmp)
+        except RuntimeError as e:
+            parser.error(str(e))
+        # Two child processes at a time (the machine's two CPUs); the
+        # counts do not depend on what else runs.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            counts = dict(zip(jobs, pool.map(
+                lambda job: measure(valgrind, marker, job[1], runs,
+                                    args.distinct, args.warmup, job[0]),
+                jobs)))
     for direction in DIRECTIONS:
-        one = case(direction, args.count,
-                   [counts["gateway", direction, n] for n in (0, runs)],
-                   [counts["null", direction, n] for n in (0, runs)])
+        one = case(direction, args.count, counts["gateway", direction],
+                   counts["null", direction])
         results["cases"].append(one)
         print("%-9s %9d instructions per message in the loop, of which the "
               "loop alone %d: the gateway %d" % (

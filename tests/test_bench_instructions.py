@@ -34,51 +34,148 @@ class ArithmeticTests(TestCase):
 
     def test_perMessage(self):
         """
-        The warm-up-only run is subtracted and the rest divided by the
-        messages counted; impossible inputs are refused.
+        The count collected is divided by the messages counted; no
+        message, or nothing collected (collection never turned on), is
+        an error.
         """
         self.assertEqual(530000.0, instructions.perMessage(
-            2_900_000_000, 2_900_000_000 + 3000 * 530000, 3000))
-        self.assertRaises(ValueError, instructions.perMessage, 10, 5, 1000)
-        self.assertRaises(ValueError, instructions.perMessage, 5, 10, 0)
-
+            3000 * 530000, 3000))
+        self.assertRaises(ValueError, instructions.perMessage, 0, 1000)
+        self.assertRaises(ValueError, instructions.perMessage, 5, 0)
 
     def test_case(self):
         """
         A direction's results give the loop's count on the gateway, the
         loop's alone (on the null gateway) and the gateway's own, their
-        difference, with the four counts they come from.
+        difference, with the two counts they come from.
         """
-        case = instructions.case("xmppToSIP", 1000, [5_000_000, 405_000_000],
-                                 [4_000_000, 74_000_000])
+        case = instructions.case("xmppToSIP", 1000, 400_000_000, 70_000_000)
         self.assertEqual({
             "direction": "xmppToSIP",
             "instructions_per_message": 400000,
             "harness_instructions_per_message": 70000,
             "gateway_instructions_per_message": 330000,
-            "base_instructions": 5_000_000,
-            "loaded_instructions": 405_000_000,
-            "harness_base_instructions": 4_000_000,
-            "harness_loaded_instructions": 74_000_000}, case)
+            "counted_instructions": 400_000_000,
+            "harness_counted_instructions": 70_000_000}, case)
         self.assertRaises(ValueError, instructions.case, "sipToXMPP", 1000,
-                          [10, 20], [20, 10])
+                          0, 10)
+
+
+def standInHeader(case):
+    """
+    Make C{gcc} find a stand-in C{valgrind/callgrind.h} (the toggle a
+    no-op) first, for machines without the valgrind package (the unit
+    tests do not install it; C{make bench} does).
+    """
+    include = case.mktemp()
+    os.makedirs(os.path.join(include, "valgrind"))
+    with open(os.path.join(include, "valgrind", "callgrind.h"), "w") as f:
+        f.write("#define CALLGRIND_TOGGLE_COLLECT do {} while (0)\n")
+    old = os.environ.get("CPATH")
+    os.environ["CPATH"] = include
+    if old is None:
+        case.addCleanup(os.environ.pop, "CPATH", None)
+    else:
+        case.addCleanup(os.environ.__setitem__, "CPATH", old)
+
+
+class MarkerTests(TestCase):
+    """
+    L{instructions.markerLibrary}: the library the child toggles
+    callgrind's collection with.
+    """
+
+    def test_builds(self):
+        """
+        The library is built in the directory given and has the toggle,
+        which does nothing outside valgrind.
+        """
+        import ctypes
+
+        standInHeader(self)
+        directory = self.mktemp()
+        os.mkdir(directory)
+        library = instructions.markerLibrary(directory)
+        self.assertEqual(os.path.abspath(directory), os.path.dirname(library))
+        toggle = ctypes.CDLL(library).xmppgw_toggle_collect
+        toggle.restype = None
+        self.assertIsNone(toggle())
+
+    def test_noCompiler(self):
+        """
+        Without the compiler, or when it fails, the error says what is
+        missing instead of the child failing later.
+        """
+        directory = self.mktemp()
+        os.mkdir(directory)
+        error = self.assertRaises(
+            RuntimeError, instructions.markerLibrary, directory,
+            compiler=os.path.join(directory, "no-such-gcc"))
+        self.assertIn("cannot build the callgrind marker", str(error))
+        error = self.assertRaises(
+            RuntimeError, instructions.markerLibrary, directory,
+            compiler="false")
+        self.assertIn("gcc and valgrind", str(error))
 
 
 class ChildTests(TestCase):
     def test_childRuns(self):
         """
-        The measured child process relays its warm-up messages in both
-        directions, on the gateway and on the null gateway, and exits 0
-        (benchmark 1's runner raises if a message did not go through).
+        The measured child process relays its warm-up and counted
+        messages in both directions, on the gateway and on the null
+        gateway, toggling collection through the marker library, and
+        exits 0 (benchmark 1's runner raises if a message did not go
+        through).
         """
+        standInHeader(self)
+        directory = self.mktemp()
+        os.mkdir(directory)
+        marker = instructions.markerLibrary(directory)
         for gateway in instructions.GATEWAYS:
             for direction in instructions.DIRECTIONS:
                 process = subprocess.run(
                     [sys.executable, "-m", "bench.instructions", "--child",
-                     direction, "0", "1", "2", gateway],
+                     direction, "1", "1", "1", gateway, marker],
                     cwd=ROOT, capture_output=True, text=True, timeout=120)
                 self.assertEqual(0, process.returncode,
                                  process.stderr[-2000:])
+
+    def test_toggledAroundCount(self):
+        """
+        Collection is toggled on after the warm-up runs and off after the
+        counted ones, once each.
+        """
+        import ctypes
+
+        import twisted.logger
+        from bench import inprocess
+
+        events = []
+
+        class Beginner:
+            def beginLoggingTo(self, observers, **kwargs):
+                events.append("log")
+
+        class Runner:
+            def __init__(self, gateway, interval):
+                pass
+
+            def sipToXMPP(self, count, distinct):
+                events.append(("run", count, distinct))
+
+        class Library:
+            @staticmethod
+            def xmppgw_toggle_collect():
+                events.append("toggle")
+
+        self.patch(twisted.logger, "globalLogBeginner", Beginner())
+        self.patch(inprocess, "Runner", Runner)
+        self.patch(inprocess, "NullGateway", lambda: None)
+        self.patch(ctypes, "CDLL", lambda path: Library())
+        instructions.child("sipToXMPP", 2, 5, 3, "null", "/marker.so")
+        run = ("run", instructions.RUN, 5)
+        self.assertEqual(["log", run, run, run, "toggle", run, run, "toggle"],
+                         events)
 
     def test_unknownGateway(self):
         """
@@ -106,23 +203,27 @@ class MeasureTests(TestCase):
 
         self.patch(instructions, "PYPY", pypy)
         self.patch(instructions.subprocess, "run", run)
-        count = instructions.measure("valgrind", "sipToXMPP", 3, 10, 14)
+        count = instructions.measure("valgrind", "/m.so", "sipToXMPP", 3, 10,
+                                     14)
         self.assertEqual(1234, count)
         self.assertEqual(1234, instructions.measure(
-            "valgrind", "sipToXMPP", 3, 10, 14, "null"))
+            "valgrind", "/m.so", "sipToXMPP", 3, 10, 14, "null"))
         command, null = commands
         # The same command but for the gateway (and the temporary file).
-        self.assertEqual(command[4:-1], null[4:-1])
-        self.assertEqual(["gateway", "null"], [command[-1], null[-1]])
-        return command[:-1]
+        self.assertEqual(command[5:-2], null[5:-2])
+        self.assertEqual(["gateway", "null"], [command[-2], null[-2]])
+        self.assertEqual(["/m.so", "/m.so"], [command[-1], null[-1]])
+        return command[:-2]
 
     def test_cpython(self):
         """
-        On CPython: callgrind, the child with its runs, distinct
-        addresses and warm-up runs.
+        On CPython: callgrind with collection off until the child turns
+        it on, the child with its runs, distinct addresses and warm-up
+        runs.
         """
         command = self.measured(False)
-        self.assertEqual(["valgrind", "--tool=callgrind"], command[:2])
+        self.assertEqual(["valgrind", "--tool=callgrind",
+                          "--collect-atstart=no"], command[:3])
         self.assertNotIn("--smc-check=all-non-file", command)
         self.assertEqual(["--child", "sipToXMPP", "3", "10", "14"],
                          command[-5:])
@@ -134,8 +235,8 @@ class MeasureTests(TestCase):
         """
         command = self.measured(True)
         self.assertEqual(
-            ["valgrind", "--tool=callgrind", "--smc-check=all-non-file"],
-            command[:3])
+            ["valgrind", "--tool=callgrind", "--collect-atstart=no",
+             "--smc-check=all-non-file"], command[:4])
         self.assertEqual(["--child", "sipToXMPP", "3", "10", "14"],
                          command[-5:])
 
@@ -158,21 +259,24 @@ class MainTests(TestCase):
 
     def test_results(self):
         """
-        Both gateways are counted in both directions, warm-up only and
-        loaded, and each case gives the loop's, the loop alone's and the
-        gateway's count per message.
+        Both gateways are counted in both directions, one child each with
+        the marker library, and each case gives the loop's, the loop
+        alone's and the gateway's count per message.
         """
         counts = {
-            ("gateway", "sipToXMPP"): (1_000_000, 501_000_000),
-            ("gateway", "xmppToSIP"): (2_000_000, 402_000_000),
-            ("null", "sipToXMPP"): (500_000, 25_500_000),
-            ("null", "xmppToSIP"): (600_000, 70_600_000)}
+            ("gateway", "sipToXMPP"): 500_000_000,
+            ("gateway", "xmppToSIP"): 400_000_000,
+            ("null", "sipToXMPP"): 25_000_000,
+            ("null", "xmppToSIP"): 70_000_000}
         asked = []
 
-        def measure(valgrind, direction, runs, distinct, warmup, gateway):
+        def measure(valgrind, marker, direction, runs, distinct, warmup,
+                    gateway):
+            self.assertTrue(os.path.exists(marker))
             asked.append((gateway, direction, runs, distinct, warmup))
-            return counts[gateway, direction][1 if runs else 0]
+            return counts[gateway, direction]
 
+        standInHeader(self)
         self.patch(instructions, "measure", measure)
         self.patch(instructions.shutil, "which", lambda name: "/valgrind")
         out = self.mktemp()
@@ -180,18 +284,37 @@ class MainTests(TestCase):
             ["--count", "1000", "--distinct", "7", "--warmup", "3",
              "--json", out]))
         self.assertEqual(
-            sorted((g, d, n, 7, 3)
+            sorted((g, d, 1, 7, 3)
                    for g in instructions.GATEWAYS
-                   for d in instructions.DIRECTIONS for n in (0, 1)),
+                   for d in instructions.DIRECTIONS),
             sorted(asked))
         with open(out) as f:
-            cases = json.load(f)["cases"]
+            results = json.load(f)
         self.assertEqual(
             [("sipToXMPP", 500000, 25000, 475000),
              ("xmppToSIP", 400000, 70000, 330000)],
             [(c["direction"], c["instructions_per_message"],
               c["harness_instructions_per_message"],
-              c["gateway_instructions_per_message"]) for c in cases])
+              c["gateway_instructions_per_message"])
+             for c in results["cases"]])
+        self.assertIn("toggled", results["method"])
+
+    def test_noMarker(self):
+        """
+        When the marker library cannot be built, the benchmark stops with
+        the reason before starting any child.
+        """
+        def measure(*args):
+            self.fail("a child ran")
+
+        self.patch(instructions, "measure", measure)
+        self.patch(instructions.shutil, "which", lambda name: "/valgrind")
+
+        def markerLibrary(directory):
+            raise RuntimeError("cannot build the callgrind marker: no gcc")
+
+        self.patch(instructions, "markerLibrary", markerLibrary)
+        self.assertRaises(SystemExit, instructions.main, ["--count", "1000"])
 
 
 class ReportTests(TestCase):
