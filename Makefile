@@ -42,9 +42,10 @@ STAMP := $(VENV)/.stamp-install
 # The reference of benchmark 2 (bench.endtoend --reference, and its interop
 # smoke test): Kamailio's xmpp module, the C implementation of issue 4,
 # built from the Debian source of the installed kamailio with its one fix
-# (bench/kamailio-xmpp.sh); libexpat1-dev is what it is built against.
+# (bench/kamailio-xmpp.sh); libexpat1-dev is what it is built against, with
+# gcc (which also builds bench.instructions' marker library in its tests).
 DEBS := prosody sip-tester python3-venv lua-sec openssl ejabberd kamailio postgresql \
-  libexpat1-dev
+  libexpat1-dev gcc
 
 .PHONY: test check clean distclean peers venv
 

@@ -27,24 +27,31 @@ gateway's own count, the difference.
 
 Until round 30 each count was the difference of two whole-process
 counts, a child with the warm-up only and one with the counted messages
-too. On CPython that agreed with this within 2 %; on PyPy the warm-up
-alone (the JIT compiling) varied by up to 2.7 % between processes, about
-30,000 instructions per message once divided by 8,000 messages, so two
-counts of one tree could differ by 15 %. Counting the messages only,
-two processes of one tree agree within 1 % on PyPy too (round 30:
-141,015 and 142,075 for SIP -> XMPP).
+too. On CPython that agreed with this within about 1 %; on PyPy the two
+processes' counts varied by up to 10 % of a whole run (11-14 billion
+instructions), several times the 8,000 messages' share, so one count
+per message could be off by half (round 29's file: 334,535 for SIP ->
+XMPP where both methods count about 181,000 in round 30).
 
 On PyPy (run it with PyPy's Python) the same, with what a JIT needs: a
 longer warm-up (C{--warmup}, 14,000 messages by default, after which the
 loops and bridges of the two paths are compiled), 8,000 messages counted,
 and callgrind told that code is written at run time
 (C{--smc-check=all-non-file}). The count includes the JIT's own work and
-the collector's during the counted messages, as the time does.
+the collector's during the counted messages, as the time does. With a
+small nursery (PyPy's own is 1 MB on the EPYC VM) a step of a major
+collection falls into the counted messages in one process and not in
+another: two processes of one tree counted 159,495 and 181,413 per SIP
+-> XMPP message (round 30). So on PyPy each case runs in three child
+processes (C{--repeat}) and the median is reported, with every
+process's count (C{runs}); with a 150 MB nursery two processes agreed
+within 1 %.
 
 Usage::
 
     .venv/bin/python -m bench.instructions [--count 3000] [--json FILE]
-    .venv-pypy/bin/python -m bench.instructions [--count 8000] [--json FILE]
+    .venv-pypy/bin/python -m bench.instructions [--count 8000] [--repeat 3]
+        [--json FILE]
 
 Needs C{valgrind} and C{gcc} (Debian packages C{valgrind}, which has
 C{valgrind/callgrind.h}, and C{gcc}; C{make bench} installs them).
@@ -56,6 +63,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,9 +76,11 @@ DIRECTIONS = ("sipToXMPP", "xmppToSIP")
 #: call), and the warm-up runs before the count.
 RUN = 1000
 WARMUP_RUNS = 2
-#: On PyPy: the warm-up runs and the messages counted by default.
+#: On PyPy: the warm-up runs, the messages counted and the child
+#: processes per case by default (L{main}'s C{--repeat}).
 PYPY_WARMUP_RUNS = 14
 PYPY_COUNT = 8000
+PYPY_REPEAT = 3
 PYPY = sys.implementation.name == "pypy"
 
 _COLLECTED = re.compile(r"==\d+== Collected : (\d+)")
@@ -111,26 +121,30 @@ def perMessage(counted, count):
     return counted / count
 
 
-def case(direction, count, gatewayCount, nullCount):
+def case(direction, count, gatewayCounts, nullCounts):
     """
     One direction's results: the instructions per message of the loop on
     the gateway (C{instructions_per_message}), of the loop alone on the
     null gateway (C{harness_instructions_per_message}) and their
-    difference, the gateway's own (C{gateway_instructions_per_message}).
+    difference, the gateway's own (C{gateway_instructions_per_message});
+    each the median of the child processes' counts, which are given too
+    (C{runs}, C{harness_runs}: per message, in the order run).
 
-    @param gatewayCount: the instructions collected over C{count}
-        messages, on the gateway.
-    @param nullCount: the same on the null gateway.
+    @param gatewayCounts: the instructions each child collected over
+        C{count} messages, on the gateway (one or more children).
+    @param nullCounts: the same on the null gateway.
     """
-    each = perMessage(gatewayCount, count)
-    loop = perMessage(nullCount, count)
+    each = [perMessage(counted, count) for counted in gatewayCounts]
+    loop = [perMessage(counted, count) for counted in nullCounts]
+    median = round(statistics.median(each))
+    harness = round(statistics.median(loop))
     return {
         "direction": direction,
-        "instructions_per_message": round(each),
-        "harness_instructions_per_message": round(loop),
-        "gateway_instructions_per_message": round(each) - round(loop),
-        "counted_instructions": gatewayCount,
-        "harness_counted_instructions": nullCount,
+        "instructions_per_message": median,
+        "harness_instructions_per_message": harness,
+        "gateway_instructions_per_message": median - harness,
+        "runs": [round(n) for n in each],
+        "harness_runs": [round(n) for n in loop],
     }
 
 
@@ -238,6 +252,10 @@ def main(argv=None):
                                              PYPY_WARMUP_RUNS))
     parser.add_argument("--distinct", type=int, default=1,
                         help="distinct addresses (default 1)")
+    parser.add_argument("--repeat", type=int,
+                        default=PYPY_REPEAT if PYPY else 1,
+                        help="child processes per case, the median "
+                        "reported (default 1; on PyPy %d)" % (PYPY_REPEAT,))
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
@@ -247,10 +265,11 @@ def main(argv=None):
               marker)
         return 0
     if not (RUN <= args.count <= 100 * RUN and args.count % RUN == 0
-            and 1 <= args.distinct <= 100000 and 0 <= args.warmup <= 100):
+            and 1 <= args.distinct <= 100000 and 0 <= args.warmup <= 100
+            and 1 <= args.repeat <= 9):
         parser.error("--count must be a multiple of %d from %d to %d, "
-                     "--distinct 1 to 100000, --warmup 0 to 100"
-                     % (RUN, RUN, 100 * RUN))
+                     "--distinct 1 to 100000, --warmup 0 to 100, --repeat "
+                     "1 to 9" % (RUN, RUN, 100 * RUN))
     if sys.implementation.name not in ("cpython", "pypy"):
         parser.error("CPython or PyPy only")
     valgrind = shutil.which("valgrind")
@@ -262,12 +281,13 @@ def main(argv=None):
         "count": args.count,
         "distinct": args.distinct,
         "warmup_messages": args.warmup * RUN,
+        "repeat": args.repeat,
         "method": "collection toggled around the counted messages",
         "cases": [],
     }
     runs = args.count // RUN
-    jobs = [(gateway, direction) for gateway in GATEWAYS
-            for direction in DIRECTIONS]
+    jobs = [(gateway, direction, i) for i in range(args.repeat)
+            for gateway in GATEWAYS for direction in DIRECTIONS]
     with tempfile.TemporaryDirectory() as tmp:
         try:
             marker = markerLibrary(tmp)
@@ -281,14 +301,19 @@ def main(argv=None):
                                     args.distinct, args.warmup, job[0]),
                 jobs)))
     for direction in DIRECTIONS:
-        one = case(direction, args.count, counts["gateway", direction],
-                   counts["null", direction])
+        one = case(direction, args.count,
+                   [counts["gateway", direction, i]
+                    for i in range(args.repeat)],
+                   [counts["null", direction, i] for i in range(args.repeat)])
         results["cases"].append(one)
         print("%-9s %9d instructions per message in the loop, of which the "
-              "loop alone %d: the gateway %d" % (
+              "loop alone %d: the gateway %d (each process: %s; the loop "
+              "alone: %s)" % (
                   direction, one["instructions_per_message"],
                   one["harness_instructions_per_message"],
-                  one["gateway_instructions_per_message"]),
+                  one["gateway_instructions_per_message"],
+                  ", ".join(map(str, one["runs"])),
+                  ", ".join(map(str, one["harness_runs"]))),
               file=sys.stderr)
     emit(results, args.json)
     return 0

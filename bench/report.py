@@ -81,13 +81,15 @@ def endtoend(r):
 
 def instructions(r):
     distinct = r.get("distinct", 1)
-    # Files from before round 22 have the loop's count only.
+    # Files from before round 22 have the loop's count only, from before
+    # round 30 one process's.
     return table(["direction", "distinct", "instructions per message",
-                  "of which the loop", "the gateway"],
+                  "of which the loop", "the gateway", "each process"],
                  [[_direction(c["direction"]), distinct,
                    c["instructions_per_message"],
                    c.get("harness_instructions_per_message", "-"),
-                   c.get("gateway_instructions_per_message", "-")]
+                   c.get("gateway_instructions_per_message", "-"),
+                   " / ".join(map(str, c.get("runs", ()))) or "-"]
                   for c in r["cases"]])
 
 

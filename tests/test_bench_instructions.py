@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from twisted.trial.unittest import TestCase
 
@@ -47,18 +48,28 @@ class ArithmeticTests(TestCase):
         """
         A direction's results give the loop's count on the gateway, the
         loop's alone (on the null gateway) and the gateway's own, their
-        difference, with the two counts they come from.
+        difference, each the median of the processes' counts, which are
+        given per message too.
         """
-        case = instructions.case("xmppToSIP", 1000, 400_000_000, 70_000_000)
+        case = instructions.case(
+            "xmppToSIP", 1000, [400_000_000, 380_000_000, 430_000_000],
+            [70_000_000, 71_000_000, 69_000_000])
         self.assertEqual({
             "direction": "xmppToSIP",
             "instructions_per_message": 400000,
             "harness_instructions_per_message": 70000,
             "gateway_instructions_per_message": 330000,
-            "counted_instructions": 400_000_000,
-            "harness_counted_instructions": 70_000_000}, case)
+            "runs": [400000, 380000, 430000],
+            "harness_runs": [70000, 71000, 69000]}, case)
+        one = instructions.case("sipToXMPP", 2000, [1_000_002_000],
+                                [40_000_000])
+        self.assertEqual((500001, 20000, 480001, [500001], [20000]),
+                         (one["instructions_per_message"],
+                          one["harness_instructions_per_message"],
+                          one["gateway_instructions_per_message"],
+                          one["runs"], one["harness_runs"]))
         self.assertRaises(ValueError, instructions.case, "sipToXMPP", 1000,
-                          0, 10)
+                          [0], [10])
 
 
 def standInHeader(case):
@@ -243,13 +254,15 @@ class MeasureTests(TestCase):
     def test_defaults(self):
         """
         The warm-up and the count default to 2,000 and 3,000 messages on
-        CPython, 14,000 and 8,000 on PyPy; a warm-up out of range is
-        refused.
+        CPython, 14,000 and 8,000 on PyPy, where each case runs in three
+        processes; a warm-up or a repeat out of range is refused.
         """
-        self.assertEqual((2, 14, 8000), (instructions.WARMUP_RUNS,
-                                         instructions.PYPY_WARMUP_RUNS,
-                                         instructions.PYPY_COUNT))
+        self.assertEqual((2, 14, 8000, 3), (instructions.WARMUP_RUNS,
+                                            instructions.PYPY_WARMUP_RUNS,
+                                            instructions.PYPY_COUNT,
+                                            instructions.PYPY_REPEAT))
         self.assertRaises(SystemExit, instructions.main, ["--warmup", "101"])
+        self.assertRaises(SystemExit, instructions.main, ["--repeat", "0"])
 
 
 class MainTests(TestCase):
@@ -259,45 +272,53 @@ class MainTests(TestCase):
 
     def test_results(self):
         """
-        Both gateways are counted in both directions, one child each with
-        the marker library, and each case gives the loop's, the loop
-        alone's and the gateway's count per message.
+        Both gateways are counted in both directions, C{--repeat} child
+        processes each with the marker library, and each case gives the
+        loop's, the loop alone's and the gateway's count per message, the
+        medians, and every process's.
         """
         counts = {
-            ("gateway", "sipToXMPP"): 500_000_000,
-            ("gateway", "xmppToSIP"): 400_000_000,
-            ("null", "sipToXMPP"): 25_000_000,
-            ("null", "xmppToSIP"): 70_000_000}
+            ("gateway", "sipToXMPP"): [500_000_000, 510_000_000, 490_000_000],
+            ("gateway", "xmppToSIP"): [400_000_000, 400_000_000, 401_000_000],
+            ("null", "sipToXMPP"): [25_000_000, 26_000_000, 24_000_000],
+            ("null", "xmppToSIP"): [70_000_000, 70_000_000, 70_000_000]}
         asked = []
 
         def measure(valgrind, marker, direction, runs, distinct, warmup,
                     gateway):
             self.assertTrue(os.path.exists(marker))
             asked.append((gateway, direction, runs, distinct, warmup))
-            return counts[gateway, direction]
+            done = sum(1 for a in asked if a[:2] == (gateway, direction))
+            return counts[gateway, direction][done - 1]
 
         standInHeader(self)
         self.patch(instructions, "measure", measure)
         self.patch(instructions.shutil, "which", lambda name: "/valgrind")
+        # One worker: the fake's counts are handed out in order.
+        self.patch(instructions, "ThreadPoolExecutor",
+                   lambda max_workers: ThreadPoolExecutor(max_workers=1))
         out = self.mktemp()
         self.assertEqual(0, instructions.main(
             ["--count", "1000", "--distinct", "7", "--warmup", "3",
-             "--json", out]))
+             "--repeat", "3", "--json", out]))
         self.assertEqual(
             sorted((g, d, 1, 7, 3)
                    for g in instructions.GATEWAYS
-                   for d in instructions.DIRECTIONS),
+                   for d in instructions.DIRECTIONS for _ in range(3)),
             sorted(asked))
         with open(out) as f:
             results = json.load(f)
         self.assertEqual(
-            [("sipToXMPP", 500000, 25000, 475000),
-             ("xmppToSIP", 400000, 70000, 330000)],
+            [("sipToXMPP", 500000, 25000, 475000,
+              [500000, 510000, 490000]),
+             ("xmppToSIP", 400000, 70000, 330000,
+              [400000, 400000, 401000])],
             [(c["direction"], c["instructions_per_message"],
               c["harness_instructions_per_message"],
-              c["gateway_instructions_per_message"])
+              c["gateway_instructions_per_message"], c["runs"])
              for c in results["cases"]])
         self.assertIn("toggled", results["method"])
+        self.assertEqual(3, results["repeat"])
 
     def test_noMarker(self):
         """
@@ -348,4 +369,21 @@ class ReportTests(TestCase):
              "harness_instructions_per_message": 69554,
              "gateway_instructions_per_message": 325525}]})
         self.assertIn("of which the loop", shown)
-        self.assertRegex(shown, r"XMPP->SIP +1 +395079 +69554 +325525")
+        self.assertRegex(shown, r"XMPP->SIP +1 +395079 +69554 +325525 +-")
+
+    def test_processesShown(self):
+        """
+        Each process's count is shown where the file has them (from round
+        30 on).
+        """
+        from bench import report
+
+        shown = report.instructions({"cases": [
+            {"direction": "sipToXMPP", "instructions_per_message": 181413,
+             "harness_instructions_per_message": 9422,
+             "gateway_instructions_per_message": 171991,
+             "runs": [159495, 181413, 181541]}]})
+        self.assertIn("each process", shown)
+        self.assertRegex(
+            shown, r"SIP->XMPP +1 +181413 +9422 +171991 +159495 / 181413 / "
+            r"181541")
