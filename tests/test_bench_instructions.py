@@ -254,13 +254,13 @@ class MeasureTests(TestCase):
     def test_defaults(self):
         """
         The warm-up and the count default to 2,000 and 3,000 messages on
-        CPython, 14,000 and 8,000 on PyPy, where each case runs in three
+        CPython, 14,000 and 8,000 on PyPy, and each case runs in three
         processes; a warm-up or a repeat out of range is refused.
         """
         self.assertEqual((2, 14, 8000, 3), (instructions.WARMUP_RUNS,
                                             instructions.PYPY_WARMUP_RUNS,
                                             instructions.PYPY_COUNT,
-                                            instructions.PYPY_REPEAT))
+                                            instructions.REPEAT))
         self.assertRaises(SystemExit, instructions.main, ["--warmup", "101"])
         self.assertRaises(SystemExit, instructions.main, ["--repeat", "0"])
 
