@@ -31,23 +31,29 @@ too. On CPython that agreed with this within about 1 %; on PyPy the two
 processes' counts varied by up to 10 % of a whole run (11-14 billion
 instructions), several times the 8,000 messages' share, so one count
 per message could be off by half (round 29's file: 334,535 for SIP ->
-XMPP where both methods count about 181,000 in round 30).
+XMPP, where the same method counted 180,401 on round 30's tree).
 
 On PyPy (run it with PyPy's Python) the same, with what a JIT needs: a
 longer warm-up (C{--warmup}, 14,000 messages by default, after which the
 loops and bridges of the two paths are compiled), 8,000 messages counted,
 and callgrind told that code is written at run time
 (C{--smc-check=all-non-file}). The count includes the JIT's own work and
-the collector's during the counted messages, as the time does. With a
-small nursery (PyPy's own is 1 MB on the EPYC VM) a step of a major
-collection falls into the counted messages in one process and not in
-another: two processes of one tree counted 159,495 and 181,413 per SIP
--> XMPP message (round 30); with a 150 MB nursery two processes agreed
-within 1 %. CPython's cyclic collector does the same on a smaller
-scale: the null gateway's SIP -> XMPP loop counted 20,812 in one
-process and 26,933 in another, the gateway's 500,619 and 501,564. So
-each case runs in three child processes (C{--repeat}) and the median is
-reported, with every process's count (C{runs}, C{harness_runs}).
+the collector's during the counted messages, as the time does.
+
+The collector: where its steps fall depends on everything allocated
+before, so the child collects fully (C{gc.collect()}) just before the
+counted messages. Without that, with PyPy's own 1 MB nursery (the EPYC
+VM), a step of a major collection fell inside the counted messages of
+one process and not of another: 159,495 and 181,413 instructions per
+SIP -> XMPP message for one tree; with it 158,276 and 156,776 (round
+30). On CPython an import more in this module moved a collection of the
+oldest generation into the null gateway's SIP -> XMPP count (20,812 ->
+26,930; with the collection first 20,555). So the counts are the cost
+between major collections; the marking of a major collection, which
+grows with the live heap, is in the timed benchmark's collector figures
+(C{gc_major_us}) rather than here. Each case runs in three child
+processes (C{--repeat}) and the median is reported, with every
+process's count (C{runs}, C{harness_runs}).
 
 Usage::
 
@@ -62,6 +68,7 @@ C{xmppgw} from the current directory).
 """
 
 import argparse
+import gc
 import os
 import re
 import shutil
@@ -210,6 +217,11 @@ def child(direction, runs, distinct, warmup=WARMUP_RUNS, gateway="gateway",
     run = getattr(Runner(measured, 0.001), direction)
     for _ in range(warmup):
         run(RUN, distinct)
+    # The counted runs start with the collector's state reset (CPython's
+    # generation counts, PyPy's major collection), whatever the warm-up
+    # and the imports left: otherwise where its steps fall depends on
+    # everything allocated before.
+    gc.collect()
     if toggle is not None:
         toggle()
     for _ in range(runs):

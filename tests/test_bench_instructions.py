@@ -153,8 +153,8 @@ class ChildTests(TestCase):
 
     def test_toggledAroundCount(self):
         """
-        Collection is toggled on after the warm-up runs and off after the
-        counted ones, once each.
+        Collection is toggled on after the warm-up runs and a full
+        collection, and off after the counted ones, once each.
         """
         import ctypes
 
@@ -180,13 +180,15 @@ class ChildTests(TestCase):
                 events.append("toggle")
 
         self.patch(twisted.logger, "globalLogBeginner", Beginner())
+        self.patch(instructions.gc, "collect",
+                   lambda: events.append("collect"))
         self.patch(inprocess, "Runner", Runner)
         self.patch(inprocess, "NullGateway", lambda: None)
         self.patch(ctypes, "CDLL", lambda path: Library())
         instructions.child("sipToXMPP", 2, 5, 3, "null", "/marker.so")
         run = ("run", instructions.RUN, 5)
-        self.assertEqual(["log", run, run, run, "toggle", run, run, "toggle"],
-                         events)
+        self.assertEqual(["log", run, run, run, "collect", "toggle", run, run,
+                          "toggle"], events)
 
     def test_unknownGateway(self):
         """
