@@ -337,8 +337,8 @@ bench: peers venv pypy-venv $(KAMAILIO_XMPP)
 	$(PYPY_GC_DEPLOYED) \
 	  $(VPY) -m bench.soak --twistd $(PYPY_VENV)/bin/twistd \
 	  --json bench/results/soak-pypy.json $(SOAK_ARGS)
-	# Benchmark 1 in instructions on PyPy (JIT warmed up, about 10 minutes
-	# each), with 1 and 10,000 addresses.
+	# Benchmark 1 in instructions on PyPy (JIT warmed up, three processes per
+	# case, about 9 minutes each on the EPYC VM), with 1 and 10,000 addresses.
 	$(PYPY_VPY) -m bench.instructions --json bench/results/instructions-pypy.json
 	$(PYPY_VPY) -m bench.instructions --distinct 10000 \
 	  --json bench/results/instructions-pypy-cold.json
