@@ -5,6 +5,7 @@ Tests for L{xmppgw.sockio}.
 import errno
 import socket
 
+from twisted.internet import abstract, error
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
@@ -25,6 +26,17 @@ class FakeDatagramSocket:
         self.datagrams = list(datagrams)
         self.error = error
         self.calls = 0
+        #: What C{sendto} was given; C{sendError}, if set, is raised
+        #: (once) instead.
+        self.sent = []
+        self.sendError = None
+
+    def sendto(self, data, addr):
+        if self.sendError is not None:
+            code, self.sendError = self.sendError, None
+            raise OSError(code, "send failed")
+        self.sent.append((data, addr))
+        return len(data)
 
     def recvfrom_into(self, buffer):
         self.calls += 1
@@ -147,6 +159,118 @@ class ReceiveIntoPortTests(unittest.TestCase):
         port = makePort(protocol, [(b"y" * 64, ("127.0.0.1", 1))])
         port.doRead()
         self.assertEqual(b"y" * 64, protocol.received[0][0])
+
+
+class WriteTests(unittest.TestCase):
+    """
+    L{ReceiveIntoPort.write}: Twisted's checks of the host once per host,
+    then straight to C{sendto}.
+    """
+
+    def setUp(self):
+        self.checks = []
+        original = abstract.isIPAddress
+
+        def isIPAddress(host, *args, **kwargs):
+            self.checks.append(host)
+            return original(host, *args, **kwargs)
+
+        self.patch(abstract, "isIPAddress", isIPAddress)
+
+    def test_checkedOnce(self):
+        """
+        The first datagram to a host is checked as L{udp.Port.write}
+        checks it; the next ones to that host are sent without the checks.
+        Both reach C{sendto} with the address as given.
+        """
+        port = makePort(Recorder(), [])
+        port.write(b"one", ("127.0.0.1", 5060))
+        checked = len(self.checks)
+        self.assertTrue(checked)
+        port.write(b"two", ("127.0.0.1", 5061))
+        self.assertEqual(checked, len(self.checks))
+        port.write(b"three", ("127.0.0.2", 5060))
+        self.assertGreater(len(self.checks), checked)
+        self.assertEqual([(b"one", ("127.0.0.1", 5060)),
+                          (b"two", ("127.0.0.1", 5061)),
+                          (b"three", ("127.0.0.2", 5060))],
+                         port.socket.sent)
+
+    def test_hostnameRefused(self):
+        """
+        A host name, or an address of the other family, is refused every
+        time, as by L{udp.Port.write}, and nothing is sent.
+        """
+        port = makePort(Recorder(), [])
+        for _ in range(2):
+            self.assertRaises(error.InvalidAddressError, port.write,
+                              b"x", ("sip.example.com", 5060))
+            self.assertRaises(error.InvalidAddressError, port.write,
+                              b"x", ("::1", 5060))
+        self.assertEqual([], port.socket.sent)
+        port6 = makePort(Recorder(), [], family=socket.AF_INET6)
+        port6.write(b"x", ("::1", 5060))
+        self.assertRaises(error.InvalidAddressError, port6.write,
+                          b"x", ("127.0.0.1", 5060))
+        self.assertEqual([(b"x", ("::1", 5060))], port6.socket.sent)
+
+    def test_errorsOfCheckedHost(self):
+        """
+        To a checked host, the socket's errors are handled as by
+        L{udp.Port.write}: C{ECONNREFUSED} is not an error, C{EMSGSIZE} is
+        L{error.MessageLengthError}, any other is raised.
+        """
+        port = makePort(Recorder(), [])
+        port.write(b"x", ("127.0.0.1", 5060))
+        port.socket.sendError = errno.ECONNREFUSED
+        self.assertIsNone(port.write(b"x", ("127.0.0.1", 5060)))
+        port.socket.sendError = errno.EMSGSIZE
+        self.assertRaises(error.MessageLengthError, port.write,
+                          b"x", ("127.0.0.1", 5060))
+        port.socket.sendError = errno.EBADF
+        exc = self.assertRaises(OSError, port.write,
+                                b"x", ("127.0.0.1", 5060))
+        self.assertEqual(errno.EBADF, exc.args[0])
+        port.socket.sendError = errno.EINTR
+        port.write(b"again", ("127.0.0.1", 5060))
+        self.assertEqual((b"again", ("127.0.0.1", 5060)),
+                         port.socket.sent[-1])
+
+    def test_failedFirstSendNotKept(self):
+        """
+        A host whose first datagram failed in C{sendto} is checked again
+        next time (nothing is remembered from a write that raised).
+        """
+        port = makePort(Recorder(), [])
+        port.socket.sendError = errno.EBADF
+        self.assertRaises(OSError, port.write, b"x", ("127.0.0.1", 5060))
+        self.assertEqual({}, port._checkedHosts)
+        checked = len(self.checks)
+        port.write(b"x", ("127.0.0.1", 5060))
+        self.assertGreater(len(self.checks), checked)
+
+    def test_bounded(self):
+        """
+        At most L{sockio.CHECKED_HOSTS_MAX} hosts are remembered.
+        """
+        self.patch(sockio, "CHECKED_HOSTS_MAX", 3)
+        port = makePort(Recorder(), [])
+        for i in range(10):
+            port.write(b"x", ("127.0.0.%d" % (i,), 5060))
+            self.assertLessEqual(len(port._checkedHosts), 3)
+        self.assertEqual(10, len(port.socket.sent))
+
+    def test_connected(self):
+        """
+        A connected port writes as L{udp.Port.write} does (C{send}).
+        """
+        port = makePort(Recorder(), [])
+        port._connectedAddr = ("127.0.0.1", 5060)
+        sent = []
+        port.socket.send = sent.append
+        port.write(b"x")
+        self.assertEqual([b"x"], sent)
+        self.assertEqual([], port.socket.sent)
 
 
 class ListenUDPTests(unittest.TestCase):
