@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 
 from twisted.application import service
@@ -665,6 +666,32 @@ class JSONLoggingServiceTests(unittest.TestCase):
             lines = f.read().splitlines()
         self.assertEqual(20, len(lines))
         self.assertEqual("line 19 " + "x" * 50, lines[-1])
+
+    def test_cLock(self):
+        """
+        The lock Twisted's synchronized C{write} and C{rotate} take is
+        threading's C RLock, not Twisted's pure-Python C{XLock}; it is
+        reentrant and free again after each call.
+        """
+        logFile = self.writeLines(rotateSize=0)
+        lock = logFile.__dict__["_threadable_lock"]
+        self.assertIs(type(threading.RLock()), type(lock))
+        self.assertNotIsInstance(lock, threading._RLock)
+        logFile.write("more\n")
+        logFile.rotate()
+        self.assertIs(lock, logFile._threadable_lock)
+        # Free after the calls: another thread can take it.
+        taken = []
+
+        def take():
+            taken.append(lock.acquire(blocking=False))
+            if taken[0]:
+                lock.release()
+
+        thread = threading.Thread(target=take)
+        thread.start()
+        thread.join(10)
+        self.assertEqual([True], taken)
 
     def test_bufferedRotation(self):
         """

@@ -57,7 +57,7 @@ import io
 import json
 import sys
 from datetime import datetime, timezone
-from threading import get_ident
+from threading import RLock, get_ident
 from time import time
 
 from twisted.application import service
@@ -420,6 +420,18 @@ class BufferedLogFile(logfile.LogFile):
 
     #: Bytes held before they are written without a flush.
     bufferSize = 65536
+
+    def __init__(self, *args, **kwargs):
+        # The lock Twisted's synchronized write and rotate take
+        # (twisted.python.threadable.synchronize), which would otherwise be
+        # made on first use as an XLock, threading's pure-Python RLock:
+        # its acquire and release cost more on CPython than writing the
+        # line (docs/performance.rst, round 31). threading.RLock is the C
+        # one, as reentrant. Set before anything can take it; twistd
+        # never pickles the file (a plugin's run is always --no_save),
+        # which is what XLock is for.
+        self.__dict__["_threadable_lock"] = RLock()
+        logfile.LogFile.__init__(self, *args, **kwargs)
 
     def _openFile(self):
         logfile.LogFile._openFile(self)
