@@ -310,6 +310,12 @@ bench: peers venv pypy-venv $(KAMAILIO_XMPP)
 	  --json bench/results/instructions-cold.json
 	$(VPY) -m bench.s2s --json bench/results/s2s.json
 	$(VPY) -m bench.endtoend --json bench/results/endtoend.json $(BENCH_ARGS)
+	# Benchmark 2 counted in instructions: the gateway under callgrind at
+	# 50 MESSAGEs/s, each message alone, the reactor, the sockets and the
+	# log file included (about 8 minutes; docs/performance.rst, round 31).
+	$(VPY) -m bench.endtoend --callgrind --directions udp,xmpp \
+	  --rates 50,50,50,50 --duration 40 \
+	  --json bench/results/endtoend-instructions.json
 	$(VPY) -m bench.soak --json bench/results/soak.json $(SOAK_ARGS)
 	$(VPY) -m bench.crash --json bench/results/crash.json $(CRASH_ARGS)
 	# Both interpreters (docs/performance.rst, "PyPy"); PyPy as deployed

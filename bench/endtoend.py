@@ -36,6 +36,21 @@ rate of each direction runs once through each, one right after the other
 message and the C module's are measured on the same machine in the same
 minute. Their rows carry C{"gateway": "xmppgw"} or C{"kamailio"}.
 
+With C{--callgrind} the gateway runs under valgrind's callgrind, started
+with its instrumentation off (start-up is not counted), and each step also
+reports the instructions the gateway's process executed from the start of
+the load to the end of the step's drain, per message sent
+(C{gateway_instructions_per_msg}; L{CallgrindCounter}): the user-space
+cost of a message end to end, the reactor, the socket calls, the timers
+and the log file included, which benchmark 1's count
+(L{bench.instructions}) leaves out, and with a spread of well under 1 %
+where the CPU columns vary by 10 % and more. Under callgrind the gateway
+runs some fifty times slower, so the rates are at most
+L{CALLGRIND_MAX_RATE} (each message then runs alone, the low-rate case);
+its CPU and latency columns are callgrind's, not the gateway's. The
+results are of kind C{"endtoend-instructions"}, which L{bench.targets}
+does not read. Kernel time (the system calls themselves) is not counted.
+
 Per step: offered and delivered rate, loss, duplicates, p50/p99/max
 latency (send -> delivery, both clocks C{CLOCK_MONOTONIC}), the gateway's
 and Prosody's CPU per message (C{/proc/PID/stat} utime+stime over the step
@@ -77,6 +92,15 @@ DIRECTIONS = ("udp", "tcp", "xmpp", "floor")
 FLOOR_COMPONENT = "floor.xmpp.test"
 #: The component Kamailio's xmpp module connects as (C{--reference}).
 REFERENCE_COMPONENT = "kam.xmpp.test"
+#: The highest rate C{--callgrind} accepts: on CPython the gateway spends
+#: about 7 ms of CPU a message under callgrind (round 31), a third of a CPU
+#: at 50/s.
+CALLGRIND_MAX_RATE = 200
+#: How long the gateway may take to start under callgrind (about 20 s on
+#: CPython with the instrumentation off; twistd alone takes 1).
+CALLGRIND_START_SECONDS = 300.0
+#: How long a dump asked of callgrind may take to appear.
+CALLGRIND_DUMP_SECONDS = 120.0
 
 
 #: The nursery size in the gateway's start-up report (L{xmppgw.gctune}):
@@ -100,6 +124,106 @@ def nurseryFromLog(text):
 def twistd():
     path = os.path.join(os.path.dirname(sys.executable), "twistd")
     return path if os.path.exists(path) else "twistd"
+
+
+def shebangInterpreter(script):
+    """
+    The interpreter a script's C{#!} line names (through C{env} too), or
+    L{sys.executable} if it names none: what runs C{twistd} when valgrind
+    is asked to run it (valgrind runs the interpreter, not the script).
+    """
+    try:
+        with open(script, "rb") as f:
+            first = f.readline(4096).decode("utf-8", "replace")
+    except OSError:
+        return sys.executable
+    if not first.startswith("#!"):
+        return sys.executable
+    words = first[2:].split()
+    if words and os.path.basename(words[0]) == "env" and len(words) > 1:
+        words = words[1:]
+    return words[0] if words else sys.executable
+
+
+def callgrindCommand(command, outDir):
+    """
+    The gateway's command line C{command} (C{twistd} first) run under
+    callgrind with its instrumentation off until L{CallgrindCounter} turns
+    it on, the dumps written to C{outDir}.
+    """
+    script = command[0]
+    if os.sep not in script:
+        script = shutil.which(script) or script
+    return (["valgrind", "--tool=callgrind", "--instr-atstart=no",
+             "--callgrind-out-file=" + os.path.join(outDir, "callgrind.out.%p"),
+             shebangInterpreter(script), script] + list(command[1:]))
+
+
+def callgrindTotal(path):
+    """
+    The instructions a callgrind dump counted: its C{totals:} (or
+    C{summary:}) line.
+    """
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("totals:", "summary:")):
+                return int(line.split()[1])
+    raise ValueError("%s: no totals line (not a complete callgrind dump)"
+                     % (path,))
+
+
+class CallgrindCounter:
+    """
+    The instructions a process run under callgrind (L{callgrindCommand})
+    executes between L{start} and L{stop}, through C{callgrind_control}:
+    the first L{start} turns the instrumentation on, each one zeroes the
+    counters; L{stop} asks for a dump and reads its total.
+    """
+
+    def __init__(self, pid, outDir, run=subprocess.run, sleep=time.sleep,
+                 clock=time.monotonic):
+        self.pid = pid
+        self.outDir = outDir
+        self._run = run
+        self._sleep = sleep
+        self._clock = clock
+        self._on = False
+
+    def _control(self, *options):
+        self._run(["callgrind_control"] + list(options) + [str(self.pid)],
+                  check=True, capture_output=True, timeout=60)
+
+    def _dumps(self):
+        prefix = "callgrind.out.%d." % (self.pid,)
+        return {name for name in os.listdir(self.outDir)
+                if name.startswith(prefix)}
+
+    def start(self):
+        if not self._on:
+            self._control("-i", "on")
+            self._on = True
+        self._control("-z")
+
+    def stop(self):
+        """
+        Dump, and return the instructions counted since L{start}.
+        """
+        before = self._dumps()
+        self._control("-d")
+        deadline = self._clock() + CALLGRIND_DUMP_SECONDS
+        # Bounded by the deadline: the dump is written by the process
+        # itself, at its next basic block.
+        while True:
+            for name in sorted(self._dumps() - before):
+                try:
+                    return callgrindTotal(os.path.join(self.outDir, name))
+                except ValueError:
+                    pass  # still being written
+            if self._clock() >= deadline:
+                raise RuntimeError("callgrind wrote no dump for process %d "
+                                   "within %d s" % (self.pid,
+                                                    CALLGRIND_DUMP_SECONDS))
+            self._sleep(0.2)
 
 
 class Peer:
@@ -336,6 +460,8 @@ class Bench:
         self.sipPort = freePort("udp")
         self.sinkPort = freePort("udp")
         self.gateway = None
+        #: With C{--callgrind}: the L{CallgrindCounter} of the gateway.
+        self.counter = None
         self.holdLimit = getattr(args, "hold_limit", 0)
         #: [xmpp] confirm_delivery, or L{None} for the gateway's default.
         self.confirmDelivery = getattr(args, "confirm_delivery", None)
@@ -353,11 +479,16 @@ class Bench:
         with open(config, "w") as f:
             f.write(self.gatewayConfig())
         self.logPath = os.path.join(self.workdir, "twistd.log")
+        command = self.gatewayCommand(config)
+        wait = 20
+        if getattr(self.args, "callgrind", False):
+            command = callgrindCommand(command, self.workdir)
+            wait = CALLGRIND_START_SECONDS
         self.gateway = subprocess.Popen(
-            self.gatewayCommand(config),
+            command,
             cwd=self.workdir, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if "component link authenticated" in self._log():
                 break
@@ -367,6 +498,8 @@ class Bench:
         if "component link authenticated" not in self._log():
             raise RuntimeError("gateway did not come up:\n" + self._log()[-3000:])
         time.sleep(0.5)
+        if getattr(self.args, "callgrind", False):
+            self.counter = CallgrindCounter(self.gateway.pid, self.workdir)
 
     def gatewayConfig(self):
         """
@@ -455,6 +588,8 @@ class Bench:
                       timeout=args.duration * 3 + 30, idle=idle)
             rx.ready()
             gw0, pr0 = self._snapshot(reference)
+            if self.counter is not None:
+                self.counter.start()
             if direction == "floor":
                 load = Peer("component-load", host="127.0.0.1",
                             port=self.prosody.componentPort,
@@ -475,6 +610,8 @@ class Bench:
                         timeout=args.duration * 3 + 30, idle=idle)
             sink.ready()
             gw0, pr0 = self._snapshot(reference)
+            if self.counter is not None:
+                self.counter.start()
             load = Peer("xmpp-load", host="127.0.0.1",
                         port=self.prosody.c2sPort, user="tx", domain=DOMAIN,
                         password="txpass",
@@ -483,6 +620,9 @@ class Bench:
             sent = load.result(args.duration * 3 + 30)
             got = sink.result(args.duration * 3 + 30)
         gw1, pr1 = self._snapshot(reference)
+        instructions = None
+        if self.counter is not None:
+            instructions = self.counter.stop()
         if reference:
             # Its processes' summed Pss (shared memory counted once); no
             # peak is kept for a tree.
@@ -520,6 +660,11 @@ class Bench:
             "error_stanzas": sent.get("error_stanzas",
                                       got.get("error_stanzas")),
         }
+        if instructions is not None:
+            row["gateway_instructions_per_msg"] = round(instructions / count)
+            print("%s %s rate %d: %d instructions per message" % (
+                row["gateway"], direction, rate,
+                row["gateway_instructions_per_msg"]), file=sys.stderr)
         print("%(gateway)-8s %(direction)-4s rate %(rate)6d: delivered %(delivered)6d/"
               "%(sent)-6d p50 %(p50_ms)s p99 %(p99_ms)s max %(max_ms)s ms, "
               "gw %(gateway_cpu_us_per_msg)s us/msg, prosody "
@@ -589,6 +734,11 @@ def main(argv=None):
                         "implementation of issue 4 (built by "
                         "bench/kamailio-xmpp.sh), as a second component "
                         "of the same Prosody")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="run the gateway under valgrind's callgrind "
+                        "and count its instructions per message in each "
+                        "step (rates at most %d; results of kind "
+                        "endtoend-instructions)" % (CALLGRIND_MAX_RATE,))
     parser.add_argument("--keep-workdir", action="store_true",
                         help="keep the working directory (the gateway's "
                         "and Prosody's configurations and logs) instead of "
@@ -606,13 +756,25 @@ def main(argv=None):
             or not 0 <= args.warmup <= 60):
         parser.error("--duration must be in (0, 60], --max-count in "
                      "(0, 1e6], --warmup in [0, 60]")
+    if args.callgrind:
+        if args.reference:
+            parser.error("--callgrind counts the gateway alone: not with "
+                         "--reference")
+        if any(int(r) > CALLGRIND_MAX_RATE for r in args.rates.split(",")):
+            parser.error("--callgrind: rates of at most %d (the gateway "
+                         "runs some fifty times slower under callgrind)"
+                         % (CALLGRIND_MAX_RATE,))
+        if shutil.which("valgrind") is None:
+            parser.error("--callgrind needs valgrind (make bench installs "
+                         "it)")
     unknown = set(args.directions.split(",")) - set(DIRECTIONS)
     if unknown:
         parser.error("unknown --directions %s (known: %s)" % (
             ",".join(sorted(unknown)), ",".join(DIRECTIONS)))
     bench = Bench(args)
     results = {
-        **resultsHeader("endtoend", argv),
+        **resultsHeader(
+            "endtoend-instructions" if args.callgrind else "endtoend", argv),
         "duration": args.duration,
         "log_messages": args.log,
         "gateway_twistd": args.twistd or twistd(),

@@ -79,6 +79,18 @@ def endtoend(r):
                   "gw peak MB", "Prosody peak MB"], rows)
 
 
+def endtoendInstructions(r):
+    """
+    C{bench.endtoend --callgrind}: the gateway's instructions per message
+    end to end (its CPU and latency columns are callgrind's).
+    """
+    return table(["path", "rate/s", "sent", "delivered", "lost",
+                  "gw instructions/msg"],
+                 [[s["direction"], s["rate"], s["sent"], s["delivered"],
+                   s["lost"], s.get("gateway_instructions_per_msg", "-")]
+                  for s in r["steps"]])
+
+
 def instructions(r):
     distinct = r.get("distinct", 1)
     # Files from before round 22 have the loop's count only, from before
@@ -150,7 +162,9 @@ def main(paths):
             r.get("revision"), r.get("command", "(command not recorded)")))
         report = {"inprocess": inprocess, "endtoend": endtoend,
                   "scale": scale, "s2s": s2s, "soak": soak,
-                  "instructions": instructions}.get(r["benchmark"])
+                  "instructions": instructions,
+                  "endtoend-instructions": endtoendInstructions,
+                  }.get(r["benchmark"])
         if report is None:
             print("(no table for the %r benchmark)" % (r["benchmark"],))
         else:

@@ -6,6 +6,7 @@ benchmark itself runs under C{make bench}).
 import argparse
 import os
 import platform
+import sys
 
 from twisted.trial import unittest
 
@@ -15,9 +16,11 @@ from bench import soak
 from bench.common import MEMORY_FIELDS, machine, memoryKB, statusKB
 from bench.common import (
     cpuSeconds, processTree, treeCPUSeconds, treePssKB)
+from bench import endtoend
 from bench.endtoend import (
-    REFERENCE_COMPONENT, Bench, KamailioReference, connectionsTo,
-    nurseryFromLog, twistd)
+    REFERENCE_COMPONENT, Bench, CallgrindCounter, KamailioReference,
+    callgrindCommand, callgrindTotal, connectionsTo, nurseryFromLog,
+    shebangInterpreter, twistd)
 from tests.test_gctune import FakePyPyCollector
 from xmppgw.gctune import reportNursery
 
@@ -89,10 +92,9 @@ class StopTests(unittest.TestCase):
         self.assertFalse(os.path.exists(bench.workdir))
 
 
-class OptionTests(unittest.TestCase):
+class _CommandLine:
     """
-    The command line: the working directory, the options that shape the
-    private Prosody, the directions.
+    Runs L{bench.endtoend.main} up to the point where it would start.
     """
 
     def parsed(self, argv):
@@ -126,6 +128,13 @@ class OptionTests(unittest.TestCase):
         self.patch(endtoend, "Bench", lambda args: self.fail("ran"))
         self.patch(endtoend.argparse.ArgumentParser, "error", error)
         return str(self.assertRaises(Refused, endtoend.main, argv))
+
+
+class OptionTests(_CommandLine, unittest.TestCase):
+    """
+    The command line: the working directory, the options that shape the
+    private Prosody, the directions.
+    """
 
     def test_keepWorkdir(self):
         """
@@ -201,6 +210,187 @@ class OptionTests(unittest.TestCase):
                          self.parsed(["--directions", "floor,udp"]).directions)
         self.assertIn("unknown --directions upd",
                       self.refused(["--directions", "udp,upd"]))
+
+
+class CallgrindOptionTests(_CommandLine, unittest.TestCase):
+    """
+    C{--callgrind}: low rates only, the gateway alone, valgrind needed;
+    its results are of their own kind.
+    """
+
+    def setUp(self):
+        self.patch(endtoend.shutil, "which",
+                   lambda name: "/usr/bin/" + name)
+
+    def test_refused(self):
+        """
+        With C{--reference}, or a rate over L{endtoend.CALLGRIND_MAX_RATE},
+        C{--callgrind} is refused before anything starts.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("module\n")
+        self.assertIn("not with --reference", self.refused(
+            ["--callgrind", "--reference", path, "--rates", "50"]))
+        self.assertIn("rates of at most 200", self.refused(
+            ["--callgrind", "--rates", "50,201"]))
+        self.assertTrue(self.parsed(
+            ["--callgrind", "--rates", "50,200"]).callgrind)
+        self.assertFalse(self.parsed([]).callgrind)
+
+    def test_noValgrind(self):
+        """
+        Without valgrind, C{--callgrind} is refused, naming what installs
+        it.
+        """
+        self.patch(endtoend.shutil, "which", lambda name: None)
+        self.assertIn("make bench", self.refused(
+            ["--callgrind", "--rates", "50"]))
+
+    def test_kind(self):
+        """
+        The results of C{--callgrind} are of kind
+        C{"endtoend-instructions"} (which L{bench.targets} does not read
+        as benchmark 2's), the others C{"endtoend"}.
+        """
+        for argv, kind in (
+                (["--callgrind", "--rates", "50"], "endtoend-instructions"),
+                (["--rates", "50"], "endtoend")):
+            made = []
+
+            def fake(args):
+                made.append(_FakeStepBench(args, reference=False))
+                return made[0]
+
+            self.patch(endtoend, "Bench", fake)
+            self.patch(endtoend, "emit", lambda results, path: None)
+            results = endtoend.main(argv + ["--directions", "udp"])
+            self.assertEqual(kind, results["benchmark"])
+            self.assertEqual([("udp", 50, False)], made[0].calls)
+
+
+class CallgrindTests(unittest.TestCase):
+    """
+    The gateway under callgrind: its command line, the dumps' totals, the
+    counter driven through C{callgrind_control}.
+    """
+
+    def script(self, first):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(first + "import sys\n")
+        return path
+
+    def test_shebang(self):
+        """
+        The interpreter is the one the script's C{#!} line names, through
+        C{env} too; L{sys.executable} without one, or without the file.
+        """
+        self.assertEqual("/opt/venv/bin/python3", shebangInterpreter(
+            self.script("#!/opt/venv/bin/python3 -E\n")))
+        self.assertEqual("pypy3", shebangInterpreter(
+            self.script("#!/usr/bin/env pypy3\n")))
+        self.assertEqual(sys.executable, shebangInterpreter(
+            self.script("# no interpreter named\n")))
+        self.assertEqual(sys.executable,
+                         shebangInterpreter("/nonexistent/twistd"))
+
+    def test_command(self):
+        """
+        valgrind runs the interpreter with the script and its arguments,
+        instrumentation off, each dump a file of the output directory.
+        """
+        script = self.script("#!/opt/venv/bin/python3\n")
+        self.assertEqual(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+             "--callgrind-out-file=/out/callgrind.out.%p",
+             "/opt/venv/bin/python3", script, "-n", "xmppgw"],
+            callgrindCommand([script, "-n", "xmppgw"], "/out"))
+
+    def test_total(self):
+        """
+        A dump's total is its C{totals:} or C{summary:} line; a file
+        without one (a dump still being written) is an error.
+        """
+        for line in ("totals: 123456\n", "summary: 123456\n"):
+            path = self.script("events: Ir\n" + line)
+            self.assertEqual(123456, callgrindTotal(path))
+        self.assertRaises(ValueError, callgrindTotal,
+                          self.script("events: Ir\nfn=foo\n"))
+
+    def counter(self, complete=True):
+        """
+        A L{CallgrindCounter} of process 4242 whose C{callgrind_control}
+        is a fake: C{-d} writes the next dump (complete, or completed
+        only at the next sleep), counting 1,000 more instructions each
+        time.
+        """
+        outDir = self.mktemp()
+        os.mkdir(outDir)
+        self.commands = []
+        self.now = [0.0]
+        pending = []
+
+        def write(n, text):
+            with open(os.path.join(
+                    outDir, "callgrind.out.4242.%d" % (n,)), "w") as f:
+                f.write(text)
+
+        def run(argv, **kwargs):
+            self.assertTrue(kwargs["check"])
+            self.commands.append(argv[1:-1])
+            self.assertEqual("4242", argv[-1])
+            if argv[1] == "-d":
+                n = sum(1 for c in self.commands if c == ["-d"])
+                body = "events: Ir\ntotals: %d\n" % (1000 * n,)
+                if complete:
+                    write(n, body)
+                else:
+                    write(n, "events: Ir\n")
+                    pending.append((n, body))
+
+        def sleep(seconds):
+            self.now[0] += seconds
+            while pending:
+                write(*pending.pop())
+
+        return CallgrindCounter(4242, outDir, run=run, sleep=sleep,
+                                clock=lambda: self.now[0])
+
+    def test_counter(self):
+        """
+        The first L{CallgrindCounter.start} turns the instrumentation on,
+        every one zeroes the counters; L{CallgrindCounter.stop} dumps and
+        returns the new dump's total, not an earlier one's.
+        """
+        counter = self.counter()
+        counter.start()
+        self.assertEqual(1000, counter.stop())
+        counter.start()
+        self.assertEqual(2000, counter.stop())
+        self.assertEqual([["-i", "on"], ["-z"], ["-d"], ["-z"], ["-d"]],
+                         self.commands)
+
+    def test_dumpBeingWritten(self):
+        """
+        A dump found before its totals line is written is read again.
+        """
+        counter = self.counter(complete=False)
+        counter.start()
+        self.assertEqual(1000, counter.stop())
+        self.assertGreater(self.now[0], 0)
+
+    def test_noDump(self):
+        """
+        No dump within L{endtoend.CALLGRIND_DUMP_SECONDS}: an error naming
+        the process, not a wait without end.
+        """
+        counter = self.counter()
+        counter._run = lambda argv, **kwargs: None
+        counter.start()
+        error = self.assertRaises(RuntimeError, counter.stop)
+        self.assertIn("4242", str(error))
+        self.assertGreaterEqual(self.now[0], endtoend.CALLGRIND_DUMP_SECONDS)
 
 
 class _FakeStepBench:
