@@ -266,6 +266,7 @@ class CallgrindOptionTests(_CommandLine, unittest.TestCase):
             self.patch(endtoend, "emit", lambda results, path: None)
             results = endtoend.main(argv + ["--directions", "udp"])
             self.assertEqual(kind, results["benchmark"])
+            self.assertIn("-m bench.endtoend ", results["command"])
             self.assertEqual([("udp", 50, False)], made[0].calls)
 
 
