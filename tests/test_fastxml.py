@@ -294,11 +294,33 @@ class SpeedUpElementStreamTests(unittest.TestCase):
         for chunk in (1, 3, 7, 64):
             self.assertSameParse(data, chunk)
 
+    def test_qualifiedAttributes(self):
+        """
+        Qualified attributes (C{xml:lang}, a prefixed one) get the keys
+        Twisted's handler gives them, C{(uri, name)}, in the same order
+        (after the plain ones), on the stanza and on its children.
+        """
+        data = _HEADER + (
+            b"<message xml:lang='en' to='b@c' id='m1'>"
+            b"<body xml:lang='fr'>Salut</body>"
+            b"<x xmlns='urn:x' xmlns:p='urn:p' p:a='1' b='2' xml:lang='de'/>"
+            b"</message>")
+        _, plain = parseAll(data, False)
+        _, fast = parseAll(data, True)
+        self.assertEqual([describe(e, ordered=True) for e in plain],
+                         [describe(e, ordered=True) for e in fast])
+        message = fast[0]
+        self.assertEqual(["to", "id", (NS_XML, "lang")],
+                         list(message.attributes))
+        self.assertEqual("en", message.getAttribute((NS_XML, "lang")))
+        self.assertEqual("fr", message.body[(NS_XML, "lang")])
+
     def test_noElementInit(self):
         """
-        A start tag without qualified attributes is built without
-        L{domish.Element.__init__} (its generic checks); one with
-        C{xml:lang} goes to Twisted's handler.
+        Start tags in a default namespace, with qualified attributes or
+        without, are built without L{domish.Element.__init__} (its generic
+        checks); one without a default namespace goes to Twisted's
+        handler.
         """
         calls = []
         original = domish.Element.__init__
@@ -311,7 +333,9 @@ class SpeedUpElementStreamTests(unittest.TestCase):
         parseAll(_HEADER + _DOCUMENTS[0].encode("utf-8"), True)
         self.assertEqual([], calls)
         parseAll(_HEADER + b"<message xml:lang='en'/>", True)
-        self.assertEqual([["jabber:component:accept", "message"]], calls)
+        self.assertEqual([], calls)
+        parseAll(_HEADER + b"<message xmlns='' xml:lang='en'/>", True)
+        self.assertEqual([("", "message")], calls)
 
     def test_keepsNoNames(self):
         """

@@ -17,8 +17,8 @@ L{domish.Element.toXml} for the same element, byte for byte (checked by
 C{tests.test_fastxml}).
 
 L{speedUpElementStream} is the other direction: it gives a
-L{domish.ExpatElementStream} faster handlers for the common start tag
-(unqualified attributes) and character data, building the same elements;
+L{domish.ExpatElementStream} faster handlers for start tags (in a default
+namespace) and character data, building the same elements;
 on PyPy it also has the stream read whole stanzas of the simple kind
 without expat (L{_readSimpleStanzas}).
 """
@@ -240,9 +240,9 @@ def speedUpElementStream(stream):
     L{domish.Element.addContent} checks types. The handlers installed here
     build the same L{domish.Element} (same name, C{uri}, C{defaultUri},
     attributes, prefixes, parent and children, and the same element count
-    and cap) directly, and hand any start tag with a qualified
-    attribute (C{xml:lang}) or without a default namespace to the original
-    handler.
+    and cap) directly, qualified attributes (C{xml:lang}) under the
+    same C{(uri, name)} keys, and hand any start tag without a default
+    namespace to the original handler.
 
     The stream's parser is made again without an C{intern} dictionary
     (L{parserWithoutIntern}): expat's names (tags, attribute names) are
@@ -267,12 +267,26 @@ def speedUpElementStream(stream):
     def onStartElement(name, attrs):
         if type(attrs) is not dict:
             return slowStart(name, attrs)
-        for key in attrs:
-            if " " in key:
-                return slowStart(name, attrs)
         defaultUri = stream.defaultNsStack[-1]
         if defaultUri is None:
             return slowStart(name, attrs)
+        qualified = None
+        for key in attrs:
+            if " " in key:
+                if qualified is None:
+                    qualified = [key]
+                else:
+                    qualified.append(key)
+        if qualified is not None:
+            # As Twisted's handler: expat's "uri name" becomes the key
+            # (uri, name), after the plain attributes, in expat's order.
+            # (xml:lang is on most stanzas an XMPP server routes: Prosody
+            # puts the client's stream language on each.)
+            for key in qualified:
+                uri, local = key.rsplit(" ", 1)
+                attrs[(uri, local)] = attrs[key]
+            for key in qualified:
+                del attrs[key]
         e = new(element)
         if " " in name:
             e.uri, e.name = name.rsplit(" ", 1)
