@@ -24,6 +24,7 @@ from xmppgw.sip.message import (
 )
 from xmppgw.sip.transaction import (
     _COMPACT_MIN,
+    EXPIRY_SLACK,
     Source,
     Target,
     TransactionLayer,
@@ -325,8 +326,9 @@ class ServerTransactionTests(TimerAssertions, unittest.TestCase):
 
     def test_timerJUnreliable(self):
         """
-        Over UDP the completed transaction stays for 64*T1 and is then
-        forgotten, so the same request is new again.
+        Over UDP the completed transaction stays for 64*T1 (and at most
+        L{EXPIRY_SLACK} more) and is then forgotten, so the same request is
+        new again.
         """
         self.layer.receive(makeRequest(), UDP_SOURCE)
         request, txn = self.calls[0]
@@ -334,7 +336,7 @@ class ServerTransactionTests(TimerAssertions, unittest.TestCase):
         self.clock.advance(31.9)
         self.layer.receive(makeRequest(), UDP_SOURCE)
         self.assertEqual(len(self.calls), 1)
-        self.clock.advance(0.1)
+        self.clock.advance(0.1 + EXPIRY_SLACK)
         self.assertEqual(txn.state, "terminated")
         self.assertEqual(self.layer._servers, {})
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -752,6 +754,8 @@ class ClientTransactionTests(TimerAssertions, unittest.TestCase):
         self.assertEqual(results, [response])
         self.assertEqual(len(self.layer._clients), 1)
         self.clock.advance(5)
+        self.assertEqual(len(self.layer._clients), 1)
+        self.clock.advance(EXPIRY_SLACK)
         self.assertEqual(self.layer._clients, {})
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -884,7 +888,7 @@ class NotifyTests(TimerAssertions, unittest.TestCase):
         self.layer.receive(responseTo(self.sentRequest(), 202), UDP_SOURCE)
         self.assertEqual([r.code for r in self.results], [202])
         self.assertIsNone(txn._notify)
-        self.clock.advance(5)
+        self.clock.advance(5 + EXPIRY_SLACK)
         self.assertEqual(self.layer._clients, {})
         self.assertNoTimersLeft(self.layer, self.clock)
 
@@ -1051,7 +1055,8 @@ class CompletedTransactionTests(TimerAssertions, unittest.TestCase):
     def test_oneTimerForTimerJ(self):
         """
         Many completed UDP server transactions keep one pending timer, and
-        each ends 64*T1 after its own final response.
+        each ends between 64*T1 and 64*T1 + L{EXPIRY_SLACK} after its own
+        final response.
         """
         self.answerAll(5)
         self.clock.advance(1)
@@ -1059,8 +1064,48 @@ class CompletedTransactionTests(TimerAssertions, unittest.TestCase):
         self.assertEqual(timersOf(self.layer, self.clock), ['_abandonQueue', '_timerJ'])
         self.assertEqual(len(self.layer._servers), 10)
         self.clock.advance(31)
+        self.assertEqual(len(self.layer._servers), 10)
+        self.clock.advance(EXPIRY_SLACK)
         self.assertEqual(len(self.layer._servers), 5)
         self.clock.advance(1)
+        self.assertEqual(self.layer._servers, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_endedWaitsGoWithTheNext(self):
+        """
+        A wait that has ended goes when the next transaction starts its
+        own, before the timer: under load one ends for each that starts,
+        and the timer, which fires L{EXPIRY_SLACK} after the oldest end,
+        fires a few times a second instead of once per transaction.
+        """
+        sweeps = []
+        queue = self.layer._timerJ
+        original = queue._sweep
+
+        def counting():
+            sweeps.append(self.clock.seconds())
+            original()
+
+        self.patch(queue, "_sweep", counting)
+        # 10 transactions a second for 40 s: from 32 s on, each new one
+        # ends the one answered 32 s before it.
+        for i in range(400):
+            self.answerAll(1, start=i)
+            self.clock.advance(0.1)
+            self.assertLessEqual(len(self.layer._servers), 321)
+        self.assertEqual(400, len(self.calls))
+        self.assertEqual(320, len(self.layer._servers))
+        # From 32 s on, about one every EXPIRY_SLACK (a timer per
+        # transaction: 80).
+        self.assertLessEqual(len(sweeps), (40 - 32) / EXPIRY_SLACK + 1)
+        self.assertTrue(all(t >= 32 + EXPIRY_SLACK - 1e-6 for t in sweeps))
+        # Then nothing comes: the timer ends the rest, each at most
+        # EXPIRY_SLACK after its end.
+        last = self.calls[-1][1]
+        self.clock.advance(31.9 - 0.1)
+        self.assertEqual("completed", last.state)
+        self.clock.advance(0.1 + EXPIRY_SLACK)
+        self.assertEqual("terminated", last.state)
         self.assertEqual(self.layer._servers, {})
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -1102,7 +1147,7 @@ class CompletedTransactionTests(TimerAssertions, unittest.TestCase):
             self.assertEqual(self.successResultOf(d).code, 200)
         self.assertEqual(len(self.layer._clients), 3)
         self.assertEqual(timersOf(self.layer, self.clock), ['_firstTimerE', '_timerK'])
-        self.clock.advance(5)
+        self.clock.advance(5 + EXPIRY_SLACK)
         self.assertEqual(self.layer._clients, {})
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -1484,7 +1529,7 @@ class FirstClientTimerTests(TimerAssertions, unittest.TestCase):
         request, fired = self.start(self.tcp)
         self.layer.receive(responseTo(request, 200), TCP_SOURCE)
         self.assertEqual(timersOf(self.layer, self.clock), ["_firstTimerE", "_firstTimerF", "_timerK"])
-        self.clock.advance(self.layer.t4)
+        self.clock.advance(self.layer.t4 + EXPIRY_SLACK)
         self.assertEqual(self.layer._clients, {})
         self.assertNoTimersLeft(self.layer, self.clock)
 
