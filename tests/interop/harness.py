@@ -614,7 +614,8 @@ def sipSendTCP(host, port, request, timeout=5.0):
 
 
 def sipSendManyUDP(host, port, requests, rate=50.0, timeout=32.0, t1=0.5,
-                   t2=4.0, onSent=None, localPort=0, beforeSend=None):
+                   t2=4.0, onSent=None, localPort=0, beforeSend=None,
+                   answeredAt=None):
     """
     Send many SIP requests over one UDP socket at C{rate} per second, each
     retransmitted per Timer E until its final response or C{timeout}
@@ -628,6 +629,9 @@ def sipSendManyUDP(host, port, requests, rate=50.0, timeout=32.0, t1=0.5,
         of each request; it may block (bounded!) to pause the stream, and
         the pacing restarts from when it returns. Answers and
         retransmissions of earlier requests are not handled meanwhile.
+    @param answeredAt: a list as long as C{requests}, or L{None}: each
+        request's entry is set to the C{time.monotonic()} its final
+        response arrived.
     @return: a list, per request, of the final L{SIPMessage} or L{None}.
     """
     keys = [_requestKeys(r) for r in requests]
@@ -675,6 +679,8 @@ def sipSendManyUDP(host, port, requests, rate=50.0, timeout=32.0, t1=0.5,
             i = index.get((message.callID, message.cseq))
             if i is not None and message.code >= 200 and results[i] is None:
                 results[i] = message
+                if answeredAt is not None:
+                    answeredAt[i] = time.monotonic()
     finally:
         client.close()
     return results

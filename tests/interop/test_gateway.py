@@ -470,9 +470,10 @@ class ProsodyRestartTests(GatewayTestCase):
     count = 50
     rate = 50
 
-    def traffic(self, marker, beforeSend=None, onSent=None):
+    def traffic(self, marker, beforeSend=None, onSent=None, answeredAt=None):
         """
-        Start sending C{count} MESSAGEs to Alice in a thread.
+        Start sending C{count} MESSAGEs to Alice in a thread
+        (C{answeredAt}: see L{sipSendManyUDP}).
 
         @return: C{(bodies, thread, outcome)}; C{outcome["results"]} is set
             when the thread ends.
@@ -487,7 +488,8 @@ class ProsodyRestartTests(GatewayTestCase):
             try:
                 outcome["results"] = sipSendManyUDP(
                     LOCAL, self.sipPort, requests, rate=self.rate, timeout=32,
-                    localPort=port, onSent=onSent, beforeSend=beforeSend)
+                    localPort=port, onSent=onSent, beforeSend=beforeSend,
+                    answeredAt=answeredAt)
             except BaseException as e:  # reported by outcomeOf
                 outcome["error"] = e
 
@@ -572,24 +574,50 @@ class ProsodyRestartTests(GatewayTestCase):
         is in flight: every MESSAGE is answered 2xx or 5xx within Timer F,
         nothing arrives twice, every 2xx one arrives, and nothing answered
         5xx arrives except a 504 one (written, unconfirmed at the stop).
+
+        One exception to "every 2xx one arrives" is Prosody's own: when it
+        stops, it closes its client sessions first and waits for them to
+        close (mod_c2s, "server-stopping") while it still reads and routes
+        the component's stream, so a stanza it takes in that wait is
+        dropped with Alice's closing session, and the ping behind it,
+        routed back to the gateway, confirms it (seen once in CI: a 2xx at
+        the instant of the stop, the stanza never delivered). A MESSAGE
+        whose 2xx arrived between the stop and the new start may
+        therefore be missing (never arrive twice); every other 2xx one
+        must arrive.
         """
         marker = uniqueID("random")
         tenth = threading.Event()
         aliceReady = self.alice.readyCount()
+        answeredAt = [None] * self.count
         bodies, sender, outcome = self.traffic(
-            marker, onSent=lambda i: i == 9 and tenth.set())
+            marker, onSent=lambda i: i == 9 and tenth.set(),
+            answeredAt=answeredAt)
         try:
             self.assertTrue(tenth.wait(15), "sender did not start")
-            self.prosody.restart(downtime=1.0)
+            # self.prosody.restart(downtime=1.0), timed: until the new
+            # Prosody starts, no 2xx can come from anything but the one
+            # stopping (the gateway holds what arrives while it is down).
+            stopping = time.monotonic()
+            self.prosody.stop()
+            time.sleep(1.0)
+            restarting = time.monotonic()
+            self.prosody.start()
         finally:
             sender.join(60)
         codes, accepted, summary = self.outcomeOf(sender, outcome, bodies)
         self.assertGreaterEqual(len(accepted), 5, summary)
+        whileStopping = {
+            bodies[i] for i, at in enumerate(answeredAt)
+            if at is not None and stopping <= at < restarting
+            and codes[i] < 300}
+        summary += "\n2xx while Prosody stopped: %s" % (sorted(whileStopping),)
+        sure = set(accepted) - whileStopping
 
         self.alice.waitReady(timeout=20, count=aliceReady + 1)
         try:
-            self.alice.waitMessages(lambda e: e.get("body") in set(accepted),
-                                    len(accepted), timeout=30)
+            self.alice.waitMessages(lambda e: e.get("body") in sure,
+                                    len(sure), timeout=30)
         except HarnessError as e:
             raise HarnessError(f"{e}\n{summary}")
         time.sleep(2.0)
@@ -600,5 +628,5 @@ class ProsodyRestartTests(GatewayTestCase):
                              f"duplicate {body}: {received}\n{summary}")
             self.assertIn(body, set(accepted) | uncertain,
                           f"answered 5xx but delivered\n{summary}")
-        missing = sorted(set(accepted) - set(received))
+        missing = sorted(sure - set(received))
         self.assertEqual(missing, [], f"lost after 2xx: {missing}\n{summary}")
