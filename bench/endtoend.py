@@ -43,11 +43,12 @@ the load to the end of the step's drain, per message sent
 (C{gateway_instructions_per_msg}; L{CallgrindCounter}): the user-space
 cost of a message end to end, the reactor, the socket calls, the timers
 and the log file included, which benchmark 1's count
-(L{bench.instructions}) leaves out, the steps of one run within about
-1.5 % of each other where the CPU columns vary by 10 % and more (the
-first step of each direction aside: the UDP server transactions of a
-step expire 32 s later, Timer J, inside the next step's window). Under callgrind the gateway
-runs some fifty times slower, so the rates are at most
+(L{bench.instructions}) leaves out, the steps of one run within 0.2 %
+of each other (1.5 % before round 31's Timer J/K change) where the CPU
+columns vary by 10 % and more; the first step of each direction differs
+(the UDP server transactions of a step end 32 s later, Timer J, inside
+the next step's window). Under callgrind the gateway runs some fifty
+times slower, so the rates are at most
 L{CALLGRIND_MAX_RATE} (each message then runs alone, the low-rate case);
 its CPU and latency columns are callgrind's, not the gateway's. The
 results are of kind C{"endtoend-instructions"}, which L{bench.targets}
