@@ -321,10 +321,7 @@ class _ExpiryQueue:
         """
         queue = self._queue
         now = self.clock.seconds()
-        # The waits that have ended go first (float sums may put an end a
-        # hair after "now").
-        while queue and queue[0]._waitEnd <= now + 1e-6:
-            queue.popleft()._expired()
+        self._endWaits(now)
         while len(queue) >= self.limit:
             queue.popleft()._expired()
         txn._waitEnd = now + delay
@@ -333,12 +330,20 @@ class _ExpiryQueue:
             self._timer = self.clock.callLater(delay + EXPIRY_SLACK,
                                                self._sweep)
 
+    def _endWaits(self, now):
+        """
+        End the waits that have ended by C{now}, oldest first (float sums
+        may put an end a hair after C{now}).
+        """
+        queue = self._queue
+        while queue and queue[0]._waitEnd <= now + 1e-6:
+            queue.popleft()._expired()
+
     def _sweep(self):
         self._timer = None
         queue = self._queue
         now = self.clock.seconds()
-        while queue and queue[0]._waitEnd <= now + 1e-6:
-            queue.popleft()._expired()
+        self._endWaits(now)
         if queue and self._timer is None:
             self._timer = self.clock.callLater(
                 max(0.0, queue[0]._waitEnd - now) + EXPIRY_SLACK,
